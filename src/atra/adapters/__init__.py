@@ -1,0 +1,1 @@
+"""I/O shell: the only code that touches disk or network."""

@@ -1,0 +1,74 @@
+"""The ``atra`` command line: typer app, one-line errors, distinct exit codes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from atra import __version__
+from atra.errors import AtraError
+
+app = typer.Typer(
+    name="atra",
+    help="ATRA: crypto momentum research to live signals. Paper trading by default.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _State:
+    debug: bool = False
+
+
+STATE = _State()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    STATE.debug = debug
+    if version:
+        typer.echo(f"atra {__version__}")
+        raise typer.Exit(0)
+
+
+def _register() -> None:
+    """Import the command modules; each attaches its commands to ``app``."""
+    from atra.cli import data as _data  # noqa: F401  (registers `atra data ...`)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turn an :class:`AtraError` into one line and its exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="atra")
+    except SystemExit as exc:  # typer/click end every run this way (usage errors exit 2)
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except AtraError as exc:
+        if debug:
+            err_console.print_exception()
+        msg = f"{type(exc).__name__}: {exc}"
+        if exc.hint:
+            msg += f" (hint: {exc.hint})"
+        err_console.print(msg, markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("Interrupted.", markup=False)
+        return 130
+    return 0  # pragma: no cover  (standalone typer always raises SystemExit)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
