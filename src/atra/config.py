@@ -1,0 +1,325 @@
+"""The typed, frozen configuration tree, read from TOML and ``ATRA__*`` environment variables.
+
+``load_config(path)`` is called once (by the CLI) and the resulting :class:`AtraConfig` is passed
+down; nothing else reads the file or the environment. Every model is frozen and rejects unknown
+keys, so a typo is a one-line :class:`~atra.errors.ConfigError` naming the file and the key path::
+
+    config.toml: risk.max_leverag: unknown key
+
+Environment overrides follow freqtrade's convention, ``ATRA__<SECTION>__<KEY>=value`` (nested
+models add a level: ``ATRA__META__LGBM__NUM_LEAVES=63``); names are case-insensitive and values
+are coerced to the field's type (``"0.01"`` -> float, ``"true"`` -> bool, ``"BTCUSDT,ETHUSDT"`` or
+a JSON list -> tuple). An override wins over the file.
+
+Secrets (``exchange.api_key`` / ``exchange.api_secret``) come only from
+``ATRA__EXCHANGE__API_KEY`` / ``ATRA__EXCHANGE__API_SECRET``; a config file that holds them is
+refused. They are :class:`pydantic.SecretStr`: redacted in ``repr``/``str`` and in
+``model_dump_json``; read them with ``.get_secret_value()`` at the signing edge only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from atra.core.types import Market, Timeframe
+from atra.errors import ConfigError
+
+ENV_PREFIX: Final[str] = "ATRA__"
+SECRET_KEYS: Final[frozenset[str]] = frozenset({"api_key", "api_secret"})
+MAX_RISK_PER_TRADE: Final[float] = 0.02
+"""The hard cap on the fraction of equity at risk in one trade (2%)."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    """Where candles and funding live."""
+
+    data_dir: Path = Path("data")
+    exchange: Literal["binance"] = "binance"
+
+
+class StrategyConfig(_Frozen):
+    """The primary momentum model and its triple-barrier exits (multiples of ATR)."""
+
+    rule: str = Field(default="ema_cross", pattern=r"^[a-z][a-z0-9_]*$")
+    params: dict[str, float] = Field(default_factory=lambda: {"fast": 20.0, "slow": 50.0})
+    atr_window: int = Field(default=14, ge=1)
+    tp1_atr: float = Field(default=1.0, gt=0)
+    tp2_atr: float = Field(default=2.0, gt=0)
+    sl_atr: float = Field(default=1.0, gt=0)
+    horizon_bars: int = Field(default=24, ge=1)
+
+    @model_validator(mode="after")
+    def _tp_order(self) -> StrategyConfig:
+        if self.tp2_atr < self.tp1_atr:
+            raise ValueError(f"tp2_atr ({self.tp2_atr}) must be >= tp1_atr ({self.tp1_atr})")
+        return self
+
+
+class CostsConfig(_Frozen):
+    """Trading costs in basis points of notional (1 bp = 0.01%)."""
+
+    maker_fee_bps: float = Field(default=2.0, ge=0)
+    taker_fee_bps: float = Field(default=5.0, ge=0)
+    slippage_bps: float = Field(default=2.0, ge=0)
+
+
+class RiskConfig(_Frozen):
+    """Sizing and the guards the live loop enforces before any order."""
+
+    risk_per_trade: float = Field(default=0.01, gt=0, le=MAX_RISK_PER_TRADE)
+    kelly: Literal["none", "full", "half"] = "half"
+    max_open_positions: int = Field(default=5, ge=1)
+    max_per_symbol: int = Field(default=1, ge=1)
+    max_gross_leverage: float = Field(default=3.0, gt=0)
+    max_daily_loss: float = Field(default=0.05, gt=0, le=1)
+    kill_switch_file: Path = Path("KILL")
+
+
+class LgbmConfig(_Frozen):
+    """LightGBM parameters of the meta model (deterministic by default)."""
+
+    num_leaves: int = Field(default=31, ge=2)
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    n_estimators: int = Field(default=300, ge=1)
+    min_child_samples: int = Field(default=50, ge=1)
+    feature_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_freq: int = Field(default=1, ge=0)
+    lambda_l2: float = Field(default=1.0, ge=0)
+    seed: int = 42
+
+
+class MetaConfig(_Frozen):
+    """The meta model: when to take a primary signal, and how often to retrain."""
+
+    threshold_mode: Literal["fixed", "f1", "expected_value"] = "fixed"
+    threshold: float = Field(default=0.55, ge=0, le=1)
+    retrain_days: int = Field(default=30, ge=1)
+    embargo_hours: float = Field(default=24.0, ge=0)
+    lgbm: LgbmConfig = Field(default_factory=LgbmConfig)
+
+
+class LiveConfig(_Frozen):
+    """The live loop. ``paper`` is the default: real orders need ``paper = false`` explicitly."""
+
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    market: Market = Market.PERP
+    timeframe: Timeframe = Timeframe.H1
+    bar_close_delay_s: float = Field(default=2.0, ge=0)
+    cycle_deadline_s: float = Field(default=30.0, gt=0)
+    paper: bool = True
+    journal_path: Path = Path("data/journal.sqlite")
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one symbol is required")
+        for sym in value:
+            if not (sym.isascii() and sym.isalnum() and sym.isupper()):
+                raise ValueError(f"symbol {sym!r} must be upper-case letters/digits (BTCUSDT)")
+        if len(set(value)) != len(value):
+            raise ValueError("symbols must be unique")
+        return value
+
+    @field_validator("market", mode="before")
+    @classmethod
+    def _market(cls, value: object) -> object:
+        try:
+            return Market.parse(value) if isinstance(value, str) else value
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("timeframe", mode="before")
+    @classmethod
+    def _timeframe(cls, value: object) -> object:
+        try:
+            return Timeframe.parse(value) if isinstance(value, str) else value
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class ExchangeConfig(_Frozen):
+    """Exchange endpoints and HTTP client limits. Keys come only from the environment."""
+
+    spot_base_url: str = Field(default="https://api.binance.com", pattern=r"^https?://")
+    perp_base_url: str = Field(default="https://fapi.binance.com", pattern=r"^https?://")
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    max_connections: int = Field(default=10, ge=1)
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+
+
+class ObsConfig(_Frozen):
+    """Logging. ``auto`` renders pretty lines on a TTY and JSON lines otherwise."""
+
+    log_format: Literal["json", "console", "auto"] = "auto"
+    log_file: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class AtraConfig(_Frozen):
+    """The whole configuration tree; every section has working defaults."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    costs: CostsConfig = Field(default_factory=CostsConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    meta: MetaConfig = Field(default_factory=MetaConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
+    obs: ObsConfig = Field(default_factory=ObsConfig)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The configured secret strings, for the log redaction processor (never logged)."""
+        found = (self.exchange.api_key, self.exchange.api_secret)
+        return tuple(s.get_secret_value() for s in found if s is not None and s.get_secret_value())
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> AtraConfig:
+    """Read ``path`` (TOML; defaults only when ``None``), apply ``ATRA__*`` overrides from ``env``
+    (``os.environ`` when ``None``) and validate. Any problem is one :class:`ConfigError` line."""
+    source = path.name if path is not None else "defaults"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_toml(path)
+        _refuse_file_secrets(raw, source)
+    env_map = os.environ if env is None else env
+    env_paths: dict[tuple[str, ...], str] = {}
+    for name, value in sorted(env_map.items()):
+        if name.upper().startswith(ENV_PREFIX):
+            keys = tuple(k.lower() for k in name[len(ENV_PREFIX) :].split("__"))
+            if not all(keys):
+                raise ConfigError(f"{name}: malformed override (expected ATRA__SECTION__KEY)")
+            _set_path(raw, keys, _coerce_env(keys, value), name)
+            env_paths[keys] = name
+    try:
+        return AtraConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source, env_paths)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name}: invalid TOML: {exc}") from None
+
+
+def _refuse_file_secrets(raw: Mapping[str, Any], source: str) -> None:
+    section = raw.get("exchange")
+    if isinstance(section, Mapping):
+        for key in sorted(SECRET_KEYS & set(section)):
+            env_name = f"{ENV_PREFIX}EXCHANGE__{key.upper()}"
+            raise ConfigError(
+                f"{source}: exchange.{key}: secrets are read only from the environment "
+                f"({env_name}); remove it from the file"
+            )
+
+
+def _set_path(raw: dict[str, Any], keys: tuple[str, ...], value: object, name: str) -> None:
+    node = raw
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{name}: {'.'.join(keys)}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _field_annotation(keys: tuple[str, ...]) -> object:
+    """The annotation of the field at ``keys`` (``None`` when the path is not a field)."""
+    model: object = AtraConfig
+    annotation: object = None
+    for key in keys:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(key)
+        if field is None:
+            return None
+        annotation = field.annotation
+        model = annotation
+    return annotation
+
+
+def _is_optional(annotation: object) -> bool:
+    origin = get_origin(annotation)
+    return origin in (Union, types.UnionType) and type(None) in get_args(annotation)
+
+
+def _coerce_env(keys: tuple[str, ...], value: str) -> object:
+    """Turn an environment string into what pydantic's lax mode accepts for that field."""
+    annotation = _field_annotation(keys)
+    text = value.strip()
+    if text == "" and _is_optional(annotation):
+        return None
+    if keys[-1] in SECRET_KEYS:
+        return value  # taken verbatim: a secret is never reinterpreted
+    if get_origin(annotation) in (tuple, list, dict) or text.startswith(("[", "{")):
+        if text.startswith(("[", "{")):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                return value  # let validation report the type error on this key
+        if get_origin(annotation) in (tuple, list):
+            return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _format_errors(
+    exc: ValidationError, source: str, env_paths: Mapping[tuple[str, ...], str]
+) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        origin = source
+        for env_path, env_name in env_paths.items():  # the override at, above or below loc
+            n = min(len(env_path), len(loc))
+            if env_path[:n] == loc[:n]:
+                origin = env_name
+                break
+        key = ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{origin}: {key}: unknown key")
+            continue
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not set(loc) & SECRET_KEYS:
+            shown = repr(err.get("input"))
+            if len(shown) <= 60:
+                msg += f" (got {shown})"
+        parts.append(f"{origin}: {key}: {msg}")
+    return "; ".join(parts)
