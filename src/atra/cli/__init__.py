@@ -28,20 +28,29 @@ class _State:
 STATE = _State()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"atra {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
     STATE.debug = debug
-    if version:
-        typer.echo(f"atra {__version__}")
-        raise typer.Exit(0)
 
 
 def _register() -> None:
     """Import the command modules; each attaches its commands to ``app``."""
     from atra.cli import data as _data  # noqa: F401  (registers `atra data ...`)
+    from atra.cli import demo as _demo  # noqa: F401  (registers `atra demo`)
 
 
 _register()
