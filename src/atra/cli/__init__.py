@@ -51,6 +51,7 @@ def _register() -> None:
     """Import the command modules; each attaches its commands to ``app``."""
     from atra.cli import data as _data  # noqa: F401  (registers `atra data ...`)
     from atra.cli import demo as _demo  # noqa: F401  (registers `atra demo`)
+    from atra.cli import download as _download  # noqa: F401  (registers `atra data download`)
 
 
 _register()

@@ -1,0 +1,105 @@
+"""`atra data download`: candles (and perp funding) from Binance into the store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+from atra.adapters.exchange import BinanceClient
+from atra.adapters.store import CandleStore
+from atra.cli.data import data_app
+from atra.core.types import Market, Timeframe
+from atra.download import DownloadReport, DownloadSpec, download, parse_utc_ms, split_symbols
+from atra.errors import ConfigError
+
+_EXCHANGES = ("binance",)
+
+
+@data_app.command("download")
+def download_cmd(
+    symbols: Annotated[
+        str, typer.Option("--symbols", help="Comma-separated, e.g. BTCUSDT,ETHUSDT")
+    ],
+    since: Annotated[str, typer.Option("--since", help="First bar (UTC date or ISO time).")],
+    until: Annotated[
+        str | None, typer.Option("--until", help="End, exclusive (default: now).")
+    ] = None,
+    exchange: Annotated[str, typer.Option("--exchange")] = "binance",
+    market: Annotated[str, typer.Option("--market", help="spot or perp")] = "spot",
+    timeframe: Annotated[str, typer.Option("--timeframe")] = "1h",
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="Exchange REST base URL.")
+    ] = None,
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Store root.")] = Path("data"),
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 10.0,
+    retries: Annotated[int, typer.Option("--retries", help="Attempts per request.")] = 5,
+    max_connections: Annotated[int, typer.Option("--max-connections")] = 10,
+) -> None:
+    """Download candles into the store: all symbols at once, resumable, rate limited."""
+    if exchange.strip().lower() not in _EXCHANGES:
+        raise ConfigError(f"--exchange {exchange!r}: supported: {', '.join(_EXCHANGES)}")
+    if retries < 1 or timeout_s <= 0 or max_connections < 1:
+        raise ConfigError("--retries and --max-connections must be >= 1, --timeout > 0")
+    spec = DownloadSpec(
+        exchange="binance",
+        market=Market.parse(market),
+        symbols=split_symbols(symbols),
+        timeframe=Timeframe.parse(timeframe),
+        since_ms=parse_utc_ms(since, "--since"),
+        until_ms=parse_utc_ms(until, "--until") if until is not None else None,
+    )
+    console = Console(stderr=True)
+    report = asyncio.run(
+        _run(spec, base_url, data_dir, timeout_s, retries, max_connections, console)
+    )
+    _finish(spec, report)
+
+
+def _finish(spec: DownloadSpec, report: DownloadReport) -> None:
+    """One line per symbol on stdout, then the first failure as a one-line error."""
+    for item in report.symbols:
+        state = "failed" if item.error is not None else "ok"
+        line = f"{item.symbol}: {state}, {item.candles_added} candles added"
+        if spec.market is Market.PERP:
+            line += f", {item.funding_added} funding events added"
+        typer.echo(line)
+    report.raise_for_errors()
+
+
+async def _run(
+    spec: DownloadSpec,
+    base_url: str | None,
+    data_dir: Path,
+    timeout_s: float,
+    retries: int,
+    max_connections: int,
+    console: Console,
+) -> DownloadReport:
+    store = CandleStore(data_dir)
+    client = BinanceClient(
+        spec.market,
+        base_url=base_url,
+        timeout_s=timeout_s,
+        max_attempts=retries,
+        max_connections=max_connections,
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, TaskID] = {
+            s: bar.add_task(f"{s} {spec.timeframe}", total=None) for s in spec.symbols
+        }
+
+        def progress(symbol: str, done: int, total: int) -> None:
+            bar.update(tasks[symbol], completed=done, total=total)
+
+        async with client:
+            await client.sync_limits()
+            return await download(
+                client, store, spec, now_ms=int(time.time() * 1000), progress=progress
+            )

@@ -1,0 +1,223 @@
+"""Download candles (and perp funding) from an exchange into the candle store.
+
+Every symbol runs concurrently; all requests share the client's rate limiter. Each symbol
+resumes after its last stored candle, fetches its pages in chunks (the pages of a chunk at
+once) and writes each chunk through :meth:`CandleStore.write_candles`, which validates and
+merges atomically. A failure or a cancellation therefore leaves every symbol's store valid:
+as before, or with whole chunks added, never half a chunk; a rerun continues where it stopped.
+A symbol that fails does not stop the others; an IP ban (HTTP 418) stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import pandas as pd
+
+from atra.adapters.exchange import ExchangeClient, first_error, plan_pages
+from atra.adapters.store import CandleStore, DatasetKey
+from atra.core.types import Market, Timeframe
+from atra.errors import AtraError, ConfigError, IPBanned
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(symbol, bars_done, bars_expected)``, called after every stored chunk."""
+
+
+class RangeClient(ExchangeClient, Protocol):
+    """An exchange client that can also fetch whole ranges (``BinanceClient`` does)."""
+
+    async def fetch_klines_range(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        start_ms: int,
+        end_ms: int,
+        *,
+        max_parallel: int | None = None,
+    ) -> pd.DataFrame: ...
+
+    async def fetch_funding_range(
+        self, symbol: str, start_ms: int, end_ms: int
+    ) -> pd.DataFrame: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadSpec:
+    """What to download: ``since_ms <= open_time < until_ms`` (``None``: up to now)."""
+
+    exchange: str
+    market: Market
+    symbols: tuple[str, ...]
+    timeframe: Timeframe
+    since_ms: int
+    until_ms: int | None = None
+    funding: bool = True
+    """Also download funding history (perps only)."""
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            raise ConfigError("no symbols to download")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ConfigError(f"symbols listed twice: {', '.join(self.symbols)}")
+        if self.until_ms is not None and self.since_ms >= self.until_ms:
+            raise ConfigError(
+                f"--since {ms_to_text(self.since_ms)} is not before --until "
+                f"{ms_to_text(self.until_ms)}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolReport:
+    """What happened to one symbol."""
+
+    symbol: str
+    candles_added: int
+    funding_added: int
+    error: AtraError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadReport:
+    """Per-symbol outcome of a download, in the order the symbols were given."""
+
+    symbols: tuple[SymbolReport, ...]
+
+    @property
+    def failed(self) -> tuple[SymbolReport, ...]:
+        return tuple(s for s in self.symbols if s.error is not None)
+
+    def raise_for_errors(self) -> None:
+        """Raise the first symbol's error (same type), naming how many symbols failed."""
+        failed = self.failed
+        if not failed:
+            return
+        first = failed[0]
+        assert first.error is not None
+        err = copy.copy(first.error)
+        note = f"{len(failed)} of {len(self.symbols)} symbols failed; the others are stored"
+        err.args = (f"{first.symbol}: {first.error} ({note})",)
+        raise err
+
+
+def ms_to_text(ts_ms: int) -> str:
+    """``1704067200000`` -> ``2024-01-01 00:00``."""
+    return pd.Timestamp(ts_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+
+
+def parse_utc_ms(text: str, flag: str) -> int:
+    """``2024-01-01``, ``2024-01-01T12:00`` (UTC unless an offset is given) or epoch ms."""
+    raw = text.strip()
+    if raw.isdigit():
+        return int(raw)
+    try:
+        ts = pd.Timestamp(raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{flag} {text!r}: expected a date like 2024-01-01") from exc
+    if pd.isna(ts):
+        raise ConfigError(f"{flag} {text!r}: expected a date like 2024-01-01")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1_000_000)
+
+
+def split_symbols(text: str) -> tuple[str, ...]:
+    """``"btcusdt, ETHUSDT"`` -> ``("BTCUSDT", "ETHUSDT")``."""
+    syms = tuple(s.strip().upper() for s in text.split(",") if s.strip())
+    if not syms:
+        raise ConfigError(f"--symbols {text!r}: expected a list like BTCUSDT,ETHUSDT")
+    return syms
+
+
+async def download(
+    client: RangeClient,
+    store: CandleStore,
+    spec: DownloadSpec,
+    *,
+    now_ms: int,
+    chunk_pages: int = 10,
+    progress: ProgressFn | None = None,
+    sequential: bool = False,
+) -> DownloadReport:
+    """Download ``spec`` into ``store``; ``now_ms`` bounds an open-ended range (closed bars).
+
+    ``sequential=True`` issues the very same requests one at a time (a baseline to compare).
+    """
+    step = spec.timeframe.ms
+    end = (now_ms // step) * step
+    if spec.until_ms is not None:
+        end = min(end, spec.until_ms)
+    reports: dict[str, SymbolReport] = {}
+
+    async def one(symbol: str) -> None:
+        try:
+            reports[symbol] = await _download_symbol(
+                client, store, spec, symbol, end, chunk_pages, progress, 1 if sequential else None
+            )
+        except IPBanned:
+            raise
+        except AtraError as exc:
+            reports[symbol] = SymbolReport(symbol, 0, 0, exc)
+
+    if sequential:
+        for symbol in spec.symbols:
+            await one(symbol)
+        return DownloadReport(tuple(reports[s] for s in spec.symbols))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for symbol in spec.symbols:
+                tg.create_task(one(symbol))
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+    return DownloadReport(tuple(reports[s] for s in spec.symbols))
+
+
+async def _download_symbol(
+    client: RangeClient,
+    store: CandleStore,
+    spec: DownloadSpec,
+    symbol: str,
+    end_ms: int,
+    chunk_pages: int,
+    progress: ProgressFn | None,
+    max_parallel: int | None,
+) -> SymbolReport:
+    key = DatasetKey(spec.exchange, spec.market, symbol, spec.timeframe)
+    step = spec.timeframe.ms
+    last = store.last_open_time(key)
+    start = spec.since_ms if last is None or last < spec.since_ms else last + step
+    pages = plan_pages(start, end_ms, step, client.max_klines)
+    expected = max(0, -(-(end_ms - start) // step))
+    source = f"{spec.exchange} {spec.market} {symbol} {spec.timeframe}"
+    added = done = 0
+    if progress is not None:
+        progress(symbol, 0, expected)
+    for chunk in _chunks(pages, chunk_pages):
+        chunk_start, chunk_end = chunk[0][0], chunk[-1][1] + 1
+        frame = await client.fetch_klines_range(
+            symbol, spec.timeframe, chunk_start, chunk_end, max_parallel=max_parallel
+        )
+        if not frame.empty:
+            added += store.write_candles(key, frame, source=source).rows_added
+        done += (chunk_end - chunk_start) // step
+        if progress is not None:
+            progress(symbol, min(done, expected), expected)
+    funding_added = 0
+    if spec.market is Market.PERP and spec.funding:
+        last_f = store.last_funding_time(spec.exchange, symbol)
+        f_start = spec.since_ms if last_f is None or last_f < spec.since_ms else last_f + 1
+        if f_start < end_ms:
+            funding = await client.fetch_funding_range(symbol, f_start, end_ms)
+            if not funding.empty:
+                result = store.write_funding(
+                    spec.exchange, symbol, funding, source=f"{source} funding"
+                )
+                funding_added = result.rows_added
+    return SymbolReport(symbol, added, funding_added)
+
+
+def _chunks(pages: Sequence[tuple[int, int]], size: int) -> list[Sequence[tuple[int, int]]]:
+    n = max(1, size)
+    return [pages[i : i + n] for i in range(0, len(pages), n)]
