@@ -40,8 +40,17 @@ test: lint typecheck
 check: test
 
 ## bench: the benchmarks (print figures; not part of make test)
+BENCH_DATA ?= /tmp/atra-bench
 bench: $(VENV)/.installed-dev
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	test -d $(BENCH_DATA)/small || $(BIN)/python ../shared/bench/gen_data.py --size small
+	test -d $(BENCH_DATA)/large || $(BIN)/python ../shared/bench/gen_data.py --size large
 	$(BIN)/python bench/bench_store_load.py
+	$(BIN)/python bench/bench_features.py
+	$(BIN)/python bench/bench_labels.py --data $(BENCH_DATA)/small
+	$(BIN)/python bench/bench_backtest.py --data $(BENCH_DATA)/large
+	$(BIN)/python bench/bench_download.py
+	$(BIN)/python bench/bench_meta.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage* htmlcov
