@@ -52,6 +52,7 @@ def _register() -> None:
     from atra.cli import data as _data  # noqa: F401  (registers `atra data ...`)
     from atra.cli import demo as _demo  # noqa: F401  (registers `atra demo`)
     from atra.cli import download as _download  # noqa: F401  (registers `atra data download`)
+    from atra.cli import report as _report  # noqa: F401  (registers `atra report`)
 
 
 _register()
