@@ -1,0 +1,478 @@
+"""Research commands: `atra train`, `atra signals`, `atra labels`, `atra wf-metrics`.
+
+Every command reads a range of the store (``--start`` inclusive, ``--end`` exclusive, UTC),
+builds the research dataset with the strategy / costs / meta settings of ``--config`` (the
+defaults of :class:`~atra.config.AtraConfig` when absent) and prints rich tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atra.adapters.store import CandleStore
+from atra.cli import app
+from atra.cli.data import DataDir, _console, _progress, _when
+from atra.config import load_config
+from atra.core.decision import ModelHandle, decide_events
+from atra.core.labels import label_stats
+from atra.core.meta import Reason
+from atra.core.types import Market, Timeframe
+from atra.errors import ConfigError
+from atra.research import (
+    ResearchDataset,
+    ResearchSettings,
+    WalkForwardConfig,
+    build_dataset,
+    load_model_for,
+    load_universe,
+    parse_time_ms,
+    run_walkforward,
+    settings_from_config,
+    train_model,
+)
+
+_DEFAULT_DIR = Path("data")
+_EXPORT_COLUMNS = (
+    "symbol",
+    "time_ms",
+    "side",
+    "entry",
+    "sl",
+    "tp1",
+    "tp2",
+    "horizon_bars",
+    "p_take",
+    "threshold",
+    "take",
+    "blocked_by",
+)
+
+Exchange = Annotated[
+    str, typer.Option("--exchange", help="Exchange name in the store (binance, synthetic).")
+]
+MarketOpt = Annotated[str, typer.Option("--market", help="spot or perp.")]
+Symbols = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--symbols", "--symbol", help="Symbols (repeatable or comma-separated; default: all)."
+    ),
+]
+TimeframeOpt = Annotated[str, typer.Option("--timeframe", help="Bar size, e.g. 1h.")]
+Start = Annotated[
+    str | None, typer.Option("--start", help="First signal time, UTC (2022-01-01[T00:00]).")
+]
+End = Annotated[str | None, typer.Option("--end", help="End of the range, UTC (exclusive).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML config (strategy, costs, meta sections).")
+]
+
+
+def _symbols(
+    store: CandleStore, exchange: str, market: Market, tf: Timeframe, given: Sequence[str] | None
+) -> list[str]:
+    out = [s.strip() for item in (given or ()) for s in item.split(",") if s.strip()]
+    if out:
+        return out
+    found = sorted(
+        {
+            i.symbol
+            for i in store.datasets()
+            if i.exchange == exchange and i.market is market and i.timeframe is tf
+        }
+    )
+    if not found:
+        raise ConfigError(
+            f"no {exchange}/{market}/*/{tf} candles in the store at {store.root}; "
+            "pass --data-dir / --exchange, or import data first"
+        )
+    return found
+
+
+def _prepare(
+    console: Console,
+    data_dir: Path,
+    exchange: str,
+    market: str,
+    symbols: Sequence[str] | None,
+    timeframe: str,
+    start: str | None,
+    end: str | None,
+    config: Path | None,
+) -> tuple[ResearchDataset, ResearchSettings]:
+    settings = settings_from_config(load_config(config))
+    store = CandleStore(data_dir)
+    mkt, tf = Market.parse(market), Timeframe.parse(timeframe)
+    syms = _symbols(store, exchange, mkt, tf, symbols)
+    start_ms = parse_time_ms(start) if start else None
+    end_ms = parse_time_ms(end) if end else None
+    universe = load_universe(store, exchange, syms, mkt, tf, start_ms, end_ms)
+    with _progress(console, "features + labels") as progress:
+        dataset = build_dataset(universe, settings.signal, settings.exit, progress=progress)
+    rep = dataset.report
+    console.print(
+        f"{rep.events:,} primary signal(s) on {len(syms)} symbol(s) "
+        f"({exchange}/{mkt}/{tf}); {rep.complete:,} labelled, {rep.incomplete:,} incomplete "
+        f"(trade still open at the data end: excluded from training), "
+        f"{rep.before_start:,} in the feature warm-up before the range.",
+        markup=False,
+    )
+    for sym, absent in rep.absent_inputs.items():
+        console.print(
+            f"{sym}: no {', '.join(absent)} data stored: those features are NaN.", markup=False
+        )
+    return dataset, settings
+
+
+@contextmanager
+def _fold_progress(console: Console) -> Iterator[Callable[[int, int], None]]:
+    with _progress(console, "walk-forward folds") as progress:
+
+        def update(done: int, total: int) -> None:
+            progress(done, total, f"fold {done}/{total}")
+
+        yield update
+
+
+_DIGITS = {"n_": 0, "me": 4}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    v = float(value)
+    if math.isnan(v):
+        return "-"
+    return f"{int(v):,}" if digits == 0 else f"{v:.{digits}f}"
+
+
+def _metrics_table(metrics: pd.DataFrame, title: str) -> Table:
+    table = Table(title=title)
+    cols = (
+        "n_events",
+        "base_rate",
+        "auc",
+        "n_take",
+        "take_rate",
+        "precision",
+        "recall",
+        "mean_net_return",
+        "mean_net_return_take",
+    )
+    table.add_column("year")
+    for c in cols:
+        table.add_column(c.replace("mean_net_return", "ret"), justify="right")
+    for year, row in metrics.iterrows():
+        table.add_row(
+            str(year),
+            *(_fmt(row[c], _DIGITS.get(c[:2], 3)) if c in row else "-" for c in cols),
+        )
+    return table
+
+
+def _reasons_text(reasons: Sequence[Reason]) -> str:
+    return "; ".join(f"{r.feature}={r.value:.4g} ({r.contribution:+.3f})" for r in reasons)
+
+
+@app.command("labels")
+def labels_cmd(
+    data_dir: DataDir = _DEFAULT_DIR,
+    exchange: Exchange = "binance",
+    market: MarketOpt = "spot",
+    symbols: Symbols = None,
+    timeframe: TimeframeOpt = "1h",
+    start: Start = None,
+    end: End = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Triple-barrier label statistics: counts per label and exit reason, mean net return,
+    meta-positive rate (per symbol and overall)."""
+    console = _console()
+    dataset, _ = _prepare(
+        console, data_dir, exchange, market, symbols, timeframe, start, end, config
+    )
+    ev = dataset.events
+    table = Table(title="Triple-barrier labels (complete trades; net of fees and slippage)")
+    heads = (
+        "symbol",
+        "events",
+        "complete",
+        "incomplete",
+        "-1 (SL)",
+        "0 (time)",
+        "+1 (TP)",
+        "mean ret",
+        "meta+ rate",
+        "reasons",
+    )
+    for h in heads:
+        table.add_column(h, justify="left" if h in ("symbol", "reasons") else "right")
+    groups = [(str(s), ev[ev["symbol"] == s]) for s in dataset.universe.symbols]
+    groups.append(("all", ev))
+    for name, part in groups:
+        st = label_stats(part)
+        table.add_row(
+            name,
+            f"{st.events:,}",
+            f"{st.complete:,}",
+            f"{st.incomplete:,}",
+            f"{st.labels[-1]:,}",
+            f"{st.labels[0]:,}",
+            f"{st.labels[1]:,}",
+            _fmt(st.mean_ret, 5),
+            _fmt(st.meta_positive_rate, 3),
+            ", ".join(f"{k} {v}" for k, v in st.reasons.items()),
+        )
+    console.print(table)
+
+
+@app.command("wf-metrics")
+def wf_metrics_cmd(
+    data_dir: DataDir = _DEFAULT_DIR,
+    exchange: Exchange = "binance",
+    market: MarketOpt = "spot",
+    symbols: Symbols = None,
+    timeframe: TimeframeOpt = "1h",
+    start: Start = None,
+    end: End = None,
+    config: ConfigOpt = None,
+    retrain_days: Annotated[
+        int | None, typer.Option(help="Retrain period in days (default: meta.retrain_days).")
+    ] = None,
+    train: Annotated[str, typer.Option(help="expanding or rolling training window.")] = (
+        "expanding"
+    ),
+    train_days: Annotated[int | None, typer.Option(help="Rolling window length, days.")] = None,
+    embargo_hours: Annotated[
+        float | None, typer.Option(help="Embargo in hours (default: meta.embargo_hours).")
+    ] = None,
+    min_train_days: Annotated[int, typer.Option(help="Days before the first test window.")] = 180,
+    min_train_events: Annotated[int, typer.Option(help="Fewest training events of a fold.")] = 200,
+    decay: Annotated[
+        float | None,
+        typer.Option(help="Sample-weight time decay in (-1, 1] (1 or unset: none)."),
+    ] = None,
+    n_jobs: Annotated[int, typer.Option(help="Parallel fold fits.")] = 2,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
+    ] = None,
+) -> None:
+    """Walk-forward OOS metrics of the meta model per year: AUC, precision / recall of
+    "take", base rate (purge + embargo, sample weights, monthly retrain by default)."""
+    console = _console()
+    dataset, settings = _prepare(
+        console, data_dir, exchange, market, symbols, timeframe, start, end, config
+    )
+    base = settings.walkforward
+    if train not in ("expanding", "rolling"):
+        raise ConfigError(f"--train must be expanding or rolling, got {train!r}")
+    cfg = WalkForwardConfig(
+        retrain_days=retrain_days or base.retrain_days,
+        train="rolling" if train == "rolling" else "expanding",
+        train_days=train_days,
+        embargo_hours=base.embargo_hours if embargo_hours is None else embargo_hours,
+        min_train_days=min_train_days,
+        min_train_events=min_train_events,
+        decay=decay,
+    )
+    with _fold_progress(console) as progress:
+        result = run_walkforward(dataset, cfg, settings.meta, n_jobs=n_jobs, progress=progress)
+    console.print(_metrics_table(result.metrics, "Walk-forward out-of-sample metrics"))
+    purged = sum(f.n_purged for f in result.folds)
+    embargoed = sum(f.n_embargoed for f in result.folds)
+    console.print(
+        f"{len(result.folds)} fold(s) every {cfg.retrain_days} d ({cfg.train}), embargo "
+        f"{cfg.embargo_hours:g} h; {len(result.predictions):,} OOS event(s), "
+        f"{result.untested:,} in the training warm-up, {result.excluded_incomplete:,} "
+        f"incomplete excluded; purged {purged:,}, embargoed {embargoed:,} (summed over folds); "
+        f"{result.elapsed_s:.1f} s.",
+        markup=False,
+    )
+    if json_out is not None:
+        payload = {
+            "folds": len(result.folds),
+            "oos_events": len(result.predictions),
+            "excluded_incomplete": result.excluded_incomplete,
+            "metrics": {
+                str(y): {
+                    k: (None if isinstance(v, float) and math.isnan(v) else v)
+                    for k, v in row.items()
+                }
+                for y, row in result.metrics.to_dict(orient="index").items()
+            },
+        }
+        json_out.write_text(json.dumps(payload, indent=2, default=float))
+        console.print(f"metrics written to {json_out}", markup=False)
+
+
+app.command("walkforward-metrics", help="Same as wf-metrics.")(wf_metrics_cmd)
+
+
+@app.command("train")
+def train_cmd(
+    data_dir: DataDir = _DEFAULT_DIR,
+    exchange: Exchange = "binance",
+    market: MarketOpt = "spot",
+    symbols: Symbols = None,
+    timeframe: TimeframeOpt = "1h",
+    start: Start = None,
+    end: End = None,
+    config: ConfigOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Model registry folder.")] = Path("models"),
+    walkforward: Annotated[
+        bool,
+        typer.Option("--walkforward/--no-walkforward", help="Store walk-forward OOS metrics too."),
+    ] = False,
+    min_train_days: Annotated[
+        int, typer.Option(help="With --walkforward: days before the first test window.")
+    ] = 180,
+    min_train_events: Annotated[
+        int, typer.Option(help="With --walkforward: fewest training events of a fold.")
+    ] = 200,
+    decay: Annotated[
+        float | None,
+        typer.Option(help="Sample-weight time decay in (-1, 1] (1 or unset: none)."),
+    ] = None,
+    n_jobs: Annotated[int, typer.Option(help="Parallel fold fits (with --walkforward).")] = 2,
+) -> None:
+    """Train the meta model on a range and save it (LightGBM text + metadata JSON)."""
+    console = _console()
+    dataset, settings = _prepare(
+        console, data_dir, exchange, market, symbols, timeframe, start, end, config
+    )
+    metrics = None
+    if walkforward:
+        with _fold_progress(console) as progress:
+            cfg = dataclasses.replace(
+                settings.walkforward,
+                min_train_days=min_train_days,
+                min_train_events=min_train_events,
+                decay=decay,
+            )
+            wf = run_walkforward(dataset, cfg, settings.meta, n_jobs=n_jobs, progress=progress)
+        metrics = wf.metrics
+        console.print(_metrics_table(metrics, "Walk-forward out-of-sample metrics"))
+    trained = train_model(dataset, out, settings.meta, decay=decay, oos_metrics=metrics)
+    reg = trained.registered
+    imp = reg.model.feature_importance().head(8)
+    table = Table(title=f"Model {reg.model_id}")
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("path", str(reg.path))
+    table.add_row(
+        "training window", f"{_when(trained.train_start_ms)} .. {_when(trained.train_end_ms)}"
+    )
+    table.add_row(
+        "events", f"{trained.n_train:,} (incomplete excluded: {trained.excluded_incomplete:,})"
+    )
+    table.add_row("threshold", f"{reg.model.threshold:.2f} ({reg.model.threshold_source})")
+    table.add_row("top features (gain)", ", ".join(f"{k} {v:.2f}" for k, v in imp.items()))
+    console.print(table)
+    console.print(f"saved model {reg.model_id} to {reg.path}", markup=False)
+
+
+@app.command("signals")
+def signals_cmd(
+    data_dir: DataDir = _DEFAULT_DIR,
+    exchange: Exchange = "binance",
+    market: MarketOpt = "spot",
+    symbols: Symbols = None,
+    timeframe: TimeframeOpt = "1h",
+    start: Start = None,
+    end: End = None,
+    config: ConfigOpt = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Registered model folder (meta filter).")
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Detail the latest taken and blocked signal.")
+    ] = False,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Only signals at or before this time (UTC).")
+    ] = None,
+    last: Annotated[int, typer.Option("--last", help="Rows to print (newest).")] = 20,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Write every signal to this CSV file.")
+    ] = None,
+) -> None:
+    """Primary signals with p(take), threshold, decision and top reasons."""
+    if explain and model is None:
+        raise ConfigError("--explain needs --model (reasons come from the meta model)")
+    console = _console()
+    dataset, _ = _prepare(
+        console, data_dir, exchange, market, symbols, timeframe, start, end, config
+    )
+    handle: ModelHandle | None = None if model is None else load_model_for(model, dataset)
+    decided = decide_events(dataset.events, dataset.X, handle, top_k=3)
+    if at is not None:
+        decided = decided[decided["time_ms"] <= parse_time_ms(at)]
+    if export is not None:
+        frame = decided.loc[:, list(_EXPORT_COLUMNS)].copy()
+        frame.insert(1, "time_utc", [_when(int(t)) for t in frame["time_ms"]])
+        frame["top_reasons"] = [_reasons_text(r) for r in decided["reasons"]]
+        frame.to_csv(export, index=False)
+        console.print(f"{len(frame):,} signal(s) written to {export}", markup=False)
+    mode = f"model {handle.model_id}" if handle is not None else "primary only"
+    table = Table(title=f"Primary signals ({mode}), newest {min(last, len(decided))}")
+    for h in (
+        "time (UTC)",
+        "symbol",
+        "side",
+        "entry",
+        "sl",
+        "tp1",
+        "p_take",
+        "thr",
+        "take",
+        "top reasons",
+    ):
+        table.add_column(
+            h, justify="right" if h in ("entry", "sl", "tp1", "p_take", "thr") else "left"
+        )
+    for _, r in decided.tail(max(last, 0)).iterrows():
+        table.add_row(
+            _when(int(r["time_ms"])),
+            str(r["symbol"]),
+            "LONG" if int(r["side"]) > 0 else "SHORT",
+            f"{r['entry']:.6g}",
+            f"{r['sl']:.6g}",
+            f"{r['tp1']:.6g}",
+            _fmt(r["p_take"]),
+            _fmt(r["threshold"], 2),
+            "yes" if bool(r["take"]) else "no",
+            _reasons_text(r["reasons"]),
+        )
+    console.print(table)
+    taken = int(decided["take"].sum())
+    console.print(
+        f"{len(decided):,} signal(s): {taken:,} taken, {len(decided) - taken:,} blocked.",
+        markup=False,
+    )
+    if explain:
+        for label, rows in (
+            ("TAKEN", decided[decided["take"]]),
+            ("BLOCKED", decided[~decided["take"]]),
+        ):
+            if rows.empty:
+                console.print(f"{label}: no such signal in the range.", markup=False)
+                continue
+            r = rows.iloc[-1]
+            console.print(
+                f"{label}: {r['symbol']} {'LONG' if int(r['side']) > 0 else 'SHORT'} at "
+                f"{_when(int(r['time_ms']))}, p_take {float(r['p_take']):.3f} "
+                f"{'>=' if bool(r['take']) else '<'} threshold {float(r['threshold']):.2f}",
+                markup=False,
+            )
+            for reason in r["reasons"]:
+                console.print(
+                    f"  {reason.feature} = {reason.value:.6g}: {reason.contribution:+.4f} log-odds",
+                    markup=False,
+                )
