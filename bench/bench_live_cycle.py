@@ -1,0 +1,239 @@
+"""Live cycle benchmark: one cycle for N symbols against the fake exchange on 127.0.0.1.
+
+    .venv/bin/python bench/bench_live_cycle.py --symbols 100 --cycles 50
+
+Each cycle is measured from the bar close (the loop wakes with no delay) until every symbol's
+decision is journalled (one SQLite transaction, WAL): concurrent fetch through the shared rate
+limiter, exits, decisions (EMA 20/50 primary model on a 600-bar window, sizing) in a worker
+thread, guards, journal write. The first cycle (window fill) is a warm-up and not counted.
+
+Baseline, measured in the same run on the same bars: the naive loop, one symbol after the
+other (await its request, decide on the event loop, one journal transaction per symbol).
+Its decisions must equal ours. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import structlog
+
+from atra.adapters.exchange import BinanceClient
+from atra.adapters.journal import Journal, JournalBatch, SignalRecord
+from atra.adapters.ratelimit import RateLimiter, ScaledClock
+from atra.core.exits import ExitSpec
+from atra.core.signals import SignalSpec
+from atra.core.types import Market, Timeframe
+from atra.guards import GuardLimits, RiskGuards
+from atra.live import LiveLoop, LoopSettings, SimClock, StrategyDecider
+from atra.obs import Metrics
+
+TF = Timeframe.H1
+STEP = TF.ms
+T0 = 1_704_067_200_000
+WINDOW = 600
+
+
+def synthetic(seed: int, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    open_ = np.concatenate(([100.0], close[:-1]))
+    return pd.DataFrame(
+        {
+            "open_time": T0 - (WINDOW + 5) * STEP + np.arange(n, dtype=np.int64) * STEP,
+            "open": open_,
+            "high": np.maximum(open_, close) * (1.0 + np.abs(rng.normal(0.0, 0.004, n))),
+            "low": np.minimum(open_, close) * (1.0 - np.abs(rng.normal(0.0, 0.004, n))),
+            "close": close,
+            "volume": rng.uniform(1.0, 10.0, n),
+        }
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+async def run(
+    n_symbols: int, n_cycles: int, folder: Path, workers: int, latency_ms: float, conns: int
+) -> dict[str, object]:
+    symbols = tuple(f"S{k:03d}USDT" for k in range(n_symbols))
+    n_bars = WINDOW + 5 + n_cycles + 10
+    candles = {s: synthetic(k, n_bars) for k, s in enumerate(symbols)}
+    data = folder / "data"
+    data.mkdir()
+    for sym, frame in candles.items():
+        frame.to_parquet(data / f"{sym}_perp_1h.parquet")
+    spec = SignalSpec()
+    decider = StrategyDecider(spec, TF)
+    scaled = ScaledClock(60.0)
+    # the exchange is another process, as a real one would be
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "atra.adapters.fake_exchange", "--data", str(data),
+        "--weight-limit", "2400", "--time-scale", "60", "--latency-ms", str(latency_ms),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert server.stdout is not None
+    line = (await server.stdout.readline()).decode()
+    url = line.strip().rsplit(" ", 1)[-1]
+    executor: Executor | None = None
+    if workers > 0:  # decisions in worker processes (the decider is a plain frozen dataclass)
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        limiter = RateLimiter(2400, clock=scaled, name="fake", max_connections=conns)
+        client = BinanceClient(
+            Market.PERP, base_url=url, limiter=limiter, clock=scaled, max_connections=conns
+        )
+        settings = LoopSettings(
+            symbols, TF, window_bars=WINDOW, bar_close_delay_s=0.0, early_decisions=workers > 0
+        )
+        async with client, Journal.open(folder / "bench.sqlite") as journal:
+            loop = LiveLoop(
+                settings,
+                client=client,
+                journal=journal,
+                decider=decider,
+                exit_spec=ExitSpec(),
+                guards=RiskGuards(GuardLimits(max_open_positions=20)),
+                clock=SimClock(T0 / 1000),
+                metrics=Metrics(),
+                executor=executor,
+            )
+            warm = await loop.run_cycle(T0 + STEP)
+            assert warm is not None
+            lat: list[float] = []
+            for k in range(1, n_cycles + 1):
+                t = time.perf_counter()
+                res = await loop.run_cycle(T0 + (k + 1) * STEP)
+                lat.append((time.perf_counter() - t) * 1000)
+                assert res is not None
+                assert res.status == "ok"
+                assert res.decisions == n_symbols
+            ours = [(s.symbol, s.bar_time_ms, s.side) for s in await journal.signals()]
+            ours = [o for o in ours if o[1] > T0]  # the warm-up bar is not timed
+
+        # the naive baseline on the same bars: one symbol after the other
+        base_lat: list[float] = []
+        base_sig: list[tuple[str, int, int]] = []
+        async with client, Journal.open(folder / "naive.sqlite") as naive:
+            windows = {}
+            for s in symbols:  # the same warm-up: fill the windows
+                windows[s] = await client.fetch_klines(
+                    s, TF, start_ms=T0 - (WINDOW - 1) * STEP, end_ms=T0, limit=WINDOW,
+                    closed_only=False,
+                )  # fmt: skip
+            for k in range(1, n_cycles + 1):
+                bar = T0 + k * STEP
+                t = time.perf_counter()
+                for s in symbols:
+                    new = await client.fetch_klines(
+                        s, TF, start_ms=bar, end_ms=bar, limit=1, closed_only=False
+                    )
+                    win = pd.concat([windows[s], new], ignore_index=True).iloc[-WINDOW:]
+                    windows[s] = win.reset_index(drop=True)
+                    dec = decider(s, windows[s], 10_000.0)
+                    batch = JournalBatch()
+                    if dec.signal is not None:
+                        sig = dec.signal
+                        base_sig.append((s, bar, int(sig.side)))
+                        batch.signals.append(
+                            SignalRecord(
+                                "naive",
+                                s,
+                                bar,
+                                int(sig.side),
+                                sig.entry,
+                                sig.sl,
+                                sig.tp1,
+                                sig.tp2,
+                                sig.horizon_bars,
+                                dec.p_take,
+                                dec.threshold,
+                                dec.take,
+                                (),
+                                "primary",
+                                0.0,
+                            )
+                        )
+                    batch.symbol_state[s] = bar
+                    await naive.write(batch)
+                base_lat.append((time.perf_counter() - t) * 1000)
+        stats = limiter.stats
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        server.terminate()
+        await server.wait()
+    if sorted(ours) != sorted(base_sig):
+        raise SystemExit("the naive loop decided differently: benchmark invalid")
+    p50, p99 = pct(lat, 50), pct(lat, 99)
+    b50 = pct(base_lat, 50)
+    print(f"symbols {n_symbols}, cycles {n_cycles}, window {WINDOW} bars, signals {len(ours)}")
+    print(f"exchange round trip {latency_ms:g} ms (simulated), {conns} connections")
+    mean = statistics.fmean(lat)
+    print("cycle latency (bar close -> all decisions journalled):")
+    print(f"  p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(lat):.1f} ms, mean {mean:.1f} ms")
+    print(f"naive sequential loop: p50 {b50:.1f} ms, p99 {pct(base_lat, 99):.1f} ms")
+    met = "met" if p99 < 500 else "MISSED"
+    print(f"speed-up vs naive (p50): {b50 / p50:.2f}x; target p99 < 500 ms: {met}")
+    print(f"limiter: {stats.requests} requests, {stats.waits} waits, {stats.rate_limited} 429s")
+    return {
+        "tool": "atra",
+        "bench": "live_cycle",
+        "symbols": n_symbols,
+        "cycles": n_cycles,
+        "window_bars": WINDOW,
+        "decision_workers": workers,
+        "exchange_latency_ms": latency_ms,
+        "connections": conns,
+        "p50_ms": round(p50, 2),
+        "p99_ms": round(p99, 2),
+        "max_ms": round(max(lat), 2),
+        "target_p99_ms": 500,
+        "baseline": "naive_sequential_loop",
+        "baseline_p50_ms": round(b50, 2),
+        "ratio": round(b50 / p50, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--cycles", type=int, default=50)
+    parser.add_argument(
+        "--latency-ms", type=float, default=10.0, help="simulated exchange round trip"
+    )
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="decision processes (0: a thread of this process)"
+    )
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    with tempfile.TemporaryDirectory() as tmp:
+        result = asyncio.run(
+            run(
+                args.symbols,
+                args.cycles,
+                Path(tmp),
+                args.workers,
+                args.latency_ms,
+                args.connections,
+            )
+        )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

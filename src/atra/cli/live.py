@@ -1,0 +1,295 @@
+"""`atra live`: the signal loop. Paper trading by default; `--replay` runs it on history."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from atra.adapters.exchange import BinanceClient
+from atra.adapters.journal import Journal
+from atra.adapters.ratelimit import SystemClock
+from atra.adapters.store import CandleStore, DatasetKey
+from atra.cli import app
+from atra.config import AtraConfig, load_config
+from atra.core.exits import ExitSpec
+from atra.core.signals import BarrierMode, Rule, SignalSpec
+from atra.core.sizing import SizingConfig
+from atra.core.types import Market, Timeframe
+from atra.errors import ConfigError, DataError
+from atra.guards import GuardLimits, RiskGuards
+from atra.live import (
+    LiveLoop,
+    LoopSettings,
+    ReplaySetup,
+    StrategyDecider,
+    run_replay,
+    run_until_signal,
+)
+from atra.obs import Metrics, configure_logging_from, start_metrics_server
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def parse_day(text: str, option: str) -> int:
+    """``2024-01-01`` (or an ISO time, UTC) -> epoch milliseconds."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected a date like 2024-01-01") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def parse_speed(text: str) -> float:
+    """``max`` -> infinity; otherwise a positive factor (``60``: an hour a minute)."""
+    if text.strip().lower() == "max":
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--speed {text!r}: expected 'max' or a number > 0") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"--speed {text!r}: expected 'max' or a number > 0")
+    return value
+
+
+def signal_spec(cfg: AtraConfig) -> SignalSpec:
+    """The primary model of the ``strategy`` section (ATR barriers)."""
+    st = cfg.strategy
+    try:
+        rule = Rule(st.rule)
+    except ValueError:
+        allowed = ", ".join(r.value for r in Rule)
+        raise ConfigError(f"strategy.rule {st.rule!r}: expected one of {allowed}") from None
+    p = st.params
+    return SignalSpec(
+        rule=rule,
+        ema_fast=int(p.get("fast", 20)),
+        ema_slow=int(p.get("slow", 50)),
+        donchian_n=int(p.get("n", 20)),
+        tsmom_lookback=int(p.get("lookback", 168)),
+        barrier_mode=BarrierMode.ATR,
+        atr_n=st.atr_window,
+        sl_atr=st.sl_atr,
+        tp1_atr=st.tp1_atr,
+        tp2_atr=st.tp2_atr,
+        horizon_bars=st.horizon_bars,
+    )
+
+
+def exit_spec(cfg: AtraConfig) -> ExitSpec:
+    """Taker fees on every fill and the configured slippage (the backtest's defaults)."""
+    fee = cfg.costs.taker_fee_bps / 1e4
+    return ExitSpec(fee_entry=fee, fee_tp=fee, fee_stop=fee, slippage_bps=cfg.costs.slippage_bps)
+
+
+def read_candles(
+    cfg: AtraConfig,
+    symbols: tuple[str, ...],
+    start_ms: int,
+    end_ms: int,
+    data: Path | None,
+) -> dict[str, pd.DataFrame]:
+    """Candles for a replay: from ``data`` (``{SYMBOL}_{market}_{tf}.parquet`` files) or the
+    store under ``data.data_dir``."""
+    lv = cfg.live
+    out: dict[str, pd.DataFrame] = {}
+    for sym in symbols:
+        if data is not None:
+            path = data / f"{sym}_{lv.market.value}_{lv.timeframe.value}.parquet"
+            if not path.exists():
+                raise DataError(f"replay data {path} does not exist")
+            frame = pd.read_parquet(path)
+            keep = (frame["open_time"] >= start_ms) & (frame["open_time"] < end_ms)
+            frame = frame[keep].reset_index(drop=True)
+        else:
+            key = DatasetKey(cfg.data.exchange, lv.market, sym, lv.timeframe)
+            frame = CandleStore(cfg.data.data_dir).read_candles(key, start_ms, end_ms)
+        if frame.empty:
+            raise DataError(f"replay data for {sym}: no candles in the requested range")
+        out[sym] = frame
+    return out
+
+
+def _settings(
+    cfg: AtraConfig,
+    symbols: tuple[str, ...],
+    run_id: str,
+    window_bars: int,
+    max_cycles: int | None,
+) -> LoopSettings:
+    lv = cfg.live
+    return LoopSettings(
+        symbols=symbols,
+        timeframe=lv.timeframe,
+        strategy=cfg.strategy.rule,
+        run_id=run_id,
+        bar_close_delay_s=lv.bar_close_delay_s,
+        cycle_deadline_s=lv.cycle_deadline_s,
+        symbol_timeout_s=min(lv.cycle_deadline_s, cfg.exchange.read_timeout_s * 2),
+        window_bars=window_bars,
+        max_cycles=max_cycles,
+    )
+
+
+async def _run_live(
+    cfg: AtraConfig,
+    settings: LoopSettings,
+    journal_path: Path,
+    decider: StrategyDecider,
+    guards: RiskGuards,
+    metrics: Metrics,
+) -> int:
+    lv = cfg.live
+    ex = cfg.exchange
+    base = ex.spot_base_url if lv.market is Market.SPOT else ex.perp_base_url
+    client = BinanceClient(
+        lv.market,
+        base_url=base,
+        timeout_s=ex.read_timeout_s,
+        max_attempts=ex.max_retries + 1,
+        max_connections=ex.max_connections,
+    )
+    async with client, Journal.open(journal_path) as journal:
+        run_id = await journal.meta("run_id", settings.run_id)
+        loop = LiveLoop(
+            replace(settings, run_id=run_id),
+            client=client,
+            journal=journal,
+            decider=decider,
+            exit_spec=exit_spec(cfg),
+            guards=guards,
+            clock=SystemClock(),
+            metrics=metrics,
+        )
+        return await run_until_signal(loop, STOP_SIGNALS)
+
+
+@app.command("live")
+def live_cmd(
+    config: Annotated[Path | None, typer.Option("--config", help="TOML config file.")] = None,
+    replay: Annotated[
+        bool, typer.Option("--replay", help="Run on history against a fake exchange.")
+    ] = False,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Replay start (UTC date, 2024-01-01).")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Replay end (UTC, exclusive).")] = None,
+    speed: Annotated[
+        str, typer.Option("--speed", help="Replay speed: 'max' or a factor (60 = 1 h/min).")
+    ] = "max",
+    live: Annotated[
+        bool, typer.Option("--live", help="Send REAL orders (needs API keys in the env).")
+    ] = False,
+    journal: Annotated[
+        Path | None, typer.Option("--journal", help="Journal file (default live.journal_path).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Replay from {SYMBOL}_{market}_{tf}.parquet files here."),
+    ] = None,
+    symbols: Annotated[
+        str | None, typer.Option("--symbols", help="Comma-separated symbols (default: config).")
+    ] = None,
+    run_id: Annotated[
+        str, typer.Option("--run-id", help="Run name for client order ids (first start).")
+    ] = "paper",
+    window_bars: Annotated[int, typer.Option("--window-bars", help="Candles per decision.")] = 600,
+    max_cycles: Annotated[int | None, typer.Option("--max-cycles", help="Stop after N.")] = None,
+    metrics: Annotated[
+        bool, typer.Option("--metrics/--no-metrics", help="Serve Prometheus /metrics.")
+    ] = True,
+) -> None:
+    """Run the signal loop: paper trading at every bar close, or a replay of history."""
+    cfg = load_config(config)
+    configure_logging_from(cfg)
+    if live:
+        if cfg.exchange.api_key is None or cfg.exchange.api_secret is None:
+            raise ConfigError(
+                "--live sends real orders and needs ATRA__EXCHANGE__API_KEY and "
+                "ATRA__EXCHANGE__API_SECRET in the environment"
+            )
+        raise ConfigError(
+            "--live: real order execution is not available in this build; "
+            "run without --live for paper trading"
+        )
+    syms = (
+        tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
+        if symbols
+        else cfg.live.symbols
+    )
+    settings = _settings(cfg, syms, run_id, window_bars, max_cycles)
+    spec = signal_spec(cfg)
+    sizing = SizingConfig(
+        risk_fraction=cfg.risk.risk_per_trade, max_leverage=cfg.risk.max_gross_leverage
+    )
+    decider = StrategyDecider(spec, cfg.live.timeframe, sizing=sizing)
+    guards = RiskGuards(GuardLimits.from_config(cfg.risk, base_dir=Path.cwd()))
+    journal_path = journal or cfg.live.journal_path
+    registry = Metrics()
+    server = (
+        start_metrics_server(registry, cfg.live.metrics_host, cfg.live.metrics_port)
+        if metrics
+        else None
+    )
+    try:
+        if replay:
+            cycles = _replay(cfg, settings, journal_path, decider, guards, registry, from_, to,
+                             speed, data)  # fmt: skip
+        else:
+            cycles = asyncio.run(_run_live(cfg, settings, journal_path, decider, guards, registry))
+    finally:
+        if server is not None:
+            server.stop()
+    typer.echo(f"atra live: {cycles} cycles journalled in {journal_path}")
+
+
+def _replay(
+    cfg: AtraConfig,
+    settings: LoopSettings,
+    journal_path: Path,
+    decider: StrategyDecider,
+    guards: RiskGuards,
+    registry: Metrics,
+    from_: str | None,
+    to: str | None,
+    speed: str,
+    data: Path | None,
+) -> int:
+    if from_ is None or to is None:
+        raise ConfigError("--replay needs --from and --to (UTC dates)")
+    start_ms = parse_day(from_, "--from")
+    stop_ms = parse_day(to, "--to")
+    setup = ReplaySetup(market=cfg.live.market, speed=parse_speed(speed))
+    if stop_ms <= start_ms:
+        raise ConfigError(f"--to {to} must be after --from {from_}")
+    tf: Timeframe = settings.timeframe
+    lead = settings.window_bars * tf.ms
+    tail = (decider.spec.horizon_bars + 2) * tf.ms
+    candles: Mapping[str, pd.DataFrame] = read_candles(
+        cfg, settings.symbols, start_ms - lead, stop_ms + tail, data
+    )
+    report = asyncio.run(
+        run_replay(
+            replace(settings, start_ms=start_ms, stop_ms=stop_ms, bar_close_delay_s=0.0),
+            candles,
+            journal_path,
+            decider=decider,
+            exit_spec=exit_spec(cfg),
+            guards=guards,
+            setup=setup,
+            metrics=registry,
+            stop_signals=STOP_SIGNALS,
+        )
+    )
+    return report.cycles

@@ -1,0 +1,894 @@
+"""The live signal loop: every symbol at each bar close, the backtest's own decision code,
+an SQLite journal, paper fills, crash-only restarts.
+
+One cycle (at bar close + ``bar_close_delay_s``):
+
+1. fetch the new closed candles of every symbol at once (through the shared rate limiter),
+   each fetch under ``symbol_timeout_s`` and all of them under ``cycle_deadline_s``; a symbol
+   whose fetch fails, times out or returns bad data is skipped this cycle and reported;
+2. for each new bar time, oldest first (a restart's backlog too), for each symbol in sorted
+   order: the paper broker advances its positions with the exit kernel, the decision
+   function (:func:`atra.core.decision.decide`, run off the event loop in a worker thread)
+   looks at the last ``window_bars`` bars ending at that bar, the risk guards check a taken
+   decision, and everything (signal, orders, fills, positions, guard breaches, the symbol's
+   last processed bar, the equity mark) is journalled in ONE transaction per bar time;
+3. the cycle (symbols ok / failed, latency) is journalled with the last step.
+
+Crash-only: every start is a recovery. Pending and open positions, the realised P&L and the
+last processed bar per symbol come back from the journal; bars after that are fetched again
+and processed in the same order, so a run killed anywhere ends with the journal of a run that
+was never killed (decisions are deterministic functions of the bars and the journal).
+
+Sizing uses the equity realised strictly before the bar being decided (fills at earlier bars),
+so the order in which symbols of one bar time are processed does not change any size.
+
+Time comes from an injected :class:`~atra.adapters.ratelimit.Clock`: the system clock live,
+:class:`SimClock` for replays (``speed=inf`` runs as fast as the exchange answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Final, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from atra.adapters.exchange import BinanceClient, ExchangeClient
+from atra.adapters.fake_exchange import FakeExchange, Faults
+from atra.adapters.journal import (
+    CycleRecord,
+    EquityRecord,
+    GuardEvent,
+    Journal,
+    JournalBatch,
+    SignalRecord,
+)
+from atra.adapters.ratelimit import Clock, RateLimiter, ScaledClock
+from atra.core.decision import Decision, ModelHandle, decide, primary_signal_at
+from atra.core.exits import ExitSpec
+from atra.core.features import FeatureContext, compute_features
+from atra.core.meta import MetaModel
+from atra.core.signals import SignalSpec, candle_arrays
+from atra.core.sizing import SizingConfig
+from atra.core.types import Market, Timeframe
+from atra.errors import ConfigError, DataError
+from atra.guards import GuardBreach, PortfolioView, RiskGuards, day_start_ms
+from atra.obs import Metrics, get_logger, span
+from atra.paper import EntryRequest, PaperBroker
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+T = TypeVar("T")
+
+CANDLE_COLS: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume")
+STATUS_OK: Final[str] = "ok"
+STATUS_PARTIAL: Final[str] = "partial"
+STATUS_FAILED: Final[str] = "failed"
+
+log = get_logger("atra.live")
+
+
+# ---- clocks and schedule -------------------------------------------------------------------
+
+
+class SimClock:
+    """A simulated clock for replays: ``time()`` starts at ``start_s``; ``sleep`` moves it
+    forward at once (``speed=inf``) or after ``seconds / speed`` real seconds."""
+
+    def __init__(self, start_s: float, speed: float = math.inf) -> None:
+        if not speed > 0:
+            raise ConfigError(f"replay speed must be > 0, got {speed}")
+        self.now_s = start_s
+        self.speed = speed
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def time(self) -> float:
+        return self.now_s
+
+    async def sleep(self, seconds: float) -> None:
+        wait = max(0.0, seconds)
+        await asyncio.sleep(0.0 if math.isinf(self.speed) else wait / self.speed)
+        self.now_s += wait
+
+
+def next_bar_close_ms(now_ms: int, step_ms: int) -> int:
+    """The first bar close (= next bar's open time) strictly after ``now_ms``."""
+    return (now_ms // step_ms + 1) * step_ms
+
+
+# ---- decisions -----------------------------------------------------------------------------
+
+
+class DecisionFn(Protocol):
+    """What the loop calls for one symbol's bar: the candles up to and including that bar
+    (the last ``window_bars`` of them) and the equity to size with."""
+
+    def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyDecider:
+    """The backtest's decision path per bar: primary signal at the last bar
+    (:func:`primary_signal_at`), features only when there is a signal and a model, then
+    :func:`decide` (meta probability, reasons, sizing)."""
+
+    spec: SignalSpec
+    timeframe: Timeframe
+    model: ModelHandle | MetaModel | None = None
+    sizing: SizingConfig = field(default_factory=SizingConfig)
+    feature_context: FeatureContext | None = None
+    use_kelly: bool = False
+
+    def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
+        _, signal = primary_signal_at(candles, self.spec, symbol=symbol, timeframe=self.timeframe)
+        if signal is not None and self.model is not None:
+            ctx = self.feature_context or FeatureContext(timeframe=self.timeframe)
+            features = compute_features(candles, ctx)
+        else:
+            features = candles[["open_time"]]
+        return decide(
+            candles,
+            features,
+            signal,
+            self.model,
+            equity=equity,
+            sizing=self.sizing,
+            use_kelly=self.use_kelly,
+        )
+
+
+def decide_one(decider: DecisionFn, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
+    """One decision (a module function, so a process pool can run it too)."""
+    return decider(symbol, candles, equity)
+
+
+def decide_many(
+    decider: DecisionFn, jobs: Sequence[tuple[str, pd.DataFrame, float]]
+) -> list[Decision]:
+    """Several decisions in one executor call."""
+    return [decider(sym, candles, equity) for sym, candles, equity in jobs]
+
+
+_Fetched = tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, tuple[Decision, float]]]
+
+
+# ---- settings and results ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    """How the loop runs. ``start_ms`` / ``stop_ms`` bound the bars (open times) processed:
+    a fresh journal starts deciding at ``start_ms`` (default: the first bar that closes after
+    the start), the loop stops after the last bar before ``stop_ms`` (default: never)."""
+
+    symbols: tuple[str, ...]
+    timeframe: Timeframe
+    strategy: str = "ema_cross"
+    run_id: str = "paper"
+    initial_equity: float = 10_000.0
+    bar_close_delay_s: float = 2.0
+    cycle_deadline_s: float = 30.0
+    symbol_timeout_s: float = 10.0
+    window_bars: int = 600
+    start_ms: int | None = None
+    stop_ms: int | None = None
+    max_cycles: int | None = None
+    early_decisions: bool = False
+    """Decide a symbol as soon as its candle arrives, while other requests are still out.
+    Worth it with a process pool executor; with threads the GIL makes the I/O wait."""
+
+    def __post_init__(self) -> None:
+        if not self.symbols or len(set(self.symbols)) != len(self.symbols):
+            raise ConfigError("live.symbols: at least one symbol, each once")
+        if self.window_bars < 3:
+            raise ConfigError(f"window_bars must be >= 3, got {self.window_bars}")
+        for name in ("cycle_deadline_s", "symbol_timeout_s", "initial_equity"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.bar_close_delay_s < 0:
+            raise ConfigError(f"bar_close_delay_s must be >= 0, got {self.bar_close_delay_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    """One cycle: its bar, the bars decided, which symbols failed and why, latency."""
+
+    bar_time_ms: int
+    decisions: int
+    signals: int
+    symbols_ok: tuple[str, ...]
+    symbols_failed: Mapping[str, str]
+    latency_ms: float
+    status: str
+
+
+@dataclass(slots=True)
+class _Window:
+    """The recent candles of one symbol as arrays (appended to, trimmed)."""
+
+    open_time: I64 = field(default_factory=lambda: np.empty(0, np.int64))
+    cols: dict[str, F64] = field(
+        default_factory=lambda: {c: np.empty(0, np.float64) for c in CANDLE_COLS}
+    )
+
+    @property
+    def last_ms(self) -> int | None:
+        return int(self.open_time[-1]) if self.open_time.size else None
+
+    def append(self, frame: pd.DataFrame) -> None:
+        self.open_time = np.concatenate([self.open_time, frame["open_time"].to_numpy(np.int64)])
+        for c in CANDLE_COLS:
+            self.cols[c] = np.concatenate([self.cols[c], frame[c].to_numpy(np.float64)])
+
+    def trim(self, keep: int) -> None:
+        if self.open_time.size > keep:
+            self.open_time = self.open_time[-keep:]
+            self.cols = {c: v[-keep:] for c, v in self.cols.items()}
+
+    def index(self, t_ms: int) -> int:
+        return int(np.searchsorted(self.open_time, t_ms))
+
+    def frame(self, lo: int, hi: int) -> pd.DataFrame:
+        data: dict[str, npt.NDArray[np.generic]] = {"open_time": self.open_time[lo:hi]}
+        data.update({c: self.cols[c][lo:hi] for c in CANDLE_COLS})
+        return pd.DataFrame(data)
+
+
+async def _race(aw: Awaitable[T], stop: asyncio.Event) -> tuple[bool, T | None]:
+    """Run ``aw`` until it finishes (True, result) or ``stop`` is set (False, None; ``aw``
+    is cancelled and awaited)."""
+    task = asyncio.ensure_future(aw)
+    if stop.is_set():
+        task.cancel()
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done() and not task.cancelled():
+        return True, task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False, None
+
+
+# ---- the loop ------------------------------------------------------------------------------
+
+
+class LiveLoop:
+    """The signal loop over one exchange client, one journal, one paper broker."""
+
+    def __init__(
+        self,
+        settings: LoopSettings,
+        *,
+        client: ExchangeClient,
+        journal: Journal,
+        decider: DecisionFn,
+        exit_spec: ExitSpec,
+        guards: RiskGuards,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        spec = getattr(decider, "spec", None)
+        if isinstance(spec, SignalSpec):
+            horizon = spec.horizon_bars
+            if settings.window_bars <= horizon + 2:
+                raise ConfigError(
+                    f"window_bars ({settings.window_bars}) must exceed the signal horizon "
+                    f"({horizon}) + 2 so open positions stay inside the candle window"
+                )
+        self.settings = settings
+        self.client = client
+        self.journal = journal
+        self.decider = decider
+        self.guards = guards
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.step_ms = settings.timeframe.ms
+        self.broker = PaperBroker(exit_spec, strategy=settings.strategy, run_id=settings.run_id)
+        self.stop_event = asyncio.Event()
+        self.cycles_done = 0
+        self._executor = executor
+        self._windows: dict[str, _Window] = {s: _Window() for s in settings.symbols}
+        self._done_ms: dict[str, int] = {}
+        self._fill_times: list[int] = []
+        self._fill_pnls: list[float] = []
+        self._fill_cum: list[float] = [0.0]
+        self._recovered = False
+
+    # ---- recovery --------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Reload positions, realised P&L and the last processed bars from the journal."""
+        self.broker.load(await self.journal.positions(("pending", "open")))
+        self._done_ms = await self.journal.symbol_state()
+        for time_ms, pnl in await self.journal.realized_fills():
+            self._add_fill(time_ms, pnl)
+        self._recovered = True
+        log.info(
+            "recovery_completed",
+            run_id=self.settings.run_id,
+            open_positions=self.broker.open_count(),
+            symbols_done=len(self._done_ms),
+        )
+
+    def resume_ms(self) -> int | None:
+        """Open time of the oldest bar not yet processed by every symbol (None: fresh)."""
+        if not self._done_ms:
+            return None
+        pending = [self._done_ms.get(s) for s in self.settings.symbols]
+        known = [t for t in pending if t is not None]
+        return min(known) + self.step_ms if known else None
+
+    def _add_fill(self, time_ms: int, pnl: float) -> None:
+        i = bisect.bisect_right(self._fill_times, time_ms)
+        self._fill_times.insert(i, time_ms)
+        self._fill_pnls.insert(i, pnl)
+        if i == len(self._fill_times) - 1:
+            self._fill_cum.append(self._fill_cum[-1] + pnl)
+        else:  # a late fill (a symbol that missed cycles): rebuild the running sums
+            self._fill_cum = [0.0, *itertools.accumulate(self._fill_pnls)]
+
+    def realized_before(self, time_ms: int) -> float:
+        """Realised P&L of every exit fill at a bar strictly before ``time_ms``."""
+        return self._fill_cum[bisect.bisect_left(self._fill_times, time_ms)]
+
+    # ---- run -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to stop: outstanding requests are cancelled, journal writes finish."""
+        self.stop_event.set()
+
+    async def run(self) -> int:
+        """Run cycles until stopped, ``stop_ms`` or ``max_cycles``; returns cycles run."""
+        if not self._recovered:
+            await self.recover()
+        s = self.settings
+        resume = self.resume_ms()
+        latest = next_bar_close_ms(int(self.clock.time() * 1000), self.step_ms) - self.step_ms
+        if resume is not None:
+            first = resume + self.step_ms
+        elif s.start_ms is not None:
+            first = s.start_ms + self.step_ms
+        else:
+            first = latest
+        close_ms = max(first, latest)
+        for sym in s.symbols:  # a fresh symbol decides from the first bar of this run on
+            self._done_ms.setdefault(sym, first - 2 * self.step_ms)
+        while not self.stop_event.is_set():
+            if s.stop_ms is not None and close_ms - self.step_ms >= s.stop_ms:
+                break
+            if s.max_cycles is not None and self.cycles_done >= s.max_cycles:
+                break
+            wait_s = close_ms / 1000 + s.bar_close_delay_s - self.clock.time()
+            ok, _ = await _race(self.clock.sleep(wait_s), self.stop_event)
+            if not ok:
+                break
+            result = await self.run_cycle(close_ms)
+            if result is None:
+                break
+            self.cycles_done += 1
+            latest = next_bar_close_ms(int(self.clock.time() * 1000), self.step_ms) - self.step_ms
+            close_ms = max(close_ms + self.step_ms, latest)
+        log.info("loop_stopped", run_id=s.run_id, cycles=self.cycles_done)
+        return self.cycles_done
+
+    async def run_cycle(self, close_ms: int) -> CycleResult | None:
+        """One cycle for the bar closing at ``close_ms``; None when stopped while fetching."""
+        if not self._recovered:
+            await self.recover()
+        s = self.settings
+        bar_ms = close_ms - self.step_ms
+        for sym in s.symbols:
+            self._done_ms.setdefault(sym, bar_ms - self.step_ms)
+        started = time.perf_counter()
+        started_wall_ms = int(time.time() * 1000)
+        with span("live.cycle", bar_time_ms=bar_ms, symbols=len(s.symbols)):
+            ok, fetched = await _race(self._fetch_all(bar_ms), self.stop_event)
+            if not ok or fetched is None:
+                log.info("cycle_interrupted", open_time=bar_ms)
+                return None
+            frames, failed, pre = fetched
+            for sym, err in sorted(failed.items()):
+                kind = err.split(":", 1)[0] if ": " in err else "TimeoutError"
+                self.metrics.errors_total.labels(type=kind).inc()
+                log.warning("symbol_skipped", symbol=sym, open_time=bar_ms, error=err)
+            decisions, signals = await self._process(
+                frames, pre, bar_ms, failed, started, started_wall_ms
+            )
+        latency_ms = (time.perf_counter() - started) * 1000
+        status = STATUS_OK if not failed else STATUS_PARTIAL if frames else STATUS_FAILED
+        self.metrics.cycles_total.labels(status=status).inc()
+        self.metrics.cycle_duration_seconds.observe(latency_ms / 1000)
+        log.info(
+            "cycle_completed",
+            open_time=bar_ms,
+            status=status,
+            latency_ms=round(latency_ms, 3),
+            symbols_ok=len(frames),
+            symbols_failed=len(failed),
+            decisions=decisions,
+        )
+        return CycleResult(
+            bar_ms, decisions, signals, tuple(sorted(frames)), failed, latency_ms, status
+        )
+
+    # ---- fetch -----------------------------------------------------------------------------
+
+    async def _fetch_all(self, bar_ms: int) -> _Fetched:
+        s = self.settings
+        step = self.step_ms
+        # without a backlog every fill before this bar is known: a symbol's decision can start
+        # as soon as its candle arrives, overlapping the other symbols' requests
+        equity: float | None = None
+        if s.early_decisions and all(self._done_ms[sym] == bar_ms - step for sym in s.symbols):
+            equity = s.initial_equity + self.realized_before(bar_ms)
+        tasks = {
+            sym: asyncio.create_task(self._fetch_and_decide(sym, bar_ms, equity), name=sym)
+            for sym in s.symbols
+        }
+        try:
+            _, pending = await asyncio.wait(tasks.values(), timeout=s.cycle_deadline_s)
+        except asyncio.CancelledError:  # stopped: cancel every outstanding request
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            raise
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        frames: dict[str, pd.DataFrame] = {}
+        failed: dict[str, str] = {}
+        pre: dict[str, tuple[Decision, float]] = {}
+        for sym, task in tasks.items():
+            if task in pending:
+                failed[sym] = f"cycle deadline {s.cycle_deadline_s:g} s passed"
+                continue
+            exc = task.exception() if not task.cancelled() else None
+            if task.cancelled():  # pragma: no cover  (only pending tasks are cancelled)
+                failed[sym] = "cancelled"
+            elif exc is not None:
+                failed[sym] = f"{type(exc).__name__}: {exc}"
+            else:
+                frame, decision = task.result()
+                frames[sym] = frame
+                if decision is not None and equity is not None:
+                    pre[sym] = (decision, equity)
+        return frames, failed, pre
+
+    async def _fetch_and_decide(
+        self, sym: str, bar_ms: int, equity: float | None
+    ) -> tuple[pd.DataFrame, Decision | None]:
+        """Fetch ``sym``; when its only new bar is ``bar_ms`` and ``equity`` is known, decide
+        it right away in the executor (the same call :meth:`_step` would make)."""
+        frame = await self._fetch_symbol(sym, bar_ms)
+        win = self._windows[sym]
+        last = win.last_ms
+        if equity is None or last is None or len(frame) == 0:
+            return frame, None
+        new = frame[frame["open_time"] > last]
+        if len(new) != 1 or int(new["open_time"].iloc[0]) != bar_ms:
+            return frame, None
+        n = int(win.open_time.shape[0])
+        lo = max(0, n - (self.settings.window_bars - 1))
+        candles = pd.concat([win.frame(lo, n), new], ignore_index=True)
+        loop = asyncio.get_running_loop()
+        decision = await loop.run_in_executor(
+            self._executor, decide_one, self.decider, sym, candles, equity
+        )
+        return frame, decision
+
+    async def _fetch_symbol(self, sym: str, bar_ms: int) -> pd.DataFrame:
+        """Closed bars of ``sym`` after its window's last bar up to ``bar_ms`` (the whole
+        window on the first call), validated."""
+        s = self.settings
+        win = self._windows[sym]
+        last = win.last_ms
+        if last is None:
+            first_todo = self._done_ms[sym] + self.step_ms
+            start = min(first_todo, bar_ms) - (s.window_bars - 1) * self.step_ms
+        else:
+            start = last + self.step_ms
+        if start > bar_ms:
+            return self._empty()
+        with span("live.fetch", symbol=sym, open_time=bar_ms):
+            async with asyncio.timeout(s.symbol_timeout_s):
+                n = (bar_ms - start) // self.step_ms + 1
+                if n > self.client.max_klines:
+                    frame = await self.client_range(sym, start, bar_ms + self.step_ms)
+                else:
+                    frame = await self.client.fetch_klines(
+                        sym,
+                        s.timeframe,
+                        start_ms=start,
+                        end_ms=bar_ms,
+                        limit=max(1, min(int(n), self.client.max_klines)),
+                        closed_only=True,  # a bar still forming is never decided
+                    )
+        arrays = candle_arrays(frame, sym)  # DataError on a bad price or order
+        t = arrays.open_time
+        if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):
+            raise DataError(f"candles {sym}: bars outside {start}..{bar_ms}")
+        return frame
+
+    async def client_range(self, sym: str, start_ms: int, end_ms: int) -> pd.DataFrame:
+        """Several pages of candles (the first fill of a window)."""
+        fetch_range = getattr(self.client, "fetch_klines_range", None)
+        if fetch_range is None:
+            raise ConfigError(f"{type(self.client).__name__} cannot fetch candle ranges")
+        frame: pd.DataFrame = await fetch_range(sym, self.settings.timeframe, start_ms, end_ms)
+        return frame
+
+    @staticmethod
+    def _empty() -> pd.DataFrame:
+        data: dict[str, npt.NDArray[np.generic]] = {"open_time": np.empty(0, np.int64)}
+        data.update({c: np.empty(0, np.float64) for c in CANDLE_COLS})
+        return pd.DataFrame(data)
+
+    # ---- process ---------------------------------------------------------------------------
+
+    async def _process(
+        self,
+        frames: Mapping[str, pd.DataFrame],
+        pre: Mapping[str, tuple[Decision, float]],
+        bar_ms: int,
+        failed: Mapping[str, str],
+        started: float,
+        started_wall_ms: int,
+    ) -> tuple[int, int]:
+        """Append the fetched bars and process every new bar time, oldest first."""
+        todo: dict[int, list[str]] = {}
+        for sym in sorted(frames):
+            win = self._windows[sym]
+            frame = frames[sym]
+            if win.last_ms is not None:
+                frame = frame[frame["open_time"] > win.last_ms]
+            if len(frame):
+                win.append(frame)
+            done = self._done_ms[sym]
+            for t_ms in win.open_time[win.index(done + 1) :].tolist():
+                if t_ms > done:
+                    todo.setdefault(int(t_ms), []).append(sym)
+                    self.metrics.candle_age_seconds.labels(symbol=sym).set(
+                        max(0.0, self.clock.time() - (t_ms + self.step_ms) / 1000)
+                    )
+        times = sorted(todo)
+        decisions = signals = 0
+        for k, t_ms in enumerate(times):
+            early = pre if t_ms == bar_ms else {}
+            batch, n_sig = await self._step(t_ms, sorted(todo[t_ms]), early)
+            decisions += len(todo[t_ms])
+            signals += n_sig
+            if k == len(times) - 1:
+                batch.cycle = self._cycle_record(bar_ms, frames, failed, started, started_wall_ms)
+            await self.journal.write(batch)
+        if not times:
+            batch = JournalBatch(
+                cycle=self._cycle_record(bar_ms, frames, failed, started, started_wall_ms)
+            )
+            await self.journal.write(batch)
+        for win in self._windows.values():
+            win.trim(self.settings.window_bars)
+        return decisions, signals
+
+    def _cycle_record(
+        self,
+        bar_ms: int,
+        frames: Mapping[str, pd.DataFrame],
+        failed: Mapping[str, str],
+        started: float,
+        started_wall_ms: int,
+    ) -> CycleRecord:
+        status = STATUS_OK if not failed else STATUS_PARTIAL if frames else STATUS_FAILED
+        latency_ms = (time.perf_counter() - started) * 1000
+        return CycleRecord(
+            bar_time_ms=bar_ms,
+            run_id=self.settings.run_id,
+            started_ms=started_wall_ms,
+            ended_ms=int(time.time() * 1000),
+            symbols_ok=len(frames),
+            symbols_failed=dict(failed),
+            latency_ms=latency_ms,
+            status=status,
+        )
+
+    async def _step(
+        self,
+        t_ms: int,
+        symbols: Sequence[str],
+        pre: Mapping[str, tuple[Decision, float]],
+    ) -> tuple[JournalBatch, int]:
+        """Process bar ``t_ms`` of ``symbols``: exits, decisions, guards; one journal batch."""
+        s = self.settings
+        batch = JournalBatch()
+        equity = s.initial_equity + self.realized_before(t_ms)
+        jobs: list[tuple[str, pd.DataFrame, float]] = []
+        ready: dict[str, Decision] = {}
+        for sym in symbols:
+            win = self._windows[sym]
+            hi = win.index(t_ms) + 1
+            lo = max(0, hi - s.window_bars)
+            upd = self.broker.on_bar(
+                sym,
+                win.open_time[lo:hi],
+                win.cols["open"][lo:hi],
+                win.cols["high"][lo:hi],
+                win.cols["low"][lo:hi],
+            )
+            batch.orders.extend(upd.orders)
+            batch.fills.extend(upd.fills)
+            batch.positions.extend(upd.positions)
+            for fill in upd.fills:
+                if fill.leg != "entry":
+                    self._add_fill(fill.time_ms, fill.pnl)
+                    log.info("order_filled", symbol=sym, price=fill.price, qty=fill.quantity,
+                             reasons=[fill.reason])  # fmt: skip
+            early = pre.get(sym)
+            if early is not None and early[1] == equity:
+                ready[sym] = early[0]
+            else:
+                jobs.append((sym, win.frame(lo, hi), equity))
+        if jobs:
+            loop = asyncio.get_running_loop()
+            decided = await loop.run_in_executor(self._executor, decide_many, self.decider, jobs)
+            ready.update((job[0], dec) for job, dec in zip(jobs, decided, strict=True))
+        n_signals = 0
+        day_equity = s.initial_equity + self.realized_before(day_start_ms(t_ms))
+        for sym in symbols:
+            dec = ready[sym]
+            batch.symbol_state[sym] = t_ms
+            if dec.signal is None:
+                continue
+            n_signals += 1
+            self._apply(batch, sym, t_ms, dec, equity, day_equity)
+        batch.equity = self._mark(t_ms)
+        self.metrics.open_positions.set(self.broker.open_count())
+        self.metrics.equity_usdt.set(batch.equity.equity)
+        self.metrics.daily_pnl_usdt.set(equity - day_equity)
+        self._done_ms.update(batch.symbol_state)
+        return batch, n_signals
+
+    def _apply(
+        self,
+        batch: JournalBatch,
+        sym: str,
+        t_ms: int,
+        dec: Decision,
+        equity: float,
+        day_equity: float,
+    ) -> None:
+        s = self.settings
+        sig = dec.signal
+        assert sig is not None  # checked by the caller
+        take = dec.take
+        blocked_by = dec.blocked_by
+        qty = dec.sizing.quantity if dec.sizing is not None else 0.0
+        breach: GuardBreach | None = None
+        if take:
+            # a position whose time barrier is the next bar's open leaves before this entry
+            # fills (the backtest frees its slot first too)
+            next_open = t_ms + self.step_ms
+            positions = [
+                p
+                for p in self.broker.positions()
+                if p.entry_time_ms is None
+                or p.entry_time_ms + p.horizon_bars * self.step_ms != next_open
+            ]
+            by_symbol: dict[str, int] = {}
+            gross = 0.0
+            for pos in positions:
+                by_symbol[pos.symbol] = by_symbol.get(pos.symbol, 0) + 1
+                gross += pos.quantity * float(pos.entry_price or 0.0)
+            view = PortfolioView(equity, day_equity, len(positions), by_symbol, gross)
+            breach = self.guards.check_entry(view, sym, qty * sig.entry)
+            if breach is not None:
+                take = False
+                blocked_by = breach.guard
+                batch.guard_events.append(GuardEvent(t_ms, breach.guard, sym, breach.detail))
+                self.metrics.risk_guard_breaches_total.labels(guard=breach.guard).inc()
+                log.warning("guard_breached", symbol=sym, guard=breach.guard, error=breach.detail)
+        if take and qty > 0.0:
+            upd = self.broker.submit(
+                EntryRequest(
+                    sym,
+                    int(sig.side),
+                    t_ms,
+                    qty,
+                    sig.sl_dist,
+                    sig.tp1_dist,
+                    sig.tp2_dist,
+                    sig.horizon_bars,
+                ),
+                reference_price=sig.entry,
+                created_ms=int(time.time() * 1000),
+            )
+            batch.orders.extend(upd.orders)
+            batch.positions.extend(upd.positions)
+        reasons = tuple(f"{r.feature}={r.value:.4g} ({r.contribution:+.3f})" for r in dec.reasons)
+        batch.signals.append(
+            SignalRecord(
+                strategy=s.strategy,
+                symbol=sym,
+                bar_time_ms=t_ms,
+                side=int(sig.side),
+                entry=sig.entry,
+                sl=sig.sl,
+                tp1=sig.tp1,
+                tp2=sig.tp2,
+                horizon_bars=sig.horizon_bars,
+                p_take=dec.p_take,
+                threshold=dec.threshold,
+                take=take,
+                reasons=reasons,
+                model_id=dec.model_id or "primary",
+                quantity=qty,
+                blocked_by=blocked_by,
+                run_id=s.run_id,
+                created_ms=int(time.time() * 1000),
+            )
+        )
+        side = "long" if int(sig.side) == 1 else "short"
+        self.metrics.signals_total.labels(
+            symbol=sym, side=side, decision="taken" if take else "blocked"
+        ).inc()
+        if dec.p_take is not None and math.isfinite(dec.p_take):
+            self.metrics.meta_probability.observe(dec.p_take)
+        log.info(
+            "signal_generated" if take else "signal_blocked",
+            symbol=sym,
+            side=side,
+            open_time=t_ms,
+            price=sig.entry,
+            qty=qty,
+            ml_probability=dec.p_take,
+            threshold=dec.threshold,
+            reasons=list(reasons) or ([blocked_by] if blocked_by else []),
+            model_id=dec.model_id,
+        )
+
+    def _mark(self, t_ms: int) -> EquityRecord:
+        realized = self.realized_before(t_ms + 1)
+        unrealized = 0.0
+        for sym in sorted({p.symbol for p in self.broker.positions()}):
+            win = self._windows[sym]
+            i = win.index(t_ms + 1) - 1
+            if i >= 0:
+                unrealized += self.broker.unrealized(sym, float(win.cols["close"][i]))
+        return EquityRecord(
+            bar_time_ms=t_ms,
+            equity=self.settings.initial_equity + realized + unrealized,
+            realized_pnl=realized,
+            open_positions=self.broker.open_count(),
+        )
+
+
+async def run_until_signal(loop: LiveLoop, signals: Sequence[int]) -> int:
+    """Run ``loop`` with SIGINT/SIGTERM handlers that stop it gracefully; returns cycles."""
+    ev_loop = asyncio.get_running_loop()
+    for sig in signals:
+        ev_loop.add_signal_handler(sig, loop.stop)
+    try:
+        return await loop.run()
+    finally:
+        for sig in signals:
+            ev_loop.remove_signal_handler(sig)
+
+
+# ---- replay --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    """What a replay did: cycles run, requests the fake exchange saw (by status), the most
+    weight it counted in one window, and whether it was stopped by a signal."""
+
+    cycles: int
+    requests: int
+    statuses: Mapping[int, int]
+    max_used_weight: int
+    weight_limit: int | None
+    stopped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySetup:
+    """The fake exchange and client side of a replay."""
+
+    market: Market = Market.PERP
+    speed: float = math.inf
+    time_scale: float = 60.0
+    """The fake exchange's and the limiter's clock: 60 runs a one-minute weight window in a
+    second, so replays at full speed still meet (scaled) rate limits."""
+    weight_limit: int | None = 2400
+    faults: Faults | None = None
+    client_timeout_s: float = 5.0
+    max_attempts: int = 5
+    backoff_s: float = 0.5
+
+
+async def run_replay(
+    settings: LoopSettings,
+    candles: Mapping[str, pd.DataFrame],
+    journal_path: Path,
+    *,
+    decider: DecisionFn,
+    exit_spec: ExitSpec,
+    guards: RiskGuards,
+    setup: ReplaySetup | None = None,
+    metrics: Metrics | None = None,
+    stop_signals: Sequence[int] = (),
+    on_start: Callable[[LiveLoop, FakeExchange], None] | None = None,
+) -> ReplayReport:
+    """Run the live loop against a fake exchange serving ``candles`` with a simulated clock
+    starting at ``settings.start_ms`` (required), until ``settings.stop_ms`` or a signal."""
+    if settings.start_ms is None:
+        raise ConfigError("replay needs a start time (--from)")
+    rs = setup or ReplaySetup()
+    frames = {(rs.market, sym, settings.timeframe): frame for sym, frame in candles.items()}
+    fake = FakeExchange(
+        frames,
+        weight_limit=rs.weight_limit,
+        time_scale=rs.time_scale,
+        faults=rs.faults,
+    )
+    scaled = ScaledClock(rs.time_scale)
+    limiter = RateLimiter(
+        rs.weight_limit or 1_000_000,
+        clock=scaled,
+        name="fake exchange",
+        enabled=rs.weight_limit is not None,
+    )
+    clock = SimClock(settings.start_ms / 1000, rs.speed)
+    async with fake:
+        client = BinanceClient(
+            rs.market,
+            base_url=fake.url,
+            limiter=limiter,
+            clock=scaled,
+            timeout_s=rs.client_timeout_s,
+            max_attempts=rs.max_attempts,
+            backoff_s=rs.backoff_s,
+        )
+        async with client, Journal.open(journal_path) as journal:
+            run_id = await journal.meta("run_id", settings.run_id)  # kept across restarts
+            loop = LiveLoop(
+                replace(settings, run_id=run_id),
+                client=client,
+                journal=journal,
+                decider=decider,
+                exit_spec=exit_spec,
+                guards=guards,
+                clock=clock,
+                metrics=metrics,
+            )
+            if on_start is not None:
+                on_start(loop, fake)
+            cycles = await run_until_signal(loop, stop_signals)
+        statuses: dict[int, int] = {}
+        for rec in fake.requests:
+            statuses[rec.status] = statuses.get(rec.status, 0) + 1
+        return ReplayReport(
+            cycles=cycles,
+            requests=len(fake.requests),
+            statuses=statuses,
+            max_used_weight=max((r.used_weight for r in fake.requests), default=0),
+            weight_limit=rs.weight_limit,
+            stopped=loop.stop_event.is_set(),
+        )

@@ -1,0 +1,258 @@
+"""Pieces of the OOS evaluation: buy-and-hold arithmetic, the OOS event selection and its
+errors, the backtest settings from the config, the data hash and the JSON cleaning."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atra.adapters.store import CandleStore
+from atra.config import AtraConfig, CostsConfig, RiskConfig
+from atra.core.costs import CostModel
+from atra.core.exits import ExitSpec
+from atra.core.meta import OOSPredictions
+from atra.core.signals import SignalSpec
+from atra.core.synthetic import EXCHANGE, SyntheticConfig
+from atra.core.types import Market, Timeframe
+from atra.core.validation import Fold
+from atra.demo import stage_data
+from atra.errors import DataError
+from atra.evaluation import (
+    _number,
+    _oos_candles,
+    _plain,
+    backtest_config_from,
+    buy_and_hold,
+    data_label_of,
+    oos_events,
+    universe_hash,
+)
+from atra.research import (
+    ResearchDataset,
+    WalkForwardResult,
+    build_dataset,
+    load_universe,
+    parse_time_ms,
+)
+
+H = 3_600_000
+T0 = parse_time_ms("2024-01-01")
+
+
+def _candles(opens: list[float], closes: list[float], start: int = T0) -> pd.DataFrame:
+    o = np.asarray(opens, dtype=float)
+    c = np.asarray(closes, dtype=float)
+    return pd.DataFrame(
+        {
+            "open_time": start + H * np.arange(o.size, dtype=np.int64),
+            "open": o,
+            "high": np.maximum(o, c) * 1.01,
+            "low": np.minimum(o, c) * 0.99,
+            "close": c,
+            "volume": np.ones(o.size),
+        }
+    )
+
+
+# ---- buy-and-hold ---------------------------------------------------------------------------
+
+
+def test_buy_and_hold_by_hand() -> None:
+    costs = CostModel(taker_fee_rate=0.001, slippage_bps=10.0)
+    candles = {
+        "AAA": _candles([100.0, 110.0, 120.0], [110.0, 120.0, 90.0]),
+        # listed one bar later: its share is cash until then
+        "BBB": _candles([10.0, 20.0], [20.0, 5.0], start=T0 + H),
+    }
+    grid = T0 + H * np.arange(3, dtype=np.int64)
+    bh = buy_and_hold(candles, grid, 1_000.0, costs)
+    share = 500.0
+    qa = share / 1.001 / (100.0 * 1.001)
+    qb = share / 1.001 / (10.0 * 1.001)
+    expected = [qa * 110.0 + share, qa * 120.0 + qb * 20.0, qa * 90.0 + qb * 5.0]
+    np.testing.assert_allclose(bh.equity.to_numpy(), expected, rtol=1e-12)
+    assert list(bh.equity.index) == grid.tolist()
+    assert bh.fees == pytest.approx(2 * share / 1.001 * 0.001)
+    assert bh.slippage == pytest.approx(qa * 100.0 * 0.001 + qb * 10.0 * 0.001)
+    assert bh.funding == 0.0
+
+
+def test_buy_and_hold_pays_funding_on_perpetuals() -> None:
+    costs = CostModel(taker_fee_rate=0.0, slippage_bps=0.0)
+    candles = {"AAA": _candles([100.0] * 4, [100.0] * 4)}
+    grid = T0 + H * np.arange(4, dtype=np.int64)
+    funding = pd.DataFrame(
+        {
+            # before the entry (not paid), inside, inside, after the grid end (not paid)
+            "funding_time": np.array([T0 - H, T0 + H, T0 + 2 * H + 1, T0 + 9 * H], np.int64),
+            "funding_rate": [0.5, 0.01, -0.02, 0.5],
+        }
+    )
+    bh = buy_and_hold(candles, grid, 1_000.0, costs, funding={"AAA": funding})
+    qty = 10.0
+    paid1 = qty * 100.0 * 0.01
+    paid2 = qty * 100.0 * -0.02
+    np.testing.assert_allclose(
+        bh.equity.to_numpy(), [1_000.0, 1_000.0 - paid1, 1_000.0 - paid1, 1_000.0 - paid1 - paid2]
+    )
+    assert bh.funding == pytest.approx(paid1 + paid2)
+
+
+def test_buy_and_hold_refuses_a_wiped_out_position() -> None:
+    funding = pd.DataFrame({"funding_time": np.array([T0 + H], np.int64), "funding_rate": [2.0]})
+    candles = {"AAA": _candles([100.0] * 3, [100.0] * 3)}
+    with pytest.raises(DataError, match="zero or below"):
+        buy_and_hold(candles, T0 + H * np.arange(3), 100.0, CostModel(), funding={"AAA": funding})
+
+
+def test_buy_and_hold_needs_bars() -> None:
+    with pytest.raises(DataError, match="no bars"):
+        buy_and_hold({}, np.zeros(0, np.int64), 100.0, CostModel())
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    prices=st.lists(st.floats(0.5, 500.0), min_size=2, max_size=30),
+    fee=st.floats(0.0, 0.005),
+    slip=st.floats(0.0, 50.0),
+)
+def test_buy_and_hold_tracks_the_price_after_entry_costs(
+    prices: list[float], fee: float, slip: float
+) -> None:
+    opens = [prices[0], *prices[:-1]]
+    candles = {"AAA": _candles(opens, prices)}
+    grid = T0 + H * np.arange(len(prices), dtype=np.int64)
+    costs = CostModel(taker_fee_rate=fee, slippage_bps=slip)
+    bh = buy_and_hold(candles, grid, 1_000.0, costs)
+    entry_cost = (1.0 + fee) * (1.0 + slip / 1e4)
+    ratio = np.asarray(prices) / prices[0] / entry_cost
+    np.testing.assert_allclose(bh.equity.to_numpy(), 1_000.0 * ratio, rtol=1e-9)
+    assert bh.fees + bh.slippage <= 1_000.0 * (entry_cost - 1.0) + 1e-9
+    free = buy_and_hold(candles, grid, 1_000.0, CostModel(taker_fee_rate=0.0))
+    assert np.all(bh.equity.to_numpy() <= free.equity.to_numpy() + 1e-9)
+
+
+# ---- settings and labels --------------------------------------------------------------------
+
+
+def test_backtest_config_from_the_config() -> None:
+    cfg = AtraConfig(
+        costs=CostsConfig(maker_fee_bps=1.0, taker_fee_bps=4.0, slippage_bps=3.0),
+        risk=RiskConfig(risk_per_trade=0.015, max_open_positions=7, max_gross_leverage=2.0),
+    )
+    bt = backtest_config_from(cfg)
+    assert bt.costs == CostModel(maker_fee_rate=1e-4, taker_fee_rate=4e-4, slippage_bps=3.0)
+    assert bt.sizing.risk_fraction == 0.015
+    assert bt.max_positions == 7
+    assert bt.max_gross_leverage == 2.0
+    assert bt.probability_column is None  # the same sizing for primary and filtered
+    assert not bt.tp_maker  # every fill at the taker fee, as the labels assume
+
+
+@pytest.mark.parametrize(("exchange", "label"), [("synthetic", "synthetic"), ("binance", "real")])
+def test_data_label(exchange: str, label: str) -> None:
+    assert data_label_of(exchange) == label
+
+
+def test_plain_makes_json_values() -> None:
+    assert _plain({"a": np.float64(1.5), "b": [math.nan, np.int64(2)], 3: (math.inf,)}) == {
+        "a": 1.5,
+        "b": [None, 2],
+        "3": [None],
+    }
+
+
+# ---- OOS selection on a real (small) dataset ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> ResearchDataset:
+    store = CandleStore(tmp_path_factory.mktemp("eval") / "store")
+    stage_data(store, config=SyntheticConfig(symbols=("BTCUSDT", "ETHUSDT"), bars=2_000, seed=3))
+    uni = load_universe(store, EXCHANGE, ["BTCUSDT", "ETHUSDT"], Market.SPOT, Timeframe.H1)
+    spec = SignalSpec(ema_fast=5, ema_slow=20, horizon_bars=12)
+    return build_dataset(uni, spec, ExitSpec())
+
+
+def _wf(dataset: ResearchDataset, test_start: int, preds: pd.DataFrame) -> WalkForwardResult:
+    empty = np.zeros(0, np.int64)
+    fold = Fold(0, empty, empty, 0, test_start - 1, test_start, test_start + 10 * 86_400_000, 0, 0)
+    oos = OOSPredictions(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    return WalkForwardResult(preds, pd.DataFrame(), [fold], oos, 0, 0, 0.0)
+
+
+def test_oos_events_select_the_test_windows(dataset: ResearchDataset) -> None:
+    ev = dataset.events
+    start = int(ev["time_ms"].iloc[len(ev) // 2])
+    preds = ev[ev["time_ms"] >= start].iloc[::-1].copy()  # any order in, signal order out
+    preds["take"] = np.arange(len(preds)) % 2 == 0
+    preds = preds.iloc[1:]  # one event of the span without a decision
+    oos = oos_events(dataset, _wf(dataset, start, preds))
+    assert oos.start_ms == start
+    assert oos.without_decision == 1
+    assert len(oos.events) == len(preds)
+    assert oos.events["time_ms"].is_monotonic_increasing
+    assert oos.n_take == int(preds["take"].sum())
+    last = max(int(d.candles["open_time"].iloc[-1]) for d in dataset.universe.symbols.values())
+    assert oos.end_ms == last
+
+
+def test_oos_events_errors(dataset: ResearchDataset) -> None:
+    ev = dataset.events
+    start = int(ev["time_ms"].iloc[len(ev) // 2])
+    with pytest.raises(DataError, match="no out-of-sample prediction"):
+        oos_events(dataset, _wf(dataset, start, ev.iloc[:0].assign(take=True)))
+    early = ev.assign(take=True)
+    with pytest.raises(DataError, match="before the first test window"):
+        oos_events(dataset, _wf(dataset, start, early))
+    late = ev[ev["time_ms"] >= start].assign(take=1.0)
+    with pytest.raises(DataError, match="expected bool"):
+        oos_events(dataset, _wf(dataset, start, late))
+
+
+def test_universe_hash_follows_the_data(dataset: ResearchDataset) -> None:
+    uni = dataset.universe
+    h = universe_hash(uni)
+    assert h == universe_hash(uni)
+    btc = uni.symbols["BTCUSDT"]
+    changed = btc.candles.copy()
+    close = changed["close"].to_numpy(copy=True)
+    close[-1] *= 1.0001
+    changed["close"] = close
+    other = dataclasses.replace(
+        uni, symbols={**uni.symbols, "BTCUSDT": dataclasses.replace(btc, candles=changed)}
+    )
+    assert universe_hash(other) != h
+    no_btc = dataclasses.replace(uni, btc=None)
+    assert universe_hash(no_btc) != h
+    assert len(h) == 64
+
+
+def test_oos_candles_start_at_the_span(dataset: ResearchDataset) -> None:
+    uni = dataset.universe
+    btc = uni.symbols["BTCUSDT"]
+    times = btc.candles["open_time"].to_numpy()
+    start = int(times[500])
+    # ETHUSDT's data ends before the span: it has no bar to hold or trade
+    eth = dataclasses.replace(uni.symbols["ETHUSDT"], candles=btc.candles.iloc[:100])
+    cut = dataclasses.replace(uni, symbols={"BTCUSDT": btc, "ETHUSDT": eth})
+    candles, offsets = _oos_candles(cut, start)
+    assert list(candles) == ["BTCUSDT"]
+    assert offsets == {"BTCUSDT": 500}
+    assert int(candles["BTCUSDT"]["open_time"].iloc[0]) == start
+    assert candles["BTCUSDT"].index[0] == 0
+    with pytest.raises(DataError, match="no symbol has bars after the OOS start"):
+        _oos_candles(cut, int(times[-1]) + 1)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, None), ("inf", math.inf), ("-inf", -math.inf), (2, 2.0)]
+)
+def test_metric_numbers(value: object, expected: float | None) -> None:
+    assert _number(value) == expected
