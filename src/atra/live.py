@@ -412,19 +412,19 @@ class LiveLoop:
             decisions, signals = await self._process(
                 frames, pre, bar_ms, failed, started, started_wall_ms
             )
-        latency_ms = (time.perf_counter() - started) * 1000
-        status = STATUS_OK if not failed else STATUS_PARTIAL if frames else STATUS_FAILED
-        self.metrics.cycles_total.labels(status=status).inc()
-        self.metrics.cycle_duration_seconds.observe(latency_ms / 1000)
-        log.info(
-            "cycle_completed",
-            open_time=bar_ms,
-            status=status,
-            latency_ms=round(latency_ms, 3),
-            symbols_ok=len(frames),
-            symbols_failed=len(failed),
-            decisions=decisions,
-        )
+            latency_ms = (time.perf_counter() - started) * 1000
+            status = STATUS_OK if not failed else STATUS_PARTIAL if frames else STATUS_FAILED
+            self.metrics.cycles_total.labels(status=status).inc()
+            self.metrics.cycle_duration_seconds.observe(latency_ms / 1000)
+            log.info(  # inside the span: the line carries the cycle's trace id
+                "cycle_completed",
+                open_time=bar_ms,
+                status=status,
+                latency_ms=round(latency_ms, 3),
+                symbols_ok=len(frames),
+                symbols_failed=len(failed),
+                decisions=decisions,
+            )
         return CycleResult(
             bar_ms, decisions, signals, tuple(sorted(frames)), failed, latency_ms, status
         )
@@ -578,12 +578,14 @@ class LiveLoop:
             signals += n_sig
             if k == len(times) - 1:
                 batch.cycle = self._cycle_record(bar_ms, frames, failed, started, started_wall_ms)
-            await self.journal.write(batch)
+            with span("live.journal_write", open_time=t_ms, signals=len(batch.signals)):
+                await self.journal.write(batch)
         if not times:
             batch = JournalBatch(
                 cycle=self._cycle_record(bar_ms, frames, failed, started, started_wall_ms)
             )
-            await self.journal.write(batch)
+            with span("live.journal_write", open_time=bar_ms, signals=0):
+                await self.journal.write(batch)
         for win in self._windows.values():
             win.trim(self.settings.window_bars)
         return decisions, signals
@@ -647,7 +649,11 @@ class LiveLoop:
                 jobs.append((sym, win.frame(lo, hi), equity))
         if jobs:
             loop = asyncio.get_running_loop()
-            decided = await loop.run_in_executor(self._executor, decide_many, self.decider, jobs)
+            # features and meta prediction of every symbol of this bar, off the event loop
+            with span("live.decide", open_time=t_ms, symbols=len(jobs)):
+                decided = await loop.run_in_executor(
+                    self._executor, decide_many, self.decider, jobs
+                )
             ready.update((job[0], dec) for job, dec in zip(jobs, decided, strict=True))
         n_signals = 0
         day_equity = s.initial_equity + self.realized_before(day_start_ms(t_ms))
