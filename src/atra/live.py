@@ -55,9 +55,16 @@ from atra.adapters.journal import (
     SignalRecord,
 )
 from atra.adapters.ratelimit import Clock, RateLimiter, ScaledClock
-from atra.core.decision import Decision, ModelHandle, decide, primary_signal_at
+from atra.core.decision import (
+    Decision,
+    ModelHandle,
+    bar_features,
+    decide,
+    model_bar_features,
+    primary_signal_at,
+)
 from atra.core.exits import ExitSpec
-from atra.core.features import FeatureContext, compute_features
+from atra.core.features import FeatureContext
 from atra.core.meta import MetaModel
 from atra.core.signals import SignalSpec, candle_arrays
 from atra.core.sizing import SizingConfig
@@ -136,7 +143,9 @@ class StrategyDecider:
         _, signal = primary_signal_at(candles, self.spec, symbol=symbol, timeframe=self.timeframe)
         if signal is not None and self.model is not None:
             ctx = self.feature_context or FeatureContext(timeframe=self.timeframe)
-            features = compute_features(candles, ctx)
+            # the model's own columns; an input this symbol lacks (no funding, no perp) is NaN,
+            # exactly as in training (atra.research builds its features with bar_features too)
+            features, _ = bar_features(candles, ctx, model_bar_features(self.model))
         else:
             features = candles[["open_time"]]
         return decide(
