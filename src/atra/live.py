@@ -49,6 +49,7 @@ from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.journal import (
     CycleRecord,
     EquityRecord,
+    FillRecord,
     GuardEvent,
     Journal,
     JournalBatch,
@@ -64,15 +65,15 @@ from atra.core.decision import (
     primary_signal_at,
 )
 from atra.core.exits import ExitSpec
-from atra.core.features import FeatureContext
+from atra.core.features import HISTORY_BARS, FeatureContext
 from atra.core.meta import MetaModel
 from atra.core.signals import SignalSpec, candle_arrays
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
-from atra.errors import ConfigError, DataError
+from atra.errors import ConfigError, DataError, ExchangeError
 from atra.guards import GuardBreach, PortfolioView, RiskGuards, day_start_ms
 from atra.obs import Metrics, get_logger, span
-from atra.paper import EntryRequest, PaperBroker
+from atra.paper import OPEN, Broker, BrokerUpdate, EntryRequest, PaperBroker, unrealized
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -84,6 +85,7 @@ STATUS_PARTIAL: Final[str] = "partial"
 STATUS_FAILED: Final[str] = "failed"
 
 log = get_logger("atra.live")
+FUNDING_LEG: Final[str] = "funding:"
 
 
 # ---- clocks and schedule -------------------------------------------------------------------
@@ -138,6 +140,9 @@ class StrategyDecider:
     sizing: SizingConfig = field(default_factory=SizingConfig)
     feature_context: FeatureContext | None = None
     use_kelly: bool = False
+    costs: ExitSpec | None = None
+    """The trade's fees and slippage: set, the size is the backtest's own
+    (:func:`atra.core.decision.size_like_backtest`)."""
 
     def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
         _, signal = primary_signal_at(candles, self.spec, symbol=symbol, timeframe=self.timeframe)
@@ -156,6 +161,7 @@ class StrategyDecider:
             equity=equity,
             sizing=self.sizing,
             use_kelly=self.use_kelly,
+            costs=self.costs,
         )
 
 
@@ -191,13 +197,18 @@ class LoopSettings:
     bar_close_delay_s: float = 2.0
     cycle_deadline_s: float = 30.0
     symbol_timeout_s: float = 10.0
-    window_bars: int = 600
+    window_bars: int = HISTORY_BARS
+    """Candles each decision sees: the research features' warm-up (EMA / Wilder seeds decay
+    within it, so features equal the backtest's on the full history)."""
     start_ms: int | None = None
     stop_ms: int | None = None
     max_cycles: int | None = None
     early_decisions: bool = False
     """Decide a symbol as soon as its candle arrives, while other requests are still out.
     Worth it with a process pool executor; with threads the GIL makes the I/O wait."""
+    funding: bool = False
+    """Perpetuals: fetch funding rates and charge open positions at each funding time, as
+    the backtest does."""
 
     def __post_init__(self) -> None:
         if not self.symbols or len(set(self.symbols)) != len(self.symbols):
@@ -293,6 +304,7 @@ class LiveLoop:
         clock: Clock,
         metrics: Metrics | None = None,
         executor: Executor | None = None,
+        broker: Broker | None = None,
     ) -> None:
         spec = getattr(decider, "spec", None)
         if isinstance(spec, SignalSpec):
@@ -310,7 +322,9 @@ class LiveLoop:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.step_ms = settings.timeframe.ms
-        self.broker = PaperBroker(exit_spec, strategy=settings.strategy, run_id=settings.run_id)
+        self.broker: Broker = broker or PaperBroker(
+            exit_spec, strategy=settings.strategy, run_id=settings.run_id
+        )
         self.stop_event = asyncio.Event()
         self.cycles_done = 0
         self._executor = executor
@@ -320,6 +334,10 @@ class LiveLoop:
         self._fill_pnls: list[float] = []
         self._fill_cum: list[float] = [0.0]
         self._recovered = False
+        self._funding: dict[str, tuple[I64, F64]] = {}
+        self._funding_until: dict[str, int] = {}
+        self._funded: set[tuple[str, int]] = set()
+        self._funding_paid: dict[str, float] = {}
 
     # ---- recovery --------------------------------------------------------------------------
 
@@ -327,8 +345,16 @@ class LiveLoop:
         """Reload positions, realised P&L and the last processed bars from the journal."""
         self.broker.load(await self.journal.positions(("pending", "open")))
         self._done_ms = await self.journal.symbol_state()
-        for time_ms, pnl in await self.journal.realized_fills():
+        for time_ms, pnl, cid, leg in await self.journal.realized_fills():
             self._add_fill(time_ms, pnl)
+            if leg.startswith(FUNDING_LEG):
+                self._funded.add((cid, int(leg[len(FUNDING_LEG) :])))
+                self._funding_paid[cid] = self._funding_paid.get(cid, 0.0) - pnl
+        upd = await self.broker.recover()  # the venue's view (real orders): fills while down
+        if upd.orders or upd.fills or upd.positions:
+            batch = JournalBatch()
+            self._book(batch, upd)
+            await self.journal.write(batch)
         self._recovered = True
         log.info(
             "recovery_completed",
@@ -445,8 +471,13 @@ class LiveLoop:
         step = self.step_ms
         # without a backlog every fill before this bar is known: a symbol's decision can start
         # as soon as its candle arrives, overlapping the other symbols' requests
+        # (and with no position, the equity to size with is the realised one)
         equity: float | None = None
-        if s.early_decisions and all(self._done_ms[sym] == bar_ms - step for sym in s.symbols):
+        if (
+            s.early_decisions
+            and self.broker.open_count() == 0
+            and all(self._done_ms[sym] == bar_ms - step for sym in s.symbols)
+        ):
             equity = s.initial_equity + self.realized_before(bar_ms)
         tasks = {
             sym: asyncio.create_task(self._fetch_and_decide(sym, bar_ms, equity), name=sym)
@@ -535,7 +566,72 @@ class LiveLoop:
         t = arrays.open_time
         if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):
             raise DataError(f"candles {sym}: bars outside {start}..{bar_ms}")
+        if s.funding and self.broker.open_count(sym):
+            async with asyncio.timeout(s.symbol_timeout_s):
+                await self._fetch_funding(sym, bar_ms)
         return frame
+
+    async def _fetch_funding(self, sym: str, upto_ms: int) -> None:
+        """Funding events of ``sym`` up to ``upto_ms`` not fetched yet (from the oldest
+        position's entry on)."""
+        known = self._funding_until.get(sym)
+        if known is not None and known >= upto_ms:
+            return
+        if known is None:
+            entries = [p.signal_time_ms for p in self.broker.positions(sym)]
+            known = min(entries, default=upto_ms)
+        with span("live.fetch_funding", symbol=sym, open_time=upto_ms):
+            frame = await self.client.fetch_funding(sym, start_ms=known + 1, end_ms=upto_ms)
+        ft = frame["funding_time"].to_numpy(np.int64)
+        rate = frame["funding_rate"].to_numpy(np.float64)
+        old_t, old_r = self._funding.get(sym, (np.empty(0, np.int64), np.empty(0, np.float64)))
+        keep = ft > (int(old_t[-1]) if old_t.size else known)
+        self._funding[sym] = (
+            np.concatenate([old_t, ft[keep]]),
+            np.concatenate([old_r, rate[keep]]),
+        )
+        if ft.size and not bool(np.all(np.diff(ft) > 0)):
+            raise DataError(f"funding {sym}: funding_time not strictly increasing")
+        # a full page may stop short of upto_ms: only what was seen counts as known
+        full = len(frame) >= 1000
+        self._funding_until[sym] = int(ft[-1]) if full else upto_ms
+
+    def _charge_funding(self, sym: str, t_ms: int, batch: JournalBatch) -> None:
+        """Funding at times ``ft`` with ``entry_time < ft <= t_ms`` not yet charged to
+        ``sym``'s open positions: ``side x remaining x mark x rate``, ``mark`` = the open of
+        the latest bar at or before ``ft``, booked at the first bar opening at or after it
+        (the backtest's rule)."""
+        times, rates = self._funding.get(sym, (np.empty(0, np.int64), np.empty(0, np.float64)))
+        if not times.size:
+            return
+        win = self._windows[sym]
+        for pos in self.broker.positions(sym):
+            if pos.status != OPEN or pos.entry_time_ms is None:
+                continue
+            lo = int(np.searchsorted(times, pos.entry_time_ms, side="right"))
+            hi = int(np.searchsorted(times, t_ms, side="right"))
+            for k in range(lo, hi):
+                ft = int(times[k])
+                if (pos.position_id, ft) in self._funded:
+                    continue
+                i = win.index(ft + 1) - 1
+                j = win.index(ft)
+                if i < 0 or j >= win.open_time.size:
+                    raise DataError(f"funding {sym} at {ft}: no candle in the window to mark it")
+                mark = float(win.cols["open"][i])
+                qty = self.broker.remaining(pos)
+                amount = pos.side * qty * mark * float(rates[k])
+                fill = FillRecord(
+                    pos.position_id, f"{FUNDING_LEG}{ft}", sym, int(win.open_time[j]), mark,
+                    qty, 0.0, -amount, "FUNDING",
+                )  # fmt: skip
+                batch.fills.append(fill)
+                self._funded.add((pos.position_id, ft))
+                self._funding_paid[pos.position_id] = (
+                    self._funding_paid.get(pos.position_id, 0.0) + amount
+                )
+                self._add_fill(fill.time_ms, fill.pnl)
+                log.info("funding_charged", symbol=sym, funding_time=ft, amount=amount)
 
     async def client_range(self, sym: str, start_ms: int, end_ms: int) -> pd.DataFrame:
         """Several pages of candles (the first fill of a window)."""
@@ -626,36 +722,43 @@ class LiveLoop:
         symbols: Sequence[str],
         pre: Mapping[str, tuple[Decision, float]],
     ) -> tuple[JournalBatch, int]:
-        """Process bar ``t_ms`` of ``symbols``: exits, decisions, guards; one journal batch."""
+        """Process bar ``t_ms`` of ``symbols``: funding, exits, the equity mark, decisions,
+        guards; one journal batch. Sizing uses the equity marked at this bar's close after
+        its exits (what the backtest sizes the next open's entries with)."""
         s = self.settings
         batch = JournalBatch()
-        equity = s.initial_equity + self.realized_before(t_ms)
-        jobs: list[tuple[str, pd.DataFrame, float]] = []
-        ready: dict[str, Decision] = {}
         for sym in symbols:
             win = self._windows[sym]
             hi = win.index(t_ms) + 1
             lo = max(0, hi - s.window_bars)
-            upd = self.broker.on_bar(
+            if s.funding and self.broker.open_count(sym):
+                if self._funding_until.get(sym, -1) < t_ms:
+                    try:  # a backlog bar: funding of positions opened since the fetch
+                        await self._fetch_funding(sym, t_ms)
+                    except (ExchangeError, DataError, TimeoutError) as exc:
+                        log.warning("funding_unavailable", symbol=sym, open_time=t_ms,
+                                    error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+                self._charge_funding(sym, t_ms, batch)
+            upd = await self.broker.on_bar(
                 sym,
                 win.open_time[lo:hi],
                 win.cols["open"][lo:hi],
                 win.cols["high"][lo:hi],
                 win.cols["low"][lo:hi],
             )
-            batch.orders.extend(upd.orders)
-            batch.fills.extend(upd.fills)
-            batch.positions.extend(upd.positions)
-            for fill in upd.fills:
-                if fill.leg != "entry":
-                    self._add_fill(fill.time_ms, fill.pnl)
-                    log.info("order_filled", symbol=sym, price=fill.price, qty=fill.quantity,
-                             reasons=[fill.reason])  # fmt: skip
+            self._book(batch, upd)
+        batch.equity = self._mark(t_ms)
+        equity = batch.equity.equity
+        jobs: list[tuple[str, pd.DataFrame, float]] = []
+        ready: dict[str, Decision] = {}
+        for sym in symbols:
             early = pre.get(sym)
             if early is not None and early[1] == equity:
                 ready[sym] = early[0]
             else:
-                jobs.append((sym, win.frame(lo, hi), equity))
+                win = self._windows[sym]
+                hi = win.index(t_ms) + 1
+                jobs.append((sym, win.frame(max(0, hi - s.window_bars), hi), equity))
         if jobs:
             loop = asyncio.get_running_loop()
             # features and meta prediction of every symbol of this bar, off the event loop
@@ -672,15 +775,30 @@ class LiveLoop:
             if dec.signal is None:
                 continue
             n_signals += 1
-            self._apply(batch, sym, t_ms, dec, equity, day_equity)
-        batch.equity = self._mark(t_ms)
+            await self._apply(batch, sym, t_ms, dec, equity, day_equity)
         self.metrics.open_positions.set(self.broker.open_count())
-        self.metrics.equity_usdt.set(batch.equity.equity)
+        self.metrics.equity_usdt.set(equity)
         self.metrics.daily_pnl_usdt.set(equity - day_equity)
         self._done_ms.update(batch.symbol_state)
         return batch, n_signals
 
-    def _apply(
+    def _book(self, batch: JournalBatch, upd: BrokerUpdate) -> None:
+        """Journal a broker update; fills go to the realised ledger, a closed position's
+        P&L gets its funding."""
+        batch.orders.extend(upd.orders)
+        batch.fills.extend(upd.fills)
+        for pos in upd.positions:
+            paid = self._funding_paid.get(pos.position_id)
+            if pos.status == "closed" and paid and pos.pnl is not None:
+                pos = replace(pos, pnl=pos.pnl - paid)
+            batch.positions.append(pos)
+        for fill in upd.fills:
+            self._add_fill(fill.time_ms, fill.pnl)
+            if fill.leg != "entry":
+                log.info("order_filled", symbol=fill.symbol, price=fill.price,
+                         qty=fill.quantity, reasons=[fill.reason])  # fmt: skip
+
+    async def _apply(
         self,
         batch: JournalBatch,
         sym: str,
@@ -708,11 +826,12 @@ class LiveLoop:
             ]
             by_symbol: dict[str, int] = {}
             gross = 0.0
-            for pos in positions:
+            for pos in positions:  # the backtest's gross: open quantity at the last close
                 by_symbol[pos.symbol] = by_symbol.get(pos.symbol, 0) + 1
-                gross += pos.quantity * float(pos.entry_price or 0.0)
+                gross += self.broker.remaining(pos) * self._last_close(pos.symbol, t_ms)
             view = PortfolioView(equity, day_equity, len(positions), by_symbol, gross)
-            breach = self.guards.check_entry(view, sym, qty * sig.entry)
+            notional = dec.sizing.notional if dec.sizing is not None else qty * sig.entry
+            breach = self.guards.check_entry(view, sym, notional)
             if breach is not None:
                 take = False
                 blocked_by = breach.guard
@@ -720,7 +839,7 @@ class LiveLoop:
                 self.metrics.risk_guard_breaches_total.labels(guard=breach.guard).inc()
                 log.warning("guard_breached", symbol=sym, guard=breach.guard, error=breach.detail)
         if take and qty > 0.0:
-            upd = self.broker.submit(
+            upd = await self.broker.submit(
                 EntryRequest(
                     sym,
                     int(sig.side),
@@ -734,8 +853,7 @@ class LiveLoop:
                 reference_price=sig.entry,
                 created_ms=int(time.time() * 1000),
             )
-            batch.orders.extend(upd.orders)
-            batch.positions.extend(upd.positions)
+            self._book(batch, upd)
         reasons = tuple(f"{r.feature}={r.value:.4g} ({r.contribution:+.3f})" for r in dec.reasons)
         batch.signals.append(
             SignalRecord(
@@ -778,17 +896,24 @@ class LiveLoop:
             model_id=dec.model_id,
         )
 
+    def _last_close(self, sym: str, t_ms: int) -> float:
+        """``sym``'s close of the latest bar at or before ``t_ms`` (NaN if none)."""
+        win = self._windows[sym]
+        i = win.index(t_ms + 1) - 1
+        return float(win.cols["close"][i]) if i >= 0 else math.nan
+
     def _mark(self, t_ms: int) -> EquityRecord:
+        """Equity at bar ``t_ms``'s close: realised cash (fees, legs, funding) plus open
+        positions at their symbol's last close (the backtest's mark)."""
         realized = self.realized_before(t_ms + 1)
-        unrealized = 0.0
+        open_pnl = 0.0
         for sym in sorted({p.symbol for p in self.broker.positions()}):
-            win = self._windows[sym]
-            i = win.index(t_ms + 1) - 1
-            if i >= 0:
-                unrealized += self.broker.unrealized(sym, float(win.cols["close"][i]))
+            close = self._last_close(sym, t_ms)
+            if math.isfinite(close):
+                open_pnl += unrealized(self.broker, sym, close)
         return EquityRecord(
             bar_time_ms=t_ms,
-            equity=self.settings.initial_equity + realized + unrealized,
+            equity=self.settings.initial_equity + realized + open_pnl,
             realized_pnl=realized,
             open_positions=self.broker.open_count(),
         )

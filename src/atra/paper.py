@@ -23,6 +23,7 @@ import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -76,6 +77,51 @@ class BrokerUpdate:
         self.positions.extend(other.positions)
 
 
+class Broker(Protocol):
+    """What the live loop needs from an execution venue: :class:`PaperBroker` (simulated, the
+    default) or :class:`atra.execution.ExchangeBroker` (real orders, ``--live``).
+
+    Accounting contract (both brokers, and the backtest): an ``entry`` fill's ``pnl`` is minus
+    its fee (booked at the entry bar); an exit leg's ``pnl`` is ``side x qty x (price - entry)``
+    minus the leg's exit fee (booked at its bar); funding is booked by the loop. So the sum of
+    fill ``pnl`` up to a bar is the realised P&L the backtest has at that bar, and a closed
+    position's ``pnl`` is the sum of its fills.
+    """
+
+    spec: ExitSpec
+
+    def load(self, positions: Iterable[PositionRecord]) -> None:
+        """Take over pending / open positions from the journal (a restart)."""
+        ...
+
+    def positions(self, symbol: str | None = None) -> list[PositionRecord]:
+        """Pending and open positions (of ``symbol``), in signal order."""
+        ...
+
+    def open_count(self, symbol: str | None = None) -> int: ...
+
+    def remaining(self, pos: PositionRecord) -> float:
+        """Quantity of ``pos`` still open (after a TP1 partial)."""
+        ...
+
+    async def recover(self) -> BrokerUpdate:
+        """After :meth:`load`: reconcile with the venue (nothing to do on paper)."""
+        ...
+
+    async def submit(
+        self, req: EntryRequest, *, reference_price: float | None = None, created_ms: int = 0
+    ) -> BrokerUpdate:
+        """Enter a taken decision at the next bar's open."""
+        ...
+
+    async def on_bar(
+        self, symbol: str, open_time: I64, open_: F64, high: F64, low: F64
+    ) -> BrokerUpdate:
+        """The bar ending the arrays has closed: book what happened to ``symbol``'s
+        positions up to it (fills, exits), and act at the next open (time barrier)."""
+        ...
+
+
 class PaperBroker:
     """Pending and open positions of one strategy, managed by the exit kernel."""
 
@@ -104,7 +150,14 @@ class PaperBroker:
 
     # ---- orders ----------------------------------------------------------------------------
 
-    def submit(
+    def remaining(self, pos: PositionRecord) -> float:
+        return pos.quantity * (1.0 - (self.spec.tp1_fraction if pos.legs_done else 0.0))
+
+    async def recover(self) -> BrokerUpdate:
+        """Nothing to reconcile: the journal is the paper venue."""
+        return BrokerUpdate()
+
+    async def submit(
         self, req: EntryRequest, *, reference_price: float | None = None, created_ms: int = 0
     ) -> BrokerUpdate:
         """Register the entry of a taken decision; it fills at the next bar's open.
@@ -150,7 +203,9 @@ class PaperBroker:
 
     # ---- bars ------------------------------------------------------------------------------
 
-    def on_bar(self, symbol: str, open_time: I64, open_: F64, high: F64, low: F64) -> BrokerUpdate:
+    async def on_bar(
+        self, symbol: str, open_time: I64, open_: F64, high: F64, low: F64
+    ) -> BrokerUpdate:
         """Advance every position of ``symbol`` through the bars seen so far (the arrays end
         at the bar that just closed)."""
         out = BrokerUpdate()
@@ -197,47 +252,28 @@ class PaperBroker:
                     self.run_id,
                 )
             )
+            fee = pos.quantity * entry * fee_entry
             out.fills.append(
-                FillRecord(
-                    cid,
-                    "entry",
-                    pos.symbol,
-                    int(t[e]),
-                    entry,
-                    pos.quantity,
-                    pos.quantity * entry * fee_entry,
-                    0.0,
-                    "ENTRY",
-                )
-            )
+                FillRecord(cid, "entry", pos.symbol, int(t[e]), entry, pos.quantity, fee, -fee,
+                           "ENTRY")
+            )  # fmt: skip
         done = status == STATUS_DONE
         # legs the kernel has filled: a still running trade has one only after a TP1 partial
         booked = [leg for leg in legs if leg[0] >= 0]
-        pnl_total = 0.0
+        pnl_total = -pos.quantity * entry * fee_entry
         for k, (bar, price, reason_code, frac) in enumerate(booked):
             reason = REASON_NAMES[reason_code]
             fee_exit = self.spec.fee_tp if reason in _TP_REASONS else self.spec.fee_stop
             qty = pos.quantity * frac
-            if pos.side == 1:
-                gain = price * (1.0 - fee_exit) - entry * (1.0 + fee_entry)
-            else:
-                gain = entry * (1.0 - fee_entry) - price * (1.0 + fee_exit)
-            pnl_total += qty * gain
+            fee = qty * price * fee_exit
+            pnl = pos.side * qty * (price - entry) - fee
+            pnl_total += pnl
             if k < new.legs_done:
                 continue  # booked on an earlier bar
             out.fills.append(
-                FillRecord(
-                    cid,
-                    f"leg{k + 1}",
-                    pos.symbol,
-                    int(t[bar]),
-                    price,
-                    qty,
-                    qty * (entry * fee_entry + price * fee_exit),
-                    qty * gain,
-                    reason,
-                )
-            )
+                FillRecord(cid, f"leg{k + 1}", pos.symbol, int(t[bar]), price, qty, fee, pnl,
+                           reason)
+            )  # fmt: skip
             new = replace(new, legs_done=k + 1)
         if done:
             bar, price, reason_code, _ = booked[-1]
@@ -260,14 +296,16 @@ class PaperBroker:
     # ---- marks -----------------------------------------------------------------------------
 
     def unrealized(self, symbol: str, close: float) -> float:
-        """Open P&L of ``symbol``'s positions at ``close`` (remaining quantity, entry fees
-        of the remainder counted, exit fees not)."""
-        total = 0.0
-        fee_entry = self.spec.fee_entry
-        for pos in self.positions(symbol):
-            if pos.status != OPEN or pos.entry_price is None:
-                continue
-            left = pos.quantity * (1.0 - (self.spec.tp1_fraction if pos.legs_done else 0.0))
-            entry = pos.entry_price
-            total += left * (pos.side * (close - entry) - entry * fee_entry)
-        return total
+        """Open P&L of ``symbol``'s positions at ``close``: ``side x remaining x (close -
+        entry)`` (fees are booked with the fills)."""
+        return unrealized(self, symbol, close)
+
+
+def unrealized(broker: Broker, symbol: str, close: float) -> float:
+    """Open P&L of ``symbol``'s open positions at ``close`` (the backtest's mark)."""
+    total = 0.0
+    for pos in broker.positions(symbol):
+        if pos.status != OPEN or pos.entry_price is None:
+            continue
+        total += pos.side * broker.remaining(pos) * (close - pos.entry_price)
+    return total

@@ -117,8 +117,13 @@ def test_no_trade_risks_more_than_two_percent(
     res = run_backtest(frames, events, cfg)
     tr = res.trades
     side = tr["side"].to_numpy()
-    p = tr["entry_price"].to_numpy()
-    stop = p - side * events["sl_dist"].to_numpy()[tr["event_row"].to_numpy()]
+    rows = tr["event_row"].to_numpy()
+    # sized at the signal bar's close (what the decision knows), moved by the slippage
+    close_t = np.array(
+        [frames[s]["close"].iloc[t] for s, t in zip(events["symbol"], events["t"], strict=True)]
+    )[rows]
+    p = close_t * (1 + side * slip / 1e4)
+    stop = p - side * events["sl_dist"].to_numpy()[rows]
     rpu = np.where(
         side == 1,
         p * (1 + fee) - stop * (1 - slip / 1e4) * (1 - fee),
@@ -127,7 +132,7 @@ def test_no_trade_risks_more_than_two_percent(
     np.testing.assert_allclose(tr["risk_amount"], tr["quantity"] * rpu, rtol=1e-9)
     eq = tr["equity_at_entry"].to_numpy()
     assert (tr["risk_amount"].to_numpy() <= RISK_FRACTION_CAP * eq * (1 + 1e-12)).all()
-    assert (tr["notional"].to_numpy() <= lev * eq * (1 + 1e-12)).all()
+    assert (tr["quantity"].to_numpy() * p <= lev * eq * (1 + 1e-12)).all()
 
 
 @FAST

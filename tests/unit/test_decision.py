@@ -22,6 +22,7 @@ from atra.core.decision import (
     decision_features,
     model_bar_features,
     primary_signal_at,
+    size_like_backtest,
 )
 from atra.core.exits import ExitSpec
 from atra.core.features import FeatureContext
@@ -318,3 +319,68 @@ def test_model_handle_and_bar_features(handle: ModelHandle, dataset: ResearchDat
     assert feats["ret_1"].notna().sum() == len(candles) - 1
     with pytest.raises(ConfigError, match="unknown feature"):
         bar_features(candles, bare, ["nope"])
+
+
+@pytest.mark.parametrize(
+    ("slip_bps", "fee", "kelly", "lev"),
+    [(0.0, 0.0004, False, 1.0), (5.0, 0.0005, False, 0.2), (2.0, 0.0002, True, 3.0)],
+)
+def test_sizing_with_costs_is_the_backtests(
+    dataset: ResearchDataset, slip_bps: float, fee: float, kelly: bool, lev: float
+) -> None:
+    """The live decision's quantity equals the backtest's for the same equity and event."""
+    from atra.core.backtest import BacktestConfig, run_backtest
+    from atra.core.costs import CostModel
+
+    candles, feats, signal = _last_event(dataset)
+    sym = SYMBOLS[0]
+    full = dataset.universe.symbols[sym].candles
+    t = len(candles) - 1
+    p = 0.7
+    event = pd.DataFrame(
+        {
+            "symbol": [sym],
+            "t": [t],
+            "time_ms": [signal.time_ms],
+            "side": [int(signal.side)],
+            "entry": [signal.entry],
+            "sl_dist": [signal.sl_dist],
+            "tp1_dist": [signal.tp1_dist],
+            "tp2_dist": [signal.tp2_dist],
+            "horizon_bars": [signal.horizon_bars],
+            "p": [p],
+        }
+    )
+    sizing = SizingConfig(max_leverage=lev, kelly_multiplier=0.5)
+    bt = run_backtest(
+        {sym: full.iloc[: t + 60].reset_index(drop=True)},
+        event,
+        BacktestConfig(
+            sizing=sizing,
+            costs=CostModel(maker_fee_rate=fee, taker_fee_rate=fee, slippage_bps=slip_bps),
+            probability_column="p" if kelly else None,
+            max_gross_leverage=lev,
+        ),
+    )
+    costs = ExitSpec(fee_entry=fee, fee_tp=fee, fee_stop=fee, slippage_bps=slip_bps)
+    tr = bt.trades.iloc[0]
+    sized = size_like_backtest(10_000.0, signal, sizing, costs, p if kelly else None)
+    assert sized.quantity == pytest.approx(float(tr["quantity"]), rel=1e-12)
+    assert sized.risk_amount == pytest.approx(float(tr["risk_amount"]), rel=1e-12)
+    assert sized.risk_fraction <= 0.02 * (1 + 1e-12)
+    d = decide(candles, feats, signal, None, equity=10_000.0, sizing=sizing, costs=costs)
+    assert d.take
+    assert d.sizing is not None
+    if not kelly:
+        assert d.sizing.quantity == sized.quantity
+    capped = sized.notional >= lev * 10_000.0 * (1 - 1e-12)
+    assert (sized.capped_by == "leverage") == capped
+
+
+def test_sizing_with_costs_blocks_without_equity(dataset: ResearchDataset) -> None:
+    candles, feats, signal = _last_event(dataset)
+    d = decide(candles, feats, signal, None, equity=0.0, sizing=SizingConfig(), costs=ExitSpec())
+    assert not d.take
+    assert d.blocked_by == BLOCKED_SIZING
+    assert d.sizing is not None
+    assert d.sizing.reason == "no_equity"

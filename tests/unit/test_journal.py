@@ -144,7 +144,7 @@ async def test_write_is_one_transaction(db_path: Path) -> None:
 async def test_full_batch_round_trip_and_reopen(db_path: Path) -> None:
     order = OrderRecord("c1", "ema_cross", "BTCUSDT", 3_600_000, 1, "entry", 2.5, "pending", "r1")
     fills = [
-        FillRecord("c1", "entry", "BTCUSDT", 7_200_000, 100.5, 2.5, 0.1, 0.0, "ENTRY"),
+        FillRecord("c1", "entry", "BTCUSDT", 7_200_000, 100.5, 2.5, 0.1, -0.1, "ENTRY"),
         FillRecord("c1", "leg1", "BTCUSDT", 10_800_000, 104.5, 2.5, 0.1, 9.8, "TP1"),
     ]
     batch = JournalBatch(
@@ -184,7 +184,10 @@ async def test_full_batch_round_trip_and_reopen(db_path: Path) -> None:
         assert [o.status for o in await j.orders()] == ["filled"]
         assert await j.orders("pending") == []
         assert len(await j.fills()) == 2
-        assert await j.realized_fills() == [(10_800_000, 9.8)]
+        assert await j.realized_fills() == [
+            (7_200_000, -0.1, "c1", "entry"),
+            (10_800_000, 9.8, "c1", "leg1"),
+        ]
         (pos,) = await j.positions()
         assert pos.status == "closed"
         assert pos.pnl == pytest.approx(9.8)

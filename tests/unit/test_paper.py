@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 
@@ -29,7 +30,7 @@ def _path(
     return times, open_, high, low
 
 
-def _replay(
+async def _replay(
     broker: PaperBroker,
     times: np.ndarray,
     o: np.ndarray,
@@ -45,12 +46,12 @@ def _replay(
     state: dict[str, PositionRecord] = {}
     for t in range(len(times)):
         a = max(0, t + 1 - window)
-        upd = broker.on_bar("X", times[a : t + 1], o[a : t + 1], h[a : t + 1], lo[a : t + 1])
+        upd = await broker.on_bar("X", times[a : t + 1], o[a : t + 1], h[a : t + 1], lo[a : t + 1])
         fills.extend(upd.fills)
         for p in upd.positions:
             state[p.position_id] = p
         if t in signals:
-            upd = broker.submit(signals[t], reference_price=float(o[t]))
+            upd = await broker.submit(signals[t], reference_price=float(o[t]))
             for p in upd.positions:
                 state[p.position_id] = p
         if restart_every and t % restart_every == 0:  # a new process picking up the journal
@@ -93,7 +94,9 @@ def test_closed_trades_equal_the_kernel(
         horizon = int(rng.integers(1, 30))
         signals[t] = EntryRequest("X", side, int(times[t]), 1.5, sl, tp1, tp2, horizon)
     broker = PaperBroker(spec, strategy="s", run_id="r")
-    broker, closed, fills = _replay(broker, times, o, h, lo, signals, 40, restart_every)
+    broker, closed, fills = asyncio.run(
+        _replay(broker, times, o, h, lo, signals, 40, restart_every)
+    )
 
     ev = [signals[t] for t in sig_bars]
     ref = simulate_exits(
@@ -126,12 +129,15 @@ def test_closed_trades_equal_the_kernel(
         committed = 1.5 * ref.entry_price[k] * (1.0 + spec.fee_entry)
         assert pos.pnl == pytest.approx(ref.ret_net[k] * committed, rel=1e-9, abs=1e-9)
         assert pos.legs_done == (2 if ref.leg2_reason[k] else 1)
+        # the fills' own cash (entry fee, legs net of exit fees) adds up to the trade's P&L
+        own = [f.pnl for f in fills if f.client_order_id == pos.position_id]  # type: ignore[attr-defined]
+        assert sum(own) == pytest.approx(pos.pnl, rel=1e-9, abs=1e-9)
     # every fill is booked exactly once
     keys = [(f.client_order_id, f.leg) for f in fills]  # type: ignore[attr-defined]
     assert len(keys) == len(set(keys))
 
 
-def test_entry_fills_at_next_open_with_slippage_and_partial_is_booked() -> None:
+async def test_entry_fills_at_next_open_with_slippage_and_partial_is_booked() -> None:
     spec = ExitSpec(
         tp1_fraction=0.5, fee_entry=0.001, fee_tp=0.001, fee_stop=0.001, slippage_bps=10
     )
@@ -141,31 +147,35 @@ def test_entry_fills_at_next_open_with_slippage_and_partial_is_booked() -> None:
     h = np.array([100.5, 100.5, 102.5, 103.5, 103.5, 103.5])
     lo = np.array([99.5, 99.5, 100.5, 102.5, 102.5, 102.5])
     req = EntryRequest("X", 1, 0, 2.0, sl_dist=5.0, tp1_dist=2.0, tp2_dist=10.0, horizon_bars=10)
-    upd = broker.submit(req, reference_price=100.0)
+    upd = await broker.submit(req, reference_price=100.0)
     assert [p.status for p in upd.positions] == [PENDING]
     assert upd.orders[0].client_order_id == client_order_id("r", "X", 0)
-    assert broker.submit(req).orders == []  # same bar again: no second order
-    assert broker.on_bar("X", times[:1], o[:1], h[:1], lo[:1]).fills == []  # entry not closed
-    upd = broker.on_bar("X", times[:2], o[:2], h[:2], lo[:2])
+    assert (await broker.submit(req)).orders == []  # same bar again: no second order
+    assert (
+        await broker.on_bar("X", times[:1], o[:1], h[:1], lo[:1])
+    ).fills == []  # entry not closed
+    upd = await broker.on_bar("X", times[:2], o[:2], h[:2], lo[:2])
     (entry_fill,) = upd.fills
     assert entry_fill.leg == "entry"
     assert entry_fill.price == pytest.approx(100.0 * 1.001)
+    assert entry_fill.pnl == pytest.approx(-2.0 * 100.1 * 0.001)  # the entry fee, booked now
     assert [o_.status for o_ in upd.orders] == ["filled"]
     assert upd.positions[0].status == OPEN
-    assert broker.unrealized("X", 101.0) == pytest.approx(2.0 * (101.0 - 100.1 - 100.1 * 0.001))
-    upd = broker.on_bar("X", times[:3], o[:3], h[:3], lo[:3])  # high 102.5 >= TP1 102.1
+    assert broker.unrealized("X", 101.0) == pytest.approx(2.0 * (101.0 - 100.1))
+    upd = await broker.on_bar("X", times[:3], o[:3], h[:3], lo[:3])  # high 102.5 >= TP1 102.1
     (leg1,) = upd.fills
     assert (leg1.leg, leg1.reason, leg1.quantity) == ("leg1", "TP1", 1.0)
+    assert leg1.pnl == pytest.approx((102.1 - 100.1) - 102.1 * 0.001)  # gain minus exit fee
     assert upd.positions[0].legs_done == 1
-    assert broker.unrealized("X", 101.0) == pytest.approx(1.0 * (101.0 - 100.1 - 100.1 * 0.001))
-    assert broker.on_bar("X", times[:4], o[:4], h[:4], lo[:4]).fills == []
+    assert broker.unrealized("X", 101.0) == pytest.approx(1.0 * (101.0 - 100.1))
+    assert (await broker.on_bar("X", times[:4], o[:4], h[:4], lo[:4])).fills == []
     assert broker.open_count("X") == 1
     assert broker.unrealized("Y", 1.0) == 0.0
 
 
-def test_pending_position_has_no_unrealized_pnl() -> None:
+async def test_pending_position_has_no_unrealized_pnl() -> None:
     broker = PaperBroker(ExitSpec(), strategy="s", run_id="r")
-    broker.submit(EntryRequest("X", -1, 0, 1.0, 1.0, 1.0, 2.0, 5), reference_price=10.0)
+    await broker.submit(EntryRequest("X", -1, 0, 1.0, 1.0, 1.0, 2.0, 5), reference_price=10.0)
     assert broker.unrealized("X", 9.0) == 0.0
     assert broker.positions()[0].entry_price == 10.0
 
@@ -185,19 +195,19 @@ def test_client_order_id_is_deterministic_and_short() -> None:
 
 
 @pytest.mark.parametrize("qty", [0.0, -1.0, math.nan])
-def test_bad_quantity_is_refused(qty: float) -> None:
+async def test_bad_quantity_is_refused(qty: float) -> None:
     broker = PaperBroker(ExitSpec(), strategy="s", run_id="r")
     with pytest.raises(DataError, match="quantity must be > 0"):
-        broker.submit(EntryRequest("X", 1, 0, qty, 1.0, 1.0, 2.0, 5))
+        await broker.submit(EntryRequest("X", 1, 0, qty, 1.0, 1.0, 2.0, 5))
 
 
-def test_signal_bar_outside_window_is_an_error() -> None:
+async def test_signal_bar_outside_window_is_an_error() -> None:
     broker = PaperBroker(ExitSpec(), strategy="s", run_id="r")
-    broker.submit(EntryRequest("X", 1, 0, 1.0, 1.0, 1.0, 2.0, 5))
+    await broker.submit(EntryRequest("X", 1, 0, 1.0, 1.0, 1.0, 2.0, 5))
     times = np.array([STEP, 2 * STEP], dtype=np.int64)
     prices = np.array([10.0, 10.0])
     with pytest.raises(DataError, match="signal bar is not in the candle window"):
-        broker.on_bar("X", times, prices, prices, prices)
+        await broker.on_bar("X", times, prices, prices, prices)
 
 
 def test_load_ignores_closed_positions() -> None:

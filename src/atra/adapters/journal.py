@@ -202,7 +202,9 @@ class OrderRecord:
 
 @dataclass(frozen=True, slots=True)
 class FillRecord:
-    """One fill of an order; ``leg`` is ``entry``, ``leg1`` or ``leg2``; ``pnl`` net of fees."""
+    """One fill of an order; ``leg`` is ``entry``, ``leg1``, ``leg2`` or ``funding:<time ms>``.
+    ``pnl`` is the fill's own cash: minus the fee for the entry, ``side x qty x (price -
+    entry)`` minus the exit fee for a leg, minus the payment for funding."""
 
     client_order_id: str
     leg: str
@@ -656,12 +658,14 @@ class Journal:
         rows = await self._all("SELECT symbol, last_bar_ms FROM symbol_state")
         return {str(r[0]): int(r[1]) for r in rows}
 
-    async def realized_fills(self) -> list[tuple[int, float]]:
-        """``(time_ms, pnl)`` of every exit fill, in time order (the realised P&L history)."""
+    async def realized_fills(self) -> list[tuple[int, float, str, str]]:
+        """``(time_ms, pnl, client_order_id, leg)`` of every fill, in time order: the realised
+        P&L history (entry fees, exit legs, funding)."""
         return [
-            (int(r[0]), float(r[1]))
+            (int(r[0]), float(r[1]), str(r[2]), str(r[3]))
             for r in await self._all(
-                "SELECT time_ms, pnl FROM fills WHERE leg != 'entry' ORDER BY time_ms"
+                "SELECT time_ms, pnl, client_order_id, leg FROM fills"
+                " ORDER BY time_ms, client_order_id, leg"
             )
         ]
 

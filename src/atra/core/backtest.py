@@ -15,16 +15,20 @@ Two entry points (kernels in :mod:`atra.core.portfolio_nb`):
   :func:`atra.core.exits.simulate_exit_nb`, so a trade exits exactly as its label says. A
   trade whose barriers do not resolve before its symbol's data end is closed at the last close
   (reason ``END``).
-* Sizing from the equity marked at the previous grid close (what the decision knows):
-  fixed-fractional risk (2% default) or ``kelly_multiplier`` x Kelly from a per-event
-  probability column and the TP1/SL payoff, never above the 2% cap
-  (:data:`atra.core.sizing.RISK_FRACTION_CAP`), and notional <= ``sizing.max_leverage`` x
-  equity. **Risk** of a trade = ``quantity x risk_per_unit`` with, for a fill ``P`` and stop
-  ``S = P - side x sl_dist``, long ``P(1 + f_entry) - S(1 - slip)(1 - f_stop)`` and short
-  ``S(1 + slip)(1 + f_stop) - P(1 - f_entry)``: the loss at the stop with both fees and the stop
-  fill's slippage (``size_position``'s ``distance + fee (P + S)`` when slippage is 0).
+* Sizing from what the decision at the signal bar ``t`` knows: the equity marked at ``t``'s
+  close and the reference price ``R = close[t]`` moved adversely by the slippage (the fill
+  at ``open[t + 1]`` is not known when the order's quantity is set; the live loop sizes the
+  same way). Fixed-fractional risk (2% default) or ``kelly_multiplier`` x Kelly from a
+  per-event probability column and the TP1/SL payoff, never above the 2% cap
+  (:data:`atra.core.sizing.RISK_FRACTION_CAP`), and notional ``quantity x R`` <=
+  ``sizing.max_leverage`` x equity. **Planned risk** of a trade (``risk_amount``) =
+  ``quantity x risk_per_unit`` with stop ``S = R - side x sl_dist``: long
+  ``R(1 + f_entry) - S(1 - slip)(1 - f_stop)``, short ``S(1 + slip)(1 + f_stop) - R(1 -
+  f_entry)`` (the loss at the stop with both fees and the stop fill's slippage). The loss a
+  stopped trade realises differs from it by the gap between ``close[t]`` and ``open[t + 1]``
+  (none on most 24/7 bars, where the next open is the last close).
 * Limits, checked in this order: ``max_positions`` open at once, ``max_per_symbol``, and the
-  gross notional (open positions at their last close + the new one) <= ``max_gross_leverage``
+  gross notional (open positions at their last close + the new one at ``R``) <= ``max_gross_leverage``
   x equity. An event that breaks one is not traded; its ``outcome`` says why.
 * Costs: ``CostModel`` taker fee on entry, stop, time and liquidation fills, maker fee on
   take-profits when ``tp_maker`` (else taker); slippage on market fills (entry, stops, time

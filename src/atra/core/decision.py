@@ -14,7 +14,10 @@ Backtest, replay and live all decide through this module, so they cannot drift a
 
 Timing: the decision is made at bar ``t``'s close with data up to that close; the trade fills
 at ``open[t + 1]``, which is unknown here, so sizing uses the signal's reference ``entry``
-(``close_t``) and its stop level.
+(``close_t``) and its stop level. Given the trade's ``costs`` (an :class:`ExitSpec`), the size
+is the backtest's own (:func:`atra.core.portfolio_nb.size_nb`: reference moved by the
+slippage, both fees and the stop's slippage in the risk per unit), so live and backtest
+quantities agree.
 
 ``model=None`` is the primary-only mode: every signal is taken (``p_take`` is None / NaN).
 
@@ -38,8 +41,11 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from atra.core.backtest import OUTCOME_NAMES
+from atra.core.exits import ExitSpec
 from atra.core.features import FeatureContext, compute_features, feature_specs
 from atra.core.meta import MetaModel, Reason
+from atra.core.portfolio_nb import EV_TAKEN, size_nb
 from atra.core.signals import Signal, SignalSpec, events_to_signals, generate_events
 from atra.core.sizing import (
     SizingConfig,
@@ -259,6 +265,7 @@ def decide(
     equity: float | None = None,
     sizing: SizingConfig | None = None,
     use_kelly: bool = False,
+    costs: ExitSpec | None = None,
     top_k: int = 3,
 ) -> Decision:
     """The decision at bar ``t`` = the last row of ``candles`` (data up to ``t``'s close).
@@ -269,7 +276,8 @@ def decide(
     the bar features the model takes (default: the model's names minus
     :data:`EVENT_FEATURES`). With ``equity`` and ``sizing`` a taken signal is sized
     (:func:`atra.core.sizing.size_position`, entry = ``signal.entry``, stop = ``signal.sl``;
-    ``use_kelly`` sizes from ``p_take`` and the TP1/SL payoff); an untradeable size blocks it.
+    ``use_kelly`` sizes from ``p_take`` and the TP1/SL payoff); with ``costs`` the size is the
+    backtest's (:func:`size_like_backtest`). An untradeable size blocks the signal.
     """
     meta = model.model if isinstance(model, ModelHandle) else model
     model_id = model.model_id if isinstance(model, ModelHandle) else None
@@ -314,7 +322,11 @@ def decide(
         if not p_take >= thr:
             return Decision(signal, p_take, thr, False, reasons, model_id, None, BLOCKED_META)
     size: SizingDecision | None = None
-    if equity is not None and sizing is not None:
+    if equity is not None and sizing is not None and costs is not None:
+        size = size_like_backtest(equity, signal, sizing, costs, p_take if use_kelly else None)
+        if not size.tradeable:
+            return Decision(signal, p_take, thr, False, reasons, model_id, size, BLOCKED_SIZING)
+    elif equity is not None and sizing is not None:
         kelly = (
             kelly_from_probability(p_take, payoff_ratio(signal.entry, signal.tp1, signal.sl))
             if use_kelly and p_take is not None
@@ -324,3 +336,49 @@ def decide(
         if not size.tradeable:
             return Decision(signal, p_take, thr, False, reasons, model_id, size, BLOCKED_SIZING)
     return Decision(signal, p_take, thr, True, reasons, model_id, size, None)
+
+
+def size_like_backtest(
+    equity: float,
+    signal: Signal,
+    sizing: SizingConfig,
+    costs: ExitSpec,
+    p_take: float | None = None,
+) -> SizingDecision:
+    """The backtest's size for ``signal`` (:func:`atra.core.portfolio_nb.size_nb`, the same
+    compiled function): reference ``signal.entry`` moved adversely by the slippage, risk per
+    unit with the entry and stop fees and the stop's slippage, fixed-fractional or (with
+    ``p_take``) ``kelly_multiplier`` x Kelly from the TP1/SL distances, capped at the risk cap
+    and at ``max_leverage`` x equity."""
+    side = int(signal.side)
+    slip = costs.slippage_bps / 1e4
+    ref = signal.entry * (1.0 + side * slip)
+    prob = math.nan if p_take is None else float(p_take)
+    code, qty, risk = size_nb(
+        float(equity),
+        side,
+        ref,
+        signal.sl_dist,
+        signal.tp1_dist,
+        prob,
+        sizing.risk_fraction,
+        sizing.risk_fraction_cap,
+        sizing.kelly_multiplier,
+        sizing.max_leverage,
+        costs.fee_entry,
+        costs.fee_stop,
+        slip,
+    )
+    kelly = None if p_take is None else p_take - (1.0 - p_take) / (signal.tp1_dist / signal.sl_dist)
+    if code != EV_TAKEN:
+        return SizingDecision(0.0, 0.0, 0.0, 0.0, kelly, None, OUTCOME_NAMES[int(code)])
+    capped = "leverage" if qty * ref >= sizing.max_leverage * equity * (1.0 - 1e-12) else None
+    return SizingDecision(
+        quantity=float(qty),
+        notional=float(qty * ref),
+        risk_amount=float(risk),
+        risk_fraction=float(risk / equity),
+        kelly_fraction=kelly,
+        capped_by=capped,
+        reason=f"risk {risk / equity:.4%} of equity at reference {ref:.8g}",
+    )

@@ -570,10 +570,13 @@ def portfolio_nb(
                 outcome[i] = EV_MAX_PER_SYMBOL
                 continue
             entry = open_[eb] * (1.0 + side * slippage)
+            # sized with what the decision knows: the signal bar's close (moved by the
+            # slippage), not the next open it fills at
+            ref = close[eb - 1] * (1.0 + side * slippage)
             code, qty, risk = size_nb(
                 eq_prev,
                 side,
-                entry,
+                ref,
                 ev_sl[i],
                 ev_tp1[i],
                 ev_prob[i],
@@ -588,7 +591,7 @@ def portfolio_nb(
             if code != EV_TAKEN:
                 outcome[i] = code
                 continue
-            gross = qty * entry
+            gross = qty * ref
             for k in range(n_slots):
                 j = slot_ev[k]
                 if j >= 0:  # open positions at their symbol's last close
