@@ -55,7 +55,14 @@ from atra.adapters.journal import (
     JournalBatch,
     SignalRecord,
 )
-from atra.adapters.ratelimit import Clock, RateLimiter, ScaledClock
+from atra.adapters.ratelimit import (
+    FUNDING,
+    FUNDING_LIMIT,
+    FUNDING_WINDOW_S,
+    Clock,
+    RateLimiter,
+    ScaledClock,
+)
 from atra.core.decision import (
     Decision,
     ModelHandle,
@@ -975,15 +982,18 @@ async def run_replay(
     metrics: Metrics | None = None,
     stop_signals: Sequence[int] = (),
     on_start: Callable[[LiveLoop, FakeExchange], None] | None = None,
+    funding: Mapping[str, pd.DataFrame] | None = None,
 ) -> ReplayReport:
-    """Run the live loop against a fake exchange serving ``candles`` with a simulated clock
-    starting at ``settings.start_ms`` (required), until ``settings.stop_ms`` or a signal."""
+    """Run the live loop against a fake exchange serving ``candles`` (and ``funding`` rates of
+    perpetuals) with a simulated clock starting at ``settings.start_ms`` (required), until
+    ``settings.stop_ms`` or a signal."""
     if settings.start_ms is None:
         raise ConfigError("replay needs a start time (--from)")
     rs = setup or ReplaySetup()
     frames = {(rs.market, sym, settings.timeframe): frame for sym, frame in candles.items()}
     fake = FakeExchange(
         frames,
+        funding,
         weight_limit=rs.weight_limit,
         time_scale=rs.time_scale,
         faults=rs.faults,
@@ -995,6 +1005,8 @@ async def run_replay(
         name="fake exchange",
         enabled=rs.weight_limit is not None,
     )
+    if rs.market is Market.PERP:
+        limiter.set_limit(FUNDING, FUNDING_LIMIT, FUNDING_WINDOW_S)
     clock = SimClock(settings.start_ms / 1000, rs.speed)
     async with fake:
         client = BinanceClient(
