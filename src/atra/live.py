@@ -29,58 +29,50 @@ Time comes from an injected :class:`~atra.adapters.ratelimit.Clock`: the system 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import itertools
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from atra.adapters.exchange import BinanceClient, ExchangeClient
-from atra.adapters.fake_exchange import FakeExchange, Faults
+from atra.adapters.exchange import ExchangeClient
 from atra.adapters.journal import (
     CycleRecord,
     EquityRecord,
-    FillRecord,
     GuardEvent,
     Journal,
     JournalBatch,
     SignalRecord,
 )
-from atra.adapters.ratelimit import (
-    FUNDING,
-    FUNDING_LIMIT,
-    FUNDING_WINDOW_S,
-    Clock,
-    RateLimiter,
-    ScaledClock,
-)
-from atra.core.decision import (
-    Decision,
-    ModelHandle,
-    bar_features,
-    decide,
-    model_bar_features,
-    primary_signal_at,
-)
+from atra.adapters.ratelimit import Clock
+from atra.core.decision import Decision
 from atra.core.exits import ExitSpec
-from atra.core.features import HISTORY_BARS, FeatureContext
-from atra.core.meta import MetaModel
+from atra.core.features import HISTORY_BARS
 from atra.core.signals import SignalSpec, candle_arrays
-from atra.core.sizing import SizingConfig
-from atra.core.types import Market, Timeframe
+from atra.core.types import Timeframe
+from atra.deciders import DecisionFn, StrategyDecider, decide_many, decide_one
 from atra.errors import ConfigError, DataError, ExchangeError
 from atra.guards import GuardBreach, PortfolioView, RiskGuards, day_start_ms
+from atra.ledger import FundingBook, Ledger
 from atra.obs import Metrics, get_logger, span
-from atra.paper import OPEN, Broker, BrokerUpdate, EntryRequest, PaperBroker, unrealized
+from atra.paper import Broker, BrokerUpdate, EntryRequest, PaperBroker, unrealized
+
+__all__ = [
+    "CycleResult",
+    "DecisionFn",
+    "LiveLoop",
+    "LoopSettings",
+    "SimClock",
+    "StrategyDecider",
+    "next_bar_close_ms",
+    "run_until_signal",
+]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -92,7 +84,6 @@ STATUS_PARTIAL: Final[str] = "partial"
 STATUS_FAILED: Final[str] = "failed"
 
 log = get_logger("atra.live")
-FUNDING_LEG: Final[str] = "funding:"
 
 
 # ---- clocks and schedule -------------------------------------------------------------------
@@ -123,65 +114,6 @@ class SimClock:
 def next_bar_close_ms(now_ms: int, step_ms: int) -> int:
     """The first bar close (= next bar's open time) strictly after ``now_ms``."""
     return (now_ms // step_ms + 1) * step_ms
-
-
-# ---- decisions -----------------------------------------------------------------------------
-
-
-class DecisionFn(Protocol):
-    """What the loop calls for one symbol's bar: the candles up to and including that bar
-    (the last ``window_bars`` of them) and the equity to size with."""
-
-    def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyDecider:
-    """The backtest's decision path per bar: primary signal at the last bar
-    (:func:`primary_signal_at`), features only when there is a signal and a model, then
-    :func:`decide` (meta probability, reasons, sizing)."""
-
-    spec: SignalSpec
-    timeframe: Timeframe
-    model: ModelHandle | MetaModel | None = None
-    sizing: SizingConfig = field(default_factory=SizingConfig)
-    feature_context: FeatureContext | None = None
-    use_kelly: bool = False
-    costs: ExitSpec | None = None
-    """The trade's fees and slippage: set, the size is the backtest's own
-    (:func:`atra.core.decision.size_like_backtest`)."""
-
-    def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
-        _, signal = primary_signal_at(candles, self.spec, symbol=symbol, timeframe=self.timeframe)
-        if signal is not None and self.model is not None:
-            ctx = self.feature_context or FeatureContext(timeframe=self.timeframe)
-            # the model's own columns; an input this symbol lacks (no funding, no perp) is NaN,
-            # exactly as in training (atra.research builds its features with bar_features too)
-            features, _ = bar_features(candles, ctx, model_bar_features(self.model))
-        else:
-            features = candles[["open_time"]]
-        return decide(
-            candles,
-            features,
-            signal,
-            self.model,
-            equity=equity,
-            sizing=self.sizing,
-            use_kelly=self.use_kelly,
-            costs=self.costs,
-        )
-
-
-def decide_one(decider: DecisionFn, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
-    """One decision (a module function, so a process pool can run it too)."""
-    return decider(symbol, candles, equity)
-
-
-def decide_many(
-    decider: DecisionFn, jobs: Sequence[tuple[str, pd.DataFrame, float]]
-) -> list[Decision]:
-    """Several decisions in one executor call."""
-    return [decider(sym, candles, equity) for sym, candles, equity in jobs]
 
 
 _Fetched = tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, tuple[Decision, float]]]
@@ -337,14 +269,9 @@ class LiveLoop:
         self._executor = executor
         self._windows: dict[str, _Window] = {s: _Window() for s in settings.symbols}
         self._done_ms: dict[str, int] = {}
-        self._fill_times: list[int] = []
-        self._fill_pnls: list[float] = []
-        self._fill_cum: list[float] = [0.0]
+        self.ledger = Ledger()
+        self.funding = FundingBook()
         self._recovered = False
-        self._funding: dict[str, tuple[I64, F64]] = {}
-        self._funding_until: dict[str, int] = {}
-        self._funded: set[tuple[str, int]] = set()
-        self._funding_paid: dict[str, float] = {}
 
     # ---- recovery --------------------------------------------------------------------------
 
@@ -352,11 +279,10 @@ class LiveLoop:
         """Reload positions, realised P&L and the last processed bars from the journal."""
         self.broker.load(await self.journal.positions(("pending", "open")))
         self._done_ms = await self.journal.symbol_state()
-        for time_ms, pnl, cid, leg in await self.journal.realized_fills():
-            self._add_fill(time_ms, pnl)
-            if leg.startswith(FUNDING_LEG):
-                self._funded.add((cid, int(leg[len(FUNDING_LEG) :])))
-                self._funding_paid[cid] = self._funding_paid.get(cid, 0.0) - pnl
+        fills = await self.journal.realized_fills()
+        for time_ms, pnl, _cid, _leg in fills:
+            self.ledger.add(time_ms, pnl)
+        self.funding.restore(fills)
         upd = await self.broker.recover()  # the venue's view (real orders): fills while down
         if upd.orders or upd.fills or upd.positions:
             batch = JournalBatch()
@@ -378,18 +304,9 @@ class LiveLoop:
         known = [t for t in pending if t is not None]
         return min(known) + self.step_ms if known else None
 
-    def _add_fill(self, time_ms: int, pnl: float) -> None:
-        i = bisect.bisect_right(self._fill_times, time_ms)
-        self._fill_times.insert(i, time_ms)
-        self._fill_pnls.insert(i, pnl)
-        if i == len(self._fill_times) - 1:
-            self._fill_cum.append(self._fill_cum[-1] + pnl)
-        else:  # a late fill (a symbol that missed cycles): rebuild the running sums
-            self._fill_cum = [0.0, *itertools.accumulate(self._fill_pnls)]
-
     def realized_before(self, time_ms: int) -> float:
-        """Realised P&L of every exit fill at a bar strictly before ``time_ms``."""
-        return self._fill_cum[bisect.bisect_left(self._fill_times, time_ms)]
+        """Realised cash (fees, exit legs, funding) of every fill before ``time_ms``."""
+        return self.ledger.before(time_ms)
 
     # ---- run -------------------------------------------------------------------------------
 
@@ -579,66 +496,16 @@ class LiveLoop:
         return frame
 
     async def _fetch_funding(self, sym: str, upto_ms: int) -> None:
-        """Funding events of ``sym`` up to ``upto_ms`` not fetched yet (from the oldest
-        position's entry on)."""
-        known = self._funding_until.get(sym)
+        """Funding rates of ``sym`` up to ``upto_ms`` not fetched yet (from the oldest
+        position's signal on)."""
+        known = self.funding.known_until(sym)
         if known is not None and known >= upto_ms:
             return
         if known is None:
-            entries = [p.signal_time_ms for p in self.broker.positions(sym)]
-            known = min(entries, default=upto_ms)
+            known = min((p.signal_time_ms for p in self.broker.positions(sym)), default=upto_ms)
         with span("live.fetch_funding", symbol=sym, open_time=upto_ms):
             frame = await self.client.fetch_funding(sym, start_ms=known + 1, end_ms=upto_ms)
-        ft = frame["funding_time"].to_numpy(np.int64)
-        rate = frame["funding_rate"].to_numpy(np.float64)
-        old_t, old_r = self._funding.get(sym, (np.empty(0, np.int64), np.empty(0, np.float64)))
-        keep = ft > (int(old_t[-1]) if old_t.size else known)
-        self._funding[sym] = (
-            np.concatenate([old_t, ft[keep]]),
-            np.concatenate([old_r, rate[keep]]),
-        )
-        if ft.size and not bool(np.all(np.diff(ft) > 0)):
-            raise DataError(f"funding {sym}: funding_time not strictly increasing")
-        # a full page may stop short of upto_ms: only what was seen counts as known
-        full = len(frame) >= 1000
-        self._funding_until[sym] = int(ft[-1]) if full else upto_ms
-
-    def _charge_funding(self, sym: str, t_ms: int, batch: JournalBatch) -> None:
-        """Funding at times ``ft`` with ``entry_time < ft <= t_ms`` not yet charged to
-        ``sym``'s open positions: ``side x remaining x mark x rate``, ``mark`` = the open of
-        the latest bar at or before ``ft``, booked at the first bar opening at or after it
-        (the backtest's rule)."""
-        times, rates = self._funding.get(sym, (np.empty(0, np.int64), np.empty(0, np.float64)))
-        if not times.size:
-            return
-        win = self._windows[sym]
-        for pos in self.broker.positions(sym):
-            if pos.status != OPEN or pos.entry_time_ms is None:
-                continue
-            lo = int(np.searchsorted(times, pos.entry_time_ms, side="right"))
-            hi = int(np.searchsorted(times, t_ms, side="right"))
-            for k in range(lo, hi):
-                ft = int(times[k])
-                if (pos.position_id, ft) in self._funded:
-                    continue
-                i = win.index(ft + 1) - 1
-                j = win.index(ft)
-                if i < 0 or j >= win.open_time.size:
-                    raise DataError(f"funding {sym} at {ft}: no candle in the window to mark it")
-                mark = float(win.cols["open"][i])
-                qty = self.broker.remaining(pos)
-                amount = pos.side * qty * mark * float(rates[k])
-                fill = FillRecord(
-                    pos.position_id, f"{FUNDING_LEG}{ft}", sym, int(win.open_time[j]), mark,
-                    qty, 0.0, -amount, "FUNDING",
-                )  # fmt: skip
-                batch.fills.append(fill)
-                self._funded.add((pos.position_id, ft))
-                self._funding_paid[pos.position_id] = (
-                    self._funding_paid.get(pos.position_id, 0.0) + amount
-                )
-                self._add_fill(fill.time_ms, fill.pnl)
-                log.info("funding_charged", symbol=sym, funding_time=ft, amount=amount)
+        self.funding.extend(sym, frame, start_ms=known + 1, upto_ms=upto_ms)
 
     async def client_range(self, sym: str, start_ms: int, end_ms: int) -> pd.DataFrame:
         """Several pages of candles (the first fill of a window)."""
@@ -739,13 +606,21 @@ class LiveLoop:
             hi = win.index(t_ms) + 1
             lo = max(0, hi - s.window_bars)
             if s.funding and self.broker.open_count(sym):
-                if self._funding_until.get(sym, -1) < t_ms:
+                if (self.funding.known_until(sym) or -1) < t_ms:
                     try:  # a backlog bar: funding of positions opened since the fetch
                         await self._fetch_funding(sym, t_ms)
                     except (ExchangeError, DataError, TimeoutError) as exc:
                         log.warning("funding_unavailable", symbol=sym, open_time=t_ms,
                                     error=f"{type(exc).__name__}: {exc}")  # fmt: skip
-                self._charge_funding(sym, t_ms, batch)
+                charged = self.funding.charges(
+                    sym, t_ms, self.broker.positions(sym), self.broker.remaining,
+                    win.open_time, win.cols["open"],
+                )  # fmt: skip
+                for fill in charged:
+                    batch.fills.append(fill)
+                    self.ledger.add(fill.time_ms, fill.pnl)
+                    log.info("funding_charged", symbol=sym, open_time=fill.time_ms,
+                             amount=-fill.pnl, client_order_id=fill.client_order_id)  # fmt: skip
             upd = await self.broker.on_bar(
                 sym,
                 win.open_time[lo:hi],
@@ -795,12 +670,12 @@ class LiveLoop:
         batch.orders.extend(upd.orders)
         batch.fills.extend(upd.fills)
         for pos in upd.positions:
-            paid = self._funding_paid.get(pos.position_id)
+            paid = self.funding.paid(pos.position_id)
             if pos.status == "closed" and paid and pos.pnl is not None:
                 pos = replace(pos, pnl=pos.pnl - paid)
             batch.positions.append(pos)
         for fill in upd.fills:
-            self._add_fill(fill.time_ms, fill.pnl)
+            self.ledger.add(fill.time_ms, fill.pnl)
             if fill.leg != "entry":
                 log.info("order_filled", symbol=fill.symbol, price=fill.price,
                          qty=fill.quantity, reasons=[fill.reason])  # fmt: skip
@@ -936,111 +811,3 @@ async def run_until_signal(loop: LiveLoop, signals: Sequence[int]) -> int:
     finally:
         for sig in signals:
             ev_loop.remove_signal_handler(sig)
-
-
-# ---- replay --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayReport:
-    """What a replay did: cycles run, requests the fake exchange saw (by status), the most
-    weight it counted in one window, and whether it was stopped by a signal."""
-
-    cycles: int
-    requests: int
-    statuses: Mapping[int, int]
-    max_used_weight: int
-    weight_limit: int | None
-    stopped: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ReplaySetup:
-    """The fake exchange and client side of a replay."""
-
-    market: Market = Market.PERP
-    speed: float = math.inf
-    time_scale: float = 60.0
-    """The fake exchange's and the limiter's clock: 60 runs a one-minute weight window in a
-    second, so replays at full speed still meet (scaled) rate limits."""
-    weight_limit: int | None = 2400
-    faults: Faults | None = None
-    client_timeout_s: float = 5.0
-    max_attempts: int = 5
-    backoff_s: float = 0.5
-
-
-async def run_replay(
-    settings: LoopSettings,
-    candles: Mapping[str, pd.DataFrame],
-    journal_path: Path,
-    *,
-    decider: DecisionFn,
-    exit_spec: ExitSpec,
-    guards: RiskGuards,
-    setup: ReplaySetup | None = None,
-    metrics: Metrics | None = None,
-    stop_signals: Sequence[int] = (),
-    on_start: Callable[[LiveLoop, FakeExchange], None] | None = None,
-    funding: Mapping[str, pd.DataFrame] | None = None,
-) -> ReplayReport:
-    """Run the live loop against a fake exchange serving ``candles`` (and ``funding`` rates of
-    perpetuals) with a simulated clock starting at ``settings.start_ms`` (required), until
-    ``settings.stop_ms`` or a signal."""
-    if settings.start_ms is None:
-        raise ConfigError("replay needs a start time (--from)")
-    rs = setup or ReplaySetup()
-    frames = {(rs.market, sym, settings.timeframe): frame for sym, frame in candles.items()}
-    fake = FakeExchange(
-        frames,
-        funding,
-        weight_limit=rs.weight_limit,
-        time_scale=rs.time_scale,
-        faults=rs.faults,
-    )
-    scaled = ScaledClock(rs.time_scale)
-    limiter = RateLimiter(
-        rs.weight_limit or 1_000_000,
-        clock=scaled,
-        name="fake exchange",
-        enabled=rs.weight_limit is not None,
-    )
-    if rs.market is Market.PERP:
-        limiter.set_limit(FUNDING, FUNDING_LIMIT, FUNDING_WINDOW_S)
-    clock = SimClock(settings.start_ms / 1000, rs.speed)
-    async with fake:
-        client = BinanceClient(
-            rs.market,
-            base_url=fake.url,
-            limiter=limiter,
-            clock=scaled,
-            timeout_s=rs.client_timeout_s,
-            max_attempts=rs.max_attempts,
-            backoff_s=rs.backoff_s,
-        )
-        async with client, Journal.open(journal_path) as journal:
-            run_id = await journal.meta("run_id", settings.run_id)  # kept across restarts
-            loop = LiveLoop(
-                replace(settings, run_id=run_id),
-                client=client,
-                journal=journal,
-                decider=decider,
-                exit_spec=exit_spec,
-                guards=guards,
-                clock=clock,
-                metrics=metrics,
-            )
-            if on_start is not None:
-                on_start(loop, fake)
-            cycles = await run_until_signal(loop, stop_signals)
-        statuses: dict[int, int] = {}
-        for rec in fake.requests:
-            statuses[rec.status] = statuses.get(rec.status, 0) + 1
-        return ReplayReport(
-            cycles=cycles,
-            requests=len(fake.requests),
-            statuses=statuses,
-            max_used_weight=max((r.used_weight for r in fake.requests), default=0),
-            weight_limit=rs.weight_limit,
-            stopped=loop.stop_event.is_set(),
-        )

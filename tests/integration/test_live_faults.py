@@ -23,7 +23,8 @@ from atra.core.exits import ExitSpec
 from atra.core.signals import SignalSpec
 from atra.core.types import Timeframe
 from atra.guards import GuardLimits, RiskGuards
-from atra.live import LiveLoop, LoopSettings, ReplaySetup, StrategyDecider, run_replay
+from atra.live import LiveLoop, LoopSettings, StrategyDecider
+from atra.replay import ReplaySetup, run_replay
 
 TF = Timeframe.H1
 STEP = TF.ms

@@ -33,14 +33,13 @@ from atra.guards import GuardLimits, RiskGuards
 from atra.live import (
     LiveLoop,
     LoopSettings,
-    ReplaySetup,
     SimClock,
     StrategyDecider,
     next_bar_close_ms,
-    run_replay,
     run_until_signal,
 )
 from atra.obs import Metrics
+from atra.replay import ReplaySetup, run_replay
 
 TF = Timeframe.H1
 STEP = TF.ms

@@ -27,7 +27,8 @@ from atra.core.signals import SignalSpec, generate_events
 from atra.core.sizing import SizingConfig
 from atra.core.types import Timeframe
 from atra.guards import GuardLimits, RiskGuards
-from atra.live import LoopSettings, ReplaySetup, StrategyDecider, run_replay
+from atra.live import LoopSettings, StrategyDecider
+from atra.replay import ReplaySetup, run_replay
 
 SYMBOLS = ("ADAUSDT", "BTCUSDT", "ETHUSDT", "LTCUSDT", "XRPUSDT")
 TF = Timeframe.H1

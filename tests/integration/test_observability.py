@@ -38,7 +38,8 @@ from atra.core.meta import MetaModel, MetaParams
 from atra.core.signals import SignalSpec
 from atra.core.types import Timeframe
 from atra.guards import GuardLimits, RiskGuards
-from atra.live import LiveLoop, LoopSettings, ReplayReport, ReplaySetup, StrategyDecider, run_replay
+from atra.live import LiveLoop, LoopSettings, StrategyDecider
+from atra.replay import ReplayReport, ReplaySetup, run_replay
 
 TF = Timeframe.H1
 STEP = TF.ms

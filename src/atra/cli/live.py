@@ -26,15 +26,9 @@ from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
 from atra.guards import GuardLimits, RiskGuards
-from atra.live import (
-    LiveLoop,
-    LoopSettings,
-    ReplaySetup,
-    StrategyDecider,
-    run_replay,
-    run_until_signal,
-)
+from atra.live import LiveLoop, LoopSettings, StrategyDecider, run_until_signal
 from atra.obs import Metrics, configure_logging_from, start_metrics_server
+from atra.replay import ReplaySetup, run_replay
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

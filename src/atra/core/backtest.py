@@ -28,8 +28,8 @@ Two entry points (kernels in :mod:`atra.core.portfolio_nb`):
   stopped trade realises differs from it by the gap between ``close[t]`` and ``open[t + 1]``
   (none on most 24/7 bars, where the next open is the last close).
 * Limits, checked in this order: ``max_positions`` open at once, ``max_per_symbol``, and the
-  gross notional (open positions at their last close + the new one at ``R``) <= ``max_gross_leverage``
-  x equity. An event that breaks one is not traded; its ``outcome`` says why.
+  gross notional (open positions at their last close + the new one at ``R``) <=
+  ``max_gross_leverage`` x equity. An event that breaks one is not traded; its ``outcome`` says why.
 * Costs: ``CostModel`` taker fee on entry, stop, time and liquidation fills, maker fee on
   take-profits when ``tp_maker`` (else taker); slippage on market fills (entry, stops, time
   exit). Funding on perpetual symbols from real funding history: at each funding time ``ft``
