@@ -22,7 +22,7 @@ from atra.cli import main
 from atra.config import load_config
 from atra.core.signals import Rule
 from atra.core.types import Market, Timeframe
-from atra.errors import ConfigError
+from atra.errors import ConfigError, DataError
 from atra.obs import reset_logging
 
 STEP = 3_600_000
@@ -116,6 +116,60 @@ def test_replay_from_the_store_with_metrics(
             "--window-bars", "40"]  # fmt: skip
     assert main(args) == 0
     assert "24 cycles journalled" in capsys.readouterr().out
+
+
+def _funding_frame(n: int = 60) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "funding_time": T0 - 96 * STEP + np.arange(n, dtype=np.int64) * 8 * STEP,
+            "funding_rate": np.full(n, 0.0005),
+        }
+    )
+
+
+def _funding_fills(path: Path) -> list[float]:
+    async def read() -> list[float]:
+        async with Journal.open(path) as j:
+            return [f.pnl for f in await j.fills() if f.reason == "FUNDING"]
+
+    return asyncio.run(read())
+
+
+def test_replay_charges_funding_from_files(workdir: Path) -> None:
+    for sym in SYMBOLS:
+        _funding_frame().to_parquet(workdir / "flat" / f"{sym}_perp_funding.parquet")
+    args = ["live", "--config", "atra.toml", "--replay", "--from", "2024-01-01", "--to",
+            "2024-01-05", "--data", "flat", "--journal", "f.sqlite", "--window-bars", "40",
+            "--no-metrics", "--symbols", "AAAUSDT,BBBUSDT"]  # fmt: skip
+    assert main(args) == 0
+    paid = _funding_fills(workdir / "f.sqlite")
+    assert paid  # positions were open at funding times and were charged
+    assert all(p != 0.0 for p in paid)
+
+
+def test_replay_charges_funding_from_the_store(workdir: Path) -> None:
+    store = CandleStore(workdir / "data")
+    for k, sym in enumerate(SYMBOLS):
+        store.write_candles(DatasetKey("binance", Market.PERP, sym, Timeframe.H1), _frame(k))
+        store.write_funding("binance", sym, _funding_frame())
+    args = ["live", "--config", "atra.toml", "--replay", "--from", "2024-01-01", "--to",
+            "2024-01-05", "--journal", "g.sqlite", "--window-bars", "40", "--no-metrics",
+            "--symbols", "AAAUSDT,BBBUSDT"]  # fmt: skip
+    assert main(args) == 0
+    assert _funding_fills(workdir / "g.sqlite")
+
+
+def test_replay_with_funding_for_some_symbols_only_is_refused(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _funding_frame().to_parquet(workdir / "flat" / "AAAUSDT_perp_funding.parquet")
+    args = ["live", "--config", "atra.toml", "--replay", "--from", "2024-01-01", "--to",
+            "2024-01-05", "--data", "flat", "--journal", "h.sqlite", "--window-bars", "40",
+            "--no-metrics", "--symbols", "AAAUSDT,BBBUSDT"]  # fmt: skip
+    assert main(args) == DataError.exit_code
+    err = capsys.readouterr().err
+    assert "no funding history for BBBUSDT" in err
+    assert not (workdir / "h.sqlite").exists()  # nothing half-written
 
 
 @pytest.mark.parametrize(

@@ -21,16 +21,18 @@ from atra.adapters.store import CandleStore, DatasetKey
 from atra.cli import app
 from atra.config import AtraConfig, load_config
 from atra.core.exits import ExitSpec
+from atra.core.features import HISTORY_BARS
 from atra.core.signals import BarrierMode, Rule, SignalSpec
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
 from atra.guards import GuardLimits, RiskGuards
 from atra.live import LiveLoop, LoopSettings, StrategyDecider, run_until_signal
-from atra.obs import Metrics, configure_logging_from, start_metrics_server
+from atra.obs import Metrics, configure_logging_from, get_logger, start_metrics_server
 from atra.replay import ReplaySetup, run_replay
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+log = get_logger("atra.cli.live")
 
 
 def parse_day(text: str, option: str) -> int:
@@ -115,6 +117,37 @@ def read_candles(
     return out
 
 
+def read_funding(
+    cfg: AtraConfig,
+    symbols: tuple[str, ...],
+    start_ms: int,
+    end_ms: int,
+    data: Path | None,
+) -> dict[str, pd.DataFrame] | None:
+    """Funding history of perpetuals for a replay (``{SYMBOL}_perp_funding.parquet`` files in
+    ``data``, or the store); None when no symbol has any, an error when only some have."""
+    if cfg.live.market is not Market.PERP:
+        return None
+    out: dict[str, pd.DataFrame] = {}
+    store = CandleStore(cfg.data.data_dir)
+    for sym in symbols:
+        if data is not None:
+            path = data / f"{sym}_perp_funding.parquet"
+            if not path.exists():
+                continue
+            frame = pd.read_parquet(path)
+            frame = frame[(frame["funding_time"] >= start_ms) & (frame["funding_time"] < end_ms)]
+            out[sym] = frame.reset_index(drop=True)
+        elif store.funding_path(cfg.data.exchange, sym).exists():
+            out[sym] = store.read_funding(cfg.data.exchange, sym, start_ms, end_ms)
+    if not out:
+        return None
+    missing = sorted(set(symbols) - set(out))
+    if missing:
+        raise DataError(f"replay funding: no funding history for {', '.join(missing)}")
+    return out
+
+
 def _settings(
     cfg: AtraConfig,
     symbols: tuple[str, ...],
@@ -133,6 +166,7 @@ def _settings(
         symbol_timeout_s=min(lv.cycle_deadline_s, cfg.exchange.read_timeout_s * 2),
         window_bars=window_bars,
         max_cycles=max_cycles,
+        funding=lv.market is Market.PERP,
     )
 
 
@@ -198,7 +232,9 @@ def live_cmd(
     run_id: Annotated[
         str, typer.Option("--run-id", help="Run name for client order ids (first start).")
     ] = "paper",
-    window_bars: Annotated[int, typer.Option("--window-bars", help="Candles per decision.")] = 600,
+    window_bars: Annotated[
+        int, typer.Option("--window-bars", help="Candles per decision (the features' warm-up).")
+    ] = HISTORY_BARS,
     max_cycles: Annotated[int | None, typer.Option("--max-cycles", help="Stop after N.")] = None,
     metrics: Annotated[
         bool, typer.Option("--metrics/--no-metrics", help="Serve Prometheus /metrics.")
@@ -227,7 +263,8 @@ def live_cmd(
     sizing = SizingConfig(
         risk_fraction=cfg.risk.risk_per_trade, max_leverage=cfg.risk.max_gross_leverage
     )
-    decider = StrategyDecider(spec, cfg.live.timeframe, sizing=sizing)
+    # sized exactly as the backtest sizes: fees and slippage in the risk per unit
+    decider = StrategyDecider(spec, cfg.live.timeframe, sizing=sizing, costs=exit_spec(cfg))
     guards = RiskGuards(GuardLimits.from_config(cfg.risk, base_dir=Path.cwd()))
     journal_path = journal or cfg.live.journal_path
     registry = Metrics()
@@ -273,6 +310,10 @@ def _replay(
     candles: Mapping[str, pd.DataFrame] = read_candles(
         cfg, settings.symbols, start_ms - lead, stop_ms + tail, data
     )
+    funding = read_funding(cfg, settings.symbols, start_ms - lead, stop_ms + tail, data)
+    if settings.funding and funding is None:
+        log.warning("funding_not_charged", reason="no funding history for the replayed perps")
+        settings = replace(settings, funding=False)
     report = asyncio.run(
         run_replay(
             replace(settings, start_ms=start_ms, stop_ms=stop_ms, bar_close_delay_s=0.0),
@@ -284,6 +325,7 @@ def _replay(
             setup=setup,
             metrics=registry,
             stop_signals=STOP_SIGNALS,
+            funding=funding,
         )
     )
     return report.cycles
