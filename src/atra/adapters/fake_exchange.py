@@ -14,6 +14,15 @@ time (``time_scale=60``: a one-minute window lasts one second; ``Retry-After`` a
 durations are in these scaled seconds). Faults are drawn from a seeded RNG (:class:`Faults`).
 Every request is recorded (:attr:`FakeExchange.requests`).
 
+Orders (USDT-M only): ``POST/GET/DELETE /fapi/v1/order``, ``GET /fapi/v1/openOrders``,
+``GET /fapi/v2/positionRisk``, all SIGNED (see :mod:`atra.adapters.orders`: ``X-MBX-APIKEY``,
+HMAC-SHA256 ``signature`` over the raw query string, ``timestamp`` within ``recvWindow`` of the
+wall clock). They run on a :class:`~atra.adapters.fake_venue.MatchingEngine` built on first use
+over the PERP candles of ONE timeframe, that of the first PERP candle key given; market time
+comes from ``market_clock`` (seconds; a replay passes its simulated clock). Order fields and
+error codes are Binance's. A ``lost`` fault processes the request and then drops the
+connection without an answer (the order exists; the client never hears of it).
+
 The weight table below is kept apart from the client's on purpose: the fake is the oracle.
 
 Standalone: ``python -m atra.adapters.fake_exchange --data DIR --port N``.
@@ -32,6 +41,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -40,6 +50,17 @@ import numpy as np
 import pandas as pd
 from aiohttp import web
 
+from atra.adapters.fake_venue import MatchingEngine, VenueReject
+from atra.adapters.orders import (
+    ERR_INVALID_SIGNATURE,
+    ERR_TIMESTAMP,
+    ERR_UNAUTHORIZED,
+    ERR_UNKNOWN_ORDER,
+    OrderRequest,
+    OrderState,
+    SymbolRules,
+    verify_signature,
+)
 from atra.core.types import Market, Timeframe
 from atra.errors import DataError
 
@@ -53,6 +74,7 @@ _HTML: Final[str] = (
 )
 STATUS_DROPPED: Final[int] = 0
 STATUS_HUNG: Final[int] = -1
+_SIGNED: Final[dict[str, int]] = {"order": 1, "positionRisk": 5}  # weights; openOrders below
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +91,8 @@ class Faults:
     hang_s: float = 30.0
     """How long a 'timeout' fault holds the request (real seconds) before answering."""
     seed: int = 0
+    lost: float = 0.0
+    """Process the request, then drop the connection without an answer."""
 
     def draw(self, rng: random.Random) -> str | None:
         """Which fault (if any) hits the next request."""
@@ -79,6 +103,7 @@ class Faults:
             ("truncated", self.p_truncated),
             ("garbage", self.p_garbage),
             ("drop", self.p_drop),
+            ("lost", self.lost),
         ):
             if u < p:
                 return name
@@ -171,6 +196,11 @@ class FakeExchange:
         faults: Faults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        market_clock: Callable[[], float] | None = None,
+        slippage_bps: float = 0.0,
+        symbol_rules: Mapping[str, SymbolRules] | None = None,
     ) -> None:
         self._candle_frames = dict(candles or {})
         self._funding_frames = dict(funding or {})
@@ -198,6 +228,15 @@ class FakeExchange:
         self._violations = 0
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self.api_key = api_key
+        """``X-MBX-APIKEY`` the signed endpoints require (None: any key)."""
+        self.api_secret = api_secret
+        """Secret the signatures are checked with (None: signatures are not checked)."""
+        self.market_clock: Callable[[], float] = market_clock or time.time
+        self.slippage_bps = slippage_bps
+        self._symbol_rules = dict(symbol_rules or {})
+        self._engine: MatchingEngine | None = None
+        self._auto_ids = 0
 
     @classmethod
     def from_dir(
@@ -229,6 +268,12 @@ class FakeExchange:
             app.router.add_get(f"{prefix}/exchangeInfo", self._handler(market, "exchangeInfo"))
         app.router.add_get("/fapi/v1/fundingRate", self._handler(Market.PERP, "fundingRate"))
         app.router.add_get("/fapi/v1/premiumIndex", self._handler(Market.PERP, "premiumIndex"))
+        order = self._handler(Market.PERP, "order")
+        app.router.add_post("/fapi/v1/order", order)
+        app.router.add_get("/fapi/v1/order", order)
+        app.router.add_delete("/fapi/v1/order", order)
+        app.router.add_get("/fapi/v1/openOrders", self._handler(Market.PERP, "openOrders"))
+        app.router.add_get("/fapi/v2/positionRisk", self._handler(Market.PERP, "positionRisk"))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -323,12 +368,18 @@ class FakeExchange:
     ) -> web.StreamResponse:
         now = self.now_s()
         params = dict(request.query)
+        params.pop("signature", None)
         try:
             limit = _int_param(params, "limit")
         except _Reject:
             limit = None
         default = 500 if endpoint == "klines" else 100
-        weight = _weight(market, endpoint, limit or default)
+        if endpoint == "openOrders":
+            weight = 1 if params.get("symbol") else 40
+        elif endpoint in _SIGNED:
+            weight = _SIGNED[endpoint]
+        else:
+            weight = _weight(market, endpoint, limit or default)
         status, wait_s = self._admit(now, weight, endpoint == "fundingRate")
         record = {"t_s": now, "path": request.path, "params": params, "weight": weight}
         headers = {"X-MBX-USED-WEIGHT-1m": str(self._used)}
@@ -365,11 +416,19 @@ class FakeExchange:
             self._log(record, 200, fault)
             return web.Response(text=_HTML, content_type="text/html", headers=headers)
         try:
-            text = self._answer(market, endpoint, params)
+            if endpoint == "openOrders" or endpoint in _SIGNED:
+                text = self._answer_signed(request, endpoint, params)
+            else:
+                text = self._answer(market, endpoint, params)
             status = 200
         except _Reject as rej:
             text = json.dumps({"code": rej.code, "msg": rej.msg})
             status = rej.status
+        if fault == "lost":
+            self._log(record, STATUS_DROPPED, fault)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)
         if fault == "truncated" and status == 200:
             text = text[: max(1, len(text) // 2)]
         self._log(record, status, fault)
@@ -434,6 +493,129 @@ class FakeExchange:
             }
         )
 
+    # ---- orders ------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> MatchingEngine:
+        """The matching engine behind the order endpoints, built on first use over the PERP
+        candles of the timeframe of the first PERP candle key."""
+        if self._engine is None:
+            keys = [k for k in self._candle_frames if k[0] is Market.PERP]
+            tf = keys[0][2] if keys else Timeframe.H1
+            frames = {s: self._candle_frames[(m, s, t)] for m, s, t in keys if t is tf}
+            rules = {s: r for s, r in self._symbol_rules.items() if s in frames}
+            self._engine = MatchingEngine(
+                frames, tf.ms, slippage_bps=self.slippage_bps, rules=rules
+            )
+        return self._engine
+
+    def symbol_rules(self, symbol: str) -> SymbolRules:
+        """The order filters served for ``symbol`` (defaults: step and tick 1e-9, no minimum)."""
+        rules = self._symbol_rules.get(symbol)
+        return rules or SymbolRules(symbol, step_size=1e-9, min_qty=0.0, tick_size=1e-9)
+
+    def _authenticate(self, request: web.Request, params: Mapping[str, str]) -> None:
+        if self.api_key is not None and request.headers.get("X-MBX-APIKEY") != self.api_key:
+            msg = "Invalid API-key, IP, or permissions for action."
+            raise _Reject(401, ERR_UNAUTHORIZED, msg)
+        if self.api_secret is not None and not verify_signature(
+            request.query_string, self.api_secret
+        ):
+            raise _Reject(400, ERR_INVALID_SIGNATURE, "Signature for this request is not valid.")
+        ts = _int_param(params, "timestamp")
+        if ts is None:
+            raise _Reject(400, -1102, "Mandatory parameter 'timestamp' was not sent.")
+        window = _int_param(params, "recvWindow") or 5000
+        if window > 60000:
+            raise _Reject(400, -1131, "recvWindow must be less than 60000")
+        wall_ms = int(time.time() * 1000)
+        if ts >= wall_ms + 1000 or wall_ms - ts > window:
+            msg = "Timestamp for this request is outside of the recvWindow."
+            raise _Reject(400, ERR_TIMESTAMP, msg)
+
+    def _answer_signed(self, request: web.Request, endpoint: str, params: Mapping[str, str]) -> str:
+        self._authenticate(request, params)
+        engine = self.engine
+        now_ms = int(self.market_clock() * 1000)
+        symbol = params.get("symbol")
+        try:
+            if endpoint == "positionRisk":
+                return self._position_risk(engine, symbol, now_ms)
+            if endpoint == "openOrders":
+                return json.dumps([_order_json(o) for o in engine.open_orders(symbol, now_ms)])
+            if not symbol:
+                raise _Reject(400, -1102, "Mandatory parameter 'symbol' was not sent.")
+            if request.method == "POST":
+                return json.dumps(_order_json(engine.place(self._order_request(params), now_ms)))
+            cid = params.get("origClientOrderId")
+            if not cid:
+                msg = (
+                    "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
+                )
+                raise _Reject(400, -1102, msg)
+            if request.method == "DELETE":
+                return json.dumps(_order_json(engine.cancel(symbol, cid, now_ms)))
+            engine.rules(symbol)  # -1121 for an unknown symbol
+            state = engine.get(symbol, cid, now_ms)
+            if state is None:
+                raise _Reject(400, ERR_UNKNOWN_ORDER, "Order does not exist.")
+            return json.dumps(_order_json(state))
+        except VenueReject as rej:
+            raise _Reject(rej.status, rej.code, rej.msg) from None
+
+    def _order_request(self, params: Mapping[str, str]) -> OrderRequest:
+        for name in ("side", "type"):
+            if not params.get(name):
+                raise _Reject(400, -1102, f"Mandatory parameter '{name}' was not sent.")
+        side, type_ = params["side"], params["type"]
+        if side not in ("BUY", "SELL"):
+            raise _Reject(400, -1117, "Invalid side.")
+        if type_ not in ("MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET"):
+            raise _Reject(400, -1116, "Invalid orderType.")
+        if params.get("positionSide", "BOTH") != "BOTH":
+            raise _Reject(400, -4061, "Order's position side does not match user's setting.")
+        if params.get("timeInForce", "GTC") != "GTC":
+            raise _Reject(400, -1115, "Invalid timeInForce.")
+        cid = params.get("newClientOrderId")
+        if not cid:
+            self._auto_ids += 1
+            cid = f"fake-{self._auto_ids}"
+        return OrderRequest(
+            symbol=params["symbol"],
+            side=side,  # type: ignore[arg-type]
+            type=type_,  # type: ignore[arg-type]
+            client_order_id=cid,
+            quantity=_float_param(params, "quantity"),
+            price=_float_param(params, "price"),
+            stop_price=_float_param(params, "stopPrice"),
+            reduce_only=_bool_param(params, "reduceOnly"),
+            close_position=_bool_param(params, "closePosition"),
+        )
+
+    def _position_risk(self, engine: MatchingEngine, symbol: str | None, now_ms: int) -> str:
+        symbols = engine.symbols
+        if symbol:
+            engine.rules(symbol)  # -1121 for an unknown symbol
+            symbols = [symbol]
+        engine.advance(now_ms)
+        rows = []
+        for sym in symbols:
+            pos = engine.position(sym)
+            mark = engine.last_price(sym)
+            pnl = pos.quantity * (mark - pos.entry_price) if pos.quantity else 0.0
+            rows.append(
+                {
+                    "symbol": sym,
+                    "positionAmt": _fmt(pos.quantity) if pos.quantity else "0",
+                    "entryPrice": _fmt(pos.entry_price),
+                    "markPrice": _fmt(mark),
+                    "unRealizedProfit": _fmt(pnl),
+                    "leverage": "1",
+                    "positionSide": "BOTH",
+                }
+            )
+        return json.dumps(rows)
+
     def _symbols(self, market: Market) -> set[str]:
         syms = {s for m, s, _ in self._candle_frames if m is market}
         if market is Market.PERP:
@@ -485,10 +667,72 @@ class FakeExchange:
                 ],
                 "symbols": [
                     {"symbol": s, "status": "TRADING", "quoteAsset": "USDT"}
+                    | (self._filters(s) if market is Market.PERP else {})
                     for s in sorted(self._symbols(market))
                 ],
             }
         )
+
+    def _filters(self, symbol: str) -> dict[str, object]:
+        r = self.symbol_rules(symbol)
+        lot = {"stepSize": _fixed(r.step_size), "minQty": _fixed(r.min_qty), "maxQty": "1000000"}
+        return {
+            "filters": [
+                {"filterType": "PRICE_FILTER", "tickSize": _fixed(r.tick_size)},
+                {"filterType": "LOT_SIZE"} | lot,
+                {"filterType": "MARKET_LOT_SIZE"} | lot,
+            ]
+        }
+
+
+def _fixed(x: float) -> str:
+    """``x`` in plain decimal notation (``0.000000001``, not ``1e-09``), as Binance sends it."""
+    return format(Decimal(repr(float(x))), "f")
+
+
+def _order_json(o: OrderState) -> dict[str, object]:
+    """An order as Binance futures reports it (numbers as strings)."""
+    return {
+        "orderId": o.order_id,
+        "symbol": o.symbol,
+        "status": o.status,
+        "clientOrderId": o.client_order_id,
+        "price": _fmt(o.price),
+        "avgPrice": _fmt(o.avg_price),
+        "origQty": _fmt(o.orig_qty),
+        "executedQty": _fmt(o.executed_qty),
+        "cumQuote": _fmt(o.executed_qty * o.avg_price),
+        "timeInForce": "GTC",
+        "type": o.type,
+        "reduceOnly": o.reduce_only,
+        "closePosition": o.close_position,
+        "side": o.side,
+        "positionSide": "BOTH",
+        "stopPrice": _fmt(o.stop_price),
+        "workingType": "CONTRACT_PRICE",
+        "origType": o.type,
+        "updateTime": o.update_time_ms,
+    }
+
+
+def _float_param(params: Mapping[str, str], name: str) -> float | None:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _Reject(400, -1100, f"Illegal characters found in parameter '{name}'.") from None
+    if not math.isfinite(value):
+        raise _Reject(400, -1100, f"Illegal characters found in parameter '{name}'.")
+    return value
+
+
+def _bool_param(params: Mapping[str, str], name: str) -> bool:
+    raw = params.get(name, "false").lower()
+    if raw not in ("true", "false"):
+        raise _Reject(400, -1100, f"Illegal characters found in parameter '{name}'.")
+    return raw == "true"
 
 
 def _int_param(params: Mapping[str, str], name: str) -> int | None:

@@ -1,0 +1,521 @@
+"""A bar-driven USDT-M futures matching engine (one-way mode) and an in-process venue over it.
+
+:class:`MatchingEngine` fills orders against OHLC candles with the exit kernel's rules
+(:mod:`atra.core.exits`), so a broker that places the kernel's orders (MARKET entry, SL stop,
+TP limits, time-barrier MARKET exit) gets exactly the kernel's fills:
+
+* Market time is passed in (``now_ms``); every public method first calls :meth:`advance`.
+  Bar ``b`` of a symbol is *closed* once ``now_ms >= open_time[b] + step_ms``; ``advance``
+  evaluates every bar closed since the previous call, in time order, against the orders
+  resting on it.
+* An action at time ``tau`` belongs to the bar containing ``tau`` and counts as happening at
+  that bar's open: an order placed in bar ``b`` is evaluated on ``b`` and later bars, an
+  order cancelled in bar ``c`` is not evaluated on ``c``. No bar contains ``tau`` (a gap in
+  the data, before the first or after the last bar): the placement is rejected.
+* MARKET orders fill at once, whole, at the open of the bar containing ``tau`` moved
+  adversely by ``slippage_bps``.
+* Per bar: first the stops (STOP_MARKET; fill at the open when the bar opens beyond the stop,
+  else at the stop; slippage), then the take-profits (LIMIT, no slippage; TAKE_PROFIT_MARKET,
+  slippage) nearest to the open first along the price path; a LIMIT fills at the open when
+  the bar opens beyond its price (the better price), else at its price. Resting fills carry the
+  bar's open time.
+* Positions are net per symbol with an average entry price. Reduce-only orders never grow
+  ``|position|``: one larger than the position fills for the position only (its ``orig_qty``
+  is reduced to that, as Binance does); with no position to reduce it is EXPIRED.
+  ``close_position`` orders close the whole position (EXPIRED when flat).
+* A marketable LIMIT is not filled at placement: it fills when the bar closes, at the open.
+
+:class:`LocalVenue` serves the :class:`~atra.adapters.orders.OrderApi` protocol over an engine
+and a clock, in process (broker tests, replays).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from atra.adapters.orders import (
+    ERR_CANCEL_UNKNOWN,
+    ERR_DUPLICATE_ORDER,
+    ERR_INVALID_QTY,
+    ERR_REDUCE_ONLY_REJECT,
+    ERR_WOULD_TRIGGER,
+    FINAL_STATUSES,
+    OrderRequest,
+    OrderSide,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    SymbolRules,
+    VenuePosition,
+)
+from atra.errors import DataError, OrderRejected
+
+ERR_NO_MARKET: Final[int] = -1
+ERR_MANDATORY_PARAM: Final[int] = -1102
+ERR_INVALID_SYMBOL: Final[int] = -1121
+_REL_TOL: Final[float] = 1e-9
+_STOP_TYPES: Final[frozenset[str]] = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
+_ORDER_TYPES: Final[frozenset[str]] = frozenset(
+    {"MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET"}
+)
+
+
+class VenueReject(Exception):
+    """The venue refused a request: HTTP ``status``, Binance ``code`` and ``msg``."""
+
+    def __init__(self, status: int, code: int, msg: str) -> None:
+        super().__init__(f"{code}: {msg}")
+        self.status = status
+        self.code = code
+        self.msg = msg
+
+
+class Fill(NamedTuple):
+    """One fill: which order, when (venue ms), at what price, how much (base units)."""
+
+    client_order_id: str
+    time_ms: int
+    price: float
+    qty: float
+
+
+@dataclass(slots=True)
+class _Order:
+    symbol: str
+    cid: str
+    order_id: int
+    side: OrderSide
+    type: OrderType
+    qty: float
+    price: float
+    stop_price: float
+    reduce_only: bool
+    close_position: bool
+    status: OrderStatus
+    executed: float
+    avg_price: float
+    update_ms: int
+
+    def state(self) -> OrderState:
+        return OrderState(
+            symbol=self.symbol,
+            client_order_id=self.cid,
+            order_id=self.order_id,
+            side=self.side,
+            type=self.type,
+            status=self.status,
+            orig_qty=self.qty,
+            executed_qty=self.executed,
+            avg_price=self.avg_price,
+            price=self.price,
+            stop_price=self.stop_price,
+            reduce_only=self.reduce_only,
+            close_position=self.close_position,
+            update_time_ms=self.update_ms,
+        )
+
+
+@dataclass(slots=True)
+class _Book:
+    times: np.ndarray  # int64 ms, bar open times
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    next_bar: int = 0
+    position: float = 0.0
+    entry_price: float = 0.0
+
+
+def _is_multiple(x: float, step: float) -> bool:
+    r = x / step
+    return abs(r - round(r)) <= _REL_TOL * max(1.0, abs(r))
+
+
+def _sign(side: OrderSide) -> int:
+    return 1 if side == "BUY" else -1
+
+
+class MatchingEngine:
+    """Bar-driven matching over ``candles`` (symbol -> OHLCV frame of bars ``step_ms`` long).
+
+    ``rules`` default to ``SymbolRules(symbol, step_size=1e-9, min_qty=0.0, tick_size=1e-9)``.
+    Quantities must be multiples of the step and prices of the tick (within 1e-9 relative).
+    """
+
+    def __init__(
+        self,
+        candles: Mapping[str, pd.DataFrame],
+        step_ms: int,
+        *,
+        slippage_bps: float = 0.0,
+        rules: Mapping[str, SymbolRules] | None = None,
+    ) -> None:
+        if step_ms <= 0:
+            raise DataError(f"matching engine: step_ms must be > 0, got {step_ms}")
+        if not (math.isfinite(slippage_bps) and slippage_bps >= 0.0):
+            raise DataError(f"matching engine: slippage_bps must be >= 0, got {slippage_bps}")
+        self.step_ms = int(step_ms)
+        self.slippage = float(slippage_bps) / 1e4
+        self._books: dict[str, _Book] = {}
+        for symbol, frame in candles.items():
+            self._books[symbol] = _book(symbol, frame)
+        self._rules: dict[str, SymbolRules] = {
+            s: SymbolRules(s, step_size=1e-9, min_qty=0.0, tick_size=1e-9) for s in self._books
+        }
+        for symbol, rule in (rules or {}).items():
+            if symbol not in self._books:
+                raise DataError(f"matching engine: rules for {symbol}, which has no candles")
+            self._rules[symbol] = rule
+        self._orders: dict[str, _Order] = {}  # every order ever placed, by client id
+        self._resting: dict[str, list[_Order]] = {s: [] for s in self._books}
+        self._next_id = 1
+        self._now_ms = -(2**62)
+        self.fills: list[Fill] = []
+
+    # ---- time ----------------------------------------------------------------------------
+
+    @property
+    def now_ms(self) -> int:
+        """The latest market time seen (time never runs backwards)."""
+        return self._now_ms
+
+    def advance(self, now_ms: int) -> None:
+        """Evaluate, in time order, every bar that closed by ``now_ms`` since the last call."""
+        now = max(int(now_ms), self._now_ms)
+        self._now_ms = now
+        pending: list[tuple[int, str, int]] = []
+        for symbol, book in self._books.items():
+            hi = int(np.searchsorted(book.times, now - self.step_ms, side="right"))
+            if hi <= book.next_bar:
+                continue
+            if self._resting[symbol]:
+                pending.extend((int(book.times[b]), symbol, b) for b in range(book.next_bar, hi))
+            book.next_bar = hi
+        pending.sort()
+        for _, symbol, b in pending:
+            if self._resting[symbol]:
+                self._evaluate(symbol, b)
+
+    def _bar_at(self, symbol: str, t_ms: int) -> int | None:
+        book = self._books[symbol]
+        b = int(np.searchsorted(book.times, t_ms, side="right")) - 1
+        if b < 0 or t_ms >= int(book.times[b]) + self.step_ms:
+            return None
+        return b
+
+    def last_price(self, symbol: str, now_ms: int | None = None) -> float:
+        """The open of the bar containing now, else the close of the last closed bar, else 0."""
+        book = self._book_of(symbol)
+        if now_ms is not None:
+            self.advance(now_ms)
+        b = self._bar_at(symbol, self._now_ms)
+        if b is not None:
+            return float(book.open[b])
+        closed = int(np.searchsorted(book.times, self._now_ms - self.step_ms, side="right"))
+        return float(book.close[closed - 1]) if closed > 0 else 0.0
+
+    # ---- orders ----------------------------------------------------------------------------
+
+    def place(self, order: OrderRequest, now_ms: int) -> OrderState:
+        """Place ``order`` at ``now_ms``; a refusal raises :class:`VenueReject`."""
+        self.advance(now_ms)
+        tau = self._now_ms
+        symbol = order.symbol
+        book = self._book_of(symbol)
+        rules = self._rules[symbol]
+        if order.client_order_id in self._orders:
+            raise VenueReject(400, ERR_DUPLICATE_ORDER, "ClientOrderId is duplicated.")
+        self._check_params(order, rules)
+        bar = self._bar_at(symbol, tau)
+        if bar is None:
+            raise VenueReject(400, ERR_NO_MARKET, f"no market for {symbol} at {tau}")
+        current = float(book.open[bar])
+        sign = _sign(order.side)
+        if order.type == "MARKET" and order.reduce_only and book.position * sign >= 0.0:
+            raise VenueReject(400, ERR_REDUCE_ONLY_REJECT, "ReduceOnly Order is rejected.")
+        if order.type in _STOP_TYPES:
+            stop = float(order.stop_price or 0.0)
+            # a stop triggers when price moves against the order's side through it, a
+            # take-profit when price moves with it
+            up = (order.side == "BUY") == (order.type == "STOP_MARKET")
+            if (up and stop <= current) or (not up and stop >= current):
+                raise VenueReject(400, ERR_WOULD_TRIGGER, "Order would immediately trigger.")
+        o = _Order(
+            symbol=symbol,
+            cid=order.client_order_id,
+            order_id=self._next_id,
+            side=order.side,
+            type=order.type,
+            qty=float(order.quantity or 0.0),
+            price=float(order.price or 0.0) if order.type == "LIMIT" else 0.0,
+            stop_price=float(order.stop_price or 0.0) if order.type in _STOP_TYPES else 0.0,
+            reduce_only=bool(order.reduce_only),
+            close_position=bool(order.close_position),
+            status="NEW",
+            executed=0.0,
+            avg_price=0.0,
+            update_ms=tau,
+        )
+        self._next_id += 1
+        self._orders[o.cid] = o
+        if order.type == "MARKET":
+            self._fill(o, current * (1.0 + sign * self.slippage), tau)
+        else:
+            self._resting[symbol].append(o)
+        return o.state()
+
+    def _check_params(self, order: OrderRequest, rules: SymbolRules) -> None:
+        if order.side not in ("BUY", "SELL"):
+            raise VenueReject(400, -1117, "Invalid side.")
+        if order.type not in _ORDER_TYPES:
+            raise VenueReject(400, -1116, "Invalid orderType.")
+        if order.type == "LIMIT" and order.price is None:
+            raise VenueReject(400, ERR_MANDATORY_PARAM, "Mandatory parameter 'price' was not sent.")
+        if order.type in _STOP_TYPES and order.stop_price is None:
+            raise VenueReject(
+                400, ERR_MANDATORY_PARAM, "Mandatory parameter 'stopPrice' was not sent."
+            )
+        if order.close_position:
+            if order.type not in _STOP_TYPES:
+                raise VenueReject(
+                    400, ERR_MANDATORY_PARAM, "closePosition is only for stop orders."
+                )
+            if order.quantity is not None:
+                raise VenueReject(
+                    400, ERR_MANDATORY_PARAM, "quantity cannot be sent with closePosition."
+                )
+        else:
+            qty = order.quantity
+            if qty is None:
+                raise VenueReject(
+                    400, ERR_MANDATORY_PARAM, "Mandatory parameter 'quantity' was not sent."
+                )
+            if not (math.isfinite(qty) and qty > 0.0):
+                raise VenueReject(400, ERR_INVALID_QTY, f"Quantity {qty} must be positive.")
+            if not _is_multiple(qty, rules.step_size):
+                raise VenueReject(
+                    400, ERR_INVALID_QTY, f"Quantity {qty} is not a multiple of {rules.step_size}."
+                )
+            if qty < rules.min_qty:
+                raise VenueReject(
+                    400, ERR_INVALID_QTY, f"Quantity {qty} less than min_qty {rules.min_qty}."
+                )
+        for name, value in (("price", order.price), ("stopPrice", order.stop_price)):
+            if value is None:
+                continue
+            if not (math.isfinite(value) and value > 0.0):
+                raise VenueReject(400, -4014, f"{name} {value} must be positive.")
+            if not _is_multiple(value, rules.tick_size):
+                raise VenueReject(
+                    400, -4014, f"{name} {value} is not a multiple of tick {rules.tick_size}."
+                )
+
+    def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderState:
+        """Cancel an open order; unknown or already final -> ``VenueReject(-2011)``."""
+        self.advance(now_ms)
+        self._book_of(symbol)
+        o = self._orders.get(client_order_id)
+        if o is None or o.symbol != symbol or o.status in FINAL_STATUSES:
+            raise VenueReject(400, ERR_CANCEL_UNKNOWN, "Unknown order sent.")
+        o.status = "CANCELED"
+        o.update_ms = self._now_ms
+        self._resting[symbol].remove(o)
+        return o.state()
+
+    def get(
+        self, symbol: str, client_order_id: str, now_ms: int | None = None
+    ) -> OrderState | None:
+        """The order's state (open or final), None when unknown."""
+        if now_ms is not None:
+            self.advance(now_ms)
+        o = self._orders.get(client_order_id)
+        return o.state() if o is not None and o.symbol == symbol else None
+
+    def open_orders(self, symbol: str | None = None, now_ms: int | None = None) -> list[OrderState]:
+        """Orders still resting, of ``symbol`` or of every symbol, oldest first."""
+        if now_ms is not None:
+            self.advance(now_ms)
+        if symbol is not None:
+            self._book_of(symbol)
+        found = [
+            o.state()
+            for s, orders in self._resting.items()
+            if symbol is None or s == symbol
+            for o in orders
+        ]
+        return sorted(found, key=lambda st: st.order_id)
+
+    def positions(self, now_ms: int | None = None) -> list[VenuePosition]:
+        """Non-zero net positions, by symbol."""
+        if now_ms is not None:
+            self.advance(now_ms)
+        return [self.position(s) for s in sorted(self._books) if self._books[s].position != 0.0]
+
+    def position(self, symbol: str) -> VenuePosition:
+        """The net position of ``symbol`` (quantity 0.0 when flat)."""
+        book = self._book_of(symbol)
+        return VenuePosition(symbol, book.position, book.entry_price)
+
+    def rules(self, symbol: str) -> SymbolRules:
+        self._book_of(symbol)
+        return self._rules[symbol]
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self._books)
+
+    def _book_of(self, symbol: str) -> _Book:
+        book = self._books.get(symbol)
+        if book is None:
+            raise VenueReject(400, ERR_INVALID_SYMBOL, "Invalid symbol.")
+        return book
+
+    # ---- matching --------------------------------------------------------------------------
+
+    def _evaluate(self, symbol: str, b: int) -> None:
+        book = self._books[symbol]
+        o_, h, lo = float(book.open[b]), float(book.high[b]), float(book.low[b])
+        t = int(book.times[b])
+        resting = self._resting[symbol]
+        stops = [o for o in resting if o.type == "STOP_MARKET"]
+        takes = [o for o in resting if o.type != "STOP_MARKET"]
+        # nearest first along the price path; orders the open already passed first (distance
+        # 0), ties in placement order
+        for group in (stops, takes):
+            group.sort(key=lambda o: (max(0.0, _distance(o, o_)), o.order_id))
+        for o in stops:
+            level = o.stop_price
+            if o.side == "SELL":
+                price = o_ if o_ <= level else level if lo <= level else math.nan
+            else:
+                price = o_ if o_ >= level else level if h >= level else math.nan
+            if not math.isnan(price):
+                self._trigger(o, price * (1.0 + _sign(o.side) * self.slippage), t)
+        for o in takes:
+            level = o.price if o.type == "LIMIT" else o.stop_price
+            if o.side == "SELL":
+                price = o_ if o_ >= level else level if h >= level else math.nan
+            else:
+                price = o_ if o_ <= level else level if lo <= level else math.nan
+            if math.isnan(price):
+                continue
+            if o.type == "TAKE_PROFIT_MARKET":
+                price = price * (1.0 + _sign(o.side) * self.slippage)
+            self._trigger(o, price, t)
+
+    def _trigger(self, o: _Order, price: float, t_ms: int) -> None:
+        self._resting[o.symbol].remove(o)
+        self._fill(o, price, t_ms)
+
+    def _fill(self, o: _Order, price: float, t_ms: int) -> None:
+        book = self._books[o.symbol]
+        pos = book.position
+        sign = _sign(o.side)
+        qty = o.qty
+        if o.reduce_only or o.close_position:
+            if pos * sign >= 0.0:  # flat, or the order would grow the position
+                o.status = "EXPIRED"
+                o.update_ms = t_ms
+                return
+            qty = abs(pos) if o.close_position else min(qty, abs(pos))
+            if not o.close_position:
+                o.qty = qty
+        new = pos + sign * qty
+        if abs(new) <= _REL_TOL * max(abs(pos), qty):
+            new = 0.0
+        if new == 0.0:
+            book.entry_price = 0.0
+        elif pos == 0.0 or (pos > 0.0) == (sign > 0):
+            book.entry_price = (abs(pos) * book.entry_price + qty * price) / abs(new)
+        elif (new > 0.0) != (pos > 0.0):  # flipped through zero: the rest opened at price
+            book.entry_price = price
+        book.position = new
+        o.executed = qty
+        o.avg_price = price
+        o.status = "FILLED"
+        o.update_ms = t_ms
+        self.fills.append(Fill(o.cid, t_ms, price, qty))
+
+
+def _distance(o: _Order, open_: float) -> float:
+    """How far the price must travel from ``open_`` to trigger ``o`` (negative: already past)."""
+    if o.type == "STOP_MARKET":
+        return open_ - o.stop_price if o.side == "SELL" else o.stop_price - open_
+    level = o.price if o.type == "LIMIT" else o.stop_price
+    return level - open_ if o.side == "SELL" else open_ - level
+
+
+def _book(symbol: str, frame: pd.DataFrame) -> _Book:
+    missing = [c for c in ("open_time", "open", "high", "low", "close") if c not in frame.columns]
+    if missing:
+        raise DataError(f"matching engine: {symbol} candles lack columns {missing}")
+    times = frame["open_time"].to_numpy(dtype=np.int64)
+    if times.size > 1 and not bool(np.all(np.diff(times) > 0)):
+        row = int(np.flatnonzero(np.diff(times) <= 0)[0]) + 1
+        raise DataError(f"matching engine: {symbol} open_time not increasing at row {row}")
+    o, h, lo, c = (frame[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close"))
+    return _Book(times, o, h, lo, c)
+
+
+class LocalVenue:
+    """The :class:`~atra.adapters.orders.OrderApi` in process: ``engine`` at ``clock()``
+    seconds (market time). A refused order raises :class:`atra.errors.OrderRejected`."""
+
+    def __init__(self, engine: MatchingEngine, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def place_order(self, order: OrderRequest) -> OrderState:
+        now = self._now_ms()
+        try:
+            return self.engine.place(order, now)
+        except VenueReject as rej:
+            if rej.code == ERR_DUPLICATE_ORDER:
+                known = self.engine.get(order.symbol, order.client_order_id, now)
+                if known is not None:
+                    return known
+            raise OrderRejected(
+                f"{order.symbol} {order.type} {order.client_order_id}: "
+                f"Binance error {rej.code}: {rej.msg}"
+            ) from None
+
+    async def get_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        return self.engine.get(symbol, client_order_id, self._now_ms())
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        now = self._now_ms()
+        try:
+            return self.engine.cancel(symbol, client_order_id, now)
+        except VenueReject as rej:
+            if rej.code != ERR_CANCEL_UNKNOWN:
+                raise OrderRejected(
+                    f"{symbol} cancel {client_order_id}: Binance error {rej.code}: {rej.msg}"
+                ) from None
+            return self.engine.get(symbol, client_order_id, now)
+
+    async def open_orders(self, symbol: str | None = None) -> Sequence[OrderState]:
+        try:
+            return self.engine.open_orders(symbol, self._now_ms())
+        except VenueReject as rej:
+            raise OrderRejected(
+                f"open orders {symbol}: Binance error {rej.code}: {rej.msg}"
+            ) from None
+
+    async def positions(self) -> Sequence[VenuePosition]:
+        return self.engine.positions(self._now_ms())
+
+    async def symbol_rules(self, symbol: str) -> SymbolRules:
+        try:
+            return self.engine.rules(symbol)
+        except VenueReject as rej:
+            raise OrderRejected(f"rules {symbol}: Binance error {rej.code}: {rej.msg}") from None
