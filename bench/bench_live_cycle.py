@@ -4,8 +4,9 @@
 
 Each cycle is measured from the bar close (the loop wakes with no delay) until every symbol's
 decision is journalled (one SQLite transaction, WAL): concurrent fetch through the shared rate
-limiter, exits, decisions (EMA 20/50 primary model on a 600-bar window, sizing) in a worker
-thread, guards, journal write. The first cycle (window fill) is a warm-up and not counted.
+limiter, exits, decisions (EMA 20/50 primary model on the default 1,500-bar window, sizing)
+in a worker thread, guards, journal write. The first cycle (window fill) is a warm-up and not
+counted.
 
 Baseline, measured in the same run on the same bars: the naive loop, one symbol after the
 other (await its request, decide on the event loop, one journal transaction per symbol).
@@ -34,6 +35,7 @@ from atra.adapters.exchange import BinanceClient
 from atra.adapters.journal import Journal, JournalBatch, SignalRecord
 from atra.adapters.ratelimit import RateLimiter, ScaledClock
 from atra.core.exits import ExitSpec
+from atra.core.features import HISTORY_BARS
 from atra.core.signals import SignalSpec
 from atra.core.types import Market, Timeframe
 from atra.guards import GuardLimits, RiskGuards
@@ -43,7 +45,7 @@ from atra.obs import Metrics
 TF = Timeframe.H1
 STEP = TF.ms
 T0 = 1_704_067_200_000
-WINDOW = 600
+WINDOW = HISTORY_BARS  # the live default: the research features' warm-up
 
 
 def synthetic(seed: int, n: int) -> pd.DataFrame:
