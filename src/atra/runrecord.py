@@ -12,16 +12,17 @@ A run directory ``root/<run_id>/`` holds
 The run id is a content id, not a timestamp: the first 12 hex digits of a SHA-256 over the
 config hash, data hash, code version, seed, timeframe, data label, ``n_trials`` and every leg's
 trades and equity hashes. The same run gets the same id; writing it again is a no-op.
+
+The hashes live in :mod:`atra.runrecord_hashes`, the per-leg figures in
+:mod:`atra.runrecord_metrics`; this module writes and reads run directories.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -33,41 +34,50 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-import atra
-from atra.core.costs import ANNUAL_COST_UNIT, CostBreakdown, format_percent
-from atra.core.exits import REASON_NAMES
-from atra.core.stats import PerformanceReport, TradeRecord, compute_stats
 from atra.core.types import Timeframe
 from atra.errors import ConfigError, DataError
+from atra.runrecord_hashes import (
+    TRADE_COLUMN_ALIASES,
+    TRADE_COLUMNS,
+    canonical_json,
+    code_version,
+    equity_sha256,
+    hash_config,
+    hash_frames,
+    normalize_trades,
+    trades_sha256,
+)
+from atra.runrecord_metrics import leg_metrics, sharpe_estimator_variance
+
+__all__ = [
+    "DATA_LABELS",
+    "LEG_NAMES",
+    "RUN_ID_HEX",
+    "SCHEMA_VERSION",
+    "TRADE_COLUMNS",
+    "TRADE_COLUMN_ALIASES",
+    "BacktestLike",
+    "LoadedRun",
+    "RunLeg",
+    "RunRecord",
+    "annualization_sentence",
+    "code_version",
+    "hash_config",
+    "hash_frames",
+    "leg_from_backtest",
+    "normalize_trades",
+    "ordered_legs",
+    "read_run",
+    "sharpe_estimator_variance",
+    "trades_sha256",
+    "write_run",
+]
 
 SCHEMA_VERSION: Final[int] = 1
 RUN_ID_HEX: Final[int] = 12
 LEG_NAMES: Final[tuple[str, ...]] = ("primary", "filtered", "buy_hold")
 """The usual legs, in display order; other names are allowed and shown after these."""
 DATA_LABELS: Final[tuple[str, ...]] = ("synthetic", "real")
-TRADE_COLUMNS: Final[tuple[str, ...]] = (
-    "symbol",
-    "side",
-    "entry_ms",
-    "exit_ms",
-    "entry_price",
-    "exit_price",
-    "pnl",
-    "fees",
-    "slippage",
-    "funding",
-    "reason",
-)
-"""Columns every trade list needs, in the order :func:`trades_sha256` hashes them."""
-TRADE_COLUMN_ALIASES: Final[dict[str, str]] = {
-    "entry_ms": "entry_time_ms",
-    "exit_ms": "exit_time_ms",
-}
-"""The backtester's names (``BacktestResult.trades``) accepted for the required columns."""
-_INT_COLUMNS: Final[frozenset[str]] = frozenset({"entry_ms", "exit_ms"})
-_STR_COLUMNS: Final[frozenset[str]] = frozenset({"symbol", "reason"})
-_GIT_TIMEOUT_S: Final[float] = 5.0
-_MS_PER_DAY: Final[float] = 86_400_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,183 +182,6 @@ def annualization_sentence(timeframe: Timeframe) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# hashes
-
-
-def _canonical_json(value: Any, what: str = "config") -> str:
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False, default=_json_default)  # fmt: skip
-    except ValueError as exc:
-        raise ConfigError(f"{what}: cannot store a non-finite number ({exc})") from None
-    except TypeError as exc:
-        raise ConfigError(f"{what}: {exc}") from None
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    if hasattr(value, "value") and isinstance(value.value, str | int):  # enums
-        return value.value
-    raise TypeError(f"cannot store a value of type {type(value).__name__}: {value!r}")
-
-
-def hash_config(config: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of ``config`` (sorted keys, no whitespace)."""
-    return hashlib.sha256(_canonical_json(dict(config)).encode()).hexdigest()
-
-
-def _update_column(digest: Any, name: str, values: pd.Series) -> None:
-    digest.update(f"col:{name}:{values.dtype}:{len(values)}\n".encode())
-    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biufcmM":
-        arr = np.ascontiguousarray(values.to_numpy())
-        digest.update(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
-        return
-    for item in values.to_numpy(dtype=object):
-        text = "\x00" if item is None or item is pd.NA else repr(item)
-        raw = text.encode()
-        digest.update(len(raw).to_bytes(8, "little"))
-        digest.update(raw)
-
-
-def hash_frames(frames: Iterable[pd.DataFrame]) -> str:
-    """Content hash of input data: column names, dtypes and values of each frame, in the
-    given order (pass frames in a fixed order, e.g. sorted by symbol). The index is ignored."""
-    digest = hashlib.sha256()
-    for i, frame in enumerate(frames):
-        digest.update(f"frame:{i}:{frame.shape[0]}x{frame.shape[1]}\n".encode())
-        for name in frame.columns:
-            _update_column(digest, str(name), frame[name])
-    return digest.hexdigest()
-
-
-def _float_text(value: float) -> str:
-    if value == 0.0:
-        return "0.0"  # -0.0 and 0.0 are the same amount
-    return repr(float(value))
-
-
-def _side_text(value: Any) -> str:
-    if isinstance(value, str):
-        norm = value.strip().upper()
-        mapped = {"LONG": "1", "BUY": "1", "SHORT": "-1", "SELL": "-1"}.get(norm)
-        if mapped is None:
-            raise DataError(f"trades: side {value!r}: expected 1/-1 or LONG/SHORT")
-        return mapped
-    side = float(value)
-    if side not in (1.0, -1.0):
-        raise DataError(f"trades: side {value!r}: expected 1/-1 or LONG/SHORT")
-    return str(int(side))
-
-
-def _reason_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | np.integer):
-        return REASON_NAMES.get(int(value), str(int(value)))
-    return str(value)
-
-
-def normalize_trades(trades: pd.DataFrame, leg: str = "trades") -> pd.DataFrame:
-    """A copy with the required columns under their canonical names (``entry_time_ms`` ->
-    ``entry_ms``), reasons as names (``1`` -> ``"SL"``); other columns kept after them.
-    A missing column or a non-finite price / amount is a :class:`DataError` naming the leg."""
-    frame = trades.copy()
-    for name, alias in TRADE_COLUMN_ALIASES.items():
-        if name not in frame.columns and alias in frame.columns:
-            frame = frame.rename(columns={alias: name})
-    missing = [c for c in TRADE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(f"{leg}: missing trade column(s) {', '.join(missing)}")
-    for col in ("entry_price", "exit_price", "pnl", "fees", "slippage", "funding"):
-        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            raise DataError(f"{leg}: {col} at row {int(bad[0])} is {frame[col].iloc[bad[0]]!r}, "
-                            "expected a finite number")  # fmt: skip
-        frame[col] = values
-    for col in sorted(_INT_COLUMNS):
-        times = pd.Series(pd.to_numeric(frame[col], errors="coerce"), index=frame.index)
-        if times.isna().any():
-            row = int(np.flatnonzero(times.isna().to_numpy())[0])
-            raise DataError(f"{leg}: {col} at row {row} is missing, expected a time in ms")
-        frame[col] = times.astype(np.int64)
-    frame["symbol"] = frame["symbol"].astype(str).astype(object)
-    frame["reason"] = pd.Series(
-        [_reason_text(v) for v in frame["reason"]], index=frame.index, dtype=object
-    )
-    frame["side"] = [int(_side_text(v)) for v in frame["side"]]
-    order = list(TRADE_COLUMNS) + [c for c in frame.columns if c not in TRADE_COLUMNS]
-    return frame[order].reset_index(drop=True)
-
-
-def trades_sha256(trades: pd.DataFrame) -> str:
-    """SHA-256 of the trade list: :data:`TRADE_COLUMNS` in that order, rows sorted by
-    ``(entry_ms, symbol)`` then the other columns, floats as round-trip ``repr`` text (so a
-    CSV round trip keeps the hash). Identical trades give identical hashes; extra columns are
-    not hashed."""
-    frame = normalize_trades(trades)
-    rows: list[tuple[int, str, tuple[str, ...]]] = []
-    columns = [frame[c].tolist() for c in TRADE_COLUMNS]
-    for values in zip(*columns, strict=True):
-        rec = dict(zip(TRADE_COLUMNS, values, strict=True))
-        text = tuple(
-            str(int(rec[c]))
-            if c in _INT_COLUMNS
-            else str(rec[c])
-            if c in _STR_COLUMNS or c == "side"
-            else _float_text(rec[c])
-            for c in TRADE_COLUMNS
-        )
-        rows.append((int(rec["entry_ms"]), str(rec["symbol"]), text))
-    rows.sort()
-    digest = hashlib.sha256()
-    digest.update(("|".join(TRADE_COLUMNS) + "\n").encode())
-    for _, _, text in rows:
-        digest.update(("|".join(text) + "\n").encode())
-    return digest.hexdigest()
-
-
-def _equity_sha256(equity: pd.Series) -> str:
-    digest = hashlib.sha256()
-    for t, v in zip(equity.index.tolist(), equity.tolist(), strict=True):
-        digest.update(f"{int(t)}:{_float_text(float(v))}\n".encode())
-    return digest.hexdigest()
-
-
-def _git(args: Sequence[str], cwd: Path) -> str | None:
-    try:
-        done = subprocess.run(  # noqa: S603  (fixed argv, no shell)
-            ["git", "--no-optional-locks", *args],  # noqa: S607  (git from PATH on purpose)
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=_GIT_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def code_version(source_dir: Path | None = None) -> str:
-    """``atra.__version__``, plus ``+g<commit>`` when the package sits in a git checkout and
-    ``.dirty`` when tracked files have uncommitted changes (best effort: no git, no commit)."""
-    version = atra.__version__
-    cwd = source_dir if source_dir is not None else Path(atra.__file__).resolve().parent
-    commit = _git(["rev-parse", "HEAD"], cwd)
-    if not commit:
-        return version
-    status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
-    dirty = "+dirty" if status else ""
-    return f"{version}+g{commit}{dirty}"
-
-
-# --------------------------------------------------------------------------------------------
 # writing
 
 
@@ -376,110 +209,6 @@ def _check_leg(leg: RunLeg) -> tuple[pd.Series, pd.DataFrame | None]:
     series = pd.Series(values, index=pd.Index(index, name="open_time_ms"), name=name)
     trades = None if leg.trades is None else normalize_trades(leg.trades, f"leg {name}")
     return series, trades
-
-
-def _trade_records(trades: pd.DataFrame) -> list[TradeRecord]:
-    qty = (
-        pd.to_numeric(trades["quantity"], errors="coerce").to_numpy(dtype=float)
-        if "quantity" in trades.columns
-        else np.full(len(trades), math.nan)
-    )
-    cols = [
-        trades[c].tolist()
-        for c in (
-            "symbol",
-            "entry_price",
-            "exit_price",
-            "entry_ms",
-            "exit_ms",
-            "pnl",
-            "fees",
-            "slippage",
-            "funding",
-        )
-    ]
-    return [
-        TradeRecord(
-            str(s),
-            float(q),
-            float(pi),
-            float(po),
-            int(ti),
-            int(to),
-            float(p),
-            float(f),
-            float(sl),
-            float(fu),
-        )
-        for q, (s, pi, po, ti, to, p, f, sl, fu) in zip(
-            qty.tolist(), zip(*cols, strict=True), strict=True
-        )
-    ]
-
-
-def sharpe_estimator_variance(report: PerformanceReport, bars_per_year: int) -> float:
-    """Annualised variance of the Sharpe estimator of the leg itself (Lo 2002 / Mertens):
-    ``(1 - g3 SR + (g4 - 1)/4 SR^2) / (n - 1)`` per bar, x ``bars_per_year``. The spread of
-    the Sharpes of unskilled trials when no cross-trial variance is known; 0 if undefined."""
-    r = report.returns
-    sr = r.sharpe / r.annualization_factor
-    terms = (sr, r.skew, r.kurtosis)
-    if r.n_returns < 2 or not all(map(math.isfinite, terms)):
-        return 0.0
-    var_bar = (1.0 - r.skew * sr + (r.kurtosis - 1.0) / 4.0 * sr * sr) / (r.n_returns - 1)
-    return max(var_bar, 0.0) * bars_per_year
-
-
-def _leg_metrics(
-    series: pd.Series,
-    trades: pd.DataFrame | None,
-    timeframe: Timeframe,
-    n_trials: int,
-    trials_sharpe_variance: float | None,
-) -> dict[str, Any]:
-    records = [] if trades is None else _trade_records(trades)
-    times = series.index.to_numpy(dtype=np.int64)
-
-    def stats(var: float) -> PerformanceReport:
-        return compute_stats(
-            series.to_numpy(), timeframe, records, open_time_ms=times, n_trials=n_trials,
-            trials_sharpe_variance=var,
-        )  # fmt: skip
-
-    if trials_sharpe_variance is not None:
-        variance, source = trials_sharpe_variance, "given"
-    elif n_trials > 1:
-        variance = sharpe_estimator_variance(stats(0.0), timeframe.bars_per_year)
-        source = "sharpe_estimator_variance"
-    else:
-        variance, source = 0.0, "single_trial"
-    report = stats(variance)
-    out = report.to_dict()
-    out["trials_sharpe_variance_source"] = source
-    out["has_trades"] = trades is not None
-    if trades is None:  # no trade list (buy-and-hold): exposure and trade rate are unknown
-        out["exposure"] = None
-        out["trades_per_day"] = None
-    costs = CostBreakdown.from_trades(records, report.initial_equity)
-    years = report.returns.years
-    per_year = {
-        "fees": costs.fees / costs.reference_equity / years,
-        "slippage": costs.slippage / costs.reference_equity / years,
-        "funding": costs.funding / costs.reference_equity / years,
-        "total": costs.total_fraction / years,
-    }
-    out["costs"] = {
-        "paid": costs.to_dict(),
-        "per_year_fraction": per_year,
-        "per_year_percent": {k: format_percent(v, 2) for k, v in per_year.items()},
-        "per_year_unit": ANNUAL_COST_UNIT.replace("equity", "initial equity"),
-    }
-    out["period"] = {
-        "start_ms": int(times[0]),
-        "end_ms": int(times[-1]),
-        "days": float((times[-1] - times[0]) / _MS_PER_DAY),
-    }
-    return out
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -543,10 +272,10 @@ def write_run(
         "n_trials": n_trials,
         "trials_sharpe_variance": trials_sharpe_variance,
         "trades": trade_hashes,
-        "equity": {leg.name: _equity_sha256(s) for leg, (s, _) in zip(legs, checked, strict=True)},
+        "equity": {leg.name: equity_sha256(s) for leg, (s, _) in zip(legs, checked, strict=True)},
         "oos_predictions": None if oos_predictions is None else hash_frames([oos_predictions]),
     }
-    run_id = hashlib.sha256(_canonical_json(identity).encode()).hexdigest()[:RUN_ID_HEX]
+    run_id = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:RUN_ID_HEX]
     root = Path(root)
     final = root / run_id
     if final.exists():
@@ -566,7 +295,7 @@ def write_run(
         annualization=annualization_sentence(timeframe),
         trades_sha256=trade_hashes,
         data_label=data_label,
-        notes=json.loads(_canonical_json(dict(notes or {}), "notes")),
+        notes=json.loads(canonical_json(dict(notes or {}), "notes")),
     )
     metrics = {
         "run_id": run_id,
@@ -579,7 +308,7 @@ def write_run(
         "out_of_sample_only": True,
         "costs_included": True,
         "legs": {
-            leg.name: _leg_metrics(series, trades, timeframe, n_trials, trials_sharpe_variance)
+            leg.name: leg_metrics(series, trades, timeframe, n_trials, trials_sharpe_variance)
             for leg, (series, trades) in zip(legs, checked, strict=True)
         },
     }

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -16,29 +13,12 @@ import pytest
 import reference_workload as rw  # tests/ is on sys.path through tests/conftest.py
 from atra.core.stats import return_stats
 from atra.core.types import Timeframe
-
-GEN_DATA = Path(__file__).resolve().parents[3] / "shared" / "bench" / "gen_data.py"
-
-
-def _load_generator() -> ModuleType:
-    if not GEN_DATA.exists():
-        pytest.skip(f"{GEN_DATA} is not beside the project")
-    spec = importlib.util.spec_from_file_location("atra_bench_gen_data", GEN_DATA)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers_workload import generate_small_set
 
 
 @pytest.fixture(scope="module")
 def small_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gen = _load_generator()
-    out = tmp_path_factory.mktemp("bench")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", ["gen_data.py", "--size", "small", "--out", str(out)])
-        gen.main()
-    return out / "small"
+    return generate_small_set(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,8 @@ from atra.report import (
     terminal_summary,
 )
 from atra.runrecord import LoadedRun, RunLeg, read_run, write_run
+from helpers_runs import INITIAL, bar_times, step_equity, trade_row
 
-T0_MS = 1_704_067_200_000  # 2024-01-01 00:00 UTC
-INITIAL = 10_000.0
 REASONS = ("SL", "TP1", "TP2", "TIME", "BE")
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 
@@ -44,45 +43,30 @@ def fake_trades(n: int, tf: Timeframe, fee_rate: float = 0.0004, every: int = 1)
     rows = []
     for i in range(0, n, every):
         entry_bar = 3 + 11 * i
-        exit_bar = entry_bar + 2 + i % 7
         side = 1 if i % 3 else -1
         entry = 50.0 + (i % 17)
-        exit_ = entry * (1.0 + side * (((i * 5) % 13) - 5) / 200.0)
-        qty = 20.0
-        fees = qty * (entry + exit_) * fee_rate
-        slip = qty * (entry + exit_) * 0.0001
-        funding = 0.02 * ((i % 4) - 1)
         rows.append(
-            {
-                "symbol": SYMBOLS[i % 3],
-                "side": side,
-                "entry_time_ms": T0_MS + entry_bar * tf.ms,
-                "exit_time_ms": T0_MS + exit_bar * tf.ms,
-                "entry_price": entry,
-                "exit_price": exit_,
-                "quantity": qty,
-                "pnl": side * qty * (exit_ - entry) - fees - slip - funding,
-                "fees": fees,
-                "slippage": slip,
-                "funding": funding,
-                "reason": REASONS[i % 5],
-                "exit_bar": exit_bar,
-            }
+            trade_row(
+                tf,
+                symbol=SYMBOLS[i % 3],
+                side=side,
+                entry_bar=entry_bar,
+                exit_bar=entry_bar + 2 + i % 7,
+                entry=entry,
+                exit_=entry * (1.0 + side * (((i * 5) % 13) - 5) / 200.0),
+                qty=20.0,
+                fee_rate=fee_rate,
+                funding=0.02 * ((i % 4) - 1),
+                reason=REASONS[i % 5],
+            )
         )
     return pd.DataFrame(rows)
-
-
-def equity_of(trades: pd.DataFrame, n_bars: int, tf: Timeframe) -> pd.Series:
-    eq = np.full(n_bars, INITIAL)
-    for bar, pnl in zip(trades["exit_bar"], trades["pnl"], strict=True):
-        eq[int(bar) :] += pnl
-    return pd.Series(eq, index=T0_MS + np.arange(n_bars, dtype=np.int64) * tf.ms)
 
 
 def buy_hold(n_bars: int, tf: Timeframe) -> pd.Series:
     steps = np.random.default_rng(11).normal(0.0002, 0.01, n_bars - 1)
     eq = INITIAL * np.exp(np.concatenate(([0.0], np.cumsum(steps))))
-    return pd.Series(eq, index=T0_MS + np.arange(n_bars, dtype=np.int64) * tf.ms)
+    return pd.Series(eq, index=bar_times(n_bars, tf))
 
 
 def make_run(
@@ -100,8 +84,8 @@ def make_run(
         primary = fake_trades(n, tf, fee_rate)
         filtered = fake_trades(n, tf, fee_rate, every=2)
         legs = [
-            RunLeg("primary", equity_of(primary, n_bars, tf), primary),
-            RunLeg("filtered", equity_of(filtered, n_bars, tf), filtered),
+            RunLeg("primary", step_equity(primary, n_bars, tf), primary),
+            RunLeg("filtered", step_equity(filtered, n_bars, tf), filtered),
             *legs,
         ]
     path = write_run(root, legs=legs, timeframe=tf, config={"k": 1}, data_hash="0" * 64,

@@ -8,10 +8,13 @@ defaults of :class:`~atra.config.AtraConfig` when absent) and prints rich tables
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +26,7 @@ from rich.table import Table
 from atra.adapters.store import CandleStore
 from atra.cli import app
 from atra.cli.data import DataDir, _console, _progress, _when
+from atra.cli.walkforward import parse_symbols
 from atra.config import load_config
 from atra.core.decision import ModelHandle, decide_events
 from atra.core.labels import label_stats
@@ -76,46 +80,74 @@ End = Annotated[str | None, typer.Option("--end", help="End of the range, UTC (e
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="TOML config (strategy, costs, meta sections).")
 ]
+Decay = Annotated[
+    float | None,
+    typer.Option(help="Sample-weight time decay in (-1, 1] (1 or unset: none)."),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """The data a research command works on: the options every one of them takes."""
+
+    data_dir: Path
+    exchange: str
+    market: str
+    symbols: list[str] | None
+    timeframe: str
+    start: str | None
+    end: str | None
+    config: Path | None
+
+
+def _selection_options(
+    data_dir: DataDir = _DEFAULT_DIR,
+    exchange: Exchange = "binance",
+    market: MarketOpt = "spot",
+    symbols: Symbols = None,
+    timeframe: TimeframeOpt = "1h",
+    start: Start = None,
+    end: End = None,
+    config: ConfigOpt = None,
+) -> _Selection:
+    return _Selection(data_dir, exchange, market, symbols, timeframe, start, end, config)
+
+
+def _with_selection(command: Callable[..., None]) -> Callable[..., None]:
+    """Declare the options of :func:`_selection_options` once for every research command.
+
+    ``command`` takes a :class:`_Selection` first, then its own options. Typer sees the
+    selection options followed by the command's own (the signature it reads); the command
+    gets them bundled into one :class:`_Selection`.
+    """
+    shared = inspect.signature(_selection_options, eval_str=True).parameters
+    own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> None:
+        selection = _selection_options(**{name: kwargs.pop(name) for name in shared})
+        command(selection, **kwargs)
+
+    run.__signature__ = inspect.Signature([*shared.values(), *own])  # type: ignore[attr-defined]
+    return run
 
 
 def _symbols(
     store: CandleStore, exchange: str, market: Market, tf: Timeframe, given: Sequence[str] | None
 ) -> list[str]:
+    """``--symbols`` as given (repeatable or comma-separated), else every stored symbol."""
     out = [s.strip() for item in (given or ()) for s in item.split(",") if s.strip()]
-    if out:
-        return out
-    found = sorted(
-        {
-            i.symbol
-            for i in store.datasets()
-            if i.exchange == exchange and i.market is market and i.timeframe is tf
-        }
-    )
-    if not found:
-        raise ConfigError(
-            f"no {exchange}/{market}/*/{tf} candles in the store at {store.root}; "
-            "pass --data-dir / --exchange, or import data first"
-        )
-    return found
+    return out or parse_symbols(store, exchange, market, tf, None)
 
 
-def _prepare(
-    console: Console,
-    data_dir: Path,
-    exchange: str,
-    market: str,
-    symbols: Sequence[str] | None,
-    timeframe: str,
-    start: str | None,
-    end: str | None,
-    config: Path | None,
-) -> tuple[ResearchDataset, ResearchSettings]:
-    settings = settings_from_config(load_config(config))
-    store = CandleStore(data_dir)
-    mkt, tf = Market.parse(market), Timeframe.parse(timeframe)
-    syms = _symbols(store, exchange, mkt, tf, symbols)
-    start_ms = parse_time_ms(start) if start else None
-    end_ms = parse_time_ms(end) if end else None
+def _prepare(console: Console, selection: _Selection) -> tuple[ResearchDataset, ResearchSettings]:
+    settings = settings_from_config(load_config(selection.config))
+    store = CandleStore(selection.data_dir)
+    exchange = selection.exchange
+    mkt, tf = Market.parse(selection.market), Timeframe.parse(selection.timeframe)
+    syms = _symbols(store, exchange, mkt, tf, selection.symbols)
+    start_ms = parse_time_ms(selection.start) if selection.start else None
+    end_ms = parse_time_ms(selection.end) if selection.end else None
     universe = load_universe(store, exchange, syms, mkt, tf, start_ms, end_ms)
     with _progress(console, "features + labels") as progress:
         dataset = build_dataset(universe, settings.signal, settings.exit, progress=progress)
@@ -183,22 +215,14 @@ def _reasons_text(reasons: Sequence[Reason]) -> str:
 
 
 @app.command("labels")
+@_with_selection
 def labels_cmd(
-    data_dir: DataDir = _DEFAULT_DIR,
-    exchange: Exchange = "binance",
-    market: MarketOpt = "spot",
-    symbols: Symbols = None,
-    timeframe: TimeframeOpt = "1h",
-    start: Start = None,
-    end: End = None,
-    config: ConfigOpt = None,
+    selection: _Selection,
 ) -> None:
     """Triple-barrier label statistics: counts per label and exit reason, mean net return,
     meta-positive rate (per symbol and overall)."""
     console = _console()
-    dataset, _ = _prepare(
-        console, data_dir, exchange, market, symbols, timeframe, start, end, config
-    )
+    dataset, _ = _prepare(console, selection)
     ev = dataset.events
     table = Table(title="Triple-barrier labels (complete trades; net of fees and slippage)")
     heads = (
@@ -235,15 +259,9 @@ def labels_cmd(
 
 
 @app.command("wf-metrics")
+@_with_selection
 def wf_metrics_cmd(
-    data_dir: DataDir = _DEFAULT_DIR,
-    exchange: Exchange = "binance",
-    market: MarketOpt = "spot",
-    symbols: Symbols = None,
-    timeframe: TimeframeOpt = "1h",
-    start: Start = None,
-    end: End = None,
-    config: ConfigOpt = None,
+    selection: _Selection,
     retrain_days: Annotated[
         int | None, typer.Option(help="Retrain period in days (default: meta.retrain_days).")
     ] = None,
@@ -256,10 +274,7 @@ def wf_metrics_cmd(
     ] = None,
     min_train_days: Annotated[int, typer.Option(help="Days before the first test window.")] = 180,
     min_train_events: Annotated[int, typer.Option(help="Fewest training events of a fold.")] = 200,
-    decay: Annotated[
-        float | None,
-        typer.Option(help="Sample-weight time decay in (-1, 1] (1 or unset: none)."),
-    ] = None,
+    decay: Decay = None,
     n_jobs: Annotated[int, typer.Option(help="Parallel fold fits.")] = 2,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
@@ -268,9 +283,7 @@ def wf_metrics_cmd(
     """Walk-forward OOS metrics of the meta model per year: AUC, precision / recall of
     "take", base rate (purge + embargo, sample weights, monthly retrain by default)."""
     console = _console()
-    dataset, settings = _prepare(
-        console, data_dir, exchange, market, symbols, timeframe, start, end, config
-    )
+    dataset, settings = _prepare(console, selection)
     base = settings.walkforward
     if train not in ("expanding", "rolling"):
         raise ConfigError(f"--train must be expanding or rolling, got {train!r}")
@@ -317,15 +330,9 @@ app.command("walkforward-metrics", help="Same as wf-metrics.")(wf_metrics_cmd)
 
 
 @app.command("train")
+@_with_selection
 def train_cmd(
-    data_dir: DataDir = _DEFAULT_DIR,
-    exchange: Exchange = "binance",
-    market: MarketOpt = "spot",
-    symbols: Symbols = None,
-    timeframe: TimeframeOpt = "1h",
-    start: Start = None,
-    end: End = None,
-    config: ConfigOpt = None,
+    selection: _Selection,
     out: Annotated[Path, typer.Option("--out", help="Model registry folder.")] = Path("models"),
     walkforward: Annotated[
         bool,
@@ -337,17 +344,12 @@ def train_cmd(
     min_train_events: Annotated[
         int, typer.Option(help="With --walkforward: fewest training events of a fold.")
     ] = 200,
-    decay: Annotated[
-        float | None,
-        typer.Option(help="Sample-weight time decay in (-1, 1] (1 or unset: none)."),
-    ] = None,
+    decay: Decay = None,
     n_jobs: Annotated[int, typer.Option(help="Parallel fold fits (with --walkforward).")] = 2,
 ) -> None:
     """Train the meta model on a range and save it (LightGBM text + metadata JSON)."""
     console = _console()
-    dataset, settings = _prepare(
-        console, data_dir, exchange, market, symbols, timeframe, start, end, config
-    )
+    dataset, settings = _prepare(console, selection)
     metrics = None
     if walkforward:
         with _fold_progress(console) as progress:
@@ -380,15 +382,9 @@ def train_cmd(
 
 
 @app.command("signals")
+@_with_selection
 def signals_cmd(
-    data_dir: DataDir = _DEFAULT_DIR,
-    exchange: Exchange = "binance",
-    market: MarketOpt = "spot",
-    symbols: Symbols = None,
-    timeframe: TimeframeOpt = "1h",
-    start: Start = None,
-    end: End = None,
-    config: ConfigOpt = None,
+    selection: _Selection,
     model: Annotated[
         Path | None, typer.Option("--model", help="Registered model folder (meta filter).")
     ] = None,
@@ -407,9 +403,7 @@ def signals_cmd(
     if explain and model is None:
         raise ConfigError("--explain needs --model (reasons come from the meta model)")
     console = _console()
-    dataset, _ = _prepare(
-        console, data_dir, exchange, market, symbols, timeframe, start, end, config
-    )
+    dataset, _ = _prepare(console, selection)
     handle: ModelHandle | None = None if model is None else load_model_for(model, dataset)
     decided = decide_events(dataset.events, dataset.X, handle, top_k=3)
     if at is not None:

@@ -39,10 +39,17 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from numba import njit
 
-from atra.core.types import Timeframe
-from atra.errors import ConfigError
+from atra.core.synthetic_config import (
+    ModelParams,
+    SymbolProfile,
+    SyntheticConfig,
+    parse_start_ms,
+    symbol_profile,
+    validate_config,
+)
+from atra.core.synthetic_nb import ar1_nb as _ar1_nb
+from atra.core.synthetic_nb import regime_path_nb as _regime_path_nb
 
 __all__ = [
     "EXCHANGE",
@@ -77,61 +84,6 @@ _DAY_MS: Final[int] = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
-class ModelParams:
-    """Model constants shared by every symbol; rates are per hour, scaled to the bar size."""
-
-    # regimes (0 range, +1 up, -1 down)
-    range_duration_h: float = 168.0  # mean range length: 7 days
-    trend_duration_h: float = 72.0  # mean trend length: 3 days
-    trend_to_range: float = 0.75  # leaving a trend: to range, else straight into the opposite
-    price_pull: float = 4.0  # logistic pull of the trend direction towards the price centre
-    leader_weight: float = 0.5  # weight of the leader's regime when an alt picks a direction
-    follow_prob: float = 0.5  # an alt adopts a leader switch at once with this probability
-    # returns
-    trend_drift_vol: float = 0.28  # mean |drift| per hour in a trend, in units of vol_h
-    drift_dispersion: float = 0.35  # lognormal dispersion of |drift| across trend episodes
-    range_kappa_h: float = 0.01  # mean-reversion speed per hour in a range
-    range_chop: float = 0.4  # in a range, this share of recent shocks is given back
-    range_chop_memory_h: float = 0.2  # weight of the newest shock in that recent average
-    anchor_follow_h: float = 0.004  # how fast the range anchor drifts towards the price
-    range_centre_pull_h: float = 5.0e-4  # the range anchor's pull towards the price centre
-    level_pull_h: float = 4.0e-4  # pull of the log price to the centre in every regime
-    vol_mult: tuple[float, float, float] = (0.6, 1.0, 1.3)  # sigma multiplier: range, up, down
-    garch_alpha: float = 0.05
-    garch_beta: float = 0.90
-    student_df: float = 5.0
-    # volume
-    volume_vol_elasticity: float = 1.0  # d log(volume) / d log(sigma)
-    volume_abs_return: float = 0.3  # d log(volume) / d (|r| / sigma)
-    trend_volume: float = 0.2  # extra log-volume throughout a trend
-    breakout_boost: float = 0.8  # extra log-volume at a trend start
-    breakout_decay_h: float = 18.0  # e-folding of the breakout boost
-    volume_noise: float = 0.12  # AR(1) innovation sd of log volume
-    volume_noise_ar: float = 0.9
-    perp_volume_mult: float = 3.0
-    # basis and funding
-    basis_target: tuple[float, float, float] = (6.0e-5, 2.5e-4, -1.6e-4)  # range, up, down
-    basis_momentum: float = 4.0e-3  # target shift per unit of trailing 24h log return
-    basis_ar_h: float = 0.96  # AR(1) coefficient of the basis per hour
-    basis_noise: float = 4.0e-5
-    basis_spike_prob_h: float = 0.002
-    basis_spike_size: float = 6.0e-4  # mean spike size (exponential)
-    funding_noise: float = 1.5e-5
-
-
-@dataclass(frozen=True, slots=True)
-class SyntheticConfig:
-    """What to generate. The default is 2.5 years of 1h bars for six USDT pairs."""
-
-    seed: int = 20240601
-    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT")
-    start: str = "2022-01-01T00:00:00Z"
-    bars: int = 2 * 8760 + 4380  # 2.5 years of 1h bars
-    timeframe: Timeframe = Timeframe.H1
-    params: ModelParams = ModelParams()
-
-
-@dataclass(frozen=True, slots=True)
 class SyntheticMarket:
     """Spot and perpetual candles, funding and ground-truth regimes, keyed by symbol."""
 
@@ -142,253 +94,16 @@ class SyntheticMarket:
     regimes: dict[str, np.ndarray]
 
 
-@dataclass(frozen=True, slots=True)
-class SymbolProfile:
-    """Per-symbol levels. Vols are per hour; ``corr`` is the target correlation with the leader."""
-
-    price0: float  # first open
-    centre: float  # long-run price centre the regime choice leans towards
-    vol_h: float  # hourly return volatility before the regime multiplier
-    corr: float  # loading on the leader's shock expressed as a correlation
-    quote_volume_h: float  # typical hourly volume in quote currency (USDT)
-
-
-_PROFILES: Final[dict[str, SymbolProfile]] = {
-    "BTCUSDT": SymbolProfile(46_200.0, 34_000.0, 0.0072, 1.0, 9.0e7),
-    "ETHUSDT": SymbolProfile(3_680.0, 2_300.0, 0.0090, 0.82, 5.0e7),
-    "SOLUSDT": SymbolProfile(170.0, 70.0, 0.0125, 0.68, 1.5e7),
-    "BNBUSDT": SymbolProfile(510.0, 340.0, 0.0082, 0.72, 8.0e6),
-    "XRPUSDT": SymbolProfile(0.83, 0.52, 0.0102, 0.62, 1.2e7),
-    "ADAUSDT": SymbolProfile(1.37, 0.45, 0.0105, 0.66, 6.0e6),
-}
 _LEADER: Final[str] = "BTCUSDT"
-
-
-def symbol_profile(symbol: str) -> SymbolProfile:
-    """The symbol's profile; unknown symbols get a deterministic one derived from the name."""
-    known = _PROFILES.get(symbol)
-    if known is not None:
-        return known
-    digest = hashlib.sha256(symbol.encode()).digest()
-    u = [b / 255.0 for b in digest[:4]]
-    price0 = 10.0 ** (-1.0 + 4.0 * u[0])  # 0.1 .. 1000
-    return SymbolProfile(
-        price0=price0,
-        centre=price0 * (0.4 + 0.5 * u[1]),
-        vol_h=0.007 + 0.005 * u[2],
-        corr=0.55 + 0.2 * u[3],
-        quote_volume_h=5.0e6,
-    )
 
 
 def _symbol_key(symbol: str) -> int:
     return int.from_bytes(hashlib.sha256(symbol.encode()).digest()[:8], "little")
 
 
-# --------------------------------------------------------------------------------------------
-# kernels
-
-
-@njit(cache=True)
-def _regime_path_nb(
-    z: FloatArray,
-    u_leave: FloatArray,
-    u_pick: FloatArray,
-    g_drift: FloatArray,
-    u_sync: FloatArray,
-    leader_regime: RegimeArray,
-    leader_shock: FloatArray,
-    leader_sigma: FloatArray,
-    log_p0: float,
-    log_centre: float,
-    sigma_bar: float,
-    beta: float,
-    mu_bar: float,
-    kappa_bar: float,
-    anchor_follow_bar: float,
-    leave_range: float,
-    leave_trend: float,
-    vol_mult: FloatArray,
-    p: FloatArray,
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, RegimeArray, IntArray]:
-    """Simulate one symbol's regimes and log closes.
-
-    ``z`` are unit-variance shocks, ``u_*`` uniforms and ``g_drift`` normals, one per bar.
-    ``leader_regime`` / ``leader_shock`` / ``leader_sigma`` are the leader's regimes and
-    base-level shocks and sigmas (all zeros, with leader_weight 0, for the leader itself).
-    ``vol_mult`` = [range, up, down]; ``p`` = [trend_to_range, price_pull, leader_weight,
-    follow_prob, drift_dispersion, garch_alpha, garch_beta, range_chop, centre_pull_bar,
-    level_pull_bar, chop_memory].
-
-    Returns (log_close, base shock, base sigma, total sigma, regime, age), where the base values
-    are the own GARCH shock and sigma before the regime multiplier, and age counts the bars since
-    the current regime began.
-    """
-    n = int(z.shape[0])
-    trend_to_range = p[0]
-    price_pull = p[1]
-    leader_weight = p[2]
-    follow_prob = p[3]
-    dispersion = p[4]
-    alpha = p[5]
-    gbeta = p[6]
-    chop = p[7]
-    centre_pull_bar = p[8]
-    level_pull_bar = p[9]
-    chop_memory = p[10]
-    omega = 1.0 - alpha - gbeta
-
-    log_close = np.empty(n)
-    base_shock = np.empty(n)
-    base_sigma = np.empty(n)
-    total_sigma = np.empty(n)
-    regime = np.empty(n, dtype=np.int8)
-    age = np.empty(n, dtype=np.int64)
-
-    lp = log_p0
-    anchor = log_p0
-    h = 1.0
-    last_sq = 1.0
-    reg = 0
-    bars_in = 0
-    mu_abs = mu_bar
-    recent = 0.0  # exponentially weighted recent shocks, given back in part in a range
-    for t in range(n):
-        if t > 0:
-            p_up = 1.0 / (1.0 + math.exp(price_pull * (lp - log_centre)))
-            lead = leader_regime[t]
-            new = reg
-            if lead != leader_regime[t - 1]:
-                # adopt a leader switch at once; into a trend only as far as the centre allows
-                p_dir = 0.5 if lead == 0 else (p_up if lead == 1 else 1.0 - p_up)
-                if u_sync[t] < follow_prob * 2.0 * p_dir:
-                    new = lead
-            if new == reg:
-                if reg == 0:
-                    if u_leave[t] < leave_range:
-                        p_pick = (1.0 - leader_weight) * p_up + leader_weight * (0.5 + 0.5 * lead)
-                        new = 1 if u_pick[t] < p_pick else -1
-                elif u_leave[t] < leave_trend:
-                    p_rev = p_up if reg == -1 else 1.0 - p_up
-                    new = -reg if u_pick[t] < (1.0 - trend_to_range) * 2.0 * p_rev else 0
-            if new != reg:
-                reg = new
-                bars_in = 0
-                if reg == 0:
-                    anchor = lp
-                else:
-                    mu_abs = mu_bar * math.exp(dispersion * g_drift[t] - 0.5 * dispersion**2)
-            else:
-                bars_in += 1
-        h = omega + alpha * last_sq + gbeta * h
-        sd = sigma_bar * math.sqrt(h)
-        e = sd * z[t]
-        last_sq = h * z[t] * z[t]
-        mult = vol_mult[0] if reg == 0 else (vol_mult[1] if reg == 1 else vol_mult[2])
-        shock = mult * (e + beta * leader_shock[t])
-        if reg == 0:
-            drift = -kappa_bar * (lp - anchor) - chop * recent
-            anchor += anchor_follow_bar * (lp - anchor) + centre_pull_bar * (log_centre - anchor)
-        else:
-            drift = reg * mu_abs
-        lp += drift + level_pull_bar * (log_centre - lp) + shock
-        recent += chop_memory * (shock - recent)
-        log_close[t] = lp
-        base_shock[t] = e
-        base_sigma[t] = sd
-        total_sigma[t] = mult * math.sqrt(sd * sd + beta * beta * leader_sigma[t] ** 2)
-        regime[t] = reg
-        age[t] = bars_in
-    return log_close, base_shock, base_sigma, total_sigma, regime, age
-
-
-@njit(cache=True)
-def _ar1_nb(x: FloatArray, phi: float, y0: float) -> FloatArray:
-    """``y_t = phi * y_{t-1} + x_t`` with ``y_{-1} = y0``."""
-    n = int(x.shape[0])
-    y = np.empty(n)
-    prev = y0
-    for t in range(n):
-        prev = phi * prev + x[t]
-        y[t] = prev
-    return y
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
 def _per_bar(rate_h: float, dt_h: float) -> float:
     """An hourly probability / decay rate as the per-bar equivalent."""
     return 1.0 - float((1.0 - rate_h) ** dt_h)
-
-
-def _parse_start_ms(config: SyntheticConfig) -> int:
-    try:
-        ts = pd.Timestamp(config.start)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"synthetic start {config.start!r}: expected an ISO-8601 UTC time like "
-            f"'2022-01-01T00:00:00Z' ({exc})"
-        ) from None
-    if ts.tzinfo is None:
-        raise ConfigError(f"synthetic start {config.start!r}: expected a UTC time ending in 'Z'")
-    start_ms = int(ts.tz_convert("UTC").value // 1_000_000)
-    if start_ms % config.timeframe.ms != 0:
-        raise ConfigError(
-            f"synthetic start {config.start!r} is not aligned to the {config.timeframe} bar grid"
-        )
-    return start_ms
-
-
-def _validate_params(mp: ModelParams) -> None:
-    unit = {
-        "trend_to_range": mp.trend_to_range,
-        "leader_weight": mp.leader_weight,
-        "follow_prob": mp.follow_prob,
-        "range_chop": mp.range_chop,
-        "range_chop_memory_h": mp.range_chop_memory_h,
-        "basis_ar_h": mp.basis_ar_h,
-        "volume_noise_ar": mp.volume_noise_ar,
-        "basis_spike_prob_h": mp.basis_spike_prob_h,
-    }
-    for name, value in unit.items():
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"synthetic params.{name} = {value}: expected a value in [0, 1]")
-    for name, value in (
-        ("range_duration_h", mp.range_duration_h),
-        ("trend_duration_h", mp.trend_duration_h),
-    ):
-        if not value >= 1.0:
-            raise ConfigError(f"synthetic params.{name} = {value}: expected at least 1 hour")
-    if not (mp.garch_alpha >= 0.0 and mp.garch_beta >= 0.0 and mp.garch_alpha + mp.garch_beta < 1):
-        raise ConfigError(
-            f"synthetic params.garch_alpha + garch_beta = {mp.garch_alpha + mp.garch_beta}: "
-            "expected non-negative values summing to less than 1"
-        )
-    if not mp.student_df > 2.0:
-        raise ConfigError(f"synthetic params.student_df = {mp.student_df}: expected more than 2")
-    if min(mp.vol_mult) <= 0.0:
-        raise ConfigError(f"synthetic params.vol_mult = {mp.vol_mult}: expected positive values")
-
-
-def _validate(config: SyntheticConfig) -> None:
-    if not isinstance(config.timeframe, Timeframe):
-        raise ConfigError(f"synthetic timeframe {config.timeframe!r}: expected a Timeframe")
-    if not 0 <= config.seed < 2**63:
-        raise ConfigError(f"synthetic seed {config.seed}: expected an integer in [0, 2**63)")
-    if config.bars < 2:
-        raise ConfigError(f"synthetic bars {config.bars}: expected at least 2")
-    if not config.symbols:
-        raise ConfigError("synthetic symbols: expected at least one symbol")
-    _validate_params(config.params)
-    seen: set[str] = set()
-    for sym in config.symbols:
-        if not sym or not sym.isalnum() or sym.upper() != sym:
-            raise ConfigError(f"synthetic symbol {sym!r}: expected upper-case letters/digits")
-        if sym in seen:
-            raise ConfigError(f"synthetic symbol {sym!r} is listed twice")
-        seen.add(sym)
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,10 +304,13 @@ def _funding(
     return pd.DataFrame({"funding_time": times, "funding_rate": rate.astype(np.float64)})
 
 
-def generate_market(config: SyntheticConfig = SyntheticConfig()) -> SyntheticMarket:
+_DEFAULT_CONFIG: Final[SyntheticConfig] = SyntheticConfig()
+
+
+def generate_market(config: SyntheticConfig = _DEFAULT_CONFIG) -> SyntheticMarket:
     """Generate the synthetic market described in the module docstring; same config, same data."""
-    _validate(config)
-    start_ms = _parse_start_ms(config)
+    validate_config(config)
+    start_ms = parse_start_ms(config)
     tf = config.timeframe
     dt_h = tf.minutes / 60.0
     n = config.bars
