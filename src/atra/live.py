@@ -601,6 +601,7 @@ class LiveLoop:
         its exits (what the backtest sizes the next open's entries with)."""
         s = self.settings
         batch = JournalBatch()
+        leaving: list[tuple[str, int, float, float]] = []
         for sym in symbols:
             win = self._windows[sym]
             hi = win.index(t_ms) + 1
@@ -629,7 +630,8 @@ class LiveLoop:
                 win.cols["low"][lo:hi],
             )
             self._book(batch, upd)
-        batch.equity = self._mark(t_ms)
+            leaving.extend(_leaving_after(upd, t_ms))
+        batch.equity = self._mark(t_ms, leaving)
         equity = batch.equity.equity
         jobs: list[tuple[str, pd.DataFrame, float]] = []
         ready: dict[str, Decision] = {}
@@ -784,21 +786,44 @@ class LiveLoop:
         i = win.index(t_ms + 1) - 1
         return float(win.cols["close"][i]) if i >= 0 else math.nan
 
-    def _mark(self, t_ms: int) -> EquityRecord:
+    def _mark(
+        self, t_ms: int, leaving: Sequence[tuple[str, int, float, float]] = ()
+    ) -> EquityRecord:
         """Equity at bar ``t_ms``'s close: realised cash (fees, legs, funding) plus open
-        positions at their symbol's last close (the backtest's mark)."""
+        positions at their symbol's last close (the backtest's mark). ``leaving``: ``(symbol,
+        side, quantity, entry)`` still open at this close but already closed at the next open
+        (a time exit sent at this close)."""
         realized = self.realized_before(t_ms + 1)
         open_pnl = 0.0
         for sym in sorted({p.symbol for p in self.broker.positions()}):
             close = self._last_close(sym, t_ms)
             if math.isfinite(close):
                 open_pnl += unrealized(self.broker, sym, close)
+        for sym, side, qty, entry in leaving:
+            open_pnl += side * qty * (self._last_close(sym, t_ms) - entry)
         return EquityRecord(
             bar_time_ms=t_ms,
             equity=self.settings.initial_equity + realized + open_pnl,
             realized_pnl=realized,
             open_positions=self.broker.open_count(),
         )
+
+
+def _leaving_after(upd: BrokerUpdate, t_ms: int) -> list[tuple[str, int, float, float]]:
+    """Positions ``upd`` closed with exit fills after bar ``t_ms`` (a time exit at the next
+    open): ``(symbol, side, quantity those fills closed, entry)``."""
+    out = []
+    for pos in upd.positions:
+        if pos.status != "closed" or pos.entry_price is None:
+            continue
+        qty = sum(
+            f.quantity
+            for f in upd.fills
+            if f.client_order_id == pos.position_id and f.leg.startswith("leg") and f.time_ms > t_ms
+        )
+        if qty > 0.0:
+            out.append((pos.symbol, pos.side, qty, pos.entry_price))
+    return out
 
 
 async def run_until_signal(loop: LiveLoop, signals: Sequence[int]) -> int:

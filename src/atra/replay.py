@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from atra.adapters.binance_orders import BinanceTrader
 from atra.adapters.exchange import BinanceClient
 from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.journal import Journal
@@ -29,9 +30,11 @@ from atra.core.exits import ExitSpec
 from atra.core.types import Market
 from atra.deciders import DecisionFn
 from atra.errors import ConfigError
+from atra.execution import ExchangeBroker
 from atra.guards import RiskGuards
 from atra.live import LiveLoop, LoopSettings, SimClock, run_until_signal
 from atra.obs import Metrics
+from atra.paper import Broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,14 @@ class ReplaySetup:
     client_timeout_s: float = 5.0
     max_attempts: int = 5
     backoff_s: float = 0.5
+    orders: bool = False
+    """Trade through the real order path: :class:`atra.execution.ExchangeBroker` over the
+    signed :class:`atra.adapters.trading.BinanceTrader`, against the fake exchange's matching
+    engine (on the replay's clock) instead of the paper broker."""
+
+
+REPLAY_API_KEY = "replay-api-key"
+REPLAY_API_SECRET = "replay-api-secret"  # noqa: S105 (the fake exchange's own)
 
 
 async def run_replay(
@@ -83,6 +94,9 @@ async def run_replay(
     if settings.start_ms is None:
         raise ConfigError("replay needs a start time (--from)")
     rs = setup or ReplaySetup()
+    if rs.orders and rs.market is not Market.PERP:
+        raise ConfigError("replay with orders: order execution supports USDT-M futures only")
+    clock = SimClock(settings.start_ms / 1000, rs.speed)
     frames = {(rs.market, sym, settings.timeframe): frame for sym, frame in candles.items()}
     fake = FakeExchange(
         frames,
@@ -90,6 +104,10 @@ async def run_replay(
         weight_limit=rs.weight_limit,
         time_scale=rs.time_scale,
         faults=rs.faults,
+        api_key=REPLAY_API_KEY if rs.orders else None,
+        api_secret=REPLAY_API_SECRET if rs.orders else None,
+        market_clock=clock.time,
+        slippage_bps=exit_spec.slippage_bps,
     )
     scaled = ScaledClock(rs.time_scale)
     limiter = RateLimiter(
@@ -100,7 +118,6 @@ async def run_replay(
     )
     if rs.market is Market.PERP:
         limiter.set_limit(FUNDING, FUNDING_LIMIT, FUNDING_WINDOW_S)
-    clock = SimClock(settings.start_ms / 1000, rs.speed)
     async with fake:
         client = BinanceClient(
             rs.market,
@@ -113,6 +130,17 @@ async def run_replay(
         )
         async with client, Journal.open(journal_path) as journal:
             run_id = await journal.meta("run_id", settings.run_id)  # kept across restarts
+            broker: Broker | None = None
+            if rs.orders:
+                trader = BinanceTrader(client, api_key=REPLAY_API_KEY, api_secret=REPLAY_API_SECRET)
+                broker = ExchangeBroker(
+                    trader,
+                    exit_spec,
+                    strategy=settings.strategy,
+                    run_id=run_id,
+                    timeframe=settings.timeframe,
+                    clock=clock.time,
+                )
             loop = LiveLoop(
                 replace(settings, run_id=run_id),
                 client=client,
@@ -122,6 +150,7 @@ async def run_replay(
                 guards=guards,
                 clock=clock,
                 metrics=metrics,
+                broker=broker,
             )
             if on_start is not None:
                 on_start(loop, fake)
