@@ -8,6 +8,8 @@ import logging
 import math
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 
 import atra.cli.live as cli_live
+from atra.adapters.fake_exchange import FakeExchange
 from atra.adapters.journal import Journal
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.cli import main
@@ -212,13 +215,104 @@ def test_one_line_errors(
     assert len(err.splitlines()) == 1
 
 
-def test_live_with_keys_is_refused_until_order_execution_exists(
+def test_live_needs_keys_and_a_futures_market(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert main(["live", "--config", "atra.toml", "--live", "--no-metrics"]) == 3
+    assert "needs ATRA__EXCHANGE__API_KEY" in capsys.readouterr().err
     monkeypatch.setenv("ATRA__EXCHANGE__API_KEY", "k" * 16)
     monkeypatch.setenv("ATRA__EXCHANGE__API_SECRET", "s" * 16)
+    monkeypatch.setenv("ATRA__LIVE__MARKET", "spot")
     assert main(["live", "--config", "atra.toml", "--live", "--no-metrics"]) == 3
-    assert "not available in this build" in capsys.readouterr().err
+    assert "USDT-M futures only" in capsys.readouterr().err
+
+
+def _orders_and_positions(path: Path) -> tuple[list[str], list[str]]:
+    async def read() -> tuple[list[str], list[str]]:
+        async with Journal.open(path) as j:
+            orders = [o.kind for o in await j.orders()]
+            return orders, [p.status for p in await j.positions()]
+
+    return asyncio.run(read())
+
+
+def test_replay_through_the_order_path(workdir: Path) -> None:
+    args = ["live", "--config", "atra.toml", "--replay", "--live", "--from", "2024-01-01",
+            "--to", "2024-01-05", "--data", "flat", "--symbols", "AAAUSDT,BBBUSDT",
+            "--journal", "o.sqlite", "--window-bars", "40", "--no-metrics"]  # fmt: skip
+    assert main(args) == 0
+    kinds, statuses = _orders_and_positions(workdir / "o.sqlite")
+    assert kinds.count("entry") >= 3
+    assert "sl" in kinds  # exchange-side protective orders were placed
+    assert "tp1" in kinds
+    assert "closed" in statuses
+
+
+class ThreadedExchange:
+    """A fake exchange serving from its own event loop in a thread (the command under test
+    runs its own loop in this one)."""
+
+    def __init__(self, fake: FakeExchange) -> None:
+        self.fake = fake
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FakeExchange:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_live_sends_signed_orders_to_the_exchange(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``atra live --live`` on the system clock: the last closed bar is a fresh EMA cross, so
+    the loop enters at market and places its stop and take-profit on the exchange."""
+    now_bar = int(time.time() * 1000) // STEP * STEP  # the bar forming now
+    n = 200
+    # a slow slide (fast EMA under the slow one), then a jump on the last closed bar
+    close = 100.0 * np.exp(-0.001 * np.arange(n, dtype=np.float64))
+    close[-2:] = close[-3] * 1.05
+    open_ = np.concatenate(([100.0], close[:-1]))
+    frame = pd.DataFrame(
+        {
+            "open_time": now_bar - (n - 1) * STEP + np.arange(n, dtype=np.int64) * STEP,
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.002,
+            "low": np.minimum(open_, close) * 0.998,
+            "close": close,
+            "volume": np.full(n, 5.0),
+        }
+    )
+    key, secret = "live-test-key-1234", "live-test-secret-5678"
+    fake = FakeExchange(
+        {(Market.PERP, "AAAUSDT", Timeframe.H1): frame}, api_key=key, api_secret=secret
+    )
+    with ThreadedExchange(fake) as fx:
+        monkeypatch.setenv("ATRA__EXCHANGE__PERP_BASE_URL", fx.url)
+        monkeypatch.setenv("ATRA__EXCHANGE__API_KEY", key)
+        monkeypatch.setenv("ATRA__EXCHANGE__API_SECRET", secret)
+        args = ["live", "--config", "atra.toml", "--live", "--symbols", "AAAUSDT",
+                "--journal", "l.sqlite", "--max-cycles", "1", "--no-metrics",
+                "--window-bars", "150"]  # fmt: skip
+        assert main(args) == 0
+    assert "1 cycles journalled in l.sqlite" in capsys.readouterr().out
+    kinds, statuses = _orders_and_positions(workdir / "l.sqlite")
+    assert sorted(kinds) == ["entry", "sl", "tp1"]
+    assert statuses == ["open"]
+    engine = fake.engine
+    (fill,) = engine.fills  # the entry, at the forming bar's open
+    assert fill.price == float(frame["open"].iloc[-1])  # this fake has no slippage
+    assert {o.type for o in engine.open_orders("AAAUSDT")} == {"STOP_MARKET", "LIMIT"}
+    posted = [r for r in fake.requests if r.path == "/fapi/v1/order" and r.status == 200]
+    assert posted
+    assert all("signature" not in r.params for r in fake.requests)
 
 
 def test_strategy_and_costs_from_config(workdir: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from atra.adapters.binance_orders import BinanceTrader
 from atra.adapters.exchange import BinanceClient
 from atra.adapters.journal import Journal
 from atra.adapters.ratelimit import SystemClock
@@ -26,9 +27,11 @@ from atra.core.signals import BarrierMode, Rule, SignalSpec
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
+from atra.execution import ExchangeBroker
 from atra.guards import GuardLimits, RiskGuards
 from atra.live import LiveLoop, LoopSettings, StrategyDecider, run_until_signal
 from atra.obs import Metrics, configure_logging_from, get_logger, start_metrics_server
+from atra.paper import Broker
 from atra.replay import ReplaySetup, run_replay
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -177,6 +180,7 @@ async def _run_live(
     decider: StrategyDecider,
     guards: RiskGuards,
     metrics: Metrics,
+    live: bool = False,
 ) -> int:
     lv = cfg.live
     ex = cfg.exchange
@@ -190,6 +194,22 @@ async def _run_live(
     )
     async with client, Journal.open(journal_path) as journal:
         run_id = await journal.meta("run_id", settings.run_id)
+        clock = SystemClock()
+        broker: Broker | None = None
+        if live:
+            key = ex.api_key.get_secret_value() if ex.api_key else ""
+            secret = ex.api_secret.get_secret_value() if ex.api_secret else ""
+            trader = BinanceTrader(client, api_key=key, api_secret=secret)
+            broker = ExchangeBroker(
+                trader,
+                exit_spec(cfg),
+                strategy=settings.strategy,
+                run_id=run_id,
+                timeframe=settings.timeframe,
+                clock=clock.time,
+            )
+            log.warning("live_orders_enabled", run_id=run_id, symbols=list(settings.symbols),
+                        base_url=base)  # fmt: skip
         loop = LiveLoop(
             replace(settings, run_id=run_id),
             client=client,
@@ -197,8 +217,9 @@ async def _run_live(
             decider=decider,
             exit_spec=exit_spec(cfg),
             guards=guards,
-            clock=SystemClock(),
+            clock=clock,
             metrics=metrics,
+            broker=broker,
         )
         return await run_until_signal(loop, STOP_SIGNALS)
 
@@ -217,7 +238,12 @@ def live_cmd(
         str, typer.Option("--speed", help="Replay speed: 'max' or a factor (60 = 1 h/min).")
     ] = "max",
     live: Annotated[
-        bool, typer.Option("--live", help="Send REAL orders (needs API keys in the env).")
+        bool,
+        typer.Option(
+            "--live",
+            help="Send REAL orders (needs API keys in the env); with --replay: the order path "
+            "against the fake exchange.",
+        ),
     ] = False,
     journal: Annotated[
         Path | None, typer.Option("--journal", help="Journal file (default live.journal_path).")
@@ -244,15 +270,15 @@ def live_cmd(
     cfg = load_config(config)
     configure_logging_from(cfg)
     if live:
-        if cfg.exchange.api_key is None or cfg.exchange.api_secret is None:
+        if cfg.live.market is not Market.PERP:
+            raise ConfigError(
+                '--live: order execution supports USDT-M futures only (live.market = "perp")'
+            )
+        if not replay and (cfg.exchange.api_key is None or cfg.exchange.api_secret is None):
             raise ConfigError(
                 "--live sends real orders and needs ATRA__EXCHANGE__API_KEY and "
                 "ATRA__EXCHANGE__API_SECRET in the environment"
             )
-        raise ConfigError(
-            "--live: real order execution is not available in this build; "
-            "run without --live for paper trading"
-        )
     syms = (
         tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
         if symbols
@@ -276,9 +302,11 @@ def live_cmd(
     try:
         if replay:
             cycles = _replay(cfg, settings, journal_path, decider, guards, registry, from_, to,
-                             speed, data)  # fmt: skip
+                             speed, data, orders=live)  # fmt: skip
         else:
-            cycles = asyncio.run(_run_live(cfg, settings, journal_path, decider, guards, registry))
+            cycles = asyncio.run(
+                _run_live(cfg, settings, journal_path, decider, guards, registry, live)
+            )
     finally:
         if server is not None:
             server.stop()
@@ -296,12 +324,14 @@ def _replay(
     to: str | None,
     speed: str,
     data: Path | None,
+    *,
+    orders: bool = False,
 ) -> int:
     if from_ is None or to is None:
         raise ConfigError("--replay needs --from and --to (UTC dates)")
     start_ms = parse_day(from_, "--from")
     stop_ms = parse_day(to, "--to")
-    setup = ReplaySetup(market=cfg.live.market, speed=parse_speed(speed))
+    setup = ReplaySetup(market=cfg.live.market, speed=parse_speed(speed), orders=orders)
     if stop_ms <= start_ms:
         raise ConfigError(f"--to {to} must be after --from {from_}")
     tf: Timeframe = settings.timeframe
