@@ -37,25 +37,30 @@ FUNDING_PAGE: Final[int] = 1000
 
 
 class Ledger:
-    """Realised cash by bar time: :meth:`before` is the sum of fills strictly before a time."""
+    """Realised cash by bar time: :meth:`before` is the sum of fills strictly before a time.
+
+    Fills are kept in the order ``(time, client order id, leg)`` whatever order they arrive in,
+    and summed in that order, so a run restarted from its journal adds up to the same bits as
+    one that never stopped."""
 
     def __init__(self) -> None:
-        self._times: list[int] = []
+        self._keys: list[tuple[int, str, str]] = []
         self._pnls: list[float] = []
         self._cum: list[float] = [0.0]
 
-    def add(self, time_ms: int, pnl: float) -> None:
-        i = bisect.bisect_right(self._times, time_ms)
-        self._times.insert(i, time_ms)
+    def add(self, time_ms: int, pnl: float, client_order_id: str = "", leg: str = "") -> None:
+        key = (time_ms, client_order_id, leg)
+        i = bisect.bisect_right(self._keys, key)
+        self._keys.insert(i, key)
         self._pnls.insert(i, pnl)
-        if i == len(self._times) - 1:
+        if i == len(self._keys) - 1:
             self._cum.append(self._cum[-1] + pnl)
         else:  # a late fill: rebuild the running sums
             self._cum = [0.0, *itertools.accumulate(self._pnls)]
 
     def before(self, time_ms: int) -> float:
         """Realised cash of every fill at a bar strictly before ``time_ms``."""
-        return self._cum[bisect.bisect_left(self._times, time_ms)]
+        return self._cum[bisect.bisect_left(self._keys, (time_ms, "", ""))]
 
 
 class FundingBook:

@@ -280,8 +280,8 @@ class LiveLoop:
         self.broker.load(await self.journal.positions(("pending", "open")))
         self._done_ms = await self.journal.symbol_state()
         fills = await self.journal.realized_fills()
-        for time_ms, pnl, _cid, _leg in fills:
-            self.ledger.add(time_ms, pnl)
+        for time_ms, pnl, cid, leg in fills:
+            self.ledger.add(time_ms, pnl, cid, leg)
         self.funding.restore(fills)
         upd = await self.broker.recover()  # the venue's view (real orders): fills while down
         if upd.orders or upd.fills or upd.positions:
@@ -619,7 +619,7 @@ class LiveLoop:
                 )  # fmt: skip
                 for fill in charged:
                     batch.fills.append(fill)
-                    self.ledger.add(fill.time_ms, fill.pnl)
+                    self.ledger.add(fill.time_ms, fill.pnl, fill.client_order_id, fill.leg)
                     log.info("funding_charged", symbol=sym, open_time=fill.time_ms,
                              amount=-fill.pnl, client_order_id=fill.client_order_id)  # fmt: skip
             upd = await self.broker.on_bar(
@@ -677,7 +677,7 @@ class LiveLoop:
                 pos = replace(pos, pnl=pos.pnl - paid)
             batch.positions.append(pos)
         for fill in upd.fills:
-            self.ledger.add(fill.time_ms, fill.pnl)
+            self.ledger.add(fill.time_ms, fill.pnl, fill.client_order_id, fill.leg)
             if fill.leg != "entry":
                 log.info("order_filled", symbol=fill.symbol, price=fill.price,
                          qty=fill.quantity, reasons=[fill.reason])  # fmt: skip
