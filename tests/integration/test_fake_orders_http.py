@@ -403,3 +403,12 @@ async def test_no_perp_candles_means_no_symbols(clock: MarketClock) -> None:
         r = await http.get("/fapi/v2/positionRisk", params={"timestamp": int(time.time() * 1000)})
         assert (r.status_code, r.json()) == (200, [])
     assert fx.engine.symbols == []
+
+
+def test_order_settings_are_read_through_the_exchange(clock: MarketClock) -> None:
+    fx = make_fake(clock, slippage_bps=2.5)
+    assert (fx.api_key, fx.api_secret, fx.slippage_bps) == (KEY, SECRET, 2.5)
+    assert fx.market_clock is clock
+    assert fx.engine is fx.orders.engine
+    bare = FakeExchange()
+    assert (bare.api_key, bare.api_secret, bare.market_clock) == (None, None, time.time)

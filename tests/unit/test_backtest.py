@@ -11,6 +11,7 @@ import pytest
 
 import reference_workload as rw  # tests/ is on sys.path through tests/conftest.py
 from atra.core import backtest as bt
+from atra.core import backtest_inputs, grid_nb, workload, workload_nb
 from atra.core import portfolio_nb as pnb
 from atra.core.backtest import (
     TRADE_COLUMNS,
@@ -46,6 +47,8 @@ KERNELS = (
     "portfolio_nb",
 )
 JIT = {name: getattr(pnb, name) for name in KERNELS}  # the dispatchers, before any patching
+KERNEL_USERS = (pnb, grid_nb, workload_nb, backtest_inputs, workload, bt)
+"""Modules that call the kernels through their own globals."""
 
 
 @pytest.fixture(params=["jit", "py"])
@@ -54,10 +57,9 @@ def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     which is what line coverage sees; both must give the same results."""
     if request.param == "py":
         for name in KERNELS:
-            py = getattr(pnb, name).py_func
-            monkeypatch.setattr(pnb, name, py)
-            if hasattr(bt, name):
-                monkeypatch.setattr(bt, name, py)
+            for module in KERNEL_USERS:
+                if getattr(module, name, None) is JIT[name]:
+                    monkeypatch.setattr(module, name, JIT[name].py_func)
     return str(request.param)
 
 

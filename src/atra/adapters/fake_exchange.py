@@ -15,13 +15,11 @@ durations are in these scaled seconds). Faults are drawn from a seeded RNG (:cla
 Every request is recorded (:attr:`FakeExchange.requests`).
 
 Orders (USDT-M only): ``POST/GET/DELETE /fapi/v1/order``, ``GET /fapi/v1/openOrders``,
-``GET /fapi/v2/positionRisk``, all SIGNED (see :mod:`atra.adapters.orders`: ``X-MBX-APIKEY``,
-HMAC-SHA256 ``signature`` over the raw query string, ``timestamp`` within ``recvWindow`` of the
-wall clock). They run on a :class:`~atra.adapters.fake_venue.MatchingEngine` built on first use
-over the PERP candles of ONE timeframe, that of the first PERP candle key given; market time
-comes from ``market_clock`` (seconds; a replay passes its simulated clock). Order fields and
-error codes are Binance's. A ``lost`` fault processes the request and then drops the
-connection without an answer (the order exists; the client never hears of it).
+``GET /fapi/v2/positionRisk``, all SIGNED, answered by
+:class:`~atra.adapters.fake_exchange_orders.FakeOrderDesk` (:attr:`FakeExchange.orders`) on a
+:class:`~atra.adapters.fake_venue.MatchingEngine`; market time comes from ``market_clock``
+(seconds; a replay passes its simulated clock). A ``lost`` fault processes the request and
+then drops the connection without an answer (the order exists; the client never hears of it).
 
 The weight table below is kept apart from the client's on purpose: the fake is the oracle.
 
@@ -40,8 +38,7 @@ import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -50,21 +47,33 @@ import numpy as np
 import pandas as pd
 from aiohttp import web
 
-from atra.adapters.fake_venue import MatchingEngine, VenueReject
-from atra.adapters.orders import (
-    ERR_INVALID_SIGNATURE,
-    ERR_TIMESTAMP,
-    ERR_UNAUTHORIZED,
-    ERR_UNKNOWN_ORDER,
-    OrderRequest,
-    OrderState,
-    SymbolRules,
-    verify_signature,
+from atra.adapters.fake_exchange_orders import SIGNED_ENDPOINTS, FakeOrderDesk, signed_weight
+from atra.adapters.fake_exchange_wire import (
+    CandleKey,
+    Reject,
+    Series,
+    candle_series,
+    fixed,
+    fmt,
+    funding_series,
+    int_param,
+    page,
 )
+from atra.adapters.fake_venue import MatchingEngine
+from atra.adapters.orders import SymbolRules
 from atra.core.types import Market, Timeframe
 from atra.errors import DataError
 
-CandleKey = tuple[Market, str, Timeframe]
+__all__ = [
+    "STATUS_DROPPED",
+    "STATUS_HUNG",
+    "CandleKey",
+    "FakeExchange",
+    "Faults",
+    "RequestRecord",
+    "main",
+]
+
 _MAX_KLINES: Final[dict[Market, int]] = {Market.SPOT: 1000, Market.PERP: 1500}
 _PREFIX: Final[dict[Market, str]] = {Market.SPOT: "/api/v3", Market.PERP: "/fapi/v1"}
 _FILE_RE: Final = re.compile(r"^([A-Z0-9]+)_(spot|perp)_([0-9a-zA-Z]+)\.parquet$")
@@ -74,7 +83,8 @@ _HTML: Final[str] = (
 )
 STATUS_DROPPED: Final[int] = 0
 STATUS_HUNG: Final[int] = -1
-_SIGNED: Final[dict[str, int]] = {"order": 1, "positionRisk": 5}  # weights; openOrders below
+_NO_TIMES: Final = np.zeros(0, dtype=np.int64)
+"""Times of a series the exchange does not have (no rows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,40 +135,6 @@ class RequestRecord:
     fault: str | None = None
 
 
-@dataclass(slots=True)
-class _Series:
-    times: np.ndarray  # int64 ms
-    rows: list[str] = field(default_factory=list)
-    last_close: float = 0.0
-    last_rate: float = 0.0
-
-
-def _fmt(x: float) -> str:
-    return repr(float(x))
-
-
-def _candle_series(frame: pd.DataFrame, step_ms: int) -> _Series:
-    t = frame["open_time"].to_numpy(dtype=np.int64)
-    cols = [frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")]
-    rows = [
-        f'[{ot},"{_fmt(o)}","{_fmt(h)}","{_fmt(lo)}","{_fmt(c)}","{_fmt(v)}",{ot + step_ms - 1},'
-        f'"0",0,"0","0","0"]'
-        for ot, o, h, lo, c, v in zip(t.tolist(), *(col.tolist() for col in cols), strict=True)
-    ]
-    last = float(cols[3][-1]) if t.size else 0.0
-    return _Series(t, rows, last_close=last)
-
-
-def _funding_series(symbol: str, frame: pd.DataFrame) -> _Series:
-    t = frame["funding_time"].to_numpy(dtype=np.int64)
-    r = frame["funding_rate"].to_numpy(dtype=np.float64)
-    rows = [
-        f'{{"symbol":"{symbol}","fundingTime":{ft},"fundingRate":"{_fmt(fr)}","markPrice":""}}'
-        for ft, fr in zip(t.tolist(), r.tolist(), strict=True)
-    ]
-    return _Series(t, rows, last_rate=float(r[-1]) if r.size else 0.0)
-
-
 def _weight(market: Market, endpoint: str, limit: int) -> int:
     if endpoint == "klines":
         if market is Market.SPOT:
@@ -167,12 +143,6 @@ def _weight(market: Market, endpoint: str, limit: int) -> int:
     if endpoint == "exchangeInfo":
         return 20 if market is Market.SPOT else 1
     return 1
-
-
-class _Reject(Exception):
-    def __init__(self, status: int, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.status, self.code, self.msg = status, code, msg
 
 
 class FakeExchange:
@@ -204,8 +174,8 @@ class FakeExchange:
     ) -> None:
         self._candle_frames = dict(candles or {})
         self._funding_frames = dict(funding or {})
-        self._candles: dict[CandleKey, _Series] = {}
-        self._funding: dict[str, _Series] = {}
+        self._candles: dict[CandleKey, Series] = {}
+        self._funding: dict[str, Series] = {}
         self.weight_limit = weight_limit
         self.window_s = window_s
         self.time_scale = time_scale
@@ -228,15 +198,15 @@ class FakeExchange:
         self._violations = 0
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.api_key = api_key
-        """``X-MBX-APIKEY`` the signed endpoints require (None: any key)."""
-        self.api_secret = api_secret
-        """Secret the signatures are checked with (None: signatures are not checked)."""
-        self.market_clock: Callable[[], float] = market_clock or time.time
-        self.slippage_bps = slippage_bps
-        self._symbol_rules = dict(symbol_rules or {})
-        self._engine: MatchingEngine | None = None
-        self._auto_ids = 0
+        self.orders = FakeOrderDesk(
+            self._candle_frames,
+            api_key=api_key,
+            api_secret=api_secret,
+            market_clock=market_clock,
+            slippage_bps=slippage_bps,
+            symbol_rules=symbol_rules,
+        )
+        """The signed order endpoints (API key, signature check, matching engine)."""
 
     @classmethod
     def from_dir(
@@ -370,15 +340,12 @@ class FakeExchange:
         params = dict(request.query)
         params.pop("signature", None)
         try:
-            limit = _int_param(params, "limit")
-        except _Reject:
+            limit = int_param(params, "limit")
+        except Reject:
             limit = None
         default = 500 if endpoint == "klines" else 100
-        if endpoint == "openOrders":
-            weight = 1 if params.get("symbol") else 40
-        elif endpoint in _SIGNED:
-            weight = _SIGNED[endpoint]
-        else:
+        weight = signed_weight(endpoint, params)
+        if weight is None:
             weight = _weight(market, endpoint, limit or default)
         status, wait_s = self._admit(now, weight, endpoint == "fundingRate")
         record = {"t_s": now, "path": request.path, "params": params, "weight": weight}
@@ -416,12 +383,12 @@ class FakeExchange:
             self._log(record, 200, fault)
             return web.Response(text=_HTML, content_type="text/html", headers=headers)
         try:
-            if endpoint == "openOrders" or endpoint in _SIGNED:
-                text = self._answer_signed(request, endpoint, params)
+            if endpoint in SIGNED_ENDPOINTS:
+                text = self.orders.answer(request, endpoint, params)
             else:
                 text = self._answer(market, endpoint, params)
             status = 200
-        except _Reject as rej:
+        except Reject as rej:
             text = json.dumps({"code": rej.code, "msg": rej.msg})
             status = rej.status
         if fault == "lost":
@@ -456,21 +423,21 @@ class FakeExchange:
             return self._exchange_info(market)
         symbol = params.get("symbol", "")
         if not symbol:
-            raise _Reject(400, -1102, "Mandatory parameter 'symbol' was not sent.")
+            raise Reject(400, -1102, "Mandatory parameter 'symbol' was not sent.")
         if symbol not in self._symbols(market):
-            raise _Reject(400, -1121, "Invalid symbol.")
+            raise Reject(400, -1121, "Invalid symbol.")
         if endpoint == "klines":
             interval = params.get("interval", "")
             try:
                 tf = Timeframe(interval)
             except ValueError:
-                raise _Reject(400, -1120, "Invalid interval.") from None
+                raise Reject(400, -1120, "Invalid interval.") from None
             series = self._candle_series((market, symbol, tf))
             cap = _MAX_KLINES[market]
-            return _page(series, params, default=500, cap=cap)
+            return page(series, params, default=500, cap=cap)
         fseries = self._funding_series(symbol)
         if endpoint == "fundingRate":
-            return _page(fseries, params, default=100, cap=1000)
+            return page(fseries, params, default=100, cap=1000)
         close = next(
             (
                 self._candle_series(k).last_close
@@ -483,10 +450,10 @@ class FakeExchange:
         return json.dumps(
             {
                 "symbol": symbol,
-                "markPrice": _fmt(close),
-                "indexPrice": _fmt(close),
-                "estimatedSettlePrice": _fmt(close),
-                "lastFundingRate": _fmt(fseries.last_rate),
+                "markPrice": fmt(close),
+                "indexPrice": fmt(close),
+                "estimatedSettlePrice": fmt(close),
+                "lastFundingRate": fmt(fseries.last_rate),
                 "interestRate": "0.0001",
                 "nextFundingTime": last_ft + 8 * 3_600_000,
                 "time": int(time.time() * 1000),
@@ -497,124 +464,32 @@ class FakeExchange:
 
     @property
     def engine(self) -> MatchingEngine:
-        """The matching engine behind the order endpoints, built on first use over the PERP
-        candles of the timeframe of the first PERP candle key."""
-        if self._engine is None:
-            keys = [k for k in self._candle_frames if k[0] is Market.PERP]
-            tf = keys[0][2] if keys else Timeframe.H1
-            frames = {s: self._candle_frames[(m, s, t)] for m, s, t in keys if t is tf}
-            rules = {s: r for s, r in self._symbol_rules.items() if s in frames}
-            self._engine = MatchingEngine(
-                frames, tf.ms, slippage_bps=self.slippage_bps, rules=rules
-            )
-        return self._engine
+        """The matching engine behind the order endpoints (:attr:`FakeOrderDesk.engine`)."""
+        return self.orders.engine
 
     def symbol_rules(self, symbol: str) -> SymbolRules:
         """The order filters served for ``symbol`` (defaults: step and tick 1e-9, no minimum)."""
-        rules = self._symbol_rules.get(symbol)
-        return rules or SymbolRules(symbol, step_size=1e-9, min_qty=0.0, tick_size=1e-9)
+        return self.orders.symbol_rules(symbol)
 
-    def _authenticate(self, request: web.Request, params: Mapping[str, str]) -> None:
-        if self.api_key is not None and request.headers.get("X-MBX-APIKEY") != self.api_key:
-            msg = "Invalid API-key, IP, or permissions for action."
-            raise _Reject(401, ERR_UNAUTHORIZED, msg)
-        if self.api_secret is not None and not verify_signature(
-            request.query_string, self.api_secret
-        ):
-            raise _Reject(400, ERR_INVALID_SIGNATURE, "Signature for this request is not valid.")
-        ts = _int_param(params, "timestamp")
-        if ts is None:
-            raise _Reject(400, -1102, "Mandatory parameter 'timestamp' was not sent.")
-        window = _int_param(params, "recvWindow") or 5000
-        if window > 60000:
-            raise _Reject(400, -1131, "recvWindow must be less than 60000")
-        wall_ms = int(time.time() * 1000)
-        if ts >= wall_ms + 1000 or wall_ms - ts > window:
-            msg = "Timestamp for this request is outside of the recvWindow."
-            raise _Reject(400, ERR_TIMESTAMP, msg)
+    @property
+    def api_key(self) -> str | None:
+        """``X-MBX-APIKEY`` the signed endpoints require (None: any key)."""
+        return self.orders.api_key
 
-    def _answer_signed(self, request: web.Request, endpoint: str, params: Mapping[str, str]) -> str:
-        self._authenticate(request, params)
-        engine = self.engine
-        now_ms = int(self.market_clock() * 1000)
-        symbol = params.get("symbol")
-        try:
-            if endpoint == "positionRisk":
-                return self._position_risk(engine, symbol, now_ms)
-            if endpoint == "openOrders":
-                return json.dumps([_order_json(o) for o in engine.open_orders(symbol, now_ms)])
-            if not symbol:
-                raise _Reject(400, -1102, "Mandatory parameter 'symbol' was not sent.")
-            if request.method == "POST":
-                return json.dumps(_order_json(engine.place(self._order_request(params), now_ms)))
-            cid = params.get("origClientOrderId")
-            if not cid:
-                msg = (
-                    "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
-                )
-                raise _Reject(400, -1102, msg)
-            if request.method == "DELETE":
-                return json.dumps(_order_json(engine.cancel(symbol, cid, now_ms)))
-            engine.rules(symbol)  # -1121 for an unknown symbol
-            state = engine.get(symbol, cid, now_ms)
-            if state is None:
-                raise _Reject(400, ERR_UNKNOWN_ORDER, "Order does not exist.")
-            return json.dumps(_order_json(state))
-        except VenueReject as rej:
-            raise _Reject(rej.status, rej.code, rej.msg) from None
+    @property
+    def api_secret(self) -> str | None:
+        """Secret the signatures are checked with (None: signatures are not checked)."""
+        return self.orders.api_secret
 
-    def _order_request(self, params: Mapping[str, str]) -> OrderRequest:
-        for name in ("side", "type"):
-            if not params.get(name):
-                raise _Reject(400, -1102, f"Mandatory parameter '{name}' was not sent.")
-        side, type_ = params["side"], params["type"]
-        if side not in ("BUY", "SELL"):
-            raise _Reject(400, -1117, "Invalid side.")
-        if type_ not in ("MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET"):
-            raise _Reject(400, -1116, "Invalid orderType.")
-        if params.get("positionSide", "BOTH") != "BOTH":
-            raise _Reject(400, -4061, "Order's position side does not match user's setting.")
-        if params.get("timeInForce", "GTC") != "GTC":
-            raise _Reject(400, -1115, "Invalid timeInForce.")
-        cid = params.get("newClientOrderId")
-        if not cid:
-            self._auto_ids += 1
-            cid = f"fake-{self._auto_ids}"
-        return OrderRequest(
-            symbol=params["symbol"],
-            side=side,  # type: ignore[arg-type]
-            type=type_,  # type: ignore[arg-type]
-            client_order_id=cid,
-            quantity=_float_param(params, "quantity"),
-            price=_float_param(params, "price"),
-            stop_price=_float_param(params, "stopPrice"),
-            reduce_only=_bool_param(params, "reduceOnly"),
-            close_position=_bool_param(params, "closePosition"),
-        )
+    @property
+    def market_clock(self) -> Callable[[], float]:
+        """Market time of the order endpoints, in seconds."""
+        return self.orders.market_clock
 
-    def _position_risk(self, engine: MatchingEngine, symbol: str | None, now_ms: int) -> str:
-        symbols = engine.symbols
-        if symbol:
-            engine.rules(symbol)  # -1121 for an unknown symbol
-            symbols = [symbol]
-        engine.advance(now_ms)
-        rows = []
-        for sym in symbols:
-            pos = engine.position(sym)
-            mark = engine.last_price(sym)
-            pnl = pos.quantity * (mark - pos.entry_price) if pos.quantity else 0.0
-            rows.append(
-                {
-                    "symbol": sym,
-                    "positionAmt": _fmt(pos.quantity) if pos.quantity else "0",
-                    "entryPrice": _fmt(pos.entry_price),
-                    "markPrice": _fmt(mark),
-                    "unRealizedProfit": _fmt(pnl),
-                    "leverage": "1",
-                    "positionSide": "BOTH",
-                }
-            )
-        return json.dumps(rows)
+    @property
+    def slippage_bps(self) -> float:
+        """Slippage of the matching engine's market fills, in basis points."""
+        return self.orders.slippage_bps
 
     def _symbols(self, market: Market) -> set[str]:
         syms = {s for m, s, _ in self._candle_frames if m is market}
@@ -622,29 +497,20 @@ class FakeExchange:
             syms |= set(self._funding_frames)
         return syms
 
-    def _candle_series(self, key: CandleKey) -> _Series:
+    def _candle_series(self, key: CandleKey) -> Series:
         series = self._candles.get(key)
         if series is None:
             frame = self._candle_frames.get(key)
-            if frame is None:
-                frame = pd.DataFrame({"open_time": np.array([], dtype=np.int64)})
-                for c in ("open", "high", "low", "close", "volume"):
-                    frame[c] = np.array([], dtype=np.float64)
-            series = self._candles[key] = _candle_series(frame, key[2].ms)
+            series = Series(_NO_TIMES) if frame is None else candle_series(frame, key[2].ms)
+            self._candles[key] = series
         return series
 
-    def _funding_series(self, symbol: str) -> _Series:
+    def _funding_series(self, symbol: str) -> Series:
         series = self._funding.get(symbol)
         if series is None:
             frame = self._funding_frames.get(symbol)
-            if frame is None:
-                frame = pd.DataFrame(
-                    {
-                        "funding_time": np.array([], dtype=np.int64),
-                        "funding_rate": np.array([], dtype=np.float64),
-                    }
-                )
-            series = self._funding[symbol] = _funding_series(symbol, frame)
+            series = Series(_NO_TIMES) if frame is None else funding_series(symbol, frame)
+            self._funding[symbol] = series
         return series
 
     def _exchange_info(self, market: Market) -> str:
@@ -675,91 +541,14 @@ class FakeExchange:
 
     def _filters(self, symbol: str) -> dict[str, object]:
         r = self.symbol_rules(symbol)
-        lot = {"stepSize": _fixed(r.step_size), "minQty": _fixed(r.min_qty), "maxQty": "1000000"}
+        lot = {"stepSize": fixed(r.step_size), "minQty": fixed(r.min_qty), "maxQty": "1000000"}
         return {
             "filters": [
-                {"filterType": "PRICE_FILTER", "tickSize": _fixed(r.tick_size)},
+                {"filterType": "PRICE_FILTER", "tickSize": fixed(r.tick_size)},
                 {"filterType": "LOT_SIZE"} | lot,
                 {"filterType": "MARKET_LOT_SIZE"} | lot,
             ]
         }
-
-
-def _fixed(x: float) -> str:
-    """``x`` in plain decimal notation (``0.000000001``, not ``1e-09``), as Binance sends it."""
-    return format(Decimal(repr(float(x))), "f")
-
-
-def _order_json(o: OrderState) -> dict[str, object]:
-    """An order as Binance futures reports it (numbers as strings)."""
-    return {
-        "orderId": o.order_id,
-        "symbol": o.symbol,
-        "status": o.status,
-        "clientOrderId": o.client_order_id,
-        "price": _fmt(o.price),
-        "avgPrice": _fmt(o.avg_price),
-        "origQty": _fmt(o.orig_qty),
-        "executedQty": _fmt(o.executed_qty),
-        "cumQuote": _fmt(o.executed_qty * o.avg_price),
-        "timeInForce": "GTC",
-        "type": o.type,
-        "reduceOnly": o.reduce_only,
-        "closePosition": o.close_position,
-        "side": o.side,
-        "positionSide": "BOTH",
-        "stopPrice": _fmt(o.stop_price),
-        "workingType": "CONTRACT_PRICE",
-        "origType": o.type,
-        "updateTime": o.update_time_ms,
-    }
-
-
-def _float_param(params: Mapping[str, str], name: str) -> float | None:
-    raw = params.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise _Reject(400, -1100, f"Illegal characters found in parameter '{name}'.") from None
-    if not math.isfinite(value):
-        raise _Reject(400, -1100, f"Illegal characters found in parameter '{name}'.")
-    return value
-
-
-def _bool_param(params: Mapping[str, str], name: str) -> bool:
-    raw = params.get(name, "false").lower()
-    if raw not in ("true", "false"):
-        raise _Reject(400, -1100, f"Illegal characters found in parameter '{name}'.")
-    return raw == "true"
-
-
-def _int_param(params: Mapping[str, str], name: str) -> int | None:
-    raw = params.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit() or len(raw) > 20:
-        raise _Reject(400, -1100, f"Illegal characters found in parameter '{name}'.")
-    return int(raw)
-
-
-def _page(series: _Series, params: Mapping[str, str], *, default: int, cap: int) -> str:
-    """Rows with ``startTime <= t <= endTime``, at most ``limit``, as Binance pages them."""
-    start = _int_param(params, "startTime")
-    end = _int_param(params, "endTime")
-    limit = min(_int_param(params, "limit") or default, cap)
-    if start is not None and end is not None and start > end:
-        raise _Reject(400, -1128, "startTime is after endTime.")
-    if not series.rows:
-        return "[]"
-    lo = int(np.searchsorted(series.times, start, "left")) if start is not None else 0
-    hi = int(np.searchsorted(series.times, end, "right")) if end is not None else len(series.rows)
-    if start is not None:
-        hi = min(hi, lo + limit)
-    else:
-        lo = max(lo, hi - limit)
-    return "[" + ",".join(series.rows[lo:hi]) + "]"
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -1,18 +1,16 @@
-"""Numba kernels of the backtester: arrays only, ``@njit(cache=True)``.
+"""Numba kernels of the shared-equity portfolio backtest: arrays only, ``@njit(cache=True)``.
 
-Two event loops, both on the exit kernel :func:`atra.core.exits.simulate_exit_nb` (so every
-trade exits exactly as its triple-barrier label says):
-
-* :func:`workload_symbol_nb`: WORKLOAD.md's benchmark on one symbol (indicators, events, an
-  all-in book, one position at a time) and :func:`portfolio_mean_nb` (equal-weight portfolio
-  on the union time grid).
-* :func:`portfolio_nb`: the shared-equity portfolio over many symbols (risk sizing, position
-  limits, fees, slippage, funding, isolated-margin liquidation), marked at every grid bar.
+:func:`portfolio_nb` is the event loop over many symbols (risk sizing, position limits, fees,
+slippage, funding, isolated-margin liquidation), marked at every grid bar, on the exit kernel
+:func:`atra.core.exits.simulate_exit_nb` (so every trade exits exactly as its triple-barrier
+label says). The public, typed API is :func:`atra.core.backtest.run_backtest`.
 
 Symbols are concatenated into one array per column; symbol ``s`` owns rows
 ``sym_start[s] .. sym_end[s] - 1``. Bars are positions in each symbol's own rows: a gap in the
-data is not a bar (see :mod:`atra.core.backtest`). The public, typed API is in
-:mod:`atra.core.backtest`.
+data is not a bar (see :mod:`atra.core.backtest`).
+
+The kernels of WORKLOAD.md's benchmark (:mod:`atra.core.workload_nb`) and of the union time grid
+(:mod:`atra.core.grid_nb`) are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,6 +23,37 @@ import numpy.typing as npt
 from numba import njit
 
 from atra.core.exits import REASON_NONE, REASON_TIME, STATUS_DONE, simulate_exit_nb
+from atra.core.grid_nb import first_bad_series_nb, grid_index_nb, portfolio_mean_nb
+from atra.core.workload_nb import pandas_alpha_nb, workload_indicators_nb, workload_symbol_nb
+
+__all__ = [
+    "B1",
+    "EV_BAD_STOP",
+    "EV_MAX_GROSS_LEVERAGE",
+    "EV_MAX_PER_SYMBOL",
+    "EV_MAX_POSITIONS",
+    "EV_NO_EDGE",
+    "EV_NO_ENTRY_BAR",
+    "EV_NO_EQUITY",
+    "EV_TAKEN",
+    "EV_ZERO_SIZE",
+    "F64",
+    "I8",
+    "I64",
+    "REASON_END",
+    "REASON_LIQ",
+    "first_bad_series_nb",
+    "first_liquidation_nb",
+    "grid_index_nb",
+    "liquidation_price_nb",
+    "pandas_alpha_nb",
+    "portfolio_mean_nb",
+    "portfolio_nb",
+    "risk_per_unit_nb",
+    "size_nb",
+    "workload_indicators_nb",
+    "workload_symbol_nb",
+]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -46,253 +75,6 @@ EV_NO_EDGE: Final[int] = 5
 EV_NO_EQUITY: Final[int] = 6
 EV_BAD_STOP: Final[int] = 7
 EV_ZERO_SIZE: Final[int] = 8
-
-
-# --------------------------------------------------------------------------------------------
-# indicators (bit-identical to pandas ``ewm(..., adjust=False).mean()``)
-
-
-@njit(cache=True)
-def pandas_alpha_nb(alpha: float) -> float:
-    """``alpha`` as pandas re-derives it from ``com = 1/alpha - 1`` (``1 / (1 + com)``)."""
-    return 1.0 / (1.0 + (1.0 / alpha - 1.0))
-
-
-@njit(cache=True)
-def workload_indicators_nb(
-    high: F64,
-    low: F64,
-    close: F64,
-    start: int,
-    end: int,
-    ema_fast: int,
-    ema_slow: int,
-    atr_n: int,
-    d: F64,
-    atr: F64,
-) -> None:
-    """``d = EMA_fast - EMA_slow`` of close and Wilder's ATR over rows ``start:end`` (in place).
-
-    One fused loop over the three recursions (independent chains overlap in the CPU), with
-    pandas' arithmetic: ``alpha = 1/(1 + com)``, seeded with the first value, each update
-    ``((1-a) w + a x) / ((1-a) + a)`` skipped when ``w == x``. The denominator ``fl(fl(1-a) + a)``
-    is exactly 1.0 for every ``0 < a < 1`` (``fl(1-a)`` is within half an ulp of ``1-a``, less
-    than half an ulp of 1), so the division is the identity and is left out: the values are
-    bit-identical to ``ewm(span=n, adjust=False)`` / ``ewm(alpha=1/n, adjust=False)``.
-    ``TR_0 = high - low``.
-    """
-    if end <= start:
-        return
-    af = 1.0 / (1.0 + (ema_fast - 1) / 2.0)
-    as_ = 1.0 / (1.0 + (ema_slow - 1) / 2.0)
-    aa = pandas_alpha_nb(1.0 / atr_n)
-    of = 1.0 - af
-    os_ = 1.0 - as_
-    oa = 1.0 - aa
-    wf = close[start]
-    ws = wf
-    wa = high[start] - low[start]
-    d[start] = wf - ws
-    atr[start] = wa
-    for i in range(start + 1, end):
-        c = close[i]
-        pc = close[i - 1]
-        h = high[i]
-        lo = low[i]
-        tr = max(h - lo, abs(h - pc), abs(lo - pc))
-        if wf != c:
-            wf = of * wf + af * c
-        if ws != c:
-            ws = os_ * ws + as_ * c
-        if wa != tr:
-            wa = oa * wa + aa * tr
-        d[i] = wf - ws
-        atr[i] = wa
-
-
-# --------------------------------------------------------------------------------------------
-# the benchmark workload
-
-
-@njit(cache=True)
-def workload_symbol_nb(
-    open_: F64,
-    high: F64,
-    low: F64,
-    close: F64,
-    ema_fast: int,
-    ema_slow: int,
-    atr_n: int,
-    warmup: int,
-    horizon: int,
-    sl_atr: float,
-    tp_atr: float,
-    fee: float,
-    marks: F64,
-    add_marks: bool,
-    d: F64,
-    atr: F64,
-) -> tuple[I64, I8, I8, I64, I64, I64, F64, F64, I8, F64, F64, F64]:
-    """WORKLOAD.md on one symbol's rows (bars = positions in these arrays).
-
-    The book (starting at 1) is marked at every close into ``marks`` (length n): added to it
-    when ``add_marks`` (to sum the symbols' books in symbol order without a full-length array
-    per symbol), else written. ``d`` and ``atr`` are scratch arrays of length >= n.
-
-    Returns ``(ev_t, ev_side, ev_label, tr_event, tr_entry_bar, tr_exit_bar, tr_entry_price,
-    tr_exit_price, tr_reason, tr_equity_before, tr_equity_after, tr_net)``; ``tr_event`` is the
-    event row of each trade.
-    """
-    n = open_.shape[0]
-    workload_indicators_nb(high, low, close, 0, n, ema_fast, ema_slow, atr_n, d, atr)
-    n_ev = 0
-    for t in range(warmup, n - warmup + 1):
-        dt = d[t]
-        dp = d[t - 1]
-        if (dt > 0.0 and dp <= 0.0) or (dt < 0.0 and dp >= 0.0):
-            n_ev += 1
-    ev_t = np.empty(n_ev, np.int64)
-    ev_side = np.empty(n_ev, np.int8)
-    ev_label = np.empty(n_ev, np.int8)
-    tr_event = np.empty(n_ev, np.int64)
-    tr_entry = np.empty(n_ev, np.int64)
-    tr_exit = np.empty(n_ev, np.int64)
-    tr_pin = np.empty(n_ev)
-    tr_pout = np.empty(n_ev)
-    tr_reason = np.empty(n_ev, np.int8)
-    tr_before = np.empty(n_ev)
-    tr_after = np.empty(n_ev)
-    tr_net = np.empty(n_ev)
-    i = 0
-    k = 0
-    equity = 1.0
-    next_entry_min = 0  # first bar at whose open a position may be opened
-    mark_from = 0  # bars before this one are already marked
-    for t in range(warmup, n - warmup + 1):
-        dt = d[t]
-        dp = d[t - 1]
-        side = 0
-        if dt > 0.0 and dp <= 0.0:
-            side = 1
-        elif dt < 0.0 and dp >= 0.0:
-            side = -1
-        if side == 0:
-            continue
-        e = t + 1
-        r = simulate_exit_nb(
-            open_, high, low, e, n, side, sl_atr * atr[t], tp_atr * atr[t], tp_atr * atr[t],
-            horizon, 1.0, False, fee, fee, fee, 0.0,
-        )  # fmt: skip
-        ev_t[i] = t
-        ev_side[i] = side
-        ev_label[i] = r[1]
-        i += 1
-        if e < next_entry_min or r[0] != STATUS_DONE:
-            continue
-        price = open_[e]
-        xbar = r[11]
-        xprice = r[4]
-        reason = r[5]
-        x = xprice / price
-        if side == 1:
-            net = x * (1.0 - fee) / (1.0 + fee) - 1.0
-        else:
-            net = ((1.0 - fee) - x * (1.0 + fee)) / (1.0 + fee)
-        after = equity * (1.0 + net)
-        # mark the book: flat up to the entry bar, then the open position up to the exit bar
-        units = equity / (price * (1.0 + fee))
-        if side == 1:
-            cash = equity - units * price * (1.0 + fee)
-        else:
-            cash = equity + units * price * (1.0 - fee)
-        if add_marks:
-            for j in range(mark_from, e):
-                marks[j] += equity
-            for j in range(e, xbar):
-                marks[j] += cash + side * units * close[j]
-        else:
-            for j in range(mark_from, e):
-                marks[j] = equity
-            for j in range(e, xbar):
-                marks[j] = cash + side * units * close[j]
-        mark_from = xbar
-        tr_event[k] = i - 1
-        tr_entry[k] = e
-        tr_exit[k] = xbar
-        tr_pin[k] = price
-        tr_pout[k] = xprice
-        tr_reason[k] = reason
-        tr_before[k] = equity
-        tr_after[k] = after
-        tr_net[k] = net
-        k += 1
-        equity = after
-        next_entry_min = xbar if reason == REASON_TIME else xbar + 1
-    if add_marks:
-        for j in range(mark_from, n):
-            marks[j] += equity
-    else:
-        for j in range(mark_from, n):
-            marks[j] = equity
-    return (ev_t, ev_side, ev_label, tr_event[:k], tr_entry[:k], tr_exit[:k], tr_pin[:k],
-            tr_pout[:k], tr_reason[:k], tr_before[:k], tr_after[:k], tr_net[:k])  # fmt: skip
-
-
-@njit(cache=True)
-def first_bad_series_nb(
-    times: I64, open_: F64, high: F64, low: F64, close: F64, sym_start: I64, sym_end: I64
-) -> int:
-    """First symbol whose rows break the candle contract (``open_time`` not strictly
-    increasing, a price not finite and > 0), or -1."""
-    inf = np.inf
-    for s in range(sym_start.shape[0]):
-        for j in range(sym_start[s], sym_end[s]):
-            if j > sym_start[s] and times[j] <= times[j - 1]:
-                return s
-            o = open_[j]
-            h = high[j]
-            lo = low[j]
-            c = close[j]
-            if not (o > 0.0 and h > 0.0 and lo > 0.0 and c > 0.0):
-                return s
-            if not (o < inf and h < inf and lo < inf and c < inf):
-                return s
-    return -1
-
-
-@njit(cache=True)
-def grid_index_nb(bar_time: I64, sym_start: I64, sym_end: I64, grid_time: I64) -> I64:
-    """Position of every bar's open time in the (sorted, unique) union grid."""
-    out = np.empty(bar_time.shape[0], np.int64)
-    for s in range(sym_start.shape[0]):
-        g = 0
-        for j in range(sym_start[s], sym_end[s]):
-            while grid_time[g] < bar_time[j]:
-                g += 1
-            out[j] = g
-    return out
-
-
-@njit(cache=True)
-def portfolio_mean_nb(
-    values: F64, bar_grid: I64, sym_start: I64, sym_end: I64, n_grid: int, before: float
-) -> F64:
-    """Equal-weight mean of the symbols' series on the grid: each symbol is worth ``before``
-    until its first bar and keeps its last value where it has no bar (summed in symbol order)."""
-    n_sym = sym_start.shape[0]
-    ptr = sym_start.copy()
-    last = np.full(n_sym, before)
-    out = np.empty(n_grid)
-    for g in range(n_grid):
-        total = 0.0
-        for s in range(n_sym):
-            p = ptr[s]
-            if p < sym_end[s] and bar_grid[p] == g:
-                last[s] = values[p]
-                ptr[s] = p + 1
-            total += last[s]
-        out[g] = total / n_sym
-    return out
 
 
 # --------------------------------------------------------------------------------------------
