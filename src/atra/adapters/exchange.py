@@ -502,13 +502,38 @@ class BinanceClient:
     async def _get_once(
         self, path: str, params: Mapping[str, str | int], charges: Mapping[str, int]
     ) -> object:
+        where = self._where(path, params)
+        resp = await self.send("GET", path, charges, where=where, params=params)
+        return self._handle(resp, where)
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        charges: Mapping[str, int],
+        *,
+        where: str,
+        params: Mapping[str, str | int] | None = None,
+        query: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request through the limiter: ``params`` are encoded by httpx, a ``query`` string
+        is sent exactly as given (a signed query must reach the server byte for byte).
+        Timeouts and dropped connections are :class:`TransientExchangeError` naming ``where``
+        (which must not hold secrets); the answer is returned unchecked (see
+        :meth:`check_status`)."""
         http = self._http
         if http is None:
             raise ExchangeError("BinanceClient is not open: use `async with BinanceClient(...)`")
-        where = self._where(path, params)
+        url = f"{path}?{query}" if query else path
         async with self.limiter.slot(charges):
             try:
-                resp = await http.get(path, params=dict(params))
+                return await http.request(
+                    method,
+                    url,
+                    params=dict(params) if params is not None else None,
+                    headers=dict(headers) if headers is not None else None,
+                )
             except httpx.TimeoutException as exc:
                 raise TransientExchangeError(
                     f"{where}: no answer within {self.timeout_s:g} s ({type(exc).__name__})"
@@ -517,9 +542,10 @@ class BinanceClient:
                 raise TransientExchangeError(
                     f"{where}: connection failed ({type(exc).__name__}: {_one_line(str(exc))})"
                 ) from exc
-        return self._handle(resp, where)
 
-    def _handle(self, resp: httpx.Response, where: str) -> object:
+    def check_status(self, resp: httpx.Response, where: str) -> None:
+        """Feed the used-weight header to the limiter; raise for 418 (ban), 429 (every request
+        paused) and 5xx (transient). Any other status is left to the caller."""
         used = resp.headers.get("x-mbx-used-weight-1m")
         if used is not None and used.strip().isdigit():
             self.limiter.observe_used_weight(int(used))
@@ -532,7 +558,11 @@ class BinanceClient:
             raise RateLimited(f"{where}: HTTP 429, every request paused {pause:g} s", pause)
         if status >= 500:
             raise TransientExchangeError(f"{where}: HTTP {status} {_one_line(resp.text, 60)}")
-        payload = self._json(resp, where)
+
+    def _handle(self, resp: httpx.Response, where: str) -> object:
+        self.check_status(resp, where)
+        status = resp.status_code
+        payload = self.json_body(resp, where)
         if isinstance(payload, dict) and "code" in payload and "msg" in payload:
             code = payload["code"]
             if status != 200 or (isinstance(code, int) and code < 0):
@@ -543,7 +573,9 @@ class BinanceClient:
             raise ExchangeError(f"{where}: HTTP {status} {_one_line(resp.text, 60)}")
         return payload
 
-    def _json(self, resp: httpx.Response, where: str) -> object:
+    def json_body(self, resp: httpx.Response, where: str) -> object:
+        """The JSON body; not JSON is transient on HTTP 200 (a proxy page, a cut transfer),
+        an :class:`ExchangeError` otherwise."""
         try:
             return json.loads(resp.content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
