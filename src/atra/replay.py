@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from atra.adapters.binance_orders import BinanceTrader
 from atra.adapters.exchange import BinanceClient
 from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.journal import Journal
@@ -26,6 +25,7 @@ from atra.adapters.ratelimit import (
     RateLimiter,
     ScaledClock,
 )
+from atra.adapters.trading import BinanceTrader
 from atra.core.exits import ExitSpec
 from atra.core.types import Market
 from atra.deciders import DecisionFn

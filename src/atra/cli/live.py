@@ -14,11 +14,11 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from atra.adapters.binance_orders import BinanceTrader
 from atra.adapters.exchange import BinanceClient
 from atra.adapters.journal import Journal
 from atra.adapters.ratelimit import SystemClock
 from atra.adapters.store import CandleStore, DatasetKey
+from atra.adapters.trading import BinanceTrader
 from atra.cli import app
 from atra.config import AtraConfig, load_config
 from atra.core.exits import ExitSpec
