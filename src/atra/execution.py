@@ -39,6 +39,10 @@ carries its last leg's time, price and reason, ``pnl`` = the sum of its fills' `
 ``ret_net = pnl / (quantity x entry x (1 + fee_entry))``: with the venue filling as the
 kernel does, exactly the kernel's net return.
 
+The order vocabulary, rounding, the protective plan and the fill accounting are plain
+functions in :mod:`atra.execution_orders`; this module holds the steps that talk to the venue,
+and their logs.
+
 Known limits: partial fills are booked once the order is final (a TP cancelled after a partial
 fill books its executed part); ``close_position`` stops close the symbol's whole net position,
 so two simultaneous positions of one symbol share their stops.
@@ -46,20 +50,46 @@ so two simultaneous positions of one symbol share their stops.
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from decimal import Decimal
-from typing import Final
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import replace
 
 from atra.adapters.journal import FillRecord, OrderRecord, PositionRecord
 from atra.adapters.orders import OrderApi, OrderRequest, OrderState, SymbolRules, side_of
 from atra.core.exits import ExitSpec
 from atra.core.types import Timeframe
-from atra.errors import DataError, ExchangeError, OrderRejected
+from atra.errors import ExchangeError, OrderRejected
+from atra.execution_orders import (
+    CANCELLED,
+    ENTRY,
+    EXIT_KINDS,
+    ORDER_STATUS,
+    PROTECTIVE,
+    QTY_TOL,
+    STOPS,
+    WOULD_TRIGGER,
+    Track,
+    book_exit_fills,
+    close_order,
+    closed_position,
+    desired_kinds,
+    is_done,
+    plan_orders,
+    round_step,
+    round_step_nearest,
+    round_tick,
+)
 from atra.obs import get_logger
-from atra.paper import CLOSED, F64, I64, OPEN, PENDING, BrokerUpdate, EntryRequest, client_order_id
+from atra.paper import (
+    CLOSED,
+    F64,
+    I64,
+    OPEN,
+    PENDING,
+    BrokerUpdate,
+    EntryRequest,
+    client_order_id,
+    pending_position,
+)
 
 __all__ = [
     "CANCELLED",
@@ -71,73 +101,23 @@ __all__ = [
 
 log = get_logger("atra.execution")
 
-CANCELLED: Final[str] = "cancelled"
-ENTRY: Final[str] = "entry"
-EXIT_KINDS: Final[tuple[str, ...]] = ("tp1", "tp2", "sl", "be", "time", "close")
-"""Exit order kinds, in the order fills of one bar are booked (take-profits first)."""
 
-_KIND_RANK: Final[dict[str, int]] = {k: i for i, k in enumerate(EXIT_KINDS)}
-_REASON: Final[dict[str, str]] = {
-    "tp1": "TP1",
-    "tp2": "TP2",
-    "sl": "SL",
-    "be": "BE",
-    "time": "TIME",
-    "close": "SL",
-}
-_TAKE_PROFITS: Final[frozenset[str]] = frozenset({"tp1", "tp2"})
-_STOPS: Final[frozenset[str]] = frozenset({"sl", "be"})
-_TERMINAL: Final[frozenset[str]] = frozenset({"sl", "be", "time", "close"})
-_PROTECTIVE: Final[frozenset[str]] = frozenset({"sl", "be", "tp1", "tp2"})
-_ORDER_STATUS: Final[dict[str, str]] = {
-    "NEW": "open",
-    "PARTIALLY_FILLED": "open",
-    "FILLED": "filled",
-    "CANCELED": "cancelled",
-    "EXPIRED": "cancelled",
-    "REJECTED": "rejected",
-}
-_WOULD_TRIGGER = re.compile(r"(?<![\d.])-2021(?!\d)")
-_QTY_TOL: Final[float] = 1e-9
+def _event(
+    emit: Callable[..., object],
+    event: str,
+    symbol: str,
+    cid: str | None,
+    kind: str | None,
+    status: str,
+    **fields: object,
+) -> None:
+    """One structured event of the order path: always its symbol, client order id, order kind
+    and status, then the event's own ``fields``."""
+    emit(event, symbol=symbol, client_order_id=cid, kind=kind, status=status, **fields)
 
 
-# ---- rounding ------------------------------------------------------------------------------
-
-
-def _decimals(step: float) -> int:
-    exponent = Decimal(repr(float(step))).normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
-
-
-def round_step(qty: float, step: float) -> float:
-    """``qty`` rounded DOWN to a multiple of ``step`` (a hair of float error tolerated)."""
-    n = math.floor(qty / step + 1e-9)
-    return round(n * step, _decimals(step))
-
-
-def _round_step_nearest(qty: float, step: float) -> float:
-    return round(round(qty / step) * step, _decimals(step))
-
-
-def round_tick(price: float, tick: float) -> float:
-    """``price`` rounded to the nearest multiple of ``tick``."""
-    return round(round(price / tick) * tick, _decimals(tick))
-
-
-# ---- state ---------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Track:
-    """A live position and what the broker knows of its orders."""
-
-    pos: PositionRecord
-    synced: bool = True  # False after load(): the venue's orders are not looked up yet
-    states: dict[str, OrderState] = field(default_factory=dict)  # kind -> last known state
-    booked: list[str] = field(default_factory=list)  # exit kinds booked, in fill order
-    exit_qty: float = 0.0
-    exit_pnl: float = 0.0
-    last: tuple[int, float, str] | None = None  # time, price, reason of the last leg
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 class ExchangeBroker:
@@ -164,7 +144,7 @@ class ExchangeBroker:
         self.timeframe = timeframe
         self.step_ms = timeframe.ms
         self.clock = clock
-        self._live: dict[str, _Track] = {}
+        self._live: dict[str, Track] = {}
         self._done: set[str] = set()
         self._rules: dict[str, SymbolRules] = {}
         self._journalled: dict[str, str] = {}  # client order id -> status last journalled
@@ -176,7 +156,7 @@ class ExchangeBroker:
         :meth:`recover` next to reconcile them with the venue."""
         for pos in positions:
             if pos.status in (PENDING, OPEN):
-                self._live[pos.position_id] = _Track(pos, synced=False)
+                self._live[pos.position_id] = Track(pos, synced=False)
 
     def positions(self, symbol: str | None = None) -> list[PositionRecord]:
         """Pending and open positions (of ``symbol``), in signal order."""
@@ -202,28 +182,13 @@ class ExchangeBroker:
     ) -> BrokerUpdate:
         """Enter a taken decision now (the entry bar's open) with a MARKET order and protect
         it at once. ``reference_price`` stands in as the pending position's entry price."""
-        if not (math.isfinite(req.quantity) and req.quantity > 0.0):
-            raise DataError(
-                f"exchange order {req.symbol} at {req.signal_time_ms}: quantity must be > 0"
-            )
         pid = client_order_id(self.run_id, req.symbol, req.signal_time_ms, ENTRY)
+        pos = pending_position(
+            req, pid, self.strategy, reference_price=reference_price, venue="exchange"
+        )
         if pid in self._live or pid in self._done:
             return BrokerUpdate()  # the same bar decided twice: one position only
-        pos = PositionRecord(
-            position_id=pid,
-            strategy=self.strategy,
-            symbol=req.symbol,
-            side=req.side,
-            signal_time_ms=req.signal_time_ms,
-            quantity=req.quantity,
-            sl_dist=req.sl_dist,
-            tp1_dist=req.tp1_dist,
-            tp2_dist=req.tp2_dist,
-            horizon_bars=req.horizon_bars,
-            status=PENDING,
-            entry_price=reference_price,
-        )
-        track = _Track(pos)
+        track = Track(pos)
         self._live[pid] = track
         out = BrokerUpdate()
         self._emit(out, track)
@@ -263,7 +228,7 @@ class ExchangeBroker:
         try:
             venue = await self.api.positions()
         except ExchangeError as exc:
-            log.warning("positions_unavailable", error=f"{type(exc).__name__}: {exc}")
+            log.warning("positions_unavailable", error=_describe(exc))
             return out
         net: dict[str, float] = {}  # the journal's net quantity per symbol
         for t in self._live.values():
@@ -272,32 +237,18 @@ class ExchangeBroker:
         at_venue = {vp.symbol: vp.quantity for vp in venue}
         for vp in venue:
             if vp.symbol not in net:  # not ours: reported, never touched
-                log.warning(
-                    "unmanaged_position",
-                    symbol=vp.symbol,
-                    qty=vp.quantity,
-                    price=vp.entry_price,
-                    client_order_id=None,
-                    kind=None,
-                    status="unmanaged",
-                )
+                _event(log.warning, "unmanaged_position", vp.symbol, None, None, "unmanaged",
+                       qty=vp.quantity, price=vp.entry_price)  # fmt: skip
         for symbol, qty in sorted(net.items()):
             venue_qty = at_venue.get(symbol, 0.0)
-            if abs(venue_qty - qty) > _QTY_TOL * max(1.0, abs(qty)):
-                log.warning(
-                    "position_mismatch",
-                    symbol=symbol,
-                    qty=venue_qty,
-                    client_order_id=None,
-                    kind=None,
-                    status=OPEN,
-                    error=f"journal holds {qty}, the venue {venue_qty}",
-                )
+            if abs(venue_qty - qty) > QTY_TOL * max(1.0, abs(qty)):
+                _event(log.warning, "position_mismatch", symbol, None, None, OPEN, qty=venue_qty,
+                       error=f"journal holds {qty}, the venue {venue_qty}")  # fmt: skip
         return out
 
     # ---- steps -----------------------------------------------------------------------------
 
-    async def _advance(self, track: _Track, out: BrokerUpdate, next_open: int) -> None:
+    async def _advance(self, track: Track, out: BrokerUpdate, next_open: int) -> None:
         try:
             if track.pos.status == PENDING:
                 await self._resolve_pending(track, out, next_open)
@@ -306,7 +257,7 @@ class ExchangeBroker:
         except ExchangeError as exc:  # retried at the next bar: every step is idempotent
             self._sync_failed(track, exc)
 
-    async def _resolve_pending(self, track: _Track, out: BrokerUpdate, next_open: int) -> None:
+    async def _resolve_pending(self, track: Track, out: BrokerUpdate, next_open: int) -> None:
         pos = track.pos
         st = await self.api.get_order(pos.symbol, pos.position_id)
         if st is not None:
@@ -320,37 +271,28 @@ class ExchangeBroker:
             self._miss(track, out, now_ms)
 
     async def _place_entry(
-        self, track: _Track, out: BrokerUpdate, created_ms: int, next_open: int
+        self, track: Track, out: BrokerUpdate, created_ms: int, next_open: int
     ) -> None:
         pos = track.pos
-        side = side_of(pos.side, closing=False)
         try:
             rules = await self._rules_of(pos.symbol)
         except OrderRejected as exc:
-            self._reject_entry(track, out, created_ms, exc)
+            self._reject_entry(track, out, created_ms, str(exc))
             return
         qty = round_step(pos.quantity, rules.step_size)
         if qty != pos.quantity:
             track.pos = replace(pos, quantity=qty)
             pos = track.pos
         if qty <= 0.0 or qty < rules.min_qty:
-            log.warning(
-                "order_rejected",
-                symbol=pos.symbol,
-                client_order_id=pos.position_id,
-                kind=ENTRY,
-                status="rejected",
-                qty=qty,
-                error=f"quantity below the minimum {rules.min_qty}",
-            )
-            self._order(out, pos, ENTRY, pos.side, qty, "rejected", created_ms)
-            self._finish(track, out, CANCELLED)
+            error = f"quantity below the minimum {rules.min_qty}"
+            self._reject_entry(track, out, created_ms, error, qty=qty)
             return
+        side = side_of(pos.side, closing=False)
         order = OrderRequest(pos.symbol, side, "MARKET", pos.position_id, quantity=qty)
         try:
             st = await self._place(order, ENTRY)
         except OrderRejected as exc:
-            self._reject_entry(track, out, created_ms, exc)
+            self._reject_entry(track, out, created_ms, str(exc))
             return
         except ExchangeError:  # outcome unknown: the next bar looks the order up
             self._order(out, pos, ENTRY, pos.side, qty, PENDING, created_ms)
@@ -360,18 +302,13 @@ class ExchangeBroker:
         await self._on_entry_state(track, st, out, next_open)
 
     async def _on_entry_state(
-        self, track: _Track, st: OrderState, out: BrokerUpdate, next_open: int
+        self, track: Track, st: OrderState, out: BrokerUpdate, next_open: int
     ) -> None:
         self._note(out, track, ENTRY, st)
         if st.status != "FILLED" and not (st.is_final and st.executed_qty > 0.0):
             if st.is_final:  # the venue cancelled / expired the entry: nothing to manage
-                log.warning(
-                    "entry_cancelled",
-                    symbol=st.symbol,
-                    client_order_id=st.client_order_id,
-                    kind=ENTRY,
-                    status=st.status,
-                )
+                _event(log.warning, "entry_cancelled", st.symbol, st.client_order_id, ENTRY,
+                       st.status)  # fmt: skip
                 self._finish(track, out, CANCELLED)
             return
         pos = track.pos
@@ -383,21 +320,14 @@ class ExchangeBroker:
             FillRecord(pos.position_id, ENTRY, pos.symbol, t, price, qty, fee, -fee, "ENTRY")
         )
         self._emit(out, track)
-        log.info(
-            "position_opened",
-            symbol=pos.symbol,
-            client_order_id=pos.position_id,
-            kind=ENTRY,
-            status=OPEN,
-            price=price,
-            qty=qty,
-        )
+        _event(log.info, "position_opened", pos.symbol, pos.position_id, ENTRY, OPEN,
+               price=price, qty=qty)  # fmt: skip
         await self._manage_open(track, out, next_open)
 
-    async def _manage_open(self, track: _Track, out: BrokerUpdate, next_open: int) -> None:
+    async def _manage_open(self, track: Track, out: BrokerUpdate, next_open: int) -> None:
         pos = track.pos
         rules = await self._rules_of(pos.symbol)
-        plan = self._plan(pos, rules)
+        plan = plan_orders(pos, rules, run_id=self.run_id, tp1_fraction=self.spec.tp1_fraction)
         # 1) look up what may have changed (everything, the first time after a restart)
         kinds = (
             EXIT_KINDS
@@ -412,9 +342,7 @@ class ExchangeBroker:
             self._book_fills(track, out, silent=track.pos.legs_done)
             track.synced = True
         # 2) book the fills
-        self._book_fills(track, out)
-        if self._is_done(track):
-            await self._close(track, out)
+        if await self._settled(track, out):
             return
         # 3) the time barrier
         if track.pos.entry_time_ms is not None and (
@@ -423,28 +351,19 @@ class ExchangeBroker:
             await self._market_close(track, out, "time")
             return
         # 4) protective orders lost while the position is open: close it
-        desired = self._desired(track, plan)
+        desired = desired_kinds(track.states, plan, move_to_be=self.spec.move_to_be)
         lost = [k for k in desired if k in track.states and track.states[k].is_final]
         if lost:
             for kind in lost:
                 st = track.states[kind]
-                log.error(
-                    "protective_order_lost",
-                    symbol=pos.symbol,
-                    client_order_id=st.client_order_id,
-                    kind=kind,
-                    status=st.status,
-                )
+                _event(log.error, "protective_order_lost", pos.symbol, st.client_order_id, kind,
+                       st.status)  # fmt: skip
             await self._market_close(track, out, "close")
             return
         # 5) cancel what must not rest (the SL once break-even replaces it), then place
         # what is missing (idempotent: a known client id returns the venue's order)
-        for kind, st in list(track.states.items()):
-            if kind in _PROTECTIVE and kind not in desired and not st.is_final:
-                await self._cancel(track, out, kind)
-        self._book_fills(track, out)
-        if self._is_done(track):
-            await self._close(track, out)
+        await self._cancel_resting(track, out, keep=desired)
+        if await self._settled(track, out):
             return
         for kind in desired:
             if kind in track.states:
@@ -455,213 +374,94 @@ class ExchangeBroker:
                 await self._refused(track, out, plan[kind], kind, exc)
                 return
             self._note(out, track, kind, st)
-        self._book_fills(track, out)
-        if self._is_done(track):
-            await self._close(track, out)
+        await self._settled(track, out)
 
     async def _refused(
-        self, track: _Track, out: BrokerUpdate, order: OrderRequest, kind: str, exc: OrderRejected
+        self, track: Track, out: BrokerUpdate, order: OrderRequest, kind: str, exc: OrderRejected
     ) -> None:
         pos = track.pos
-        qty = order.quantity if order.quantity is not None else self.remaining(pos)
-        if kind in _STOPS and _WOULD_TRIGGER.search(str(exc)):
+        cid = order.client_order_id
+        if kind in STOPS and WOULD_TRIGGER.search(str(exc)):
             # the market is already beyond the stop: the kernel's gap fill at this open
-            log.warning(
-                "stop_would_trigger",
-                symbol=pos.symbol,
-                client_order_id=order.client_order_id,
-                kind=kind,
-                status="rejected",
-                price=order.stop_price,
-            )
+            _event(log.warning, "stop_would_trigger", pos.symbol, cid, kind, "rejected",
+                   price=order.stop_price)  # fmt: skip
             await self._market_close(track, out, kind)
             return
-        log.error(
-            "protective_order_rejected",
-            symbol=pos.symbol,
-            client_order_id=order.client_order_id,
-            kind=kind,
-            status="rejected",
-            error=str(exc),
-        )
-        self._order(out, pos, kind, -pos.side, qty, "rejected", self._now_ms())
+        qty = order.quantity if order.quantity is not None else self.remaining(pos)
+        self._exit_refused(out, pos, "protective_order_rejected", kind, qty, exc)
         await self._market_close(track, out, "close")
 
-    async def _market_close(self, track: _Track, out: BrokerUpdate, kind: str) -> None:
+    async def _market_close(self, track: Track, out: BrokerUpdate, kind: str) -> None:
         """Cancel whatever rests, then close the remainder with a reduce-only MARKET order of
         ``kind`` (``time``, ``close``, or a stop that would have triggered at once)."""
         pos = track.pos
-        for k, st in list(track.states.items()):
-            if k in _PROTECTIVE and not st.is_final:
-                await self._cancel(track, out, k)
-        self._book_fills(track, out)
-        if self._is_done(track):
-            await self._close(track, out)
+        await self._cancel_resting(track, out)
+        if await self._settled(track, out):
             return
         rules = await self._rules_of(pos.symbol)
-        qty = _round_step_nearest(self.remaining(pos), rules.step_size)
-        cid = self._cid(pos, kind)
-        order = OrderRequest(
-            pos.symbol,
-            side_of(pos.side, closing=True),
-            "MARKET",
-            cid,
-            quantity=qty,
-            reduce_only=True,
-        )
+        qty = round_step_nearest(self.remaining(pos), rules.step_size)
         try:
-            st = await self._place(order, kind)
+            st = await self._place(close_order(pos, kind, qty, run_id=self.run_id), kind)
         except OrderRejected as exc:  # retried at the next bar (same trigger, same id)
-            log.error(
-                "exit_rejected",
-                symbol=pos.symbol,
-                client_order_id=cid,
-                kind=kind,
-                status="rejected",
-                qty=qty,
-                error=str(exc),
-            )
-            self._order(out, pos, kind, -pos.side, qty, "rejected", self._now_ms())
+            self._exit_refused(out, pos, "exit_rejected", kind, qty, exc, qty=qty)
             return
         self._note(out, track, kind, st)
-        self._book_fills(track, out)
-        if self._is_done(track):
-            await self._close(track, out)
+        await self._settled(track, out)
 
-    async def _cancel(self, track: _Track, out: BrokerUpdate, kind: str) -> None:
+    async def _cancel(self, track: Track, out: BrokerUpdate, kind: str) -> None:
         pos = track.pos
         st = await self.api.cancel_order(pos.symbol, self._cid(pos, kind))
         if st is not None:
             self._note(out, track, kind, st)
 
-    async def _close(self, track: _Track, out: BrokerUpdate) -> None:
+    async def _cancel_resting(
+        self, track: Track, out: BrokerUpdate, keep: Collection[str] = ()
+    ) -> None:
+        """Cancel the protective orders still resting, but those of a kind in ``keep``."""
         for kind, st in list(track.states.items()):
-            if kind in _PROTECTIVE and not st.is_final:
+            if kind in PROTECTIVE and kind not in keep and not st.is_final:
                 await self._cancel(track, out, kind)
+
+    async def _settled(self, track: Track, out: BrokerUpdate) -> bool:
+        """Book the exit fills; close the position when they ended it (True then)."""
         self._book_fills(track, out)
+        if not is_done(track):
+            return False
+        await self._close(track, out)
+        return True
+
+    async def _close(self, track: Track, out: BrokerUpdate) -> None:
+        await self._cancel_resting(track, out)
+        self._book_fills(track, out)
+        track.pos = closed_position(track, self.spec.fee_entry)
         pos = track.pos
-        assert track.last is not None  # a booked leg closed it
-        assert pos.entry_price is not None
-        entry_fee = pos.quantity * pos.entry_price * self.spec.fee_entry
-        pnl = track.exit_pnl - entry_fee
-        t, price, reason = track.last
-        track.pos = replace(
-            pos,
-            status=CLOSED,
-            exit_time_ms=t,
-            exit_price=price,
-            reason=reason,
-            pnl=pnl,
-            ret_net=pnl / (pos.quantity * pos.entry_price * (1.0 + self.spec.fee_entry)),
-        )
-        log.info(
-            "position_closed",
-            symbol=pos.symbol,
-            client_order_id=pos.position_id,
-            kind=reason,
-            status=CLOSED,
-            price=price,
-        )
+        _event(log.info, "position_closed", pos.symbol, pos.position_id, pos.reason, CLOSED,
+               price=pos.exit_price)  # fmt: skip
         self._finish(track, out, CLOSED)
 
     # ---- booking ---------------------------------------------------------------------------
 
-    def _book_fills(self, track: _Track, out: BrokerUpdate, silent: int = 0) -> None:
+    def _book_fills(self, track: Track, out: BrokerUpdate, silent: int = 0) -> None:
         """Book exit orders that are final with an executed quantity, in fill order; the
         first ``silent`` are legs journalled before a restart (counted, not emitted)."""
         pos = track.pos
-        assert pos.entry_price is not None  # only open positions have exit orders
-        fresh = sorted(
-            (self._bar(st.update_time_ms), _KIND_RANK[k], k, st)
-            for k, st in track.states.items()
-            if k in _KIND_RANK and k not in track.booked and st.is_final and st.executed_qty > 0
-        )
-        for t, _rank, kind, st in fresh:
-            qty, price = st.executed_qty, st.avg_price
-            rate = self.spec.fee_tp if kind in _TAKE_PROFITS else self.spec.fee_stop
-            fee = qty * price * rate
-            pnl = pos.side * qty * (price - pos.entry_price) - fee
-            track.booked.append(kind)
-            track.exit_qty += qty
-            track.exit_pnl += pnl
-            track.last = (t, price, _REASON[kind])
-            n = len(track.booked)
-            if n > silent:  # the loop logs booked fills (order_filled)
-                out.fills.append(
-                    FillRecord(
-                        pos.position_id, f"leg{n}", pos.symbol, t, price, qty, fee, pnl,
-                        _REASON[kind],
-                    )
-                )  # fmt: skip
+        # the loop logs booked fills (order_filled)
+        out.fills.extend(book_exit_fills(track, self.spec, self.step_ms, silent))
         if track.booked and len(track.booked) != pos.legs_done:
             track.pos = replace(pos, legs_done=len(track.booked))
             if len(track.booked) > silent:
                 self._emit(out, track)
         if silent > len(track.booked):
-            log.warning(
-                "journal_legs_unmatched",
-                symbol=pos.symbol,
-                client_order_id=pos.position_id,
-                kind=None,
-                status=pos.status,
-                error=f"{silent} legs journalled, {len(track.booked)} found at the venue",
-            )
+            error = f"{silent} legs journalled, {len(track.booked)} found at the venue"
+            _event(log.warning, "journal_legs_unmatched", pos.symbol, pos.position_id, None,
+                   pos.status, error=error)  # fmt: skip
 
-    def _is_done(self, track: _Track) -> bool:
-        if any(k in _TERMINAL for k in track.booked):
-            return True
-        return bool(track.booked) and track.pos.quantity - track.exit_qty <= _QTY_TOL * max(
-            1.0, track.pos.quantity
-        )
+    # ---- records ---------------------------------------------------------------------------
 
-    # ---- orders ----------------------------------------------------------------------------
-
-    def _plan(self, pos: PositionRecord, rules: SymbolRules) -> dict[str, OrderRequest]:
-        """The protective orders of an open position, by kind (``tp2`` only when split)."""
-        assert pos.entry_price is not None  # open positions have an entry
-        entry, side, sym = pos.entry_price, pos.side, pos.symbol
-        close = side_of(side, closing=True)
-        tick = rules.tick_size
-        qty = _round_step_nearest(pos.quantity, rules.step_size)
-        plan = {
-            "sl": OrderRequest(
-                sym, close, "STOP_MARKET", self._cid(pos, "sl"),
-                stop_price=round_tick(entry - side * pos.sl_dist, tick), close_position=True,
-            ),
-            "be": OrderRequest(
-                sym, close, "STOP_MARKET", self._cid(pos, "be"),
-                stop_price=round_tick(entry, tick), close_position=True,
-            ),
-        }  # fmt: skip
-        tp1_price = round_tick(entry + side * pos.tp1_dist, tick)
-        tp1_qty = qty
-        if self.spec.tp1_fraction < 1.0:
-            part = round_step(qty * self.spec.tp1_fraction, rules.step_size)
-            rest = _round_step_nearest(qty - part, rules.step_size)
-            if part > 0.0 and rest > 0.0 and min(part, rest) >= rules.min_qty:
-                tp1_qty = part
-                plan["tp2"] = OrderRequest(
-                    sym, close, "LIMIT", self._cid(pos, "tp2"), quantity=rest,
-                    price=round_tick(entry + side * pos.tp2_dist, tick), reduce_only=True,
-                )  # fmt: skip
-        plan["tp1"] = OrderRequest(
-            sym, close, "LIMIT", self._cid(pos, "tp1"), quantity=tp1_qty, price=tp1_price,
-            reduce_only=True,
-        )  # fmt: skip
-        return plan
-
-    def _desired(self, track: _Track, plan: dict[str, OrderRequest]) -> list[str]:
-        """Kinds that must rest now: the stop (``be`` after TP1 with ``move_to_be``) and the
-        take-profits not filled yet."""
-        filled = {k for k, st in track.states.items() if st.status == "FILLED"}
-        split = "tp2" in plan
-        stop = "be" if split and self.spec.move_to_be and "tp1" in filled else "sl"
-        return [stop, *(k for k in ("tp1", "tp2") if k in plan and k not in filled)]
-
-    def _note(self, out: BrokerUpdate, track: _Track, kind: str, st: OrderState) -> None:
+    def _note(self, out: BrokerUpdate, track: Track, kind: str, st: OrderState) -> None:
         """Remember an order's state; journal it when its status changed."""
         track.states[kind] = st
-        status = _ORDER_STATUS[st.status]
+        status = ORDER_STATUS[st.status]
         if self._journalled.get(st.client_order_id) == status:
             return
         qty = st.orig_qty if st.orig_qty > 0.0 else self.remaining(track.pos)
@@ -687,65 +487,54 @@ class ExchangeBroker:
                 self.run_id, created_ms,
             )
         )  # fmt: skip
-        log.info(
-            "order_updated",
-            symbol=pos.symbol,
-            client_order_id=cid,
-            kind=kind,
-            status=status,
-            price=None if st is None else (st.avg_price or st.price or st.stop_price),
-            qty=qty,
-        )
+        price = None if st is None else (st.avg_price or st.price or st.stop_price)
+        _event(log.info, "order_updated", pos.symbol, cid, kind, status, price=price, qty=qty)
+
+    def _exit_refused(
+        self,
+        out: BrokerUpdate,
+        pos: PositionRecord,
+        event: str,
+        kind: str,
+        quantity: float,
+        exc: OrderRejected,
+        **fields: object,
+    ) -> None:
+        """The venue refused an exit order of ``kind``: logged loudly and journalled."""
+        _event(log.error, event, pos.symbol, self._cid(pos, kind), kind, "rejected",
+               **fields, error=str(exc))  # fmt: skip
+        self._order(out, pos, kind, -pos.side, quantity, "rejected", self._now_ms())
 
     def _reject_entry(
-        self, track: _Track, out: BrokerUpdate, created_ms: int, exc: OrderRejected
+        self, track: Track, out: BrokerUpdate, created_ms: int, error: str, **fields: object
     ) -> None:
         pos = track.pos
-        log.warning(
-            "order_rejected",
-            symbol=pos.symbol,
-            client_order_id=pos.position_id,
-            kind=ENTRY,
-            status="rejected",
-            error=str(exc),
-        )
+        _event(log.warning, "order_rejected", pos.symbol, pos.position_id, ENTRY, "rejected",
+               **fields, error=error)  # fmt: skip
         self._order(out, pos, ENTRY, pos.side, pos.quantity, "rejected", created_ms)
         self._finish(track, out, CANCELLED)
 
-    def _miss(self, track: _Track, out: BrokerUpdate, created_ms: int) -> None:
+    def _miss(self, track: Track, out: BrokerUpdate, created_ms: int) -> None:
         pos = track.pos
-        log.warning(
-            "entry_missed",
-            symbol=pos.symbol,
-            client_order_id=pos.position_id,
-            kind=ENTRY,
-            status=CANCELLED,
-            open_time=self._entry_bar(pos),
-        )
+        _event(log.warning, "entry_missed", pos.symbol, pos.position_id, ENTRY, CANCELLED,
+               open_time=self._entry_bar(pos))  # fmt: skip
         self._order(out, pos, ENTRY, pos.side, pos.quantity, CANCELLED, created_ms)
         self._finish(track, out, CANCELLED)
 
-    def _finish(self, track: _Track, out: BrokerUpdate, status: str) -> None:
+    def _finish(self, track: Track, out: BrokerUpdate, status: str) -> None:
         if track.pos.status != status:
             track.pos = replace(track.pos, status=status)
         self._live.pop(track.pos.position_id, None)
         self._done.add(track.pos.position_id)
         self._emit(out, track)
 
-    def _sync_failed(self, track: _Track, exc: ExchangeError) -> None:
-        log.warning(
-            "position_sync_failed",
-            symbol=track.pos.symbol,
-            client_order_id=track.pos.position_id,
-            kind=None,
-            status=track.pos.status,
-            error=f"{type(exc).__name__}: {exc}",
-        )
-
-    # ---- helpers ---------------------------------------------------------------------------
+    def _sync_failed(self, track: Track, exc: ExchangeError) -> None:
+        pos = track.pos
+        _event(log.warning, "position_sync_failed", pos.symbol, pos.position_id, None,
+               pos.status, error=_describe(exc))  # fmt: skip
 
     @staticmethod
-    def _emit(out: BrokerUpdate, track: _Track) -> None:
+    def _emit(out: BrokerUpdate, track: Track) -> None:
         """Put the position's latest record in ``out`` (one record per position)."""
         pid = track.pos.position_id
         for i, p in enumerate(out.positions):
@@ -753,6 +542,8 @@ class ExchangeBroker:
                 out.positions[i] = track.pos
                 return
         out.positions.append(track.pos)
+
+    # ---- venue -----------------------------------------------------------------------------
 
     async def _place(self, order: OrderRequest, kind: str) -> OrderState:
         """Place ``order``; when the answer is lost (a transient error: the order may or may
@@ -763,14 +554,8 @@ class ExchangeBroker:
         except OrderRejected:
             raise
         except ExchangeError as exc:
-            log.warning(
-                "order_outcome_unknown",
-                symbol=order.symbol,
-                client_order_id=order.client_order_id,
-                kind=kind,
-                status="unknown",
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            _event(log.warning, "order_outcome_unknown", order.symbol, order.client_order_id,
+                   kind, "unknown", error=_describe(exc))  # fmt: skip
             return await self.api.place_order(order)
 
     async def _rules_of(self, symbol: str) -> SymbolRules:

@@ -63,6 +63,35 @@ class EntryRequest:
     horizon_bars: int
 
 
+def pending_position(
+    req: EntryRequest,
+    position_id: str,
+    strategy: str,
+    *,
+    reference_price: float | None,
+    venue: str,
+) -> PositionRecord:
+    """The pending position of a taken decision (both brokers): ``reference_price`` stands in
+    as its entry price until the entry fills. A quantity that is not a positive number is a
+    DataError naming the ``venue``'s order."""
+    if not (math.isfinite(req.quantity) and req.quantity > 0.0):
+        raise DataError(f"{venue} order {req.symbol} at {req.signal_time_ms}: quantity must be > 0")
+    return PositionRecord(
+        position_id=position_id,
+        strategy=strategy,
+        symbol=req.symbol,
+        side=req.side,
+        signal_time_ms=req.signal_time_ms,
+        quantity=req.quantity,
+        sl_dist=req.sl_dist,
+        tp1_dist=req.tp1_dist,
+        tp2_dist=req.tp2_dist,
+        horizon_bars=req.horizon_bars,
+        status=PENDING,
+        entry_price=reference_price,
+    )
+
+
 @dataclass(slots=True)
 class BrokerUpdate:
     """What one bar changed: records to journal."""
@@ -165,27 +194,12 @@ class PaperBroker:
         ``reference_price`` (the signal's close) is kept as the pending position's
         ``entry_price`` until the fill replaces it (the guards value pending notional with it).
         """
-        if not (math.isfinite(req.quantity) and req.quantity > 0.0):
-            raise DataError(
-                f"paper order {req.symbol} at {req.signal_time_ms}: quantity must be > 0"
-            )
         cid = client_order_id(self.run_id, req.symbol, req.signal_time_ms)
+        pos = pending_position(
+            req, cid, self.strategy, reference_price=reference_price, venue="paper"
+        )
         if cid in self._live:
             return BrokerUpdate()  # the same bar decided twice: one position only
-        pos = PositionRecord(
-            position_id=cid,
-            strategy=self.strategy,
-            symbol=req.symbol,
-            side=req.side,
-            signal_time_ms=req.signal_time_ms,
-            quantity=req.quantity,
-            sl_dist=req.sl_dist,
-            tp1_dist=req.tp1_dist,
-            tp2_dist=req.tp2_dist,
-            horizon_bars=req.horizon_bars,
-            status=PENDING,
-            entry_price=reference_price,
-        )
         self._live[cid] = pos
         order = OrderRecord(
             client_order_id=cid,

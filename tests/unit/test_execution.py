@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -101,6 +101,16 @@ def random_path(rng: np.random.Generator, n: int) -> pd.DataFrame:
     return frame(open_, high, low)
 
 
+FLAT = 10  # bars of the scripted frames
+
+
+def flat(n: int = FLAT) -> tuple[list[float], list[float], list[float]]:
+    return [100.0] * n, [100.2] * n, [99.8] * n
+
+
+ENTRY_MS = T0 + (SIG + 1) * STEP  # the entry bar's open: when the broker submits
+
+
 def engine_for(df: pd.DataFrame, spec: ExitSpec, rules: SymbolRules = RULES) -> MatchingEngine:
     return MatchingEngine({SYM: df}, STEP, slippage_bps=spec.slippage_bps, rules={SYM: rules})
 
@@ -111,14 +121,60 @@ def broker_for(engine: MatchingEngine, clock: Clock, spec: ExitSpec) -> Exchange
     )
 
 
+@dataclass
+class Rig:
+    """The in-process venue over ``df``, the loop's clock, and a broker on both."""
+
+    df: pd.DataFrame
+    spec: ExitSpec
+    clock: Clock
+    engine: MatchingEngine
+    broker: ExchangeBroker
+
+    def restart(self) -> ExchangeBroker:
+        """A new process: a fresh broker on the same venue."""
+        self.broker = broker_for(self.engine, self.clock, self.spec)
+        return self.broker
+
+    async def close_bar(self, k: int, at_ms: int | None = None) -> BrokerUpdate:
+        """Bar ``k`` has closed (the clock at its close, or at ``at_ms``): ``on_bar``."""
+        self.clock.at_ms(T0 + (k + 1) * STEP if at_ms is None else at_ms)
+        return await self.broker.on_bar(SYM, *arrays(self.df, k))
+
+    def assert_flat(self) -> None:
+        """Nothing left behind at the venue: no position, no resting order."""
+        assert self.engine.position(SYM).quantity == 0.0
+        assert self.engine.open_orders(SYM) == []
+
+
+def make_rig(
+    df: pd.DataFrame | None = None,
+    spec: ExitSpec = SPEC,
+    rules: SymbolRules = RULES,
+    *,
+    at_ms: int = ENTRY_MS,
+) -> Rig:
+    """A rig over ``df`` (flat bars by default), its clock at ``at_ms``."""
+    frame_ = frame(*flat()) if df is None else df
+    clock = Clock()
+    clock.at_ms(at_ms)
+    engine = engine_for(frame_, spec, rules)
+    return Rig(frame_, spec, clock, engine, broker_for(engine, clock, spec))
+
+
+def enter_by_hand(engine: MatchingEngine, now_ms: int = ENTRY_MS, qty: float = 1.0) -> None:
+    """The entry POST of an earlier process reached the venue; its answer was lost."""
+    engine.place(OrderRequest(SYM, "BUY", "MARKET", cid("entry"), quantity=qty), now_ms)
+
+
+def events(logs: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [e["event"] for e in logs]
+
+
 def arrays(df: pd.DataFrame, k: int) -> tuple[Any, Any, Any, Any]:
     """The loop's window: bars up to ``k`` (closed)."""
-    return (
-        df["open_time"].to_numpy(np.int64)[: k + 1],
-        df["open"].to_numpy(np.float64)[: k + 1],
-        df["high"].to_numpy(np.float64)[: k + 1],
-        df["low"].to_numpy(np.float64)[: k + 1],
-    )
+    o, h, lo = (df[c].to_numpy(np.float64)[: k + 1] for c in ("open", "high", "low"))
+    return df["open_time"].to_numpy(np.int64)[: k + 1], o, h, lo
 
 
 def cid(kind: str, signal: int = SIG) -> str:
@@ -137,6 +193,25 @@ def request(
     return EntryRequest(SYM, side, T0 + signal * STEP, qty, sl, tp1, tp2, horizon)
 
 
+def pending_record(qty: float = 1.0, signal: int = SIG, **changes: Any) -> PositionRecord:
+    """The journal's record of a pending entry (``changes`` make it open, partial, ...)."""
+    pos = PositionRecord(
+        position_id=cid("entry", signal),
+        strategy="s1",
+        symbol=SYM,
+        side=1,
+        signal_time_ms=T0 + signal * STEP,
+        quantity=qty,
+        sl_dist=1.0,
+        tp1_dist=1.0,
+        tp2_dist=2.0,
+        horizon_bars=5,
+        status="pending",
+        entry_price=100.0,
+    )
+    return replace(pos, **changes)
+
+
 async def drive(
     df: pd.DataFrame,
     spec: ExitSpec,
@@ -147,22 +222,17 @@ async def drive(
 ) -> tuple[Book, MatchingEngine]:
     """Submit at the signal bar's close, then ``on_bar`` at every following close (twice per
     bar, or with a crash-and-restart before processing ``restart_bar``)."""
-    clock = Clock()
-    engine = engine_for(df, spec)
-    broker = broker_for(engine, clock, spec)
+    rig = make_rig(df, spec)
     book = Book()
-    times = df["open_time"].to_numpy(np.int64)
-    clock.at_ms(int(times[SIG]) + STEP)
-    book.add(await broker.submit(req, reference_price=float(df["close"].iloc[SIG])))
+    book.add(await rig.broker.submit(req, reference_price=float(df["close"].iloc[SIG])))
     for k in range(SIG + 1, len(df) - 1):
-        clock.at_ms(int(times[k]) + STEP)
+        rig.clock.at_ms(T0 + (k + 1) * STEP)
         if k == restart_bar:
-            broker = broker_for(engine, clock, spec)
-            broker.load(book.positions.values())
-            book.add(await broker.recover())
+            rig.restart().load(book.positions.values())
+            book.add(await rig.broker.recover())
         for _ in range(2 if twice else 1):
-            book.add(await broker.on_bar(SYM, *arrays(df, k)))
-    return book, engine
+            book.add(await rig.close_bar(k))
+    return book, rig.engine
 
 
 def kernel_legs(
@@ -296,25 +366,13 @@ def test_parity_also_over_a_jitted_batch() -> None:
 
 # ---- scripted paths --------------------------------------------------------------------------
 
-FLAT = 10  # bars of the scripted frames
-
-
-def flat(n: int = FLAT) -> tuple[list[float], list[float], list[float]]:
-    return [100.0] * n, [100.2] * n, [99.8] * n
-
-
-async def run_script(
-    df: pd.DataFrame, spec: ExitSpec, req: EntryRequest
-) -> tuple[Book, MatchingEngine]:
-    return await drive(df, spec, req)
-
 
 async def test_time_exit_at_the_horizon_open() -> None:
     o, h, lo = flat()
     o[SIG + 4] = 100.5
     df = frame(o, h, lo)
     req = request(qty=1.0, sl=5.0, tp1=5.0, tp2=6.0, horizon=3)
-    book, engine = await run_script(df, SPEC, req)
+    book, engine = await drive(df, SPEC, req)
     (pos,) = book.positions.values()
     assert pos.reason == "TIME"
     assert pos.exit_time_ms == T0 + (SIG + 4) * STEP
@@ -335,7 +393,7 @@ async def test_split_take_profits_and_break_even_gap() -> None:
     df = frame(o, h, lo)
     spec = replace(SPEC, tp1_fraction=0.5, move_to_be=True)
     req = request(qty=1.0, sl=2.0, tp1=1.0, tp2=3.0)
-    book, engine = await run_script(df, spec, req)
+    book, engine = await drive(df, spec, req)
     assert [(f.leg, f.reason, f.price, f.quantity) for f in book.fills] == [
         ("entry", "ENTRY", 100.0, 1.0),
         ("leg1", "TP1", 101.0, 0.5),
@@ -353,7 +411,7 @@ async def test_break_even_stop_rests_then_fills() -> None:
     df = frame(o, h, lo)
     spec = replace(SPEC, tp1_fraction=0.5, move_to_be=True)
     req = request(side=1, qty=1.0, sl=2.0, tp1=1.0, tp2=3.0)
-    book, engine = await run_script(df, spec, req)
+    book, engine = await drive(df, spec, req)
     (pos,) = book.positions.values()
     assert (pos.reason, pos.exit_price) == ("BE", 100.0)
     assert book.orders[cid("be")].status == "filled"
@@ -361,195 +419,128 @@ async def test_break_even_stop_rests_then_fills() -> None:
 
 
 async def test_stop_that_would_trigger_closes_at_market() -> None:
-    df = frame(*flat())
     spec = replace(SPEC, slippage_bps=5.0)  # entry 100.05, stop 100.04 >= the open 100
+    rig = make_rig(spec=spec)
     req = request(qty=1.0, sl=0.01, tp1=1.0, tp2=2.0)
-    clock = Clock()
-    engine = engine_for(df, spec)
-    broker = broker_for(engine, clock, spec)
-    clock.at_ms(T0 + (SIG + 1) * STEP)
     with capture_logs() as logs:
-        upd = await broker.submit(req)
-    assert "stop_would_trigger" in [e["event"] for e in logs]
+        upd = await rig.broker.submit(req)
+    assert "stop_would_trigger" in events(logs)
     (pos,) = upd.positions
-    assert (pos.status, pos.reason, pos.exit_time_ms) == ("closed", "SL", T0 + (SIG + 1) * STEP)
+    assert (pos.status, pos.reason, pos.exit_time_ms) == ("closed", "SL", ENTRY_MS)
     assert pos.exit_price == pytest.approx(100.0 * (1 - 5e-4))
-    assert engine.position(SYM).quantity == 0.0
-    assert engine.open_orders(SYM) == []
+    rig.assert_flat()
     book = Book()
     book.add(upd)
-    assert_matches_kernel(book, engine, df, spec, req)
+    assert_matches_kernel(book, rig.engine, rig.df, spec, req)
 
 
 async def test_split_falls_back_to_one_take_profit_below_min_qty() -> None:
     rules = SymbolRules(SYM, step_size=0.001, min_qty=0.01, tick_size=0.01)
-    df = frame(*flat())
-    spec = replace(SPEC, tp1_fraction=0.5)
-    clock = Clock()
-    engine = engine_for(df, spec, rules)
-    broker = broker_for(engine, clock, spec)
-    clock.at_ms(T0 + (SIG + 1) * STEP)
-    await broker.submit(request(qty=0.015, tp1=1.004, tp2=2.0))
-    resting = {o.client_order_id: o for o in engine.open_orders(SYM)}
+    rig = make_rig(spec=replace(SPEC, tp1_fraction=0.5), rules=rules)
+    await rig.broker.submit(request(qty=0.015, tp1=1.004, tp2=2.0))
+    resting = {o.client_order_id: o for o in rig.engine.open_orders(SYM)}
     assert set(resting) == {cid("sl"), cid("tp1")}
     assert resting[cid("tp1")].orig_qty == 0.015
     assert resting[cid("tp1")].price == 101.0  # rounded to the tick
-    (pos,) = broker.positions()
-    assert broker.remaining(pos) == 0.015
+    (pos,) = rig.broker.positions()
+    assert rig.broker.remaining(pos) == 0.015
 
 
 # ---- idempotency and lost answers ------------------------------------------------------------
 
 
 async def test_lost_entry_answer_is_found_not_doubled() -> None:
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    broker = broker_for(engine, clock, SPEC)
-    now = T0 + (SIG + 1) * STEP
-    clock.at_ms(now)
-    # the POST reached the venue, its answer was lost
-    engine.place(OrderRequest(SYM, "BUY", "MARKET", cid("entry"), quantity=1.0), now)
-    upd = await broker.submit(request(qty=1.0))
+    rig = make_rig()
+    enter_by_hand(rig.engine)
+    upd = await rig.broker.submit(request(qty=1.0))
     (pos,) = upd.positions
     assert pos.status == "open"
-    assert engine.position(SYM).quantity == 1.0
-    assert [f.client_order_id for f in engine.fills] == [cid("entry")]
-    assert {o.client_order_id for o in engine.open_orders(SYM)} == {cid("sl"), cid("tp1")}
+    assert rig.engine.position(SYM).quantity == 1.0
+    assert [f.client_order_id for f in rig.engine.fills] == [cid("entry")]
+    assert {o.client_order_id for o in rig.engine.open_orders(SYM)} == {cid("sl"), cid("tp1")}
     # the same decision again books nothing
-    assert await broker.submit(request(qty=1.0)) == BrokerUpdate()
+    assert await rig.broker.submit(request(qty=1.0)) == BrokerUpdate()
 
 
 async def test_pending_entry_found_at_recover() -> None:
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    now = T0 + (SIG + 1) * STEP
-    clock.at_ms(now)
-    engine.place(OrderRequest(SYM, "BUY", "MARKET", cid("entry"), quantity=1.0), now)
-    clock.at_ms(now + 60_000)  # restarted a minute later, still in the entry bar
-    broker = broker_for(engine, clock, SPEC)
-    broker.load([pending_record()])
-    upd = await broker.recover()
+    rig = make_rig()
+    enter_by_hand(rig.engine)
+    rig.clock.at_ms(ENTRY_MS + 60_000)  # restarted a minute later, still in the entry bar
+    rig.restart().load([pending_record()])
+    upd = await rig.broker.recover()
     assert [f.leg for f in upd.fills] == ["entry"]
     assert upd.positions[-1].status == "open"
-    assert engine.position(SYM).quantity == 1.0
-    assert len(engine.open_orders(SYM)) == 2
-
-
-def pending_record(qty: float = 1.0, signal: int = SIG) -> PositionRecord:
-    return PositionRecord(
-        position_id=cid("entry", signal),
-        strategy="s1",
-        symbol=SYM,
-        side=1,
-        signal_time_ms=T0 + signal * STEP,
-        quantity=qty,
-        sl_dist=1.0,
-        tp1_dist=1.0,
-        tp2_dist=2.0,
-        horizon_bars=5,
-        status="pending",
-        entry_price=100.0,
-    )
+    assert rig.engine.position(SYM).quantity == 1.0
+    assert len(rig.engine.open_orders(SYM)) == 2
 
 
 async def test_pending_entry_placed_again_in_its_bar() -> None:
     """A transient error left the entry unknown: still in the entry bar, it is placed."""
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    broker = broker_for(engine, clock, SPEC)
-    broker.load([pending_record(qty=1.0004)])
-    assert broker.remaining(broker.positions()[0]) == 1.0004
-    clock.at_ms(T0 + (SIG + 1) * STEP + 5_000)
-    upd = await broker.on_bar(SYM, *arrays(df, SIG))
+    rig = make_rig()
+    rig.broker.load([pending_record(qty=1.0004)])
+    assert rig.broker.remaining(rig.broker.positions()[0]) == 1.0004
+    upd = await rig.close_bar(SIG, at_ms=ENTRY_MS + 5_000)
     assert upd.positions[-1].status == "open"
     assert upd.positions[-1].quantity == 1.0  # rounded down to the step
-    assert engine.position(SYM).quantity == 1.0
+    assert rig.engine.position(SYM).quantity == 1.0
 
 
 async def test_pending_entry_missed_is_cancelled() -> None:
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    broker = broker_for(engine, clock, SPEC)
-    broker.load([pending_record()])
-    clock.at_ms(T0 + (SIG + 2) * STEP)  # the entry bar is over
+    rig = make_rig()
+    rig.broker.load([pending_record()])
     with capture_logs() as logs:
-        upd = await broker.on_bar(SYM, *arrays(df, SIG + 1))
+        upd = await rig.close_bar(SIG + 1)  # the entry bar is over
     assert [p.status for p in upd.positions] == [CANCELLED]
     assert [o.status for o in upd.orders] == ["cancelled"]
-    assert "entry_missed" in [e["event"] for e in logs]
-    assert engine.fills == []
-    assert broker.open_count() == 0
+    assert "entry_missed" in events(logs)
+    assert rig.engine.fills == []
+    assert rig.broker.open_count() == 0
 
 
 async def test_late_submit_never_enters() -> None:
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    broker = broker_for(engine, clock, SPEC)
-    clock.at_ms(T0 + (SIG + 3) * STEP)
-    upd = await broker.submit(request())
+    rig = make_rig(at_ms=T0 + (SIG + 3) * STEP)
+    upd = await rig.broker.submit(request())
     assert [p.status for p in upd.positions] == [CANCELLED]
-    assert engine.fills == []
+    assert rig.engine.fills == []
 
 
 async def test_recover_books_fills_while_down_and_closes_on_lost_protection() -> None:
     o, h, lo = flat()
     h[SIG + 2] = 101.5  # TP1 while the process is down
-    df = frame(o, h, lo)
-    spec = replace(SPEC, tp1_fraction=0.5)
-    clock = Clock()
-    engine = engine_for(df, spec)
-    entry_time = T0 + (SIG + 1) * STEP
-    clock.at_ms(entry_time)
-    first = broker_for(engine, clock, spec)
+    rig = make_rig(frame(o, h, lo), replace(SPEC, tp1_fraction=0.5))
     book = Book()
-    book.add(await first.submit(request(qty=1.0, sl=2.0, tp1=1.0, tp2=3.0)))
+    book.add(await rig.broker.submit(request(qty=1.0, sl=2.0, tp1=1.0, tp2=3.0)))
     # crashed; the TP2 order was lost with the process (cancelled, as a stand-in)
-    clock.at_ms(entry_time + 2 * STEP + 1_000)
-    engine.cancel(SYM, cid("tp2"), int(clock() * 1000))
-    second = broker_for(engine, clock, spec)
-    second.load(book.live())
+    rig.clock.at_ms(ENTRY_MS + 2 * STEP + 1_000)
+    rig.engine.cancel(SYM, cid("tp2"), int(rig.clock() * 1000))
+    rig.restart().load(book.live())
     with capture_logs() as logs:
-        book.add(await second.recover())
+        book.add(await rig.broker.recover())
     # the TP1 fill while down is booked once; the cancelled TP2 is a lost protective order
     assert [f.leg for f in book.fills] == ["entry", "leg1", "leg2"]
     assert book.fills[1].reason == "TP1"
     assert book.fills[2].reason == "SL"
-    assert "protective_order_lost" in [e["event"] for e in logs]
-    assert engine.position(SYM).quantity == 0.0
-    assert engine.open_orders(SYM) == []
+    assert "protective_order_lost" in events(logs)
+    rig.assert_flat()
 
 
 async def test_recover_places_protection_that_never_made_it() -> None:
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    now = T0 + (SIG + 1) * STEP
-    clock.at_ms(now)
-    engine.place(OrderRequest(SYM, "BUY", "MARKET", cid("entry"), quantity=1.0), now)
-    opened = replace(pending_record(), status="open", entry_time_ms=now, entry_price=100.0)
-    clock.at_ms(now + 10_000)
-    broker = broker_for(engine, clock, SPEC)
-    broker.load([opened])
-    upd = await broker.recover()
+    rig = make_rig()
+    enter_by_hand(rig.engine)
+    rig.clock.at_ms(ENTRY_MS + 10_000)
+    rig.broker.load([pending_record(status="open", entry_time_ms=ENTRY_MS, entry_price=100.0)])
+    upd = await rig.broker.recover()
     assert upd.fills == []
-    assert {o.client_order_id for o in engine.open_orders(SYM)} == {cid("sl"), cid("tp1")}
+    assert {o.client_order_id for o in rig.engine.open_orders(SYM)} == {cid("sl"), cid("tp1")}
     # a second recover changes nothing
-    again = await broker.recover()
+    again = await rig.broker.recover()
     assert again.fills == []
     assert again.orders == []
 
 
 async def test_remaining_of_a_loaded_partial_before_recover() -> None:
-    clock = Clock()
-    engine = engine_for(frame(*flat()), SPEC)
-    spec = replace(SPEC, tp1_fraction=0.5)
-    broker = broker_for(engine, clock, spec)
-    opened = replace(pending_record(), status="open", entry_time_ms=T0, legs_done=1)
+    broker = make_rig(spec=replace(SPEC, tp1_fraction=0.5)).broker
+    opened = pending_record(status="open", entry_time_ms=T0, legs_done=1)
     broker.load([opened, replace(opened, position_id="x", status="closed")])
     assert broker.open_count() == 1
     assert broker.remaining(opened) == 0.5
@@ -558,93 +549,80 @@ async def test_remaining_of_a_loaded_partial_before_recover() -> None:
 # ---- venue refusals and surprises ------------------------------------------------------------
 
 
-async def test_min_qty_is_rejected_without_an_order() -> None:
-    rules = SymbolRules(SYM, step_size=0.001, min_qty=0.01, tick_size=0.01)
-    clock = Clock()
-    engine = engine_for(frame(*flat()), SPEC, rules)
-    broker = broker_for(engine, clock, SPEC)
-    clock.at_ms(T0 + (SIG + 1) * STEP)
-    upd = await broker.submit(request(qty=0.0099))
-    assert [(o.kind, o.status, o.quantity) for o in upd.orders] == [("entry", "rejected", 0.009)]
-    assert [p.status for p in upd.positions] == [CANCELLED]
-    assert engine.fills == []
-    assert broker.open_count() == 0
-
-
-async def test_entry_refused_by_the_venue() -> None:
+def _no_market_at_entry() -> Rig:
     o, h, lo = flat()
     times = [T0 + i * STEP for i in range(FLAT)]
     times[SIG + 1 :] = [t + STEP for t in times[SIG + 1 :]]  # no bar SIG+1: no market
-    clock = Clock()
-    engine = engine_for(frame(o, h, lo, times), SPEC)
-    broker = broker_for(engine, clock, SPEC)
-    clock.at_ms(T0 + (SIG + 1) * STEP)
+    return make_rig(frame(o, h, lo, times))
+
+
+@pytest.mark.parametrize(
+    ("venue", "req", "sent_qty"),
+    [
+        pytest.param(
+            lambda: make_rig(rules=replace(RULES, min_qty=0.01, tick_size=0.01)),
+            request(qty=0.0099),
+            0.009,  # rounded down to the step, then below the minimum: never sent
+            id="below-min-qty",
+        ),
+        pytest.param(_no_market_at_entry, request(), 1.0, id="refused-by-the-venue"),
+        pytest.param(make_rig, replace(request(), symbol="DOGEUSDT"), 1.0, id="unknown-symbol"),
+    ],
+)
+async def test_rejected_entry_cancels_the_position(
+    venue: Callable[[], Rig], req: EntryRequest, sent_qty: float
+) -> None:
+    rig = venue()
     with capture_logs() as logs:
-        upd = await broker.submit(request())
-    assert [o.status for o in upd.orders] == ["rejected"]
+        upd = await rig.broker.submit(req)
+    assert [(o.kind, o.status, o.quantity) for o in upd.orders] == [("entry", "rejected", sent_qty)]
     assert [p.status for p in upd.positions] == [CANCELLED]
-    assert "order_rejected" in [e["event"] for e in logs]
+    assert "order_rejected" in events(logs)
+    assert rig.engine.fills == []
+    assert rig.broker.open_count() == 0
 
 
 async def test_submit_checks_quantity() -> None:
-    clock = Clock()
-    broker = broker_for(engine_for(frame(*flat()), SPEC), clock, SPEC)
     with pytest.raises(DataError, match="quantity must be > 0"):
-        await broker.submit(request(qty=0.0))
+        await make_rig().broker.submit(request(qty=0.0))
 
 
 async def test_external_cancel_closes_at_market() -> None:
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    broker = broker_for(engine, clock, SPEC)
-    clock.at_ms(T0 + (SIG + 1) * STEP)
+    rig = make_rig()
     book = Book()
-    book.add(await broker.submit(request(horizon=5)))
-    engine.cancel(SYM, cid("sl"), T0 + (SIG + 1) * STEP + 60_000)  # by hand, on the venue
-    clock.at_ms(T0 + (SIG + 2) * STEP)
+    book.add(await rig.broker.submit(request(horizon=5)))
+    rig.engine.cancel(SYM, cid("sl"), ENTRY_MS + 60_000)  # by hand, on the venue
     with capture_logs() as logs:
-        book.add(await broker.on_bar(SYM, *arrays(df, SIG + 1)))
-    assert "protective_order_lost" in [e["event"] for e in logs]
+        book.add(await rig.close_bar(SIG + 1))
+    assert "protective_order_lost" in events(logs)
     (pos,) = book.positions.values()
     assert (pos.status, pos.reason, pos.exit_price) == ("closed", "SL", 100.0)
     assert book.orders[cid("close")].status == "filled"
-    assert engine.position(SYM).quantity == 0.0
-    assert engine.open_orders(SYM) == []
+    rig.assert_flat()
 
 
 async def test_rejected_protective_order_closes_at_market() -> None:
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    broker = broker_for(engine, clock, SPEC)
-    clock.at_ms(T0 + (SIG + 1) * STEP)
+    rig = make_rig()
     with capture_logs() as logs:  # a short's TP at a negative price: refused by the venue
-        upd = await broker.submit(request(side=-1, tp1=150.0, tp2=160.0))
-    assert "protective_order_rejected" in [e["event"] for e in logs]
+        upd = await rig.broker.submit(request(side=-1, tp1=150.0, tp2=160.0))
+    assert "protective_order_rejected" in events(logs)
     assert upd.positions[-1].status == "closed"
     assert {o.kind: o.status for o in upd.orders}["tp1"] == "rejected"
-    assert engine.position(SYM).quantity == 0.0
-    assert engine.open_orders(SYM) == []
+    rig.assert_flat()
 
 
 async def test_time_exit_refused_when_flattened_by_hand() -> None:
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    broker = broker_for(engine, clock, SPEC)
-    entry_time = T0 + (SIG + 1) * STEP
-    clock.at_ms(entry_time)
-    await broker.submit(request(horizon=1))
-    engine.place(OrderRequest(SYM, "SELL", "MARKET", "by-hand", quantity=1.0), entry_time + 1)
-    clock.at_ms(entry_time + STEP)
+    rig = make_rig()
+    await rig.broker.submit(request(horizon=1))
+    by_hand = OrderRequest(SYM, "SELL", "MARKET", "by-hand", quantity=1.0)
+    rig.engine.place(by_hand, ENTRY_MS + 1)
     with capture_logs() as logs:
-        upd = await broker.on_bar(SYM, *arrays(df, SIG + 1))
-    assert "exit_rejected" in [e["event"] for e in logs]
+        upd = await rig.close_bar(SIG + 1)
+    assert "exit_rejected" in events(logs)
     assert upd.fills == []
-    assert broker.open_count() == 1  # loud, retried at the next bar
+    assert rig.broker.open_count() == 1  # loud, retried at the next bar
     with capture_logs() as logs:
-        await broker.recover()
+        await rig.broker.recover()
     (warn,) = [e for e in logs if e["event"] == "position_mismatch"]
     assert (warn["symbol"], warn["qty"]) == (SYM, 0.0)
 
@@ -667,26 +645,21 @@ async def test_unmanaged_venue_position_is_only_reported() -> None:
 
 
 async def test_sync_failure_is_logged_and_retried() -> None:
-    clock = Clock()
-    engine = engine_for(frame(*flat()), SPEC)
-    broker = broker_for(engine, clock, SPEC)
-    ghost = replace(
-        pending_record(), symbol="DOGEUSDT", status="open", entry_time_ms=T0, legs_done=0
-    )
-    broker.load([ghost])
-    clock.at_ms(T0 + 4 * STEP)
+    rig = make_rig(at_ms=T0 + 4 * STEP)
+    ghost = pending_record(symbol="DOGEUSDT", status="open", entry_time_ms=T0, legs_done=0)
+    rig.broker.load([ghost])
     with capture_logs() as logs:
-        upd = await broker.on_bar("DOGEUSDT", *arrays(frame(*flat()), 3))
+        upd = await rig.broker.on_bar("DOGEUSDT", *arrays(rig.df, 3))
     assert upd == BrokerUpdate()
-    assert "position_sync_failed" in [e["event"] for e in logs]
-    assert broker.open_count("DOGEUSDT") == 1
+    assert "position_sync_failed" in events(logs)
+    assert rig.broker.open_count("DOGEUSDT") == 1
 
 
 async def test_on_bar_without_bars_does_nothing() -> None:
-    clock = Clock()
-    broker = broker_for(engine_for(frame(*flat()), SPEC), clock, SPEC)
     no_prices = np.empty(0, np.float64)
-    upd = await broker.on_bar(SYM, np.empty(0, np.int64), no_prices, no_prices, no_prices)
+    upd = await make_rig().broker.on_bar(
+        SYM, np.empty(0, np.int64), no_prices, no_prices, no_prices
+    )
     assert upd == BrokerUpdate()
 
 
@@ -699,83 +672,54 @@ def test_close_pnl_is_the_sum_of_fills() -> None:
 
 
 async def test_protection_placed_before_a_crash_is_not_doubled() -> None:
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    now = T0 + (SIG + 1) * STEP
-    clock.at_ms(now)
+    rig = make_rig()
     # the previous process placed the entry and the stop, then died before journaling
-    engine.place(OrderRequest(SYM, "BUY", "MARKET", cid("entry"), quantity=1.0), now)
+    enter_by_hand(rig.engine)
     stop = OrderRequest(SYM, "SELL", "STOP_MARKET", cid("sl"), stop_price=99.0, close_position=True)
-    engine.place(stop, now)
-    broker = broker_for(engine, clock, SPEC)
-    upd = await broker.submit(request(qty=1.0))
+    rig.engine.place(stop, ENTRY_MS)
+    upd = await rig.broker.submit(request(qty=1.0))
     assert upd.positions[-1].status == "open"
-    resting = sorted(o.client_order_id for o in engine.open_orders(SYM))
+    resting = sorted(o.client_order_id for o in rig.engine.open_orders(SYM))
     assert resting == sorted([cid("sl"), cid("tp1")])
 
 
 async def test_entry_cancelled_or_resting_at_the_venue() -> None:
     """The entry id is known to the venue but not filled: resting -> wait, cancelled ->
     the position is cancelled."""
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    now = T0 + (SIG + 1) * STEP
-    clock.at_ms(now)
+    rig = make_rig()
     limit = OrderRequest(SYM, "BUY", "LIMIT", cid("entry"), quantity=1.0, price=90.0)
-    engine.place(limit, now)
-    broker = broker_for(engine, clock, SPEC)
-    broker.load([pending_record()])
-    upd = await broker.recover()
+    rig.engine.place(limit, ENTRY_MS)
+    rig.broker.load([pending_record()])
+    upd = await rig.broker.recover()
     assert [o.status for o in upd.orders] == ["open"]
-    assert broker.positions()[0].status == "pending"
-    engine.cancel(SYM, cid("entry"), now + 1_000)
+    assert rig.broker.positions()[0].status == "pending"
+    rig.engine.cancel(SYM, cid("entry"), ENTRY_MS + 1_000)
     with capture_logs() as logs:
-        upd = await broker.on_bar(SYM, *arrays(df, SIG))
-    assert "entry_cancelled" in [e["event"] for e in logs]
+        upd = await rig.close_bar(SIG)
+    assert "entry_cancelled" in events(logs)
     assert [p.status for p in upd.positions] == [CANCELLED]
-    assert broker.open_count() == 0
+    assert rig.broker.open_count() == 0
 
 
 async def test_pending_before_its_entry_bar_waits() -> None:
-    clock = Clock()
-    engine = engine_for(frame(*flat()), SPEC)
-    broker = broker_for(engine, clock, SPEC)
-    broker.load([pending_record()])
-    clock.at_ms(T0 + SIG * STEP + 60_000)  # the signal bar has not closed yet
-    assert await broker.recover() == BrokerUpdate()
-    assert broker.open_count() == 1
-    assert engine.fills == []
-
-
-async def test_entry_for_an_unknown_symbol_is_rejected() -> None:
-    clock = Clock()
-    broker = broker_for(engine_for(frame(*flat()), SPEC), clock, SPEC)
-    clock.at_ms(T0 + (SIG + 1) * STEP)
-    upd = await broker.submit(replace(request(), symbol="DOGEUSDT"))
-    assert [o.status for o in upd.orders] == ["rejected"]
-    assert [p.status for p in upd.positions] == [CANCELLED]
+    rig = make_rig(at_ms=T0 + SIG * STEP + 60_000)  # the signal bar has not closed yet
+    rig.broker.load([pending_record()])
+    assert await rig.broker.recover() == BrokerUpdate()
+    assert rig.broker.open_count() == 1
+    assert rig.engine.fills == []
 
 
 async def test_journal_legs_the_venue_does_not_know_are_reported() -> None:
-    df = frame(*flat())
-    clock = Clock()
-    engine = engine_for(df, SPEC)
-    now = T0 + (SIG + 1) * STEP
-    clock.at_ms(now)
-    engine.place(OrderRequest(SYM, "BUY", "MARKET", cid("entry"), quantity=1.0), now)
-    opened = replace(
-        pending_record(), status="open", entry_time_ms=now, entry_price=100.0, legs_done=1
-    )
-    broker = broker_for(engine, clock, SPEC)
-    broker.load([opened])
+    rig = make_rig()
+    enter_by_hand(rig.engine)
+    opened = pending_record(status="open", entry_time_ms=ENTRY_MS, entry_price=100.0, legs_done=1)
+    rig.broker.load([opened])
     with capture_logs() as logs:
-        await broker.recover()
-    assert "journal_legs_unmatched" in [e["event"] for e in logs]
+        await rig.broker.recover()
+    assert "journal_legs_unmatched" in events(logs)
 
 
 def test_is_a_broker() -> None:
     """The live loop's protocol (mypy checks the assignment; the loop reads ``spec``)."""
-    broker: Broker = broker_for(engine_for(frame(*flat()), SPEC), Clock(), SPEC)
+    broker: Broker = make_rig().broker
     assert broker.spec is SPEC
