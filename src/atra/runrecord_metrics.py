@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from atra.core.costs import ANNUAL_COST_UNIT, CostBreakdown, format_percent
-from atra.core.stats import PerformanceReport, TradeRecord, compute_stats
+from atra.core.stats import PerformanceReport, TradeRecord, compute_stats, trade_records_of
 from atra.core.types import Timeframe
 
 __all__ = ["leg_metrics", "sharpe_estimator_variance", "trade_records"]
@@ -39,23 +39,7 @@ def trade_records(trades: pd.DataFrame) -> list[TradeRecord]:
             "funding",
         )
     ]
-    return [
-        TradeRecord(
-            str(s),
-            float(q),
-            float(pi),
-            float(po),
-            int(ti),
-            int(to),
-            float(p),
-            float(f),
-            float(sl),
-            float(fu),
-        )
-        for q, (s, pi, po, ti, to, p, f, sl, fu) in zip(
-            qty.tolist(), zip(*cols, strict=True), strict=True
-        )
-    ]
+    return trade_records_of([cols[0], qty.tolist(), *cols[1:]])
 
 
 def sharpe_estimator_variance(report: PerformanceReport, bars_per_year: int) -> float:

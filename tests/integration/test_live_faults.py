@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import structlog
 
 from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.journal import Journal
@@ -25,6 +24,7 @@ from atra.core.types import Timeframe
 from atra.guards import GuardLimits, RiskGuards
 from atra.live import LiveLoop, LoopSettings, StrategyDecider
 from atra.replay import ReplaySetup, run_replay
+from helpers_logging import quiet_structlog
 
 TF = Timeframe.H1
 STEP = TF.ms
@@ -70,9 +70,8 @@ CANDLES = {
 
 @pytest.fixture(autouse=True)
 def _quiet() -> Iterator[None]:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    yield
-    structlog.reset_defaults()
+    with quiet_structlog(logging.ERROR):
+        yield
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ backfill, restarts, guards, metrics."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import os
 import signal
@@ -17,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import structlog
 
 from atra.adapters.exchange import BinanceClient
 from atra.adapters.fake_exchange import FakeExchange, Faults
@@ -40,6 +38,7 @@ from atra.live import (
 )
 from atra.obs import Metrics
 from atra.replay import ReplaySetup, run_replay
+from helpers_logging import quiet_structlog
 
 TF = Timeframe.H1
 STEP = TF.ms
@@ -71,9 +70,8 @@ CANDLES = {"AAAUSDT": synthetic(1), "BBBUSDT": synthetic(2), "CCCUSDT": syntheti
 
 @pytest.fixture(autouse=True)
 def _quiet() -> Iterator[None]:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    yield
-    structlog.reset_defaults()
+    with quiet_structlog():
+        yield
 
 
 class CountingDecider:

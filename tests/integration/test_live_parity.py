@@ -12,14 +12,12 @@ curve bar by bar.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import structlog
 
 from atra.adapters.journal import Journal
 from atra.core.backtest import BacktestConfig, run_backtest
@@ -40,6 +38,7 @@ from atra.core.types import Market, Timeframe
 from atra.guards import GuardLimits, RiskGuards
 from atra.live import LoopSettings, StrategyDecider
 from atra.replay import ReplaySetup, run_replay
+from helpers_logging import quiet_structlog
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -65,9 +64,8 @@ MAX_POSITIONS, MAX_GROSS = 3, 2.0
 
 @pytest.fixture(autouse=True)
 def _quiet() -> Iterator[None]:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    yield
-    structlog.reset_defaults()
+    with quiet_structlog():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,12 @@ exit bars, prices and reasons) as :func:`atra.core.backtest.run_backtest` on the
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import structlog
 
 from atra.adapters.journal import Journal
 from atra.core.backtest import BacktestConfig, run_backtest
@@ -29,6 +27,7 @@ from atra.core.types import Timeframe
 from atra.guards import GuardLimits, RiskGuards
 from atra.live import LoopSettings, StrategyDecider
 from atra.replay import ReplaySetup, run_replay
+from helpers_logging import quiet_structlog
 
 SYMBOLS = ("ADAUSDT", "BTCUSDT", "ETHUSDT", "LTCUSDT", "XRPUSDT")
 TF = Timeframe.H1
@@ -39,10 +38,8 @@ WINDOW = 600
 
 @pytest.fixture(autouse=True)
 def _quiet() -> Iterator[None]:
-    """Warnings and errors only: a line per cycle would dominate the run time."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    yield
-    structlog.reset_defaults()
+    with quiet_structlog():
+        yield
 
 
 @pytest.fixture(scope="module")

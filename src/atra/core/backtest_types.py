@@ -33,7 +33,7 @@ from atra.core.portfolio_nb import (
     REASON_LIQ,
 )
 from atra.core.sizing import SizingConfig
-from atra.core.stats import PerformanceReport, TradeRecord, compute_stats
+from atra.core.stats import PerformanceReport, TradeRecord, compute_stats, trade_records_of
 from atra.core.types import Timeframe
 from atra.errors import ConfigError
 
@@ -188,33 +188,9 @@ class BacktestResult:
 
     def trade_records(self) -> list[TradeRecord]:
         tr = self.trades
-        return [
-            TradeRecord(
-                str(s),
-                float(q),
-                float(pi),
-                float(po),
-                int(ti),
-                int(to),
-                float(p),
-                float(f),
-                float(sl),
-                float(fu),
-            )
-            for s, q, pi, po, ti, to, p, f, sl, fu in zip(
-                tr["symbol"],
-                tr["quantity"],
-                tr["entry_price"],
-                tr["exit_price"],
-                tr["entry_time_ms"],
-                tr["exit_time_ms"],
-                tr["pnl"],
-                tr["fees"],
-                tr["slippage"],
-                tr["funding"],
-                strict=True,
-            )
-        ]
+        cols = ("symbol", "quantity", "entry_price", "exit_price", "entry_time_ms",
+                "exit_time_ms", "pnl", "fees", "slippage", "funding")  # fmt: skip
+        return trade_records_of([tr[c].tolist() for c in cols])
 
     def stats(
         self,

@@ -103,6 +103,26 @@ class TradeRecord:
     funding: float = 0.0
 
 
+def trade_records_of(columns: Sequence[Sequence[Any]]) -> list[TradeRecord]:
+    """:class:`TradeRecord` rows from ten parallel columns in the record's field order
+    (symbol, quantity, entry / exit price, entry / exit time, pnl, fees, slippage, funding)."""
+    return [
+        TradeRecord(
+            str(s),
+            float(q),
+            float(pi),
+            float(po),
+            int(ti),
+            int(to),
+            float(p),
+            float(f),
+            float(sl),
+            float(fu),
+        )
+        for s, q, pi, po, ti, to, p, f, sl, fu in zip(*columns, strict=True)
+    ]
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, float):
         if math.isnan(value):
