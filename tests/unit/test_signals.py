@@ -23,6 +23,7 @@ from atra.core.signals import (
     events_to_signals,
     generate_events,
     infer_step_ms,
+    last_bar_events,
     segment_starts,
 )
 from atra.core.types import Side, Timeframe
@@ -369,3 +370,20 @@ def test_real_data_gaps_never_inside_a_signal_window(shared_data_dir: Path) -> N
     nxt = ev["t"].to_numpy() + 1
     assert (c["open_time"].to_numpy()[nxt] - ev["time_ms"].to_numpy() == HOUR).all()
     assert len(ev) > 1000
+
+
+@pytest.mark.parametrize("rule", list(Rule))
+def test_last_bar_events_is_generate_events_at_the_last_bar(rule: Rule) -> None:
+    """The live loop's shortcut builds only the last bar's row: the same row, or none."""
+    candles = make_candles(400, seed=3)
+    spec = SignalSpec(rule=rule, ema_fast=5, ema_slow=13, donchian_n=10, tsmom_lookback=24)
+    hits = 0
+    for n in range(30, 400, 7):
+        cut = candles.iloc[:n].reset_index(drop=True)
+        full = generate_events(cut, spec, symbol="X")
+        want = full[full["t"] == n - 1].reset_index(drop=True)
+        got = last_bar_events(cut, spec, symbol="X")
+        pd.testing.assert_frame_equal(got, want)
+        hits += len(got)
+    assert hits > 0
+    assert last_bar_events(candles.iloc[:1], spec, symbol="X").empty

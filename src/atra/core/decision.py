@@ -46,7 +46,12 @@ from atra.core.exits import ExitSpec
 from atra.core.features import FeatureContext, compute_features, feature_specs
 from atra.core.meta import MetaModel, Reason
 from atra.core.portfolio_nb import EV_TAKEN, size_nb
-from atra.core.signals import Signal, SignalSpec, events_to_signals, generate_events
+from atra.core.signals import (
+    Signal,
+    SignalSpec,
+    events_to_signals,
+    last_bar_events,
+)
 from atra.core.sizing import (
     SizingConfig,
     SizingDecision,
@@ -196,8 +201,7 @@ def primary_signal_at(
 ) -> tuple[pd.DataFrame, Signal | None]:
     """The primary model's event at the LAST bar of ``candles`` (one-row frame) and its
     :class:`Signal`, or an empty frame and None when that bar has no signal."""
-    events = generate_events(candles, spec, symbol=symbol, timeframe=timeframe)
-    last = events[events["t"] == len(candles) - 1].reset_index(drop=True)
+    last = last_bar_events(candles, spec, symbol=symbol, timeframe=timeframe)
     if last.empty:
         return last, None
     return last, events_to_signals(last)[0]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -340,7 +341,7 @@ def _segment_signals(o: F64, h: F64, lo: F64, c: F64, spec: SignalSpec) -> tuple
     return long_ev & warm, short_ev & warm, atr_wilder(h, lo, c, spec.atr_n)
 
 
-def _empty_events() -> pd.DataFrame:
+def _new_empty_events() -> pd.DataFrame:
     dtypes = {
         "symbol": "str",
         "t": "int64",
@@ -349,6 +350,15 @@ def _empty_events() -> pd.DataFrame:
         "horizon_bars": "int64",
     }
     return pd.DataFrame({c: pd.Series([], dtype=dtypes.get(c, "float64")) for c in EVENT_COLUMNS})
+
+
+_EMPTY_EVENTS: Final[pd.DataFrame] = _new_empty_events()
+
+
+def _empty_events() -> pd.DataFrame:
+    """The empty events frame (a copy of a prebuilt one: most bars have no signal, and
+    building typed empty columns costs more than the signal itself)."""
+    return _EMPTY_EVENTS.copy()
 
 
 def generate_events(
@@ -363,10 +373,26 @@ def generate_events(
     time, ``entry`` = ``close_t``), sorted by ``t``. ``timeframe`` defaults to the most common
     spacing of ``open_time``; a spacing other than that is a gap (see the module docstring).
     """
+    found = signal_arrays(candles, spec, symbol=symbol, timeframe=timeframe)
+    if found is None:
+        return _empty_events()
+    long_ev, short_ev, atr, times, c = found
+    return _events_frame(np.flatnonzero(long_ev | short_ev), long_ev, atr, times, c, spec, symbol)
+
+
+def signal_arrays(
+    candles: pd.DataFrame,
+    spec: SignalSpec,
+    *,
+    symbol: str,
+    timeframe: Timeframe | None = None,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], F64, I64, F64] | None:
+    """``(long, short, atr, open_time, close)`` per bar of the primary model (what
+    :func:`generate_events` turns into rows); None for fewer than two bars."""
     arrays = candle_arrays(candles, symbol)
     n = len(arrays)
     if n < 2:
-        return _empty_events()
+        return None
     times, o, h, lo, c = arrays.open_time, arrays.open, arrays.high, arrays.low, arrays.close
     step = timeframe.ms if timeframe is not None else infer_step_ms(times)
     long_ev = np.zeros(n, np.bool_)
@@ -382,7 +408,18 @@ def generate_events(
         long_ev[a:b] = seg_long
         short_ev[a:b] = seg_short
         atr[a:b] = seg_atr
-    idx = np.flatnonzero(long_ev | short_ev)
+    return long_ev, short_ev, atr, times, c
+
+
+def _events_frame(
+    idx: npt.NDArray[np.intp],
+    long_ev: npt.NDArray[np.bool_],
+    atr: F64,
+    times: I64,
+    c: F64,
+    spec: SignalSpec,
+    symbol: str,
+) -> pd.DataFrame:
     if idx.size == 0:
         return _empty_events()
     side = np.where(long_ev[idx], 1, -1).astype(np.int8)
@@ -409,6 +446,24 @@ def generate_events(
             "atr": atr[idx],
         }
     )
+
+
+def last_bar_events(
+    candles: pd.DataFrame,
+    spec: SignalSpec,
+    *,
+    symbol: str,
+    timeframe: Timeframe | None = None,
+) -> pd.DataFrame:
+    """:func:`generate_events`' row of the LAST bar only (empty without a signal there),
+    without building the other rows: the live loop's per-bar path."""
+    found = signal_arrays(candles, spec, symbol=symbol, timeframe=timeframe)
+    if found is None:
+        return _empty_events()
+    long_ev, short_ev, atr, times, c = found
+    last = len(times) - 1
+    idx = np.array([last] if (long_ev[last] or short_ev[last]) else [], dtype=np.intp)
+    return _events_frame(idx, long_ev, atr, times, c, spec, symbol)
 
 
 def events_to_signals(events: pd.DataFrame) -> list[Signal]:
