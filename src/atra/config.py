@@ -120,7 +120,8 @@ class MetaConfig(_Frozen):
 
 
 class LiveConfig(_Frozen):
-    """The live loop. ``paper`` is the default: real orders need ``paper = false`` explicitly."""
+    """The live loop. ``paper`` is the default: real orders need ``paper = false`` AND the
+    ``--live`` flag AND API keys in the environment."""
 
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     market: Market = Market.PERP

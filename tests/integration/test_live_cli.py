@@ -201,7 +201,7 @@ def test_replay_with_funding_for_some_symbols_only_is_refused(
             ],
             "no candles in the requested range",
         ),
-        (["--live"], "needs ATRA__EXCHANGE__API_KEY"),
+        (["--live"], "real orders need live.paper = false"),
     ],
 )
 def test_one_line_errors(
@@ -218,6 +218,9 @@ def test_one_line_errors(
 def test_live_needs_keys_and_a_futures_market(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert main(["live", "--config", "atra.toml", "--live", "--no-metrics"]) == 3
+    assert "real orders need live.paper = false" in capsys.readouterr().err
+    monkeypatch.setenv("ATRA__LIVE__PAPER", "false")
     assert main(["live", "--config", "atra.toml", "--live", "--no-metrics"]) == 3
     assert "needs ATRA__EXCHANGE__API_KEY" in capsys.readouterr().err
     monkeypatch.setenv("ATRA__EXCHANGE__API_KEY", "k" * 16)
@@ -298,6 +301,7 @@ def test_live_sends_signed_orders_to_the_exchange(
         monkeypatch.setenv("ATRA__EXCHANGE__PERP_BASE_URL", fx.url)
         monkeypatch.setenv("ATRA__EXCHANGE__API_KEY", key)
         monkeypatch.setenv("ATRA__EXCHANGE__API_SECRET", secret)
+        monkeypatch.setenv("ATRA__LIVE__PAPER", "false")
         args = ["live", "--config", "atra.toml", "--live", "--symbols", "AAAUSDT",
                 "--journal", "l.sqlite", "--max-cycles", "1", "--no-metrics",
                 "--window-bars", "150"]  # fmt: skip

@@ -274,6 +274,11 @@ def live_cmd(
             raise ConfigError(
                 '--live: order execution supports USDT-M futures only (live.market = "perp")'
             )
+        if not replay and cfg.live.paper:
+            raise ConfigError(
+                "--live: the config says live.paper = true; real orders need live.paper = false "
+                "(or ATRA__LIVE__PAPER=false) as well"
+            )
         if not replay and (cfg.exchange.api_key is None or cfg.exchange.api_secret is None):
             raise ConfigError(
                 "--live sends real orders and needs ATRA__EXCHANGE__API_KEY and "
