@@ -329,7 +329,7 @@ def test_strategy_and_costs_from_config(workdir: Path) -> None:
     assert ex.fee_entry == pytest.approx(cfg.costs.taker_fee_bps / 1e4)
     assert ex.slippage_bps == cfg.costs.slippage_bps
     bad = load_config(env={"ATRA__STRATEGY__RULE": "martingale"})
-    with pytest.raises(ConfigError, match=r"strategy\.rule 'martingale'"):
+    with pytest.raises(ConfigError, match=r"strategy\.rule: 'martingale' is not one of"):
         cli_live.signal_spec(bad)
     assert math.isinf(cli_live.parse_speed("MAX"))
     assert cli_live.parse_speed("60") == 60.0

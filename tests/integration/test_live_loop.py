@@ -38,6 +38,7 @@ from atra.live import (
 )
 from atra.obs import Metrics
 from atra.replay import ReplaySetup, run_replay
+from helpers_live import synthetic
 from helpers_logging import quiet_structlog
 
 TF = Timeframe.H1
@@ -45,24 +46,6 @@ STEP = TF.ms
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 SPEC = SignalSpec(ema_fast=3, ema_slow=8, atr_n=5, horizon_bars=6)
 WINDOW = 40
-
-
-def synthetic(seed: int, n: int = 400, start_ms: int = T0 - 100 * STEP) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
-    open_ = np.concatenate(([100.0], close[:-1]))
-    high = np.maximum(open_, close) * (1.0 + np.abs(rng.normal(0.0, 0.004, n)))
-    low = np.minimum(open_, close) * (1.0 - np.abs(rng.normal(0.0, 0.004, n)))
-    return pd.DataFrame(
-        {
-            "open_time": start_ms + np.arange(n, dtype=np.int64) * STEP,
-            "open": open_,
-            "high": high,
-            "low": low,
-            "close": close,
-            "volume": rng.uniform(1.0, 10.0, n),
-        }
-    )
 
 
 CANDLES = {"AAAUSDT": synthetic(1), "BBBUSDT": synthetic(2), "CCCUSDT": synthetic(3)}

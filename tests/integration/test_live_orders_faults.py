@@ -10,8 +10,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from atra.adapters.fake_exchange import FakeExchange, Faults
@@ -22,6 +20,7 @@ from atra.core.types import Timeframe
 from atra.guards import GuardLimits, RiskGuards
 from atra.live import LiveLoop, LoopSettings, StrategyDecider
 from atra.replay import ReplaySetup, run_replay
+from helpers_live import synthetic
 from helpers_logging import quiet_structlog
 
 TF = Timeframe.H1
@@ -29,22 +28,6 @@ STEP = TF.ms
 T0 = 1_704_067_200_000
 N_CYCLES = 300
 SPEC = SignalSpec(ema_fast=3, ema_slow=8, atr_n=5, horizon_bars=6)
-
-
-def synthetic(seed: int, n: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
-    open_ = np.concatenate(([100.0], close[:-1]))
-    return pd.DataFrame(
-        {
-            "open_time": T0 - 100 * STEP + np.arange(n, dtype=np.int64) * STEP,
-            "open": open_,
-            "high": np.maximum(open_, close) * (1.0 + np.abs(rng.normal(0.0, 0.004, n))),
-            "low": np.minimum(open_, close) * (1.0 - np.abs(rng.normal(0.0, 0.004, n))),
-            "close": close,
-            "volume": rng.uniform(1.0, 10.0, n),
-        }
-    )
 
 
 @pytest.fixture(autouse=True)

@@ -40,6 +40,7 @@ from atra.core.types import Timeframe
 from atra.guards import GuardLimits, RiskGuards
 from atra.live import LiveLoop, LoopSettings, StrategyDecider
 from atra.replay import ReplayReport, ReplaySetup, run_replay
+from helpers_live import synthetic as _walk
 
 TF = Timeframe.H1
 STEP = TF.ms
@@ -56,21 +57,7 @@ SERVER_LOGGERS = ("aiohttp", "atra.adapters.fake_exchange")
 
 
 def synthetic(seed: int, n: int = 200) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
-    open_ = np.concatenate(([100.0], close[:-1]))
-    high = np.maximum(open_, close) * (1.0 + np.abs(rng.normal(0.0, 0.004, n)))
-    low = np.minimum(open_, close) * (1.0 - np.abs(rng.normal(0.0, 0.004, n)))
-    return pd.DataFrame(
-        {
-            "open_time": T0 - 60 * STEP + np.arange(n, dtype=np.int64) * STEP,
-            "open": open_,
-            "high": high,
-            "low": low,
-            "close": close,
-            "volume": rng.uniform(1.0, 10.0, n),
-        }
-    )
+    return _walk(seed, n, T0 - 60 * STEP)
 
 
 def meta_model() -> ModelHandle:

@@ -23,7 +23,7 @@ from atra.cli import app
 from atra.config import AtraConfig, load_config
 from atra.core.exits import ExitSpec
 from atra.core.features import HISTORY_BARS
-from atra.core.signals import BarrierMode, Rule, SignalSpec
+from atra.core.signals import SignalSpec
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
@@ -33,6 +33,7 @@ from atra.live import LiveLoop, LoopSettings, StrategyDecider, run_until_signal
 from atra.obs import Metrics, configure_logging_from, get_logger, start_metrics_server
 from atra.paper import Broker
 from atra.replay import ReplaySetup, run_replay
+from atra.research import settings_from_config
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 log = get_logger("atra.cli.live")
@@ -63,33 +64,13 @@ def parse_speed(text: str) -> float:
 
 
 def signal_spec(cfg: AtraConfig) -> SignalSpec:
-    """The primary model of the ``strategy`` section (ATR barriers)."""
-    st = cfg.strategy
-    try:
-        rule = Rule(st.rule)
-    except ValueError:
-        allowed = ", ".join(r.value for r in Rule)
-        raise ConfigError(f"strategy.rule {st.rule!r}: expected one of {allowed}") from None
-    p = st.params
-    return SignalSpec(
-        rule=rule,
-        ema_fast=int(p.get("fast", 20)),
-        ema_slow=int(p.get("slow", 50)),
-        donchian_n=int(p.get("n", 20)),
-        tsmom_lookback=int(p.get("lookback", 168)),
-        barrier_mode=BarrierMode.ATR,
-        atr_n=st.atr_window,
-        sl_atr=st.sl_atr,
-        tp1_atr=st.tp1_atr,
-        tp2_atr=st.tp2_atr,
-        horizon_bars=st.horizon_bars,
-    )
+    """The primary model of the ``strategy`` section (ATR barriers), as research maps it."""
+    return settings_from_config(cfg).signal
 
 
 def exit_spec(cfg: AtraConfig) -> ExitSpec:
     """Taker fees on every fill and the configured slippage (the backtest's defaults)."""
-    fee = cfg.costs.taker_fee_bps / 1e4
-    return ExitSpec(fee_entry=fee, fee_tp=fee, fee_stop=fee, slippage_bps=cfg.costs.slippage_bps)
+    return settings_from_config(cfg).exit
 
 
 def read_candles(
