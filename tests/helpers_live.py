@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from atra.core.decision import Decision
+from atra.deciders import StrategyDecider
+
 STEP = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 
@@ -26,3 +29,16 @@ def synthetic(seed: int, n: int = 400, start_ms: int = T0 - 100 * STEP) -> pd.Da
             "volume": rng.uniform(1.0, 10.0, n),
         }
     )
+
+
+class CountingDecider:
+    """The strategy's decision function, counting the bars it was asked about."""
+
+    def __init__(self, inner: StrategyDecider) -> None:
+        self.inner = inner
+        self.spec = inner.spec
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
+        self.calls.append((symbol, int(candles["open_time"].iloc[-1])))
+        return self.inner(symbol, candles, equity)

@@ -11,38 +11,23 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.journal import Journal
-from atra.core.decision import Decision
 from atra.core.exits import ExitSpec
 from atra.core.signals import SignalSpec
 from atra.core.types import Timeframe
 from atra.guards import GuardLimits, RiskGuards
 from atra.live import LiveLoop, LoopSettings, StrategyDecider
 from atra.replay import ReplaySetup, run_replay
-from helpers_live import synthetic
+from helpers_live import CountingDecider, synthetic
 from helpers_logging import quiet_structlog
 
 TF = Timeframe.H1
 STEP = TF.ms
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 SPEC = SignalSpec(ema_fast=3, ema_slow=8, atr_n=5, horizon_bars=6)
-
-
-class CountingDecider:
-    """The strategy's decision function, counting the bars it was asked about."""
-
-    def __init__(self, inner: StrategyDecider) -> None:
-        self.inner = inner
-        self.spec = inner.spec
-        self.calls: list[tuple[str, int]] = []
-
-    def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
-        self.calls.append((symbol, int(candles["open_time"].iloc[-1])))
-        return self.inner(symbol, candles, equity)
 
 
 N_CYCLES = 1_000

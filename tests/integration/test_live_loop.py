@@ -21,7 +21,7 @@ from atra.adapters.exchange import BinanceClient
 from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.journal import Journal
 from atra.adapters.ratelimit import RateLimiter
-from atra.core.decision import EVENT_FEATURES, Decision, ModelHandle
+from atra.core.decision import EVENT_FEATURES, ModelHandle
 from atra.core.exits import ExitSpec
 from atra.core.meta import MetaModel, MetaParams
 from atra.core.signals import SignalSpec
@@ -38,7 +38,7 @@ from atra.live import (
 )
 from atra.obs import Metrics
 from atra.replay import ReplaySetup, run_replay
-from helpers_live import synthetic
+from helpers_live import CountingDecider, synthetic
 from helpers_logging import quiet_structlog
 
 TF = Timeframe.H1
@@ -55,19 +55,6 @@ CANDLES = {"AAAUSDT": synthetic(1), "BBBUSDT": synthetic(2), "CCCUSDT": syntheti
 def _quiet() -> Iterator[None]:
     with quiet_structlog():
         yield
-
-
-class CountingDecider:
-    """The strategy's decision function, counting the bars it was asked about."""
-
-    def __init__(self, inner: StrategyDecider) -> None:
-        self.inner = inner
-        self.spec = inner.spec
-        self.calls: list[tuple[str, int]] = []
-
-    def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
-        self.calls.append((symbol, int(candles["open_time"].iloc[-1])))
-        return self.inner(symbol, candles, equity)
 
 
 def _settings(**kw: object) -> LoopSettings:
