@@ -22,6 +22,7 @@ from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.ratelimit import ManualClock, RateLimiter, ScaledClock, forget_shared_limiters
 from atra.core.types import Market, Timeframe
 from atra.errors import ExchangeError, IPBanned, TransientExchangeError
+from helpers_http import local_server
 
 HOUR = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
@@ -275,15 +276,9 @@ class Canned:
 @pytest.fixture
 async def canned() -> AsyncIterator[Canned]:
     server = Canned()
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield server
-    await runner.cleanup()
+    async with local_server(server.handle, "GET") as url:
+        server.url = url
+        yield server
 
 
 GOOD = [[T0, "1", "2", "0.5", "1.5", "3", T0 + HOUR - 1, "0", 1, "0", "0", "0"]]

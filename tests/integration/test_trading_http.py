@@ -21,6 +21,7 @@ from atra.adapters.ratelimit import RateLimiter, ScaledClock
 from atra.adapters.trading import BinanceTrader
 from atra.core.types import Market, Timeframe
 from atra.errors import ExchangeError, IPBanned, OrderRejected, TransientExchangeError
+from helpers_http import local_server
 
 STEP = Timeframe.H1.ms
 T0 = 1_704_067_200_000
@@ -244,15 +245,9 @@ class Canned:
 @pytest.fixture
 async def canned() -> AsyncIterator[Canned]:
     server = Canned()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield server
-    await runner.cleanup()
+    async with local_server(server.handle) as url:
+        server.url = url
+        yield server
 
 
 @asynccontextmanager
