@@ -3,7 +3,7 @@
 
     python bench/bench_backtest.py --data /tmp/atra-bench/large [--cold]
 
-ATRA: :func:`atra.core.backtest.run_workload` (indicators + events + exit kernel + books +
+ATRA: :func:`atra.core.backtest.engine.run_workload` (indicators + events + exit kernel + books +
 portfolio, all counted in ``core_s``, the median of ``--repeat`` warm runs; ``first_call_s`` is
 the first call, numba compilation or cache load included). Data loading is not timed.
 
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from atra.core.backtest import WorkloadResult, run_workload
+from atra.core.backtest.engine import WorkloadResult, run_workload
 
 FEE = 0.0004
 WARMUP = 50

@@ -29,7 +29,7 @@ from atra.adapters.exchange import BinanceClient
 from atra.adapters.ratelimit import RateLimiter
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.core.types import Market, Timeframe
-from atra.download import DownloadSpec, download
+from atra.data.download import DownloadSpec, download
 
 GEN = Path(__file__).resolve().parents[2] / "shared" / "bench" / "gen_data.py"
 
@@ -97,7 +97,7 @@ def main() -> None:
         spec = DownloadSpec(
             "binance", Market.SPOT, tuple(frames), Timeframe.H1, first, last + 3_600_000
         )
-        cmd = [sys.executable, "-m", "atra.adapters.fake_exchange", "--data", str(root / "served")]
+        cmd = [sys.executable, "-m", "atra.sim.exchange", "--data", str(root / "served")]
         cmd += ["--weight-limit", "0", "--latency-ms", str(args.latency_ms)]
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as server:
             try:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atra.core.features import FeatureContext, FeatureFrame, compute_features
+from atra.core.features.registry import FeatureContext, FeatureFrame, compute_features
 from atra.core.types import Timeframe
 
 

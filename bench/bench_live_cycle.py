@@ -35,11 +35,11 @@ from atra.adapters.exchange import BinanceClient
 from atra.adapters.journal import Journal, JournalBatch, SignalRecord
 from atra.adapters.ratelimit import RateLimiter, ScaledClock
 from atra.core.exits import ExitSpec
-from atra.core.features import HISTORY_BARS
+from atra.core.features.registry import HISTORY_BARS
 from atra.core.signals import SignalSpec
 from atra.core.types import Market, Timeframe
-from atra.guards import GuardLimits, RiskGuards
-from atra.live import LiveLoop, LoopSettings, SimClock, StrategyDecider
+from atra.live.guards import GuardLimits, RiskGuards
+from atra.live.loop import LiveLoop, LoopSettings, SimClock, StrategyDecider
 from atra.obs import Metrics
 
 TF = Timeframe.H1
@@ -83,7 +83,7 @@ async def run(
     scaled = ScaledClock(60.0)
     # the exchange is another process, as a real one would be
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "atra.adapters.fake_exchange", "--data", str(data),
+        sys.executable, "-m", "atra.sim.exchange", "--data", str(data),
         "--weight-limit", "2400", "--time-scale", "60", "--latency-ms", str(latency_ms),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip

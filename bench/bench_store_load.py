@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.core.types import Market, Timeframe
-from atra.ingest import import_files
+from atra.data.ingest import import_files
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = PROJECT.parent / "shared" / "data"

@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable
 
-from atra.core import synthetic as syn
+from atra.core.synthetic import market as syn
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:

@@ -28,8 +28,8 @@ import pandas as pd
 from atra.adapters.store import CandleStore
 from atra.config import AtraConfig
 from atra.core.types import Market, Timeframe
-from atra.ingest import import_files
-from atra.research import (
+from atra.data.ingest import import_files
+from atra.research.pipeline import (
     WalkForwardConfig,
     build_dataset,
     load_universe,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from atra.core.decision import Decision
-from atra.deciders import StrategyDecider
+from atra.live.deciders import StrategyDecider
 
 STEP = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC

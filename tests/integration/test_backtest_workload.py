@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import reference_workload as rw  # tests/ is on sys.path through tests/conftest.py
-from atra.core.backtest import WorkloadResult, run_workload
+from atra.core.backtest.engine import WorkloadResult, run_workload
 from helpers_workload import generate_small_set
 
 NAMES = {"sl": "SL", "tp": "TP1", "time": "TIME"}

@@ -16,13 +16,13 @@ import pytest
 
 import atra.cli.download  # noqa: F401  (registers `atra data download`)
 from atra.adapters.exchange import BinanceClient
-from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.ratelimit import ScaledClock, forget_shared_limiters, shared_limiter
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.cli import main
 from atra.core.types import Market, Timeframe
-from atra.download import DownloadSpec, download, parse_utc_ms, split_symbols
+from atra.data.download import DownloadSpec, download, parse_utc_ms, split_symbols
 from atra.errors import ConfigError, ExchangeError, IPBanned
+from atra.sim.exchange import FakeExchange, Faults
 
 pytestmark = pytest.mark.shared_data
 

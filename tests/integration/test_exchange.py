@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 
 from atra.adapters.exchange import BinanceClient
-from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.ratelimit import ManualClock, RateLimiter, ScaledClock, forget_shared_limiters
 from atra.core.types import Market, Timeframe
 from atra.errors import ExchangeError, IPBanned, TransientExchangeError
+from atra.sim.exchange import FakeExchange, Faults
 from helpers_http import local_server
 
 HOUR = 3_600_000
@@ -199,7 +199,7 @@ async def test_from_dir_reads_shared_style_files(tmp_path: Path) -> None:
 def test_fake_runs_standalone(tmp_path: Path) -> None:
     SPOT.to_parquet(tmp_path / "BTCUSDT_spot_1h.parquet")
     with subprocess.Popen(
-        [sys.executable, "-m", "atra.adapters.fake_exchange", "--data", str(tmp_path)],
+        [sys.executable, "-m", "atra.sim.exchange", "--data", str(tmp_path)],
         stdout=subprocess.PIPE,
         text=True,
     ) as proc:

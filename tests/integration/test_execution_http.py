@@ -14,15 +14,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from atra.adapters.exchange import BinanceClient
-from atra.adapters.fake_exchange import STATUS_DROPPED, FakeExchange, Faults
 from atra.adapters.orders import OrderRequest, SymbolRules
 from atra.adapters.ratelimit import RateLimiter
 from atra.adapters.trading import BinanceTrader
 from atra.core.exits import REASON_NAMES, STATUS_DONE, ExitSpec, simulate_exit_nb
 from atra.core.types import Market, Timeframe
 from atra.errors import OrderRejected
-from atra.execution import ExchangeBroker
-from atra.paper import BrokerUpdate, EntryRequest, client_order_id
+from atra.live.execution import ExchangeBroker
+from atra.live.paper import BrokerUpdate, EntryRequest, client_order_id
+from atra.sim.exchange import STATUS_DROPPED, FakeExchange, Faults
 
 TF = Timeframe.H1
 STEP = TF.ms

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atra.adapters.fake_exchange import STATUS_DROPPED, FakeExchange, Faults
 from atra.adapters.orders import SymbolRules, signed_query
 from atra.core.types import Market, Timeframe
+from atra.sim.exchange import STATUS_DROPPED, FakeExchange, Faults
 
 HOUR = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC

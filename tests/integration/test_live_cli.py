@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 import atra.cli.live as cli_live
-from atra.adapters.fake_exchange import FakeExchange
 from atra.adapters.journal import Journal
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.cli import main
@@ -27,6 +26,7 @@ from atra.core.signals import Rule
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
 from atra.obs import reset_logging
+from atra.sim.exchange import FakeExchange
 
 STEP = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01
@@ -340,7 +340,7 @@ def test_paper_mode_against_an_exchange_process(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with subprocess.Popen(
-        [sys.executable, "-m", "atra.adapters.fake_exchange", "--data", "flat"],
+        [sys.executable, "-m", "atra.sim.exchange", "--data", "flat"],
         stdout=subprocess.PIPE,
     ) as server:
         try:

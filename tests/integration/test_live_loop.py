@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 from atra.adapters.exchange import BinanceClient
-from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.journal import Journal
 from atra.adapters.ratelimit import RateLimiter
 from atra.core.decision import EVENT_FEATURES, ModelHandle
@@ -27,8 +26,8 @@ from atra.core.meta import MetaModel, MetaParams
 from atra.core.signals import SignalSpec
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
-from atra.guards import GuardLimits, RiskGuards
-from atra.live import (
+from atra.live.guards import GuardLimits, RiskGuards
+from atra.live.loop import (
     LiveLoop,
     LoopSettings,
     SimClock,
@@ -36,8 +35,9 @@ from atra.live import (
     next_bar_close_ms,
     run_until_signal,
 )
+from atra.live.replay import ReplaySetup, run_replay
 from atra.obs import Metrics
-from atra.replay import ReplaySetup, run_replay
+from atra.sim.exchange import FakeExchange, Faults
 from helpers_live import CountingDecider, synthetic
 from helpers_logging import quiet_structlog
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.journal import Journal
 from atra.core.exits import ExitSpec
 from atra.core.signals import SignalSpec
 from atra.core.types import Timeframe
-from atra.guards import GuardLimits, RiskGuards
-from atra.live import LiveLoop, LoopSettings, StrategyDecider
-from atra.replay import ReplaySetup, run_replay
+from atra.live.guards import GuardLimits, RiskGuards
+from atra.live.loop import LiveLoop, LoopSettings, StrategyDecider
+from atra.live.replay import ReplaySetup, run_replay
+from atra.sim.exchange import FakeExchange, Faults
 from helpers_live import synthetic
 from helpers_logging import quiet_structlog
 

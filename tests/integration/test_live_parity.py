@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from atra.adapters.journal import Journal
-from atra.core.backtest import BacktestConfig, run_backtest
+from atra.core.backtest.engine import BacktestConfig, run_backtest
 from atra.core.costs import CostModel
 from atra.core.decision import (
     EVENT_FEATURES,
@@ -30,14 +30,14 @@ from atra.core.decision import (
     decision_features,
 )
 from atra.core.exits import ExitSpec
-from atra.core.features import HISTORY_BARS, FeatureContext
+from atra.core.features.registry import HISTORY_BARS, FeatureContext
 from atra.core.meta import MetaModel, MetaParams
 from atra.core.signals import SignalSpec, generate_events
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
-from atra.guards import GuardLimits, RiskGuards
-from atra.live import LoopSettings, StrategyDecider
-from atra.replay import ReplaySetup, run_replay
+from atra.live.guards import GuardLimits, RiskGuards
+from atra.live.loop import LoopSettings, StrategyDecider
+from atra.live.replay import ReplaySetup, run_replay
 from helpers_logging import quiet_structlog
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]

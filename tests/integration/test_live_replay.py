@@ -3,7 +3,8 @@
 Two months of five real USDT-M perpetuals (../shared/data) are served by the fake exchange
 over HTTP and replayed bar by bar with a simulated clock; the journal must hold exactly the
 backtest's primary signals, the same take / block decisions, and the same trades (entry and
-exit bars, prices and reasons) as :func:`atra.core.backtest.run_backtest` on the full history.
+exit bars, prices and reasons) as :func:`atra.core.backtest.engine.run_backtest` on the full
+history.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ import pandas as pd
 import pytest
 
 from atra.adapters.journal import Journal
-from atra.core.backtest import BacktestConfig, run_backtest
+from atra.core.backtest.engine import BacktestConfig, run_backtest
 from atra.core.costs import CostModel
 from atra.core.decision import decide_events
 from atra.core.exits import ExitSpec
 from atra.core.signals import SignalSpec, generate_events
 from atra.core.sizing import SizingConfig
 from atra.core.types import Timeframe
-from atra.guards import GuardLimits, RiskGuards
-from atra.live import LoopSettings, StrategyDecider
-from atra.replay import ReplaySetup, run_replay
+from atra.live.guards import GuardLimits, RiskGuards
+from atra.live.loop import LoopSettings, StrategyDecider
+from atra.live.replay import ReplaySetup, run_replay
 from helpers_logging import quiet_structlog
 
 SYMBOLS = ("ADAUSDT", "BTCUSDT", "ETHUSDT", "LTCUSDT", "XRPUSDT")

@@ -28,7 +28,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import atra.cli.explain  # noqa: F401  (registers `atra explain`)
 from atra import obs
-from atra.adapters.fake_exchange import FakeExchange
 from atra.adapters.journal import Journal, SignalRecord
 from atra.cli import main
 from atra.config import load_config
@@ -37,9 +36,10 @@ from atra.core.exits import ExitSpec
 from atra.core.meta import MetaModel, MetaParams
 from atra.core.signals import SignalSpec
 from atra.core.types import Timeframe
-from atra.guards import GuardLimits, RiskGuards
-from atra.live import LiveLoop, LoopSettings, StrategyDecider
-from atra.replay import ReplayReport, ReplaySetup, run_replay
+from atra.live.guards import GuardLimits, RiskGuards
+from atra.live.loop import LiveLoop, LoopSettings, StrategyDecider
+from atra.live.replay import ReplayReport, ReplaySetup, run_replay
+from atra.sim.exchange import FakeExchange
 from helpers_live import synthetic as _walk
 
 TF = Timeframe.H1
@@ -53,7 +53,7 @@ API_SECRET = "obsTestSecret4Vb8Nm2Lk6Jh0Gf3Ds7Aq1Zw9Xe5Cr2Tu8Yi"
 MODEL_ID = "meta-obs-1"
 LOOP_SPANS = {"live.cycle", "live.fetch", "live.decide", "live.journal_write"}
 # the fake exchange is the other side of the wire: its server-side lines are not the loop's
-SERVER_LOGGERS = ("aiohttp", "atra.adapters.fake_exchange")
+SERVER_LOGGERS = ("aiohttp", "atra.sim.exchange")
 
 
 def synthetic(seed: int, n: int = 200) -> pd.DataFrame:

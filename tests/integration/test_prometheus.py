@@ -1,6 +1,6 @@
 """A real Prometheus server scraping ATRA on loopback.
 
-Test A serves a :class:`~atra.obs_metrics.Metrics` populated as a live cycle would, and checks
+Test A serves a :class:`~atra.obs.metrics.Metrics` populated as a live cycle would, and checks
 through Prometheus' HTTP API that ``atra_signals_total`` carries the symbols' counts and that
 every PromQL expression of the provisioned Grafana dashboard evaluates without error, over
 metrics that really exist. Test B runs ``atra live --replay`` as a subprocess and checks that
@@ -38,7 +38,7 @@ from prom_harness import (
     start_prometheus,
 )
 
-from atra.obs_metrics import Metrics, MetricsServer, start_metrics_server
+from atra.obs.metrics import Metrics, MetricsServer, start_metrics_server
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = PROJECT_ROOT / "deploy" / "grafana" / "dashboards" / "atra.json"

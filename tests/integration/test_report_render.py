@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from atra.core.types import Timeframe
-from atra.report import LEG_COLORS, render_report
-from atra.runrecord import RunLeg, read_run, write_run
+from atra.research.report import LEG_COLORS, render_report
+from atra.research.runrecord import RunLeg, read_run, write_run
 
 T0_MS = 1_704_067_200_000
 TF = Timeframe.H1

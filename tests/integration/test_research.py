@@ -18,17 +18,17 @@ from atra.adapters.store import CandleStore
 from atra.config import AtraConfig
 from atra.core.decision import EVENT_FEATURES, decide_events
 from atra.core.exits import ExitSpec
-from atra.core.features import compute_features
+from atra.core.features.registry import compute_features
 from atra.core.frames import ms_to_iso
 from atra.core.meta import MetaParams
 from atra.core.signals import Rule, SignalSpec
-from atra.core.synthetic import EXCHANGE, SyntheticConfig
+from atra.core.synthetic.market import EXCHANGE, SyntheticConfig
 from atra.core.types import Market, Timeframe
 from atra.core.validation import DAY_MS
-from atra.demo import stage_data
+from atra.data.demo import stage_data
+from atra.data.ingest import import_files
 from atra.errors import ConfigError, DataError, ModelError
-from atra.ingest import import_files
-from atra.research import (
+from atra.research.pipeline import (
     ResearchDataset,
     WalkForwardConfig,
     WalkForwardResult,

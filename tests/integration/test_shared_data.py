@@ -18,7 +18,7 @@ import pytest
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.core.frames import Gap, validate_candles, validate_funding
 from atra.core.types import Market, Timeframe
-from atra.ingest import ImportOutcome, import_files, resample_dataset
+from atra.data.ingest import ImportOutcome, import_files, resample_dataset
 
 pytestmark = pytest.mark.shared_data
 

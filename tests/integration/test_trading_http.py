@@ -15,12 +15,12 @@ import pytest
 from aiohttp import web
 
 from atra.adapters.exchange import BinanceClient
-from atra.adapters.fake_exchange import FakeExchange, Faults
 from atra.adapters.orders import OrderRequest, SymbolRules, verify_signature
 from atra.adapters.ratelimit import RateLimiter, ScaledClock
 from atra.adapters.trading import BinanceTrader
 from atra.core.types import Market, Timeframe
 from atra.errors import ExchangeError, IPBanned, OrderRejected, TransientExchangeError
+from atra.sim.exchange import FakeExchange, Faults
 from helpers_http import local_server
 
 STEP = Timeframe.H1.ms

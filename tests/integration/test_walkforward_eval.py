@@ -16,18 +16,18 @@ import pytest
 import atra.cli.walkforward  # noqa: F401  (registers `atra walkforward`)
 from atra.adapters.store import CandleStore
 from atra.cli import main
-from atra.core.backtest import BacktestConfig
+from atra.core.backtest.engine import BacktestConfig
 from atra.core.costs import CostModel
 from atra.core.exits import ExitSpec
 from atra.core.meta import MetaParams
 from atra.core.signals import SignalSpec
-from atra.core.synthetic import EXCHANGE, SyntheticConfig
+from atra.core.synthetic.market import EXCHANGE, SyntheticConfig
 from atra.core.types import Market, Timeframe
-from atra.demo import stage_data
+from atra.data.demo import stage_data
+from atra.data.ingest import import_files
 from atra.errors import DataError
-from atra.evaluation import Evaluation, evaluate_walkforward
-from atra.ingest import import_files
-from atra.research import (
+from atra.research.evaluation import Evaluation, evaluate_walkforward
+from atra.research.pipeline import (
     ResearchDataset,
     WalkForwardConfig,
     WalkForwardResult,
@@ -36,7 +36,7 @@ from atra.research import (
     parse_time_ms,
     run_walkforward,
 )
-from atra.runrecord import read_run
+from atra.research.runrecord import read_run
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 SPEC = SignalSpec(ema_fast=10, ema_slow=30, sl_atr=1.0, tp1_atr=1.5, tp2_atr=3.0, horizon_bars=24)

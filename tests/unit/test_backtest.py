@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 import reference_workload as rw  # tests/ is on sys.path through tests/conftest.py
-from atra.core import backtest as bt
-from atra.core import backtest_inputs, grid_nb, workload, workload_nb
-from atra.core import portfolio_nb as pnb
-from atra.core.backtest import (
+from atra.core.backtest import engine as bt
+from atra.core.backtest import grid_nb, workload, workload_nb
+from atra.core.backtest import inputs as backtest_inputs
+from atra.core.backtest import portfolio_nb as pnb
+from atra.core.backtest.engine import (
     TRADE_COLUMNS,
     BacktestConfig,
     BacktestResult,

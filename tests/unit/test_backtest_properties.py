@@ -16,9 +16,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atra.core.backtest import BacktestConfig, WorkloadParams, run_backtest, run_workload
+from atra.core.backtest.engine import BacktestConfig, WorkloadParams, run_backtest, run_workload
+from atra.core.backtest.portfolio_nb import risk_per_unit_nb, size_nb
 from atra.core.costs import CostModel
-from atra.core.portfolio_nb import risk_per_unit_nb, size_nb
 from atra.core.sizing import RISK_FRACTION_CAP, SizingConfig, kelly_from_probability, size_position
 
 T0 = 1_577_836_800_000

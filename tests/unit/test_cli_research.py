@@ -12,10 +12,10 @@ import pytest
 import atra.cli.research  # noqa: F401  (registers the research commands on the app)
 from atra.adapters.store import CandleStore
 from atra.cli import main
-from atra.core.synthetic import EXCHANGE, SyntheticConfig
-from atra.demo import stage_data
+from atra.core.synthetic.market import EXCHANGE, SyntheticConfig
+from atra.data.demo import stage_data
+from atra.data.ingest import import_files
 from atra.errors import ConfigError, DataError, ModelError
-from atra.ingest import import_files
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 CONFIG = """

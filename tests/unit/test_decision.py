@@ -25,15 +25,15 @@ from atra.core.decision import (
     size_like_backtest,
 )
 from atra.core.exits import ExitSpec
-from atra.core.features import FeatureContext
+from atra.core.features.registry import FeatureContext
 from atra.core.meta import MetaModel, MetaParams
 from atra.core.signals import BarrierMode, Signal, SignalSpec
 from atra.core.sizing import SizingConfig
-from atra.core.synthetic import EXCHANGE, SyntheticConfig
+from atra.core.synthetic.market import EXCHANGE, SyntheticConfig
 from atra.core.types import Market, Side, Timeframe
-from atra.demo import stage_data
+from atra.data.demo import stage_data
 from atra.errors import ConfigError, DataError
-from atra.research import (
+from atra.research.pipeline import (
     ResearchDataset,
     SymbolData,
     Universe,
@@ -329,7 +329,7 @@ def test_sizing_with_costs_is_the_backtests(
     dataset: ResearchDataset, slip_bps: float, fee: float, kelly: bool, lev: float
 ) -> None:
     """The live decision's quantity equals the backtest's for the same equity and event."""
-    from atra.core.backtest import BacktestConfig, run_backtest
+    from atra.core.backtest.engine import BacktestConfig, run_backtest
     from atra.core.costs import CostModel
 
     candles, feats, signal = _last_event(dataset)

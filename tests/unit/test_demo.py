@@ -11,12 +11,13 @@ import pytest
 
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.cli import main
-from atra.core.synthetic import SyntheticConfig, generate_market
+from atra.core.synthetic.market import SyntheticConfig, generate_market
 from atra.core.types import Market, Timeframe
-from atra.demo import REAL_DEMO_SYMBOLS, DemoData, run_demo_loop, stage_data
+from atra.data.demo import stage_data
 from atra.errors import ConfigError
-from atra.research import parse_time_ms
-from atra.runrecord import read_run
+from atra.research.demo import REAL_DEMO_SYMBOLS, run_demo_loop
+from atra.research.pipeline import parse_time_ms
+from atra.research.runrecord import read_run
 
 
 def test_demo_stores_synthetic_market_and_is_idempotent(
@@ -118,9 +119,13 @@ def test_demo_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == ConfigError.exit_code
     err = capsys.readouterr().err.strip()
     assert err.startswith("ConfigError: --bars applies to the synthetic data only")
-    staged = DemoData("binance", "nothing", [], 0)
     with pytest.raises(ConfigError, match="no binance spot 1h symbol"):
-        run_demo_loop(CandleStore(tmp_path / "s"), staged, runs_dir=tmp_path / "runs")
+        run_demo_loop(
+            CandleStore(tmp_path / "s"),
+            exchange="binance",
+            source="nothing",
+            runs_dir=tmp_path / "runs",
+        )
     assert REAL_DEMO_SYMBOLS[0] == "BTCUSDT"
 
 
@@ -130,7 +135,11 @@ def test_demo_loop_trades_every_generated_symbol(tmp_path: Path) -> None:
     staged = stage_data(store, config=cfg)
     seen: set[str] = set()
     ev = run_demo_loop(
-        store, staged, runs_dir=tmp_path / "runs", progress=lambda stage, *_: seen.add(stage)
+        store,
+        exchange=staged.exchange,
+        source=staged.source,
+        runs_dir=tmp_path / "runs",
+        progress=lambda stage, *_: seen.add(stage),
     )
     assert set(ev.run.trades["primary"]["symbol"]) == set(cfg.symbols)
     assert ev.run.record.config_hash

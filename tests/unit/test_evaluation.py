@@ -18,12 +18,12 @@ from atra.core.costs import CostModel
 from atra.core.exits import ExitSpec
 from atra.core.meta import OOSPredictions
 from atra.core.signals import SignalSpec
-from atra.core.synthetic import EXCHANGE, SyntheticConfig
+from atra.core.synthetic.market import EXCHANGE, SyntheticConfig
 from atra.core.types import Market, Timeframe
 from atra.core.validation import Fold
-from atra.demo import stage_data
+from atra.data.demo import stage_data
 from atra.errors import DataError
-from atra.evaluation import (
+from atra.research.evaluation import (
     _number,
     _oos_candles,
     _plain,
@@ -33,7 +33,7 @@ from atra.evaluation import (
     oos_events,
     universe_hash,
 )
-from atra.research import (
+from atra.research.pipeline import (
     ResearchDataset,
     WalkForwardResult,
     build_dataset,

@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from atra.adapters.fake_venue import LocalVenue, MatchingEngine
 from atra.adapters.journal import FillRecord, OrderRecord, PositionRecord
 from atra.adapters.orders import OrderRequest, SymbolRules
 from atra.core.exits import REASON_NAMES, STATUS_DONE, ExitSpec, simulate_exit_nb
 from atra.core.types import Timeframe
 from atra.errors import DataError
-from atra.execution import CANCELLED, ExchangeBroker, round_step, round_tick
-from atra.paper import Broker, BrokerUpdate, EntryRequest, client_order_id
+from atra.live.execution import CANCELLED, ExchangeBroker, round_step, round_tick
+from atra.live.paper import Broker, BrokerUpdate, EntryRequest, client_order_id
+from atra.sim.venue import LocalVenue, MatchingEngine
 
 TF = Timeframe.H1
 STEP = TF.ms

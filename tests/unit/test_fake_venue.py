@@ -11,7 +11,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atra.adapters.fake_venue import Fill, LocalVenue, MatchingEngine, VenueReject
 from atra.adapters.orders import OrderRequest, OrderSide, SymbolRules, VenuePosition
 from atra.core.exits import (
     REASON_BE,
@@ -24,6 +23,7 @@ from atra.core.exits import (
     simulate_exit_nb,
 )
 from atra.errors import DataError, OrderRejected
+from atra.sim.venue import Fill, LocalVenue, MatchingEngine, VenueReject
 
 STEP = 3_600_000
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % STEP)

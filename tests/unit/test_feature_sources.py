@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atra.adapters.series import read_series
-from atra.core.feature_sources import (
+from atra.core.features.sources import (
     Family,
     PointInTimeSeries,
     align_by_open_time,

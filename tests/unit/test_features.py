@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atra.core.features import (
+from atra.core.features.registry import (
     HISTORY_BARS,
     Family,
     FeatureContext,

@@ -9,7 +9,7 @@ import pytest
 
 from atra.config import RiskConfig
 from atra.errors import ConfigError, RiskLimitBreached
-from atra.guards import (
+from atra.live.guards import (
     DAILY_LOSS,
     GUARDS,
     KILL_SWITCH,

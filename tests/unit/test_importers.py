@@ -20,8 +20,7 @@ import pytest
 from atra.adapters.importers import ImportRecord, read_file, verify_checksum
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.core.types import Market, Timeframe
-from atra.errors import ConfigError, DataError
-from atra.ingest import (
+from atra.data.ingest import (
     check_datasets,
     collect_paths,
     import_files,
@@ -29,6 +28,7 @@ from atra.ingest import (
     resample_dataset,
     select_datasets,
 )
+from atra.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "binance"
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC

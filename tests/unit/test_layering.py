@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "atra"
-CORE_FILES = sorted((SRC / "core").glob("*.py"))
+CORE_FILES = sorted((SRC / "core").rglob("*.py"))
 
 FORBIDDEN_IN_CORE = {
     "atra.adapters",
     "atra.cli",
-    "atra.live",
-    "atra.ingest",
-    "atra.research",
+    "atra.live.loop",
+    "atra.data.ingest",
+    "atra.research.pipeline",
     "atra.obs",
     "atra.config",
     "asyncio",
@@ -71,7 +71,7 @@ def _violations(path: Path) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(SRC)))
 def test_core_module_does_no_io(path: Path) -> None:
     assert _violations(path) == [], f"{path.name} imports I/O or shell modules"
 
@@ -91,3 +91,105 @@ def test_errors_module_imports_nothing_from_atra() -> None:
 
 def test_core_is_not_empty() -> None:
     assert len(CORE_FILES) >= 10
+
+
+# Imports run downward only: cli -> live | research | data -> sim | adapters -> obs -> config ->
+# core -> errors. Each package may import the ones listed for it (and itself); the three apps
+# never import each other.
+APPS = ("atra.data", "atra.research", "atra.live")
+ALLOWED: dict[str, set[str]] = {
+    "atra.errors": set(),
+    "atra.core": {"atra.errors"},
+    "atra.config": {"atra.core", "atra.errors"},
+    "atra.obs": {"atra.config", "atra.core", "atra.errors"},
+    "atra.adapters": {"atra.obs", "atra.config", "atra.core", "atra.errors", "atra"},
+    "atra.sim": {"atra.adapters", "atra.obs", "atra.config", "atra.core", "atra.errors"},
+    "atra.data": {"atra.adapters", "atra.obs", "atra.config", "atra.core", "atra.errors"},
+    "atra.research": {
+        "atra.adapters",
+        "atra.obs",
+        "atra.config",
+        "atra.core",
+        "atra.errors",
+        "atra",
+    },
+    "atra.live": {
+        "atra.sim",
+        "atra.adapters",
+        "atra.obs",
+        "atra.config",
+        "atra.core",
+        "atra.errors",
+    },
+}
+"""``atra`` itself (the package root) is allowed where the version is read."""
+
+
+def _package_of(path: Path) -> str:
+    rel = path.relative_to(SRC).with_suffix("")
+    return "atra." + rel.parts[0] if rel.parts else "atra"
+
+
+def _layer_violations(path: Path, package: str) -> list[str]:
+    allowed = ALLOWED[package] | {package}
+    bad = []
+    for name in _imports(path):
+        if name != "atra" and not name.startswith("atra."):
+            continue
+        top = name if name == "atra" else ".".join(name.split(".")[:2])
+        if top not in allowed:
+            bad.append(name)
+    return bad
+
+
+LAYERED_FILES = sorted(
+    p
+    for p in SRC.rglob("*.py")
+    if (_package_of(p) in ALLOWED and p.name != "__init__.py")
+    or (p.name == "__init__.py" and p.parent != SRC and _package_of(p) in ALLOWED)
+)
+
+
+@pytest.mark.parametrize("path", LAYERED_FILES, ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_run_downward(path: Path) -> None:
+    package = _package_of(path)
+    assert _layer_violations(path, package) == [], f"{path} imports above or beside {package}"
+
+
+def test_every_package_is_layered() -> None:
+    packages = {
+        _package_of(p) for p in SRC.rglob("*.py") if p.parent != SRC or p.stem != "__init__"
+    }
+    assert packages - set(ALLOWED) == {"atra.cli"}, "a new package needs a rule in ALLOWED"
+
+
+def test_layer_checker_catches_an_app_importing_another(tmp_path: Path) -> None:
+    bad = tmp_path / "x.py"
+    bad.write_text("from atra.research.pipeline import load_universe\nimport atra.core.exits\n")
+    assert _layer_violations(bad, "atra.live") == ["atra.research.pipeline"]
+    assert _layer_violations(bad, "atra.research") == []
+
+
+@pytest.mark.parametrize(
+    "package", sorted({p.parent for p in SRC.rglob("__init__.py")}), ids=lambda p: str(p)
+)
+def test_every_package_says_what_it_may_import(package: Path) -> None:
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8")))
+    assert doc, f"{package}/__init__.py has no docstring"
+
+
+MAX_MODULE_LINES = 500
+TO_SPLIT = {
+    "adapters/exchange.py", "adapters/journal.py", "adapters/trading.py",
+    "core/backtest/portfolio_nb.py", "core/exits.py", "core/signals.py", "core/stats.py",
+    "live/execution.py", "live/loop.py", "research/evaluation.py", "research/report.py",
+    "sim/exchange.py", "sim/venue.py",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(SRC.rglob("*.py")), ids=lambda p: str(p.relative_to(SRC)))
+def test_no_module_over_500_lines(path: Path) -> None:
+    if str(path.relative_to(SRC)) in TO_SPLIT:
+        pytest.skip("being split")
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{path.relative_to(SRC)} has {lines} lines"

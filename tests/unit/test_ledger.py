@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from atra.adapters.journal import PositionRecord
 from atra.errors import DataError
-from atra.ledger import FUNDING_LEG, FUNDING_PAGE, FundingBook, Ledger
+from atra.live.ledger import FUNDING_LEG, FUNDING_PAGE, FundingBook, Ledger
 
 H = 3_600_000
 

@@ -10,9 +10,9 @@ import pandas as pd
 from atra.core.decision import EVENT_FEATURES, ModelHandle, primary_signal_at
 from atra.core.meta import MetaModel, MetaParams
 from atra.core.signals import SignalSpec
-from atra.core.synthetic import SyntheticConfig, generate_market
+from atra.core.synthetic.market import SyntheticConfig, generate_market
 from atra.core.types import Timeframe
-from atra.live import StrategyDecider
+from atra.live.loop import StrategyDecider
 
 
 def test_symbol_without_funding_gets_nan_funding_features_not_an_error() -> None:

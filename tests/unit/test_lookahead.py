@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atra.core.features import (
+from atra.core.features.registry import (
     Family,
     FeatureContext,
     FeatureFrame,

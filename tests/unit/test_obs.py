@@ -75,11 +75,11 @@ def configure_json(level: str = "DEBUG", secrets: tuple[str, ...] = ()) -> io.St
 def test_json_lines_carry_the_common_fields() -> None:
     buf = configure_json()
     structlog.contextvars.bind_contextvars(run_id="run-1", cycle_id=7)
-    obs.get_logger("atra.live").info("signal_generated", symbol="BTCUSDT", ml_probability=0.61)
+    obs.get_logger("atra.live.loop").info("signal_generated", symbol="BTCUSDT", ml_probability=0.61)
     (line,) = json_lines(buf)
     assert line["event"] == "signal_generated"
     assert line["level"] == "info"
-    assert line["logger"] == "atra.live"
+    assert line["logger"] == "atra.live.loop"
     assert (line["run_id"], line["cycle_id"]) == ("run-1", 7)
     assert (line["symbol"], line["ml_probability"]) == ("BTCUSDT", 0.61)
     assert line["timestamp"].endswith("Z")
@@ -180,7 +180,7 @@ def test_exceptions_are_rendered_and_redacted(fmt: obs.LogFormat, source: str) -
 
 def test_json_lines_lead_with_timestamp_level_logger_event() -> None:
     buf = configure_json()
-    obs.get_logger("atra.live").info("order_filled", aaa=1, symbol="BTCUSDT")
+    obs.get_logger("atra.live.loop").info("order_filled", aaa=1, symbol="BTCUSDT")
     (line,) = json_lines(buf)
     assert list(line)[:4] == ["timestamp", "level", "logger", "event"]
 
@@ -331,7 +331,7 @@ def test_nested_spans_and_log_lines_share_the_trace() -> None:
     buf = configure_json()
     exporter = InMemorySpanExporter()
     obs.configure_tracing("atra-test", exporter=exporter)
-    log = obs.get_logger("atra.live")
+    log = obs.get_logger("atra.live.loop")
     with obs.span("cycle", cycle_id=3) as outer:
         log.info("cycle_started")
         with obs.span("fetch_candles", symbol="BTCUSDT") as inner:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from atra.adapters.journal import PositionRecord
 from atra.core.exits import REASON_NAMES, STATUS_DONE, ExitSpec, simulate_exits
 from atra.errors import DataError
-from atra.paper import CLOSED, OPEN, PENDING, EntryRequest, PaperBroker, client_order_id
+from atra.live.paper import CLOSED, OPEN, PENDING, EntryRequest, PaperBroker, client_order_id
 
 STEP = 3_600_000
 

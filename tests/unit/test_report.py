@@ -19,7 +19,7 @@ from rich.console import Console
 import atra.cli.report  # noqa: F401  (registers `atra report`)
 from atra.cli import main
 from atra.core.types import Timeframe
-from atra.report import (
+from atra.research.report import (
     SECTIONS,
     combined_trades,
     metrics_table,
@@ -28,7 +28,7 @@ from atra.report import (
     render_report,
     terminal_summary,
 )
-from atra.runrecord import LoadedRun, RunLeg, read_run, write_run
+from atra.research.runrecord import LoadedRun, RunLeg, read_run, write_run
 from helpers_runs import INITIAL, bar_times, step_equity, trade_row
 
 REASONS = ("SL", "TP1", "TP2", "TIME", "BE")

@@ -15,7 +15,7 @@ import pytest
 
 from atra.core.types import Timeframe
 from atra.errors import ConfigError, DataError
-from atra.runrecord import (
+from atra.research.runrecord import (
     LoadedRun,
     RunLeg,
     annualization_sentence,
@@ -416,7 +416,7 @@ def _walk(n: int, seed: int) -> pd.DataFrame:
 
 
 def test_a_real_backtest_round_trips(tmp_path: Path) -> None:
-    from atra.core.backtest import run_backtest
+    from atra.core.backtest.engine import run_backtest
 
     candles_by_symbol = {"BTCUSDT": _walk(400, 1), "ETHUSDT": _walk(400, 2)}
     events = pd.DataFrame(

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from atra.core.synthetic import (
+from atra.core.synthetic.market import (
     EXCHANGE,
     FUNDING_INTERVAL_MS,
     REGIME_DOWN,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atra.core.synthetic_nb import ar1_nb, regime_path_nb
+from atra.core.synthetic.market_nb import ar1_nb, regime_path_nb
 
 # ------------------------------------------------------------------------------------------
 # kernels: jitted == interpreted == plain-Python reference

@@ -1,9 +1,9 @@
 """Order types and the order API contract (Binance USDT-M futures semantics, one-way mode).
 
-What the live execution broker (:mod:`atra.execution`) needs from a venue, whatever serves it:
+What the live execution broker (:mod:`atra.live.execution`) needs from a venue, whatever serves it:
 the signed REST client (:class:`atra.adapters.trading.BinanceTrader`) against Binance or the
 fake exchange, or the in-process venue over the fake's matching engine
-(:class:`atra.adapters.fake_venue.LocalVenue`).
+(:class:`atra.sim.venue.LocalVenue`).
 
 Wire format (``POST /fapi/v1/order``, ``GET /fapi/v1/order``, ``DELETE /fapi/v1/order``,
 ``GET /fapi/v1/openOrders``, ``GET /fapi/v2/positionRisk``, ``GET /fapi/v2/balance``): every
@@ -13,7 +13,7 @@ sent, parameters in the order sent) with the API secret; the key goes in the ``X
 header. See :func:`signed_query`.
 
 Idempotency: every order carries a deterministic ``newClientOrderId``
-(:func:`atra.paper.client_order_id`: run, symbol, bar time, kind). Placing an order whose
+(:func:`atra.live.paper.client_order_id`: run, symbol, bar time, kind). Placing an order whose
 client id is already known to the venue is refused with :data:`ERR_DUPLICATE_ORDER`; a client
 that lost the answer to a POST therefore looks the order up by ``origClientOrderId`` and
 never places it twice.

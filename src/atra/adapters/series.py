@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atra.core.feature_sources import Family, PointInTimeSeries
+from atra.core.features.sources import Family, PointInTimeSeries
 from atra.errors import ConfigError, DataError
 
 

@@ -16,7 +16,7 @@ from atra.adapters.store import CandleStore
 from atra.cli import app
 from atra.core.frames import ms_to_iso
 from atra.core.types import Market, Timeframe
-from atra.ingest import (
+from atra.data.ingest import (
     ProgressFn,
     check_datasets,
     import_files,

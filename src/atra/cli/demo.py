@@ -17,9 +17,10 @@ from atra.adapters.store import CandleStore
 from atra.cli import app
 from atra.cli.data import DataDir, _console, _progress, _when
 from atra.cli.walkforward import print_evaluation, stage_progress
-from atra.core.synthetic import SyntheticConfig
-from atra.demo import REAL_DEMO_START, run_demo_loop, stage_data
+from atra.core.synthetic.market import SyntheticConfig
+from atra.data.demo import stage_data
 from atra.errors import ConfigError
+from atra.research.demo import REAL_DEMO_START, run_demo_loop
 
 
 @app.command("demo")
@@ -98,12 +99,13 @@ def demo_cmd(
     )
     if data_only:
         return
-    from atra.research import parse_time_ms  # the research stack loads only when it runs
+    from atra.research.pipeline import parse_time_ms  # the research stack loads only when it runs
 
     with stage_progress(console) as stages:
         ev = run_demo_loop(
             store,
-            staged,
+            exchange=staged.exchange,
+            source=staged.source,
             runs_dir=runs_dir,
             symbols=syms or None,
             start_ms=parse_time_ms(start) if start else None,

@@ -15,7 +15,7 @@ from atra.adapters.exchange import BinanceClient
 from atra.adapters.store import CandleStore
 from atra.cli.data import data_app
 from atra.core.types import Market, Timeframe
-from atra.download import DownloadReport, DownloadSpec, download, parse_utc_ms, split_symbols
+from atra.data.download import DownloadReport, DownloadSpec, download, parse_utc_ms, split_symbols
 from atra.errors import ConfigError
 
 _EXCHANGES = ("binance",)

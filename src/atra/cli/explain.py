@@ -9,8 +9,8 @@ import typer
 
 from atra.cli import app
 from atra.config import load_config
-from atra.explain import explain_signals
-from atra.research import parse_time_ms
+from atra.research.explain import explain_signals
+from atra.research.pipeline import parse_time_ms
 
 
 @app.command("explain")

@@ -22,18 +22,18 @@ from atra.adapters.trading import BinanceTrader
 from atra.cli import app
 from atra.config import AtraConfig, load_config
 from atra.core.exits import ExitSpec
-from atra.core.features import HISTORY_BARS
+from atra.core.features.registry import HISTORY_BARS
 from atra.core.signals import SignalSpec
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
-from atra.execution import ExchangeBroker
-from atra.guards import GuardLimits, RiskGuards
-from atra.live import LiveLoop, LoopSettings, StrategyDecider, run_until_signal
+from atra.live.execution import ExchangeBroker
+from atra.live.guards import GuardLimits, RiskGuards
+from atra.live.loop import LiveLoop, LoopSettings, StrategyDecider, run_until_signal
+from atra.live.paper import Broker
+from atra.live.replay import ReplaySetup, run_replay
 from atra.obs import Metrics, configure_logging_from, get_logger, start_metrics_server
-from atra.paper import Broker
-from atra.replay import ReplaySetup, run_replay
-from atra.research import settings_from_config
+from atra.research.pipeline import settings_from_config
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 log = get_logger("atra.cli.live")

@@ -9,8 +9,8 @@ import typer
 
 from atra.cli import app
 from atra.cli.data import _console
-from atra.report import render_report, terminal_summary
-from atra.runrecord import read_run
+from atra.research.report import render_report, terminal_summary
+from atra.research.runrecord import read_run
 
 
 @app.command("report")

@@ -33,7 +33,7 @@ from atra.core.labels import label_stats
 from atra.core.meta import Reason
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
-from atra.research import (
+from atra.research.pipeline import (
     ResearchDataset,
     ResearchSettings,
     WalkForwardConfig,

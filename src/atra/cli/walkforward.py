@@ -33,7 +33,7 @@ from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
 
 if TYPE_CHECKING:  # the research stack (LightGBM, ...) loads when a command runs
-    from atra.evaluation import Evaluation, StageProgress
+    from atra.research.evaluation import Evaluation, StageProgress
 
 DEFAULT_RETRAIN_DAYS = 30
 DEFAULT_EMBARGO_HOURS = 48.0
@@ -87,7 +87,7 @@ def parse_symbols(
 
 def print_evaluation(console: Console, ev: Evaluation) -> None:
     """The side-by-side table, what it covers, the trades hashes and where the run is."""
-    from atra.evaluation import BUY_HOLD_RULE
+    from atra.research.evaluation import BUY_HOLD_RULE
 
     notes: dict[str, Any] = ev.run.record.notes
     oos = ev.oos
@@ -170,8 +170,8 @@ def walkforward_cmd(
     buy-and-hold, after costs; writes the run record and its HTML report."""
     if n_trials < 1:
         raise ConfigError(f"--n-trials must be >= 1, got {n_trials}")
-    from atra.evaluation import backtest_config_from, run_research_loop
-    from atra.research import parse_time_ms, settings_from_config
+    from atra.research.evaluation import backtest_config_from, run_research_loop
+    from atra.research.pipeline import parse_time_ms, settings_from_config
 
     cfg = load_config(config)
     settings = settings_from_config(cfg)

@@ -15,7 +15,7 @@ Backtest, replay and live all decide through this module, so they cannot drift a
 Timing: the decision is made at bar ``t``'s close with data up to that close; the trade fills
 at ``open[t + 1]``, which is unknown here, so sizing uses the signal's reference ``entry``
 (``close_t``) and its stop level. Given the trade's ``costs`` (an :class:`ExitSpec`), the size
-is the backtest's own (:func:`atra.core.portfolio_nb.size_nb`: reference moved by the
+is the backtest's own (:func:`atra.core.backtest.portfolio_nb.size_nb`: reference moved by the
 slippage, both fees and the stop's slippage in the risk per unit), so live and backtest
 quantities agree.
 
@@ -27,7 +27,8 @@ A per-bar caller builds its inputs the way research does::
     feats, _ = bar_features(candles, ctx, model_bar_features(model))   # NaN where ctx lacks data
     decision = decide(candles, feats, signal, model, equity=eq, sizing=cfg)
 
-with at least :data:`atra.core.features.HISTORY_BARS` candles, so that the EMA / Wilder seeds
+with at least :data:`atra.core.features.registry.HISTORY_BARS` candles, so that the EMA / Wilder
+seeds
 have decayed and the features match the backtest's.
 """
 
@@ -41,11 +42,11 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from atra.core.backtest import OUTCOME_NAMES
+from atra.core.backtest.engine import OUTCOME_NAMES
+from atra.core.backtest.portfolio_nb import EV_TAKEN, size_nb
 from atra.core.exits import ExitSpec
-from atra.core.features import FeatureContext, compute_features, feature_specs
+from atra.core.features.registry import FeatureContext, compute_features, feature_specs
 from atra.core.meta import MetaModel, Reason
-from atra.core.portfolio_nb import EV_TAKEN, size_nb
 from atra.core.signals import (
     Signal,
     SignalSpec,
@@ -163,7 +164,7 @@ def decision_features(
     """The meta model's input: ``features`` rows at each event's bar ``t`` + event attributes.
 
     ``features`` is one symbol's feature frame aligned row for row with its candles (the
-    frame of :func:`atra.core.features.compute_features`); ``events`` carries ``t, side,
+    frame of :func:`atra.core.features.registry.compute_features`); ``events`` carries ``t, side,
     entry, sl, tp1`` of that symbol. Columns: ``feature_names`` then
     :data:`EVENT_FEATURES`; a bar feature absent from ``features`` is a :class:`DataError`.
     Indexed like ``events``.
@@ -349,7 +350,7 @@ def size_like_backtest(
     costs: ExitSpec,
     p_take: float | None = None,
 ) -> SizingDecision:
-    """The backtest's size for ``signal`` (:func:`atra.core.portfolio_nb.size_nb`, the same
+    """The backtest's size for ``signal`` (:func:`atra.core.backtest.portfolio_nb.size_nb`, the same
     compiled function): reference ``signal.entry`` moved adversely by the slippage, risk per
     unit with the entry and stop fees and the stop's slippage, fixed-fractional or (with
     ``p_take``) ``kelly_multiplier`` x Kelly from the TP1/SL distances, capped at the risk cap

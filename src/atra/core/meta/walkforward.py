@@ -1,0 +1,216 @@
+"""Walk-forward out-of-sample predictions of the meta model (:mod:`atra.core.meta`): one model
+per fold, folds run through joblib, and the OOS quality per calendar year."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.metrics import roc_auc_score
+
+from atra.core.meta.inputs import (
+    check_floats,
+    check_labels,
+    check_times,
+    feature_matrix,
+    feature_names_of,
+)
+from atra.core.meta.model import MetaModel, MetaParams
+from atra.core.validation import Fold
+from atra.errors import DataError, ModelError
+
+__all__ = ["OOSPredictions", "oos_metrics_by_year", "walk_forward_predict"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+WeightsFn = Callable[[IntArray], FloatArray]
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class OOSPredictions:
+    """Walk-forward out-of-sample predictions.
+
+    ``frame``: index ``event`` (labels of ``X.index``), columns ``pos`` (row position),
+    ``fold``, ``p_take``, ``threshold``, ``take``; one row per tested event, by ``pos``.
+    ``folds``: one row per fold (sizes, windows, threshold, purge counts).
+    ``importance``: normalised gain importance, fold x feature.
+    """
+
+    frame: pd.DataFrame
+    folds: pd.DataFrame
+    importance: pd.DataFrame
+
+
+@dataclass(frozen=True, slots=True)
+class _FoldResult:
+    fold_id: int
+    test_idx: IntArray
+    p_take: FloatArray
+    threshold: float
+    threshold_source: str
+    importance: FloatArray
+
+
+def _fit_fold(
+    arr: FloatArray,
+    names: tuple[str, ...],
+    y: IntArray,
+    t0: IntArray,
+    t1: IntArray,
+    net: FloatArray | None,
+    fold: Fold,
+    weights: FloatArray | None,
+    params: MetaParams,
+) -> _FoldResult:
+    tr = fold.train_idx
+    X_train = pd.DataFrame(arr[tr], columns=list(names))
+    model = MetaModel(params).fit(
+        X_train,
+        y[tr],
+        weights,
+        t0=t0[tr],
+        t1=t1[tr],
+        net_return=None if net is None else net[tr],
+    )
+    p = model.predict_proba(pd.DataFrame(arr[fold.test_idx], columns=list(names)))
+    imp = model.feature_importance().reindex(list(names)).to_numpy(dtype=np.float64)
+    return _FoldResult(fold.fold_id, fold.test_idx, p, model.threshold, model.threshold_source, imp)
+
+
+def walk_forward_predict(
+    X: pd.DataFrame,
+    y: npt.ArrayLike,
+    t0: npt.ArrayLike,
+    t1: npt.ArrayLike,
+    folds: Sequence[Fold],
+    *,
+    weights_fn: WeightsFn | None = None,
+    params: MetaParams | None = None,
+    net_return: npt.ArrayLike | None = None,
+    n_jobs: int = 2,
+    backend: str = "loky",
+    progress: ProgressFn | None = None,
+) -> OOSPredictions:
+    """Fit one :class:`MetaModel` per fold on its training rows and predict its test rows.
+
+    ``weights_fn(train_idx)`` returns the sample weights of those training rows (computed here,
+    in the calling process, from training rows only, e.g. with
+    :func:`atra.core.weights.fold_weights_fn`). Folds run through
+    ``joblib.Parallel(n_jobs, backend)``: any joblib backend (loky, threading, or a Ray / Dask
+    backend registered by the caller) can run them. Each fit uses ``params.n_jobs`` threads.
+    ``progress(done, total)`` is called in this process after each finished fold (with a
+    backend that cannot stream results, such as ``multiprocessing`` or Ray's, all calls come
+    once every fold is done).
+    """
+    params = params or MetaParams()
+    arr = feature_matrix(X)
+    n = arr.shape[0]
+    labels = check_labels(y, n)
+    start = check_times(t0, n, "t0")
+    end = check_times(t1, n, "t1")
+    net = None if net_return is None else check_floats(net_return, n, "net_return")
+    if not folds:
+        raise ModelError("walk-forward needs at least one fold")
+    names = feature_names_of(X)
+    jobs = []
+    for fold in folds:
+        if int(max(fold.train_idx.max(), fold.test_idx.max())) >= n:
+            raise DataError(f"fold {fold.fold_id}: row index beyond the {n} events")
+        if np.unique(labels[fold.train_idx]).size < 2:
+            raise ModelError(f"fold {fold.fold_id}: training labels have one class only")
+        w = None if weights_fn is None else np.asarray(weights_fn(fold.train_idx), np.float64)
+        if w is not None and w.shape != fold.train_idx.shape:
+            raise DataError(f"fold {fold.fold_id}: weights_fn returned {w.shape}, expected rows")
+        jobs.append(delayed(_fit_fold)(arr, names, labels, start, end, net, fold, w, params))
+    results: list[_FoldResult] = []
+    try:
+        runner = Parallel(n_jobs=n_jobs, backend=backend, return_as="generator_unordered")
+    except ValueError:  # a backend that cannot stream results (multiprocessing, Ray): batch
+        runner = Parallel(n_jobs=n_jobs, backend=backend)
+    for res in runner(jobs):
+        results.append(res)
+        if progress is not None:
+            progress(len(results), len(jobs))
+    results.sort(key=lambda r: r.fold_id)
+    by_id = {f.fold_id: f for f in folds}
+    pos = np.concatenate([r.test_idx for r in results]).astype(np.int64)
+    frame = pd.DataFrame(
+        {
+            "pos": pos,
+            "fold": np.concatenate([np.full(r.test_idx.size, r.fold_id) for r in results]),
+            "p_take": np.concatenate([r.p_take for r in results]),
+            "threshold": np.concatenate([np.full(r.test_idx.size, r.threshold) for r in results]),
+        },
+        index=pd.Index(X.index[pos], name="event"),
+    )
+    frame["take"] = frame["p_take"] >= frame["threshold"]
+    frame = frame.sort_values("pos", kind="stable")
+    fold_rows = []
+    for r in results:
+        f = by_id[r.fold_id]
+        windows = ("train_start_ms", "train_end_ms", "test_start_ms", "test_end_ms")
+        fold_rows.append(
+            {"fold": r.fold_id, "n_train": f.train_idx.size, "n_test": f.test_idx.size}
+            | {k: getattr(f, k) for k in (*windows, "n_purged", "n_embargoed")}
+            | {"threshold": r.threshold, "threshold_source": r.threshold_source}
+        )
+    importance = pd.DataFrame(
+        [r.importance for r in results],
+        index=pd.Index([r.fold_id for r in results], name="fold"),
+        columns=list(names),
+    )
+    return OOSPredictions(frame, pd.DataFrame(fold_rows), importance)
+
+
+def oos_metrics_by_year(
+    preds: OOSPredictions | pd.DataFrame,
+    y: npt.ArrayLike,
+    t0: npt.ArrayLike,
+    net_return: npt.ArrayLike | None = None,
+) -> pd.DataFrame:
+    """OOS quality per calendar year (UTC, of ``t0``) and ``"all"``.
+
+    ``y``/``t0``/``net_return`` are full-length arrays (indexed by ``preds`` ``pos``).
+    Columns: ``n_events, base_rate, auc, n_take, take_rate, precision, recall`` and, with
+    ``net_return``, ``mean_net_return`` (all events) and ``mean_net_return_take``. AUC is NaN
+    for a single-class year; precision is NaN without takes; recall NaN without positives.
+    """
+    frame = preds.frame if isinstance(preds, OOSPredictions) else preds
+    pos = frame["pos"].to_numpy(dtype=np.int64)
+    labels = np.asarray(y)[pos].astype(np.int64)
+    start = np.asarray(t0)[pos].astype(np.int64)
+    net = None if net_return is None else np.asarray(net_return, dtype=np.float64)[pos]
+    p = frame["p_take"].to_numpy(dtype=np.float64)
+    take = frame["take"].to_numpy(dtype=bool)
+    years = start.astype("datetime64[ms]").astype("datetime64[Y]").astype(np.int64) + 1970
+    groups: list[tuple[str, npt.NDArray[np.bool_]]] = [
+        (str(yr), years == yr) for yr in np.unique(years).tolist()
+    ]
+    groups.append(("all", np.ones(pos.size, dtype=bool)))
+    rows = []
+    for name, m in groups:
+        yy, tk = labels[m], take[m]
+        n_pos, n_take = int(yy.sum()), int(tk.sum())
+        tp = int((yy & tk).sum())
+        row: dict[str, Any] = {
+            "year": name,
+            "n_events": int(m.sum()),
+            "base_rate": float(yy.mean()) if yy.size else math.nan,
+            "auc": float(roc_auc_score(yy, p[m])) if np.unique(yy).size == 2 else math.nan,
+            "n_take": n_take,
+            "take_rate": n_take / yy.size if yy.size else math.nan,
+            "precision": tp / n_take if n_take else math.nan,
+            "recall": tp / n_pos if n_pos else math.nan,
+        }
+        if net is not None:
+            row["mean_net_return"] = float(net[m].mean()) if yy.size else math.nan
+            row["mean_net_return_take"] = float(net[m][tk].mean()) if n_take else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("year")

@@ -1,0 +1,8 @@
+"""The live app: the asyncio signal loop and its settings, the per-bar deciders, the ledger
+(realised cash and funding), the paper broker, the exchange broker and its order planning,
+replays of history through the loop, and the risk guards.
+
+May import: :mod:`atra.sim` (replays run against the simulated venue), :mod:`atra.adapters`,
+:mod:`atra.obs`, :mod:`atra.config`, :mod:`atra.core`, :mod:`atra.errors`. Never the other apps
+(data, research) or the CLI.
+"""

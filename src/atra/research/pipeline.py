@@ -1,0 +1,159 @@
+"""The research pipeline: store -> universe -> features + primary events + labels -> walk-forward
+meta model -> OOS metrics -> registered model.
+
+1. :func:`load_universe` reads candles per symbol from the store (plus ``warmup_bars`` bars
+   before the range, so features are warm at its start), the symbol's perp funding and its
+   counterpart market where stored, and BTCUSDT of the same market as cross-asset context.
+2. :func:`build_dataset` runs the primary model per symbol, takes the features at the SIGNAL
+   bar ``t`` (the decision at ``t``'s close; :func:`atra.core.decision.decision_features`, the
+   same builder the decision path uses), and labels every event with the exit kernel
+   (triple barrier + meta-label, ``t0``/``t1`` for purging). Events whose trade does not
+   resolve inside the data stay in the dataset with ``complete = False`` and are excluded from
+   training and scoring, counted in :class:`DatasetReport`; nothing is dropped silently.
+3. :func:`run_walkforward`: walk-forward splits with purge + embargo, sample weights
+   (balanced x uniqueness x optional decay, per fold, training rows only), out-of-sample
+   predictions of every fold concatenated, per-year AUC / precision / recall / base rate.
+4. :func:`train_model`: one meta model on every complete event of the range, saved to the
+   model registry (LightGBM text + metadata JSON with the signal / exit specs).
+
+:func:`settings_from_config` maps the typed :class:`~atra.config.AtraConfig` sections
+(strategy, costs, meta) onto the core parameter objects.
+
+Steps 1-2 live in :mod:`atra.research.dataset`, steps 3-4 in :mod:`atra.research.walkforward`;
+this module holds the settings and is the public face of all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+
+from atra.config import AtraConfig
+from atra.core.exits import ExitSpec
+from atra.core.meta import MetaParams
+from atra.core.signals import BarrierMode, Rule, SignalSpec
+from atra.errors import ConfigError
+from atra.research.dataset import (
+    BTC_SYMBOL,
+    DatasetReport,
+    ResearchDataset,
+    SymbolData,
+    Universe,
+    build_dataset,
+    load_universe,
+    parse_time_ms,
+    symbol_features,
+)
+from atra.research.walkforward import (
+    TrainedModel,
+    WalkForwardConfig,
+    WalkForwardResult,
+    load_model_for,
+    run_walkforward,
+    spec_to_dict,
+    train_model,
+)
+
+__all__ = [
+    "BTC_SYMBOL",
+    "DatasetReport",
+    "ResearchDataset",
+    "ResearchSettings",
+    "SymbolData",
+    "TrainedModel",
+    "Universe",
+    "WalkForwardConfig",
+    "WalkForwardResult",
+    "build_dataset",
+    "load_model_for",
+    "load_universe",
+    "metrics_records",
+    "parse_time_ms",
+    "run_walkforward",
+    "settings_from_config",
+    "spec_to_dict",
+    "symbol_features",
+    "train_model",
+]
+
+
+# ---- settings from the config -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResearchSettings:
+    """The core parameter objects of a research run."""
+
+    signal: SignalSpec
+    exit: ExitSpec
+    meta: MetaParams
+    walkforward: WalkForwardConfig
+
+
+def settings_from_config(cfg: AtraConfig) -> ResearchSettings:
+    """Map ``strategy`` / ``costs`` / ``meta`` of the config onto the core specs.
+
+    strategy: ``rule`` (ema_cross|donchian|tsmom) with ``params`` (fast/slow, n, lookback),
+    ATR barriers ``sl_atr / tp1_atr / tp2_atr`` (tp2 must exceed tp1), ``horizon_bars``.
+    costs: the taker fee on every fill (the backtest's default cost model) and the slippage,
+    so a label is the trade the backtest and the paper loop would make.
+    meta: LightGBM parameters; ``threshold_mode`` fixed -> the configured threshold,
+    f1 -> F1-optimal on inner out-of-fold predictions, expected_value -> max summed net return;
+    ``retrain_days`` / ``embargo_hours`` drive the walk-forward.
+    """
+    st = cfg.strategy
+    try:
+        rule = Rule(st.rule)
+    except ValueError:
+        raise ConfigError(
+            f"strategy.rule: {st.rule!r} is not one of {', '.join(r.value for r in Rule)}"
+        ) from None
+    p = st.params
+    signal = SignalSpec(
+        rule=rule,
+        ema_fast=int(p.get("fast", 20)),
+        ema_slow=int(p.get("slow", 50)),
+        donchian_n=int(p.get("n", 20)),
+        tsmom_lookback=int(p.get("lookback", 168)),
+        barrier_mode=BarrierMode.ATR,
+        atr_n=st.atr_window,
+        sl_atr=st.sl_atr,
+        tp1_atr=st.tp1_atr,
+        tp2_atr=st.tp2_atr,
+        horizon_bars=st.horizon_bars,
+    )
+    c = cfg.costs
+    fee = c.taker_fee_bps / 1e4  # every fill at the taker fee, as the backtest's default
+    exit_spec = ExitSpec(fee_entry=fee, fee_tp=fee, fee_stop=fee, slippage_bps=c.slippage_bps)
+    m = cfg.meta
+    lg = m.lgbm
+    objective: Literal["fbeta", "net_return"] = (
+        "net_return" if m.threshold_mode == "expected_value" else "fbeta"
+    )
+    threshold = min(max(m.threshold, 0.01), 0.99)
+    meta = MetaParams(
+        n_estimators=lg.n_estimators,
+        learning_rate=lg.learning_rate,
+        num_leaves=lg.num_leaves,
+        min_child_samples=lg.min_child_samples,
+        subsample=lg.bagging_fraction if lg.bagging_freq > 0 else 1.0,
+        colsample_bytree=lg.feature_fraction,
+        reg_lambda=lg.lambda_l2,
+        seed=lg.seed,
+        threshold_objective=objective,
+        fbeta=1.0,
+        inner_splits=0 if m.threshold_mode == "fixed" else 2,
+        default_threshold=threshold,
+    )
+    wf = WalkForwardConfig(retrain_days=m.retrain_days, embargo_hours=m.embargo_hours)
+    return ResearchSettings(signal, exit_spec, meta, wf)
+
+
+def metrics_records(metrics: pd.DataFrame) -> Mapping[str, Mapping[str, float]]:
+    """The per-year metrics as ``{year: {column: value}}`` (plain floats)."""
+    return {
+        str(year): {str(k): float(v) for k, v in row.items()} for year, row in metrics.iterrows()
+    }
