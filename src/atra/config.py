@@ -20,6 +20,7 @@ refused. They are :class:`pydantic.SecretStr`: redacted in ``repr``/``str`` and 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 import types
@@ -33,6 +34,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -57,16 +59,50 @@ class DataConfig(_Frozen):
     exchange: Literal["binance"] = "binance"
 
 
+RULE_PARAMS: Final[dict[str, dict[str, int]]] = {
+    "ema_cross": {"fast": 20, "slow": 50},
+    "donchian": {"n": 20},
+    "tsmom": {"lookback": 168},
+}
+"""Each built-in primary rule's parameters (whole numbers of bars, >= 1) and their defaults."""
+
+
 class StrategyConfig(_Frozen):
     """The primary momentum model and its triple-barrier exits (multiples of ATR)."""
 
     rule: str = Field(default="ema_cross", pattern=r"^[a-z][a-z0-9_]*$")
     params: dict[str, float] = Field(default_factory=lambda: {"fast": 20.0, "slow": 50.0})
+    """The rule's parameters (see :data:`RULE_PARAMS`); an unknown name is refused, a missing
+    one takes its default."""
     atr_window: int = Field(default=14, ge=1)
     tp1_atr: float = Field(default=1.0, gt=0)
     tp2_atr: float = Field(default=2.0, gt=0)
     sl_atr: float = Field(default=1.0, gt=0)
     horizon_bars: int = Field(default=24, ge=1)
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        rule = info.data.get("rule")
+        known = RULE_PARAMS.get(rule) if isinstance(rule, str) else None
+        if known is None:
+            return params  # the rule itself is reported (pattern) or by settings_from_config
+        for name, value in params.items():
+            if name not in known:
+                raise ValueError(
+                    f"{name}: unknown parameter of rule {rule} (expected {', '.join(known)})"
+                )
+            if not (math.isfinite(value) and value == int(value) and value >= 1):
+                raise ValueError(f"{name}: expected a whole number of bars >= 1, got {value:g}")
+        merged = {**known, **{k: int(v) for k, v in params.items()}}
+        if rule == "ema_cross" and merged["fast"] >= merged["slow"]:
+            raise ValueError(f"fast ({merged['fast']}) must be < slow ({merged['slow']})")
+        return params
+
+    def rule_params(self) -> dict[str, int]:
+        """The rule's parameters with defaults filled in (whole numbers of bars)."""
+        known = RULE_PARAMS.get(self.rule, {})
+        return {**known, **{k: int(v) for k, v in self.params.items()}}
 
     @model_validator(mode="after")
     def _tp_order(self) -> StrategyConfig:
@@ -113,7 +149,7 @@ class MetaConfig(_Frozen):
     """The meta model: when to take a primary signal, and how often to retrain."""
 
     threshold_mode: Literal["fixed", "f1", "expected_value"] = "fixed"
-    threshold: float = Field(default=0.55, ge=0, le=1)
+    threshold: float = Field(default=0.55, gt=0, lt=1)
     retrain_days: int = Field(default=30, ge=1)
     embargo_hours: float = Field(default=24.0, ge=0)
     lgbm: LgbmConfig = Field(default_factory=LgbmConfig)

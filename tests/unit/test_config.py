@@ -142,6 +142,28 @@ def test_unknown_section_and_nested_key(tmp_path: Path) -> None:
             "strategy",
             "tp2_atr (2.0) must be >= tp1_atr",
         ),
+        (
+            "[strategy.params]\nfast = 20\nslwo = 30",
+            "strategy.params",
+            "slwo: unknown parameter of rule ema_cross (expected fast, slow)",
+        ),
+        (
+            "[strategy.params]\nfast = 20\nslow = 5",
+            "strategy.params",
+            "fast (20) must be < slow (5)",
+        ),
+        (
+            '[strategy]\nrule = "donchian"\n[strategy.params]\nn = 2.5',
+            "strategy.params",
+            "n: expected a whole number of bars >= 1, got 2.5",
+        ),
+        (
+            '[strategy]\nrule = "tsmom"\n[strategy.params]\nfast = 5',
+            "strategy.params",
+            "fast: unknown parameter of rule tsmom (expected lookback)",
+        ),
+        ("[meta]\nthreshold = 1.0", "meta.threshold", "less than 1"),
+        ("[meta]\nthreshold = 0", "meta.threshold", "greater than 0"),
         ('[obs]\nlog_format = "xml"', "obs.log_format", "'json', 'console' or 'auto'"),
         ('[exchange]\nspot_base_url = "ftp://x"', "exchange.spot_base_url", "pattern"),
         ("risk = 5", "risk", "valid dictionary"),
@@ -326,3 +348,16 @@ def test_nested_override_of_whole_model_via_json() -> None:
     payload: dict[str, Any] = {"num_leaves": 15, "seed": 7}
     cfg = load_config(None, env={"ATRA__META__LGBM": json.dumps(payload)})
     assert (cfg.meta.lgbm.num_leaves, cfg.meta.lgbm.seed) == (15, 7)
+
+
+def test_rule_params_take_defaults_for_missing_names(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[strategy.params]\nslow = 80\n"), env={})
+    assert cfg.strategy.rule_params() == {"fast": 20, "slow": 80}
+
+
+def test_rule_param_errors_name_the_env_variable() -> None:
+    msg = error_of(None, env={"ATRA__STRATEGY__PARAMS": '{"fast": 50, "slow": 20}'})
+    assert msg == (
+        "ATRA__STRATEGY__PARAMS: strategy.params: fast (50) must be < slow (20) "
+        "(got {'fast': 50, 'slow': 20})"
+    )

@@ -31,7 +31,7 @@ from typing import Literal
 
 import pandas as pd
 
-from atra.config import AtraConfig
+from atra.config import RULE_PARAMS, AtraConfig
 from atra.core.exits import ExitSpec
 from atra.core.meta import MetaParams
 from atra.core.signals import BarrierMode, Rule, SignalSpec
@@ -111,13 +111,13 @@ def settings_from_config(cfg: AtraConfig) -> ResearchSettings:
         raise ConfigError(
             f"strategy.rule: {st.rule!r} is not one of {', '.join(r.value for r in Rule)}"
         ) from None
-    p = st.params
+    p = {**{k: v for d in RULE_PARAMS.values() for k, v in d.items()}, **st.rule_params()}
     signal = SignalSpec(
         rule=rule,
-        ema_fast=int(p.get("fast", 20)),
-        ema_slow=int(p.get("slow", 50)),
-        donchian_n=int(p.get("n", 20)),
-        tsmom_lookback=int(p.get("lookback", 168)),
+        ema_fast=p["fast"],
+        ema_slow=p["slow"],
+        donchian_n=p["n"],
+        tsmom_lookback=p["lookback"],
         barrier_mode=BarrierMode.ATR,
         atr_n=st.atr_window,
         sl_atr=st.sl_atr,
@@ -133,7 +133,7 @@ def settings_from_config(cfg: AtraConfig) -> ResearchSettings:
     objective: Literal["fbeta", "net_return"] = (
         "net_return" if m.threshold_mode == "expected_value" else "fbeta"
     )
-    threshold = min(max(m.threshold, 0.01), 0.99)
+    threshold = m.threshold  # 0 < threshold < 1, validated by the config
     meta = MetaParams(
         n_estimators=lg.n_estimators,
         learning_rate=lg.learning_rate,
