@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Make a `prometheus` binary available for tests/integration/test_prometheus.py.
+# Make a `prometheus` binary available for tests/integration/test_prometheus.py. Called by
+# `make test` (target test-deps) and so by .ci/run.
 #
-# Idempotent: does nothing when `prometheus` is already on PATH. Otherwise installs Debian's
-# `prometheus` package (no recommends) without starting its system service: a temporary
+# Idempotent and fast: does nothing when `prometheus` is already on PATH. Otherwise installs
+# Debian's `prometheus` package (no recommends) without starting its system service: a temporary
 # /usr/sbin/policy-rc.d forbids service starts during the install, and any prometheus service
 # that runs anyway (systemd hosts) is stopped and disabled afterwards. The tests start their own
 # prometheus on a random loopback port; nothing may be left listening on 9090.
 #
-# Exit codes: 0 = prometheus available, or apt/root unavailable (explained on stderr; the
-# integration test then skips locally and fails under CI=true); 1 = the install itself failed
-# or a prometheus service is still listening on 9090.
+# Exit codes: 0 = prometheus available; 1 = it is missing and cannot be installed here (no
+# apt-get, or not root and no passwordless sudo: the message names the one command to run), the
+# install failed, or a prometheus service is still listening on 9090.
 set -euo pipefail
 
 PORT=9090
@@ -30,9 +31,9 @@ if command -v prometheus >/dev/null 2>&1; then
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    log "prometheus is not on PATH and apt-get is unavailable: install prometheus >= 2.x by" \
-        "other means (tests/integration/test_prometheus.py skips without it, fails under CI=true)"
-    exit 0
+    log "prometheus is not on PATH and apt-get is unavailable: install Prometheus >= 2.x with" \
+        "this system's package manager so that 'prometheus' is on PATH, then rerun"
+    exit 1
 fi
 
 SUDO=()
@@ -40,9 +41,9 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         SUDO=(sudo -n)
     else
-        log "prometheus is not on PATH and installing it needs root (no passwordless sudo):" \
-            "run 'apt-get install --no-install-recommends prometheus' as root"
-        exit 0
+        log "prometheus is not on PATH and installing it needs root; run:" \
+            "sudo bash .ci/install-prometheus.sh"
+        exit 1
     fi
 fi
 

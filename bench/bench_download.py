@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atra.adapters.exchange import BinanceClient
+from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.ratelimit import RateLimiter
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.core.types import Market, Timeframe

@@ -39,9 +39,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atra.core.exits import ExitSpec, simulate_exits_nb
+from atra.core.exits.api import ExitSpec
+from atra.core.exits.kernel import simulate_exits_nb
 from atra.core.labels import label_events, label_stats
-from atra.core.signals import SignalSpec, generate_events
+from atra.core.signals.events import generate_events
+from atra.core.signals.spec import SignalSpec
 
 WARMUP = 50
 TAIL = 50  # t <= n - TAIL: entry, the whole horizon and the time-exit bar are in the data

@@ -31,12 +31,13 @@ import numpy as np
 import pandas as pd
 import structlog
 
-from atra.adapters.exchange import BinanceClient
-from atra.adapters.journal import Journal, JournalBatch, SignalRecord
+from atra.adapters.exchange.client import BinanceClient
+from atra.adapters.journal.database import Journal
+from atra.adapters.journal.records import JournalBatch, SignalRecord
 from atra.adapters.ratelimit import RateLimiter, ScaledClock
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.features.registry import HISTORY_BARS
-from atra.core.signals import SignalSpec
+from atra.core.signals.spec import SignalSpec
 from atra.core.types import Market, Timeframe
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LiveLoop, LoopSettings, SimClock, StrategyDecider

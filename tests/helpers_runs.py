@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from atra.core.types import Timeframe
+from atra.research.runrecord import setup as rs
 
 T0_MS = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 INITIAL = 10_000.0
@@ -107,3 +108,23 @@ def one_line_error(exc: pytest.ExceptionInfo[BaseException], *fragments: str) ->
     for fragment in fragments:
         assert fragment in msg
     return msg
+
+
+def sample_setup(models: int = 2) -> rs.RunSetup:
+    """What a perpetual walk-forward run on BTCUSDT and ETHUSDT ran (hand-made numbers)."""
+    hour = Timeframe.H1.ms
+    return rs.RunSetup(
+        exchange="binance", market="perp", symbols=("BTCUSDT", "ETHUSDT"), timeframe="1h",
+        rule="ema_cross", rule_params={"fast": 10, "slow": 30},
+        barriers=rs.BarrierSetup("atr", 1.0, 1.5, 3.0, 14, 24, 1.0, False),
+        costs=rs.CostSetup(2.0, 5.0, "taker", 2.0, True),
+        sizing=rs.SizingSetup("fixed_fractional", 10_000.0, 0.01, 0.02, None, 1.0, 3.0, 5, 1, 1.0),
+        dates=rs.DateRange(T0_MS, T0_MS + 99 * hour, T0_MS + 50 * hour, T0_MS + 199 * hour),
+        walkforward=rs.WalkForwardSetup(30, 48.0, "expanding", None, 180, 200, models),
+        models=tuple(
+            rs.FoldModel(k, f"{k:x}" * 12, T0_MS, T0_MS + (k + 1) * hour, T0_MS + (k + 2) * hour,
+                        T0_MS + (k + 3) * hour, 250 + k, 0.55)
+            for k in range(models)
+        ),
+        sides="long/short (perp)",
+    )  # fmt: skip

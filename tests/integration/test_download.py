@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import atra.cli.download  # noqa: F401  (registers `atra data download`)
-from atra.adapters.exchange import BinanceClient
+from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.ratelimit import ScaledClock, forget_shared_limiters, shared_limiter
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.cli import main
@@ -89,7 +89,7 @@ def weight_per_window(fx: FakeExchange) -> Counter[int]:
     per: Counter[int] = Counter()
     for r in fx.requests:
         if r.status == 200:
-            per[math.floor(r.t_s / fx.window_s)] += r.weight
+            per[math.floor(r.t_s / fx.limits.window_s)] += r.weight
     return per
 
 
@@ -106,7 +106,7 @@ async def test_ten_symbols_two_years_under_the_weight_limit(
         async def neighbour() -> None:
             """Another process on the same IP: 2,100 weight at the start of every window."""
             while True:
-                window = math.floor(fx.now_s() / fx.window_s)
+                window = math.floor(fx.now_s() / fx.limits.window_s)
                 if window not in windows:
                     windows.add(window)
                     fx.charge_external(2100)

@@ -17,12 +17,13 @@ import pandas as pd
 import pytest
 from aiohttp import web
 
-from atra.adapters.exchange import BinanceClient
+from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.ratelimit import ManualClock, RateLimiter, ScaledClock, forget_shared_limiters
 from atra.core.types import Market, Timeframe
 from atra.errors import ExchangeError, IPBanned, TransientExchangeError
 from atra.sim.exchange import FakeExchange, Faults
 from helpers_http import local_server
+from helpers_logging import json_log_lines
 
 HOUR = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
@@ -188,10 +189,10 @@ async def test_from_dir_reads_shared_style_files(tmp_path: Path) -> None:
     SPOT.to_parquet(tmp_path / "ETHUSDT_spot_7h.parquet")  # not a timeframe: ignored
     (tmp_path / "notes.parquet").write_bytes(b"")
     fx = FakeExchange.from_dir(tmp_path, symbols=["BTCUSDT", "ETHUSDT"])
-    assert fx._symbols(Market.SPOT) == {"BTCUSDT"}
-    assert fx._symbols(Market.PERP) == {"ETHUSDT"}
+    assert fx.market_data.symbols(Market.SPOT) == {"BTCUSDT"}
+    assert fx.market_data.symbols(Market.PERP) == {"ETHUSDT"}
     only_eth = FakeExchange.from_dir(tmp_path, symbols=["ETHUSDT"])
-    assert only_eth._symbols(Market.SPOT) == set()
+    assert only_eth.market_data.symbols(Market.SPOT) == set()
     with pytest.raises(Exception, match="does not exist"):
         FakeExchange.from_dir(tmp_path / "missing")
 
@@ -407,6 +408,54 @@ async def test_418_raises_ipbanned_and_stops_every_request(
         clock.advance(ban_s)
         await c.fetch_klines("BTCUSDT", Timeframe.H1)
     assert canned.hits == 2
+
+
+def _request_lines(lines: list[dict[str, object]]) -> list[tuple[object, str]]:
+    """``(level, event)`` of the client's per-request lines (the test server's are left out)."""
+    return [(line["level"], str(line["event"])) for line in lines if line["logger"] == "httpx"]
+
+
+async def test_a_successful_request_logs_nothing_at_info(canned: Canned) -> None:
+    canned.reply(200, GOOD)
+    with json_log_lines("INFO") as lines:
+        async with client(canned.url) as c:
+            assert len(await c.fetch_klines("BTCUSDT", Timeframe.H1)) == 1
+        assert canned.hits == 1
+        assert _request_lines(lines()) == []
+
+
+async def test_a_successful_request_is_logged_at_debug(canned: Canned) -> None:
+    canned.reply(200, GOOD)
+    with json_log_lines("DEBUG") as lines:
+        async with client(canned.url) as c:
+            await c.fetch_klines("BTCUSDT", Timeframe.H1)
+        ((level, event),) = _request_lines(lines())
+    assert level == "debug"
+    assert event.startswith("HTTP Request: GET ")
+    assert event.endswith('"HTTP/1.1 200 OK"')
+
+
+async def test_retries_429s_errors_and_bans_stay_at_info(canned: Canned) -> None:
+    canned.reply(503, {"code": -1001, "msg": "Internal error"})
+    canned.reply(429, {"code": -1003, "msg": "Too many requests"}, **{"Retry-After": "1"})
+    canned.reply(200, GOOD)
+    canned.reply(400, {"code": -1121, "msg": "Invalid symbol."})
+    canned.reply(418, text="{}", **{"Retry-After": "300"})
+    with json_log_lines("INFO") as lines:
+        async with client(canned.url) as c:
+            assert len(await c.fetch_klines("BTCUSDT", Timeframe.H1)) == 1  # 503, 429, 200
+            with pytest.raises(ExchangeError, match="-1121"):
+                await c.fetch_klines("NOPE", Timeframe.H1)
+            with pytest.raises(IPBanned):
+                await c.fetch_klines("BTCUSDT", Timeframe.H1)
+        logged = _request_lines(lines())
+    assert [level for level, _ in logged] == ["info"] * 4
+    assert [event.rsplit('"HTTP/1.1 ', 1)[1][:3] for _, event in logged] == [
+        "503",
+        "429",
+        "400",
+        "418",
+    ]
 
 
 async def test_timeouts_and_refused_connections_are_transient(canned: Canned) -> None:

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from structlog.testing import capture_logs
 
-from atra.adapters.exchange import BinanceClient
+from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.orders import OrderRequest, SymbolRules
 from atra.adapters.ratelimit import RateLimiter
-from atra.adapters.trading import BinanceTrader
-from atra.core.exits import REASON_NAMES, STATUS_DONE, ExitSpec, simulate_exit_nb
+from atra.adapters.trading.trader import BinanceTrader
+from atra.core.exits.api import ExitSpec
+from atra.core.exits.kernel import REASON_NAMES, STATUS_DONE, simulate_exit_nb
 from atra.core.types import Market, Timeframe
 from atra.errors import OrderRejected
 from atra.live.execution import ExchangeBroker

@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 
 import atra.cli.live as cli_live
-from atra.adapters.journal import Journal
+from atra.adapters.journal.database import Journal
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.cli import main
 from atra.config import load_config
-from atra.core.signals import Rule
+from atra.core.signals.spec import Rule
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
 from atra.obs import reset_logging
@@ -334,6 +334,28 @@ def test_strategy_and_costs_from_config(workdir: Path) -> None:
     assert math.isinf(cli_live.parse_speed("MAX"))
     assert cli_live.parse_speed("60") == 60.0
     assert cli_live.parse_day("2024-01-01", "--from") == T0
+
+
+def test_spot_is_long_only_live_and_spot_shorts_are_refused(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli_live.signal_spec(load_config(workdir / "atra.toml")).allow_short is True  # perp
+    monkeypatch.setenv("ATRA__LIVE__MARKET", "spot")
+    spot = cli_live.signal_spec(load_config(workdir / "atra.toml"))
+    assert (spot.allow_long, spot.allow_short) == (True, False)
+    monkeypatch.setenv("ATRA__STRATEGY__SPOT_SHORTS", "true")
+    monkeypatch.setenv("ATRA__COSTS__SPOT_BORROW_BPS_PER_HOUR", "0.1")
+    replay = ["--replay", "--from", "2024-01-01", "--to", "2024-01-02", "--data", "flat"]
+    for extra in ([], replay):
+        args = ["live", "--config", "atra.toml", "--journal", "s.sqlite", "--no-metrics", *extra]
+        assert main(args) == 3
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert "spot shorts on margin are modelled in backtests only" in err
+        assert "the live loop trades spot long-only" in err
+        assert not (workdir / "s.sqlite").exists()  # refused before the journal is opened
+    monkeypatch.setenv("ATRA__LIVE__MARKET", "perp")  # perpetuals short without margin loans
+    assert cli_live.signal_spec(load_config(workdir / "atra.toml")).allow_short is True
 
 
 def test_paper_mode_against_an_exchange_process(

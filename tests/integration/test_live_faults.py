@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from atra.adapters.journal import Journal
-from atra.core.exits import ExitSpec
-from atra.core.signals import SignalSpec
+from atra.adapters.journal.database import Journal
+from atra.core.exits.api import ExitSpec
+from atra.core.signals.spec import SignalSpec
 from atra.core.types import Timeframe
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LiveLoop, LoopSettings, StrategyDecider
@@ -68,7 +68,8 @@ def test_thousand_faulty_cycles(tmp_path: Path) -> None:
                 # another client on our IP uses the whole minute's weight: the exchange
                 # answers 429 until its window rolls
                 fake.charge_external(WEIGHT_LIMIT)
-                injected.append((now, (now // fake.window_s + 1) * fake.window_s + 1.0))
+                window_s = fake.limits.window_s
+                injected.append((now, (now // window_s + 1) * window_s + 1.0))
 
     def start(loop: LiveLoop, fake: FakeExchange) -> None:
         tasks.append(asyncio.get_running_loop().create_task(inject(loop, fake)))
@@ -118,7 +119,7 @@ def test_thousand_faulty_cycles(tmp_path: Path) -> None:
         if rec.status == 429:
             assert any(a <= rec.t_s <= b for a, b in injected), rec
         else:  # admitted and counted by the exchange
-            per_window[int(rec.t_s // fakes[0].window_s)] += rec.weight
+            per_window[int(rec.t_s // fakes[0].limits.window_s)] += rec.weight
     assert max(per_window.values()) <= WEIGHT_LIMIT
 
     # exactly one decision per fetched bar, in time order, no bar left out

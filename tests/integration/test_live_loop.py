@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atra.adapters.exchange import BinanceClient
-from atra.adapters.journal import Journal
+from atra.adapters.exchange.client import BinanceClient
+from atra.adapters.journal.database import Journal
 from atra.adapters.ratelimit import RateLimiter
 from atra.core.decision import EVENT_FEATURES, ModelHandle
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.meta import MetaModel, MetaParams
-from atra.core.signals import SignalSpec
+from atra.core.signals.spec import SignalSpec
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
 from atra.live.guards import GuardLimits, RiskGuards

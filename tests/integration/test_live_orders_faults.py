@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from atra.adapters.journal import Journal
-from atra.core.exits import ExitSpec
-from atra.core.signals import SignalSpec
+from atra.adapters.journal.database import Journal
+from atra.core.exits.api import ExitSpec
+from atra.core.signals.spec import SignalSpec
 from atra.core.types import Timeframe
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LiveLoop, LoopSettings, StrategyDecider

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atra.adapters.journal import Journal
+from atra.adapters.journal.database import Journal
 from atra.core.backtest.engine import BacktestConfig, run_backtest
 from atra.core.costs import CostModel
 from atra.core.decision import (
@@ -29,10 +29,11 @@ from atra.core.decision import (
     decide_events,
     decision_features,
 )
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.features.registry import HISTORY_BARS, FeatureContext
 from atra.core.meta import MetaModel, MetaParams
-from atra.core.signals import SignalSpec, generate_events
+from atra.core.signals.events import generate_events
+from atra.core.signals.spec import SignalSpec
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
 from atra.live.guards import GuardLimits, RiskGuards

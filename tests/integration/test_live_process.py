@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atra.adapters.journal import Journal
+from atra.adapters.journal.database import Journal
 
 STEP = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC

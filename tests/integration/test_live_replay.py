@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atra.adapters.journal import Journal
+from atra.adapters.journal.database import Journal
 from atra.core.backtest.engine import BacktestConfig, run_backtest
 from atra.core.costs import CostModel
 from atra.core.decision import decide_events
-from atra.core.exits import ExitSpec
-from atra.core.signals import SignalSpec, generate_events
+from atra.core.exits.api import ExitSpec
+from atra.core.signals.events import generate_events
+from atra.core.signals.spec import SignalSpec
 from atra.core.sizing import SizingConfig
 from atra.core.types import Timeframe
 from atra.live.guards import GuardLimits, RiskGuards

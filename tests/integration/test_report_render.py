@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 
 from atra.core.types import Timeframe
-from atra.research.report import LEG_COLORS, render_report
-from atra.research.runrecord import RunLeg, read_run, write_run
+from atra.research.report.figures import LEG_COLORS
+from atra.research.report.page import render_report
+from atra.research.runrecord.directory import read_run, write_run
+from atra.research.runrecord.legs import RunLeg
 
 T0_MS = 1_704_067_200_000
 TF = Timeframe.H1

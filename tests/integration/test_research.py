@@ -17,11 +17,11 @@ from atra.adapters.artifacts import load_model
 from atra.adapters.store import CandleStore
 from atra.config import AtraConfig
 from atra.core.decision import EVENT_FEATURES, decide_events
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.features.registry import compute_features
 from atra.core.frames import ms_to_iso
 from atra.core.meta import MetaParams
-from atra.core.signals import Rule, SignalSpec
+from atra.core.signals.spec import Rule, SignalSpec
 from atra.core.synthetic.market import EXCHANGE, SyntheticConfig
 from atra.core.types import Market, Timeframe
 from atra.core.validation import DAY_MS
@@ -39,6 +39,7 @@ from atra.research.pipeline import (
     parse_time_ms,
     run_walkforward,
     settings_from_config,
+    shorts_allowed,
     spec_to_dict,
     symbol_features,
     train_model,
@@ -224,8 +225,9 @@ def test_purge_on_real_data(shared_data_dir: Path, tmp_path: Path) -> None:
         store, "binance", ["BTCUSDT", "XRPUSDT"], Market.SPOT, Timeframe.H1,
         parse_time_ms("2021-01-01"), parse_time_ms("2022-07-01"),
     )  # fmt: skip
-    settings = settings_from_config(AtraConfig())
-    ds = build_dataset(uni, settings.signal, settings.exit)
+    margin = {"strategy": {"spot_shorts": True}, "costs": {"spot_borrow_bps_per_hour": 0.1}}
+    settings = settings_from_config(AtraConfig.model_validate(margin), Market.SPOT)
+    ds = build_dataset(uni, settings.signal, settings.exit)  # both sides: events enough to purge
     assert ds.report.absent_inputs == {}
     cfg = WalkForwardConfig(retrain_days=30, embargo_hours=24.0, min_train_days=150)
     res = run_walkforward(ds, cfg, dataclasses.replace(PARAMS, inner_splits=0))
@@ -392,7 +394,7 @@ def test_walkforward_config_validation(kwargs: dict[str, object], match: str) ->
 
 
 def test_settings_from_config() -> None:
-    s = settings_from_config(AtraConfig())
+    s = settings_from_config(AtraConfig(), Market.PERP)
     assert s.signal.rule is Rule.EMA_CROSS
     assert (s.signal.ema_fast, s.signal.ema_slow) == (20, 50)
     assert (s.signal.sl_atr, s.signal.tp1_atr, s.signal.tp2_atr) == (1.0, 1.0, 2.0)
@@ -410,7 +412,7 @@ def test_settings_from_config() -> None:
             "meta": {"threshold_mode": "expected_value", "lgbm": {"bagging_freq": 0}},
         }
     )
-    s2 = settings_from_config(cfg)
+    s2 = settings_from_config(cfg, Market.PERP)
     assert s2.signal.rule is Rule.DONCHIAN
     assert s2.signal.donchian_n == 30
     assert s2.signal.tp2_atr == 3.0
@@ -423,16 +425,38 @@ def test_settings_from_config() -> None:
                 "strategy": {"rule": "tsmom", "params": {"lookback": 72}},
                 "meta": {"threshold_mode": "f1"},
             }
-        )
+        ),
+        "perp",
     )
     assert s3.signal.tsmom_lookback == 72
     assert s3.meta.threshold_objective == "fbeta"
     assert s3.meta.inner_splits == 2
     with pytest.raises(ConfigError, match=r"strategy\.rule"):
-        settings_from_config(AtraConfig.model_validate({"strategy": {"rule": "macd"}}))
+        settings_from_config(AtraConfig.model_validate({"strategy": {"rule": "macd"}}), "spot")
     equal_tps = {"strategy": {"tp1_atr": 2.0, "tp2_atr": 2.0}}
     with pytest.raises(ConfigError, match=r"0 < tp1_atr < tp2_atr"):
-        settings_from_config(AtraConfig.model_validate(equal_tps))
+        settings_from_config(AtraConfig.model_validate(equal_tps), Market.SPOT)
+    with pytest.raises(ConfigError, match="unknown market 'options'"):
+        settings_from_config(AtraConfig(), "options")
+
+
+def test_spot_is_long_only_unless_spot_shorts() -> None:
+    plain = AtraConfig()
+    assert settings_from_config(plain, Market.PERP).signal.allow_short is True
+    spot = settings_from_config(plain, Market.SPOT).signal
+    assert (spot.allow_long, spot.allow_short) == (True, False)
+    assert settings_from_config(plain, "spot").signal == spot
+    margin = AtraConfig.model_validate(
+        {"strategy": {"spot_shorts": True}, "costs": {"spot_borrow_bps_per_hour": 0.1}}
+    )
+    assert settings_from_config(margin, Market.SPOT).signal.allow_short is True
+    assert settings_from_config(margin, Market.PERP).signal.allow_short is True
+    assert shorts_allowed(margin, Market.SPOT)
+    assert not shorts_allowed(plain, Market.SPOT)
+    # the other specs do not depend on the market
+    perp = settings_from_config(plain, Market.PERP)
+    assert settings_from_config(plain, Market.SPOT).exit == perp.exit
+    assert settings_from_config(plain, Market.SPOT).meta == perp.meta
 
 
 @pytest.mark.parametrize(

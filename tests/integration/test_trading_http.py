@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from aiohttp import web
 
-from atra.adapters.exchange import BinanceClient
+from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.orders import OrderRequest, SymbolRules, verify_signature
 from atra.adapters.ratelimit import RateLimiter, ScaledClock
-from atra.adapters.trading import BinanceTrader
+from atra.adapters.trading.trader import BinanceTrader
 from atra.core.types import Market, Timeframe
 from atra.errors import ExchangeError, IPBanned, OrderRejected, TransientExchangeError
 from atra.sim.exchange import FakeExchange, Faults
@@ -213,10 +213,10 @@ async def test_lost_answers_never_double_an_order(seed: int) -> None:
         assert len(post_cids) > len(set(post_cids))
         assert any(r.fault == "lost" and "newClientOrderId" in r.params for r in fake.requests)
         # the weight limit was never reached: no 429, the server's count stayed below it
-        assert fake.weight_limit is not None
+        assert fake.limits.weight_limit is not None
         assert all(r.status not in (418, 429) for r in fake.requests)
-        assert max(r.used_weight for r in fake.requests) <= fake.weight_limit
-        assert sum(r.weight for r in fake.requests) > fake.weight_limit  # it had to pace
+        assert max(r.used_weight for r in fake.requests) <= fake.limits.weight_limit
+        assert sum(r.weight for r in fake.requests) > fake.limits.weight_limit  # it had to pace
 
 
 # ---- against canned replies -------------------------------------------------------------

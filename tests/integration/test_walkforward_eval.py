@@ -18,15 +18,16 @@ from atra.adapters.store import CandleStore
 from atra.cli import main
 from atra.core.backtest.engine import BacktestConfig
 from atra.core.costs import CostModel
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.meta import MetaParams
-from atra.core.signals import SignalSpec
+from atra.core.signals.spec import SignalSpec
 from atra.core.synthetic.market import EXCHANGE, SyntheticConfig
 from atra.core.types import Market, Timeframe
 from atra.data.demo import stage_data
 from atra.data.ingest import import_files
 from atra.errors import DataError
-from atra.research.evaluation import Evaluation, evaluate_walkforward
+from atra.research.evaluation.loop import evaluate_walkforward
+from atra.research.evaluation.result import Evaluation
 from atra.research.pipeline import (
     ResearchDataset,
     WalkForwardConfig,
@@ -36,7 +37,7 @@ from atra.research.pipeline import (
     parse_time_ms,
     run_walkforward,
 )
-from atra.research.runrecord import read_run
+from atra.research.runrecord.directory import read_run
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 SPEC = SignalSpec(ema_fast=10, ema_slow=30, sl_atr=1.0, tp1_atr=1.5, tp2_atr=3.0, horizon_bars=24)
@@ -206,6 +207,11 @@ def test_walkforward_cli_on_synthetic(
     assert json.loads((run_dir / "run.json").read_text())["data_label"] == "synthetic"
     # every stored symbol when --symbols is not given
     assert set(run.trades["primary"]["symbol"]) == set(SYMBOLS)
+    # spot is long only by default, and the run and its summary say so
+    assert set(run.trades["primary"]["side"]) == {1}
+    assert run.record.setup is not None
+    assert run.record.setup.sides == "long only (spot, no margin)"
+    assert "Sides: long only (spot, no margin)." in out
     for leg in ("primary", "filtered", "buy_hold"):
         assert leg in out
     report = re.search(r"report: (\S+report\.html)", out)
@@ -278,10 +284,18 @@ def test_walkforward_cli_on_real_data(
     assert np.all(trades["entry_ms"] >= parse_time_ms("2023-06-30"))
 
 
-def test_perpetuals_pay_funding_in_every_leg(store: CandleStore, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def perp(store: CandleStore) -> tuple[ResearchDataset, WalkForwardResult]:
     uni = load_universe(store, EXCHANGE, SYMBOLS[:2], Market.PERP, Timeframe.H1)
     data = build_dataset(uni, SPEC, EXITS)
-    result = run_walkforward(data, WF, PARAMS, n_jobs=2)
+    return data, run_walkforward(data, WF, PARAMS, n_jobs=2)
+
+
+def test_perpetuals_pay_funding_in_every_leg(
+    perp: tuple[ResearchDataset, WalkForwardResult], tmp_path: Path
+) -> None:
+    data, result = perp
+    uni = data.universe
     ev = evaluate_walkforward(
         data, result, BT, runs_dir=tmp_path, wf_config=WF, meta_params=PARAMS, seed=1
     )
@@ -321,3 +335,112 @@ def test_perpetuals_pay_funding_in_every_leg(store: CandleStore, tmp_path: Path)
     assert free.buy_hold.funding == 0.0
     diff = free.buy_hold.equity.iloc[-1] - ev.buy_hold.equity.iloc[-1]
     assert np.sign(diff) == np.sign(ev.buy_hold.funding)
+
+
+def test_the_run_names_what_was_run(evaluation: Evaluation, dataset: ResearchDataset) -> None:
+    setup = evaluation.run.record.setup
+    assert setup is not None
+    assert (setup.exchange, setup.market, setup.timeframe) == (EXCHANGE, "spot", "1h")
+    assert setup.symbols == SYMBOLS
+    assert (setup.rule, setup.rule_params) == ("ema_cross", {"fast": 10, "slow": 30})
+    b = setup.barriers
+    assert (b.mode, b.sl, b.tp1, b.tp2, b.horizon_bars) == ("atr", 1.0, 1.5, 3.0, 24)
+    c = setup.costs
+    assert (c.maker_fee_bps, c.taker_fee_bps, c.slippage_bps) == pytest.approx((2.0, 5.0, 2.0))
+    assert (c.take_profit_fee, c.funding) == ("taker", False)
+    # SPEC sells short on spot and BT charges no margin interest: the run says so
+    assert setup.sides == "long/short (spot on margin at 0 bps/h: no borrow cost charged)"
+    z = setup.sizing
+    assert (z.mode, z.kelly_fraction, z.margin_leverage) == ("fixed_fractional", None, None)
+    assert (z.risk_per_trade, z.max_gross_leverage, z.max_positions) == (
+        BT.sizing.risk_fraction, 3.0, 5,
+    )  # fmt: skip
+    d = setup.dates
+    assert d.first_signal_ms == int(dataset.events["time_ms"].min())
+    assert d.last_signal_ms == int(dataset.events["time_ms"].max())
+    assert (d.oos_start_ms, d.oos_end_ms) == (evaluation.oos.start_ms, evaluation.oos.end_ms)
+    wf = setup.walkforward
+    assert wf is not None
+    assert (wf.retrain_days, wf.embargo_hours, wf.train_mode) == (30, 48.0, "expanding")
+    assert (wf.min_train_days, wf.min_train_events) == (60, 60)
+    assert wf.folds == len(setup.models) == evaluation.run.record.notes["folds"]
+    ids = [m.model_id for m in setup.models]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{12}", i) for i in ids)
+    taken = evaluation.oos.events.groupby("fold")["threshold"].first()
+    assert [m.threshold for m in setup.models] == [float(taken[m.fold]) for m in setup.models]
+    raw = json.loads((evaluation.run_dir / "run.json").read_text())
+    assert raw["setup"]["rule_params"] == {"fast": 10, "slow": 30}
+    assert evaluation.report_path is not None
+    page = evaluation.report_path.read_text()
+    assert "<h2>What was run</h2>" in page
+    assert ids[0] in page
+
+
+def test_funding_that_wipes_out_buy_and_hold_is_a_liquidation(
+    perp: tuple[ResearchDataset, WalkForwardResult], tmp_path: Path
+) -> None:
+    data, result = perp
+    uni = data.universe
+    # longs pay 2% of the notional every 8 hours: each holding's funding outgrows its value
+    symbols = {
+        s: dataclasses.replace(d, funding=d.funding.assign(funding_rate=0.02))  # type: ignore[union-attr]
+        for s, d in uni.symbols.items()
+    }
+    costly = dataclasses.replace(data, universe=dataclasses.replace(uni, symbols=symbols))
+    ev = evaluate_walkforward(
+        costly, result, BT, runs_dir=tmp_path, wf_config=WF, meta_params=PARAMS, seed=1
+    )
+    bh = ev.buy_hold
+    assert set(bh.liquidations) == set(ev.run.record.setup.symbols)  # type: ignore[union-attr]
+    assert bh.liquidated_ms == max(bh.liquidations.values())
+    eq = ev.run.equity.set_index("open_time_ms")["buy_hold"]
+    assert (eq.loc[eq.index < bh.liquidated_ms] > 0.0).all()
+    assert (eq.loc[eq.index >= bh.liquidated_ms] == 0.0).all()
+    assert ev.figures["buy_hold"].total_return == -1.0
+    liqs = ev.run.record.liquidations
+    assert [q.symbol for q in liqs if q.leg == "buy_hold"].count(None) == 1
+    assert liqs[-1].symbol is None  # at one time, the holdings first, then the leg
+    assert liqs[-1].time_ms == bh.liquidated_ms
+    assert ev.report_path is not None
+    page = ev.report_path.read_text()
+    assert "buy_hold: liquidated at " in page
+    for sym in bh.liquidations:
+        assert f"buy_hold {sym}: liquidated at " in page
+    for leg in ("primary", "filtered"):  # the strategy legs go on (shorts receive the funding)
+        assert ev.run.equity[leg].iloc[-1] > 0.0
+
+
+@pytest.mark.shared_data
+def test_real_perpetual_buy_and_hold_is_liquidated_not_refused(
+    shared_data_dir: Path, tmp_path: Path
+) -> None:
+    from atra.core.costs import CostModel
+    from atra.research.evaluation.buy_hold import buy_and_hold
+
+    store = CandleStore(tmp_path / "store")
+    perps = ("ADAUSDT", "BTCUSDT", "ETHUSDT", "LTCUSDT", "XRPUSDT")
+    import_files(
+        store,
+        [shared_data_dir / f"{s}_perp_{kind}.parquet" for s in perps for kind in ("1h", "funding")],
+    )
+    uni = load_universe(store, "binance", perps, Market.PERP, Timeframe.H1)
+    start = parse_time_ms("2020-08-01")
+    candles = {
+        s: d.candles[d.candles["open_time"] >= start].reset_index(drop=True)
+        for s, d in uni.symbols.items()
+    }
+    funding = {s: d.funding for s, d in uni.symbols.items() if d.funding is not None}
+    grid = np.unique(np.concatenate([c["open_time"].to_numpy() for c in candles.values()]))
+    bh = buy_and_hold(candles, grid, 10_000.0, CostModel(), funding=funding)
+    # a 1x long held from mid-2020 pays funding on a notional that grew with the 2021 rally,
+    # then gives the rally back in 2022: some holdings end up owing more than they are worth
+    assert bh.liquidations
+    eq = bh.equity.to_numpy()
+    assert np.all(eq >= 0.0)
+    for t in bh.liquidations.values():
+        assert parse_time_ms("2021-01-01") <= t <= parse_time_ms("2025-01-01")
+    if bh.liquidated_ms is not None:
+        row = int(np.searchsorted(grid, bh.liquidated_ms))
+        assert np.all(eq[:row] > 0.0)
+        assert np.all(eq[row:] == 0.0)

@@ -11,7 +11,7 @@ import pytest
 
 import reference_workload as rw  # tests/ is on sys.path through tests/conftest.py
 from atra.core.backtest import engine as bt
-from atra.core.backtest import grid_nb, workload, workload_nb
+from atra.core.backtest import grid_nb, position_nb, workload, workload_nb
 from atra.core.backtest import inputs as backtest_inputs
 from atra.core.backtest import portfolio_nb as pnb
 from atra.core.backtest.engine import (
@@ -24,9 +24,10 @@ from atra.core.backtest.engine import (
     run_workload,
 )
 from atra.core.costs import CostModel
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.labels import label_events
-from atra.core.signals import SignalSpec, generate_events
+from atra.core.signals.events import generate_events
+from atra.core.signals.spec import SignalSpec
 from atra.core.sizing import SizingConfig, kelly_from_probability, size_position
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
@@ -34,21 +35,26 @@ from atra.errors import ConfigError, DataError
 T0 = 1_577_836_800_000  # 2020-01-01 00:00 UTC
 HOUR = 3_600_000
 FEE = 0.0004
-KERNELS = (
-    "workload_indicators_nb",
-    "pandas_alpha_nb",
-    "workload_symbol_nb",
-    "first_bad_series_nb",
-    "grid_index_nb",
-    "portfolio_mean_nb",
-    "risk_per_unit_nb",
-    "size_nb",
-    "liquidation_price_nb",
-    "first_liquidation_nb",
-    "portfolio_nb",
+KERNEL_HOMES = (
+    (workload_nb, ("workload_indicators_nb", "pandas_alpha_nb", "workload_symbol_nb")),
+    (grid_nb, ("first_bad_series_nb", "grid_index_nb", "portfolio_mean_nb")),
+    (
+        position_nb,
+        (
+            "risk_per_unit_nb",
+            "size_nb",
+            "liquidation_price_nb",
+            "first_liquidation_nb",
+            "borrow_charge_nb",
+        ),
+    ),
+    (pnb, ("portfolio_nb",)),
 )
-JIT = {name: getattr(pnb, name) for name in KERNELS}  # the dispatchers, before any patching
-KERNEL_USERS = (pnb, grid_nb, workload_nb, backtest_inputs, workload, bt)
+"""Each kernel with the module that defines it."""
+KERNELS = tuple(name for _, names in KERNEL_HOMES for name in names)
+JIT = {name: getattr(module, name) for module, names in KERNEL_HOMES for name in names}
+"""The dispatchers, before any patching."""
+KERNEL_USERS = (pnb, position_nb, grid_nb, workload_nb, backtest_inputs, workload, bt)
 """Modules that call the kernels through their own globals."""
 
 
@@ -142,8 +148,8 @@ def test_indicators_are_bit_identical_to_pandas(
     hi = np.concatenate(([1.0], df["high"].to_numpy(), [1.0]))
     lo = np.concatenate(([1.0], df["low"].to_numpy(), [1.0]))
     c = np.concatenate(([1.0], df["close"].to_numpy(), [1.0]))
-    pnb.workload_indicators_nb(hi, lo, c, 1, 401, fast, slow, atr_n, d, atr)
-    pnb.workload_indicators_nb(hi, lo, c, 5, 5, fast, slow, atr_n, d, atr)  # empty: no-op
+    workload_nb.workload_indicators_nb(hi, lo, c, 1, 401, fast, slow, atr_n, d, atr)
+    workload_nb.workload_indicators_nb(hi, lo, c, 5, 5, fast, slow, atr_n, d, atr)  # empty: no-op
     ema_f, ema_s, ref_atr = (
         rw.indicators(df)
         if (fast, slow, atr_n) == (20, 50, 14)
@@ -515,6 +521,101 @@ def test_funding_sign_and_times(kernels: str, side: int, rate: float) -> None:
     assert spot.trades["funding"].iloc[0] == 0.0
 
 
+# ---------------------------------------------------------------------------- spot borrow
+
+BORROW_BPS_H = 0.5
+RATE_H = BORROW_BPS_H / 1e4
+
+
+def _rising(n: int, step_ms: int = HOUR) -> pd.DataFrame:
+    """Opens 100, 101, 102, ... (every bar opens at the last close), ranges of +-0.5."""
+    o = 100.0 + np.arange(n, dtype=np.float64)
+    return pd.DataFrame(
+        {
+            "open_time": T0 + step_ms * np.arange(n, dtype=np.int64),
+            "open": o,
+            "high": o + 1.0,
+            "low": o - 0.5,
+            "close": o + 1.0,
+            "volume": np.ones(n),
+        }
+    )
+
+
+def test_spot_short_pays_borrow_every_hour_by_hand(kernels: str) -> None:
+    frames = {"X": _rising(20)}
+    cfg = BacktestConfig(spot_borrow_rate_per_hour=RATE_H)
+    ev = one_event("X", 0, -1, 50.0, 50.0, h=10)  # entry at the open of bar 1, exit at bar 11
+    res = run_backtest(frames, ev, cfg)
+    tr = res.trades.iloc[0]
+    assert (tr["reason"], tr["entry_bar"], tr["exit_bar"]) == ("TIME", 1, 11)
+    # held 10 hours: charged at the opens of bars 1..10 (101 + ... + 110 = 1055), not at 11
+    marks = 101.0 + np.arange(10)
+    borrow = tr["quantity"] * RATE_H * marks.sum()
+    assert marks.sum() == 1055.0
+    assert tr["borrow"] == pytest.approx(borrow, rel=1e-12)
+    assert tr["funding"] == 0.0
+    free = run_backtest(frames, ev)  # the same trade without margin interest
+    assert free.trades["quantity"].iloc[0] == tr["quantity"]
+    assert free.trades["borrow"].iloc[0] == 0.0
+    assert tr["pnl"] == pytest.approx(free.trades["pnl"].iloc[0] - borrow, rel=1e-12)
+    assert res.final_equity == pytest.approx(free.final_equity - borrow, rel=1e-12)
+    # the equity pays each hour's interest at that hour's open
+    paid = np.concatenate(([0.0], np.cumsum(tr["quantity"] * RATE_H * marks)))
+    paid = np.concatenate((paid, np.full(len(res.equity) - paid.size, paid[-1])))
+    np.testing.assert_allclose(res.equity, free.equity - paid, rtol=1e-12)
+    report = res.stats()
+    assert report.trades.borrow_paid == pytest.approx(borrow, rel=1e-12)
+    fees = report.trades.fees_paid + report.trades.slippage_paid
+    assert report.costs_fraction_of_initial_equity == pytest.approx((fees + borrow) / 10_000.0)
+
+
+def test_borrow_runs_to_the_close_of_a_stop_bar(kernels: str) -> None:
+    frames = {"X": _rising(20)}
+    cfg = BacktestConfig(spot_borrow_rate_per_hour=RATE_H)
+    # the stop 2.5 above the fill at 101 (103.5) is reached inside bar 3 (open 103, high 104)
+    res = run_backtest(frames, one_event("X", 0, -1, 2.5, 50.0, h=10), cfg)
+    tr = res.trades.iloc[0]
+    assert (tr["reason"], tr["exit_bar"]) == ("SL", 3)
+    # open during hours 1, 2 and 3 (the stop fills inside bar 3): three charges
+    assert tr["borrow"] == pytest.approx(tr["quantity"] * RATE_H * (101 + 102 + 103), rel=1e-12)
+
+
+def test_borrow_on_four_hour_bars_and_after_a_partial(kernels: str) -> None:
+    frames = {"X": _rising(12, 4 * HOUR)}
+    cfg = BacktestConfig(spot_borrow_rate_per_hour=RATE_H)
+    res = run_backtest(frames, one_event("X", 0, -1, 50.0, 50.0, h=2), cfg)
+    tr = res.trades.iloc[0]
+    assert (tr["reason"], tr["exit_bar"]) == ("TIME", 3)
+    # hours 4..11 after T0: four at bar 1's open (101), four at bar 2's (102)
+    assert tr["borrow"] == pytest.approx(tr["quantity"] * RATE_H * 4 * (101 + 102), rel=1e-12)
+    # TP1 (half) inside bar 2, the rest at the time exit: bar 3's hours on half the quantity
+    path = [(100.0, 100.5, 99.5, 100.0), (100.0, 100.5, 99.5, 100.0)]
+    path += [(100.0, 100.5, 97.5, 99.0), (99.0, 99.5, 98.5, 99.0), (99.0, 99.5, 98.5, 99.0)]
+    path += [(99.0, 99.5, 98.5, 99.0)] * 3
+    half = BacktestConfig(spot_borrow_rate_per_hour=RATE_H, tp1_fraction=0.5)
+    res = run_backtest({"X": candles_from(path)}, one_event("X", 0, -1, 5.0, 2.0, 8.0, h=3), half)
+    tr = res.trades.iloc[0]
+    assert (tr["leg1_reason"], tr["leg1_bar"], tr["reason"], tr["exit_bar"]) == (
+        "TP1", 2, "TIME", 4,
+    )  # fmt: skip
+    expected = tr["quantity"] * RATE_H * (100.0 + 100.0 + 0.5 * 99.0)
+    assert tr["borrow"] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("side", "market"), [(1, Market.SPOT), (-1, Market.PERP), (1, Market.PERP)]
+)
+def test_longs_and_perps_pay_no_borrow(kernels: str, side: int, market: Market) -> None:
+    frames = {"X": _rising(20)}
+    cfg = BacktestConfig(spot_borrow_rate_per_hour=RATE_H)
+    fund = {"X": _funding([], 0.0)} if market is Market.PERP else None
+    ev = one_event("X", 0, side, 50.0, 50.0, h=10)
+    res = run_backtest(frames, ev, cfg, funding=fund, markets={"X": market})
+    assert res.trades["borrow"].iloc[0] == 0.0
+    assert res.final_equity == run_backtest(frames, ev, funding=fund).final_equity
+
+
 def test_liquidation_ends_the_trade(kernels: str) -> None:
     path = [(100.0, 100.5, 99.5, 100.0), (100.0, 100.5, 95.0, 96.0), (96.0, 96.5, 90.0, 91.0)]
     path += [(91.0, 91.5, 90.5, 91.0)] * 3
@@ -613,12 +714,14 @@ def test_sizing_edge_outcomes(kernels: str) -> None:
     assert list(run_backtest(frames, ev).events["outcome"]) == ["stop_not_positive"]
     for fn in (JIT["size_nb"], JIT["size_nb"].py_func):
         assert fn(0.0, 1, 100.0, 2.0, 4.0, math.nan, 0.02, 0.02, 0.5, 1.0, 0, 0, 0)[0] == (
-            pnb.EV_NO_EQUITY
+            position_nb.EV_NO_EQUITY
         )
         assert fn(1.0, 1, 100.0, 2.0, 4.0, math.nan, 0.02, 0.02, 0.5, 0.0, 0, 0, 0)[0] == (
-            pnb.EV_ZERO_SIZE
+            position_nb.EV_ZERO_SIZE
         )
-        assert fn(1.0, -1, 100.0, 2.0, 4.0, 0.9, 0.02, 0.02, 0.5, 1.0, 0, 0, 0)[0] == pnb.EV_TAKEN
+        assert fn(1.0, -1, 100.0, 2.0, 4.0, 0.9, 0.02, 0.02, 0.5, 1.0, 0, 0, 0)[0] == (
+            position_nb.EV_TAKEN
+        )
 
 
 def test_stats_and_records(kernels: str) -> None:
@@ -708,6 +811,9 @@ def test_bad_input_is_one_line_error(
         ({"max_gross_leverage": math.inf}, "max_gross_leverage"),
         ({"leverage": 0.5}, "leverage"),
         ({"maintenance_margin_rate": 0.5}, "maintenance_margin_rate"),
+        ({"spot_borrow_rate_per_hour": -1e-6}, r"spot_borrow_rate_per_hour must be in \[0, 0.01\)"),
+        ({"spot_borrow_rate_per_hour": math.nan}, "spot_borrow_rate_per_hour"),
+        ({"spot_borrow_rate_per_hour": 0.01}, "spot_borrow_rate_per_hour"),
     ],
 )
 def test_config_is_validated(kwargs: dict[str, float], match: str) -> None:

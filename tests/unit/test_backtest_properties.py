@@ -10,16 +10,19 @@ rounding, 1e-12 relative).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atra.core.backtest.engine import BacktestConfig, WorkloadParams, run_backtest, run_workload
-from atra.core.backtest.portfolio_nb import risk_per_unit_nb, size_nb
+from atra.core.backtest.position_nb import risk_per_unit_nb, size_nb
 from atra.core.costs import CostModel
 from atra.core.sizing import RISK_FRACTION_CAP, SizingConfig, kelly_from_probability, size_position
+from atra.core.types import Market, Timeframe
 
 T0 = 1_577_836_800_000
 HOUR = 3_600_000
@@ -199,6 +202,123 @@ def test_results_are_deterministic(frames: dict[str, pd.DataFrame], seed: int) -
     b = run_backtest({k: v.copy() for k, v in frames.items()}, ev.copy(), cfg)
     assert a.trades_sha256() == b.trades_sha256()
     np.testing.assert_array_equal(a.equity, b.equity)
+
+
+def reference_borrow(
+    trade: pd.Series, candles: pd.DataFrame, grid: np.ndarray, rate: float
+) -> float:
+    """A spot short's margin interest, hour by hour in plain Python: at the entry and at every
+    full hour after it while open (to a time exit's open, else to its exit bar's close), the
+    quantity open at the latest grid bar's open times the open of the symbol's latest bar."""
+    if trade["side"] == 1:
+        return 0.0
+    times = candles["open_time"].to_list()
+    opens = candles["open"].to_list()
+    end = int(trade["exit_time_ms"]) + (0 if trade["reason"] == "TIME" else HOUR)
+    two_legs = not pd.isna(trade["leg2_bar"])
+    leg1_ms = times[int(trade["leg1_bar"])]
+    total = 0.0
+    hour = int(trade["entry_time_ms"])
+    while hour < end:
+        grid_open = max(int(t) for t in grid if t <= hour)
+        held = 1.0 - trade["leg1_fraction"] if two_legs and grid_open > leg1_ms else 1.0
+        mark = opens[max(k for k, t in enumerate(times) if t <= hour)]
+        total += trade["quantity"] * held * mark * rate
+        hour = (hour // HOUR + 1) * HOUR
+    return total
+
+
+def with_gaps(frames: dict[str, pd.DataFrame], seed: int, drop: int) -> dict[str, pd.DataFrame]:
+    """Each symbol with ``drop`` of its bars (never the first) missing: a gappy union grid."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for sym, df in frames.items():
+        rows = rng.choice(np.arange(1, len(df)), size=drop, replace=False)
+        out[sym] = df.drop(index=rows).reset_index(drop=True)
+    return out
+
+
+@FAST
+@given(
+    frames=frames_st,
+    seed=st.integers(0, 1000),
+    drop=st.integers(0, 20),
+    rate=st.floats(1e-7, 1e-3),
+    partial=st.booleans(),
+)
+def test_borrow_matches_the_plain_python_reference(
+    frames: dict[str, pd.DataFrame], seed: int, drop: int, rate: float, partial: bool
+) -> None:
+    frames = with_gaps(frames, seed, drop)
+    events = random_events(seed, frames, 12)
+    base = BacktestConfig(tp1_fraction=0.5 if partial else 1.0, max_positions=4,
+                          max_gross_leverage=5.0)  # fmt: skip
+    cfg = replace(base, spot_borrow_rate_per_hour=rate)
+    res = run_backtest(frames, events, cfg, timeframe=Timeframe.H1)
+    grid = np.unique(np.concatenate([f["open_time"].to_numpy() for f in frames.values()]))
+    tr = res.trades
+    expected = [
+        reference_borrow(row, frames[row["symbol"]], grid, rate) for _, row in tr.iterrows()
+    ]
+    np.testing.assert_allclose(tr["borrow"], expected, rtol=1e-9, atol=1e-12)
+    assert (tr["borrow"] >= 0.0).all()
+    assert (tr.loc[tr["side"] == 1, "borrow"] == 0.0).all()
+    assert (tr.loc[tr["side"] == -1, "borrow"] > 0.0).all()
+    assert res.final_equity == pytest.approx(10_000.0 + tr["pnl"].sum(), rel=1e-12)
+    free = run_backtest(frames, events, base, timeframe=Timeframe.H1)
+    assert (free.trades["borrow"] == 0.0).all()
+    perp = run_backtest(
+        frames,
+        events,
+        cfg,
+        funding={s: pd.DataFrame({"funding_time": [T0], "funding_rate": [0.0]}) for s in frames},
+        timeframe=Timeframe.H1,
+    )
+    assert (perp.trades["borrow"] == 0.0).all()
+
+
+@FAST
+@given(
+    frames=frames_st,
+    t=st.integers(0, 50),
+    sides=st.lists(st.sampled_from([1, -1]), min_size=3, max_size=3),
+    rate=st.floats(0.0, 1e-3),
+    horizon=st.integers(1, 40),
+)
+def test_borrow_only_lowers_equity(
+    frames: dict[str, pd.DataFrame], t: int, sides: list[int], rate: float, horizon: int
+) -> None:
+    """Entries at one bar are sized from the same equity, so the trades match with and without
+    the borrow rate; the equity with it is lower by exactly the interest paid so far."""
+    syms = sorted(frames)
+    close = [frames[s]["close"].iloc[t] for s in syms]
+    events = pd.DataFrame(
+        {
+            "symbol": syms,
+            "t": t,
+            "side": sides[: len(syms)],
+            "sl_dist": [c * 0.03 for c in close],
+            "tp1_dist": [c * 0.05 for c in close],
+            "tp2_dist": [c * 0.08 for c in close],
+            "horizon_bars": horizon,
+        }
+    )
+    base = BacktestConfig(max_gross_leverage=5.0)
+    free = run_backtest(frames, events, base, markets=dict.fromkeys(syms, Market.SPOT))
+    paid = run_backtest(frames, events, replace(base, spot_borrow_rate_per_hour=rate))
+    cols = ["symbol", "side", "quantity", "exit_bar", "exit_price", "fees"]
+    pd.testing.assert_frame_equal(free.trades[cols], paid.trades[cols])
+    borrow = paid.trades["borrow"]
+    assert (borrow >= 0.0).all()
+    assert (borrow[paid.trades["side"] == 1] == 0.0).all()
+    if rate == 0.0:
+        assert (borrow == 0.0).all()
+        np.testing.assert_array_equal(paid.equity, free.equity)
+    assert (paid.equity <= free.equity + 1e-9).all()
+    assert free.final_equity - paid.final_equity == pytest.approx(borrow.sum(), rel=1e-9, abs=1e-9)
+    np.testing.assert_allclose(
+        paid.trades["pnl"], free.trades["pnl"] - borrow, rtol=1e-12, atol=1e-9
+    )
 
 
 @settings(max_examples=200, deadline=None)

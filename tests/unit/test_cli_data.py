@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 from pathlib import Path
@@ -9,10 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
+from rich.table import Table
 
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.cli import main
+from atra.cli.console import natural_width, print_wide
+from atra.cli.data import check_table
 from atra.core.types import Market, Timeframe
+from atra.data.ingest import check_datasets
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "binance"
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
@@ -67,8 +73,12 @@ def test_import_check_list(data_dir: Path, capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert "binance/spot/BTCUSDT/1h" in out
     assert "binance/perp/BTCUSDT/funding" in out
-    assert "2024-01-03T00:00:00Z..2024-12-31T23:00:00Z (8736 missing)" in out
+    assert "8,736 missing from 2024-01-03 00:00" in out  # the largest gap, in the summary
+    assert "..2024-12-31T23:00:00Z" not in out  # gaps one by one only with --verbose
     assert "2 dataset(s) valid." in out
+    args = ["data", "check", "--data-dir", str(data_dir), "--symbol", "btcusdt", "--verbose"]
+    assert main(args) == 0
+    assert "2024-01-03T00:00:00Z..2024-12-31T23:00:00Z (8736 missing)" in capsys.readouterr().out
 
     assert main(["data", "list", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
@@ -93,10 +103,17 @@ def test_default_data_dir_is_local_data(
 ) -> None:
     monkeypatch.delenv("ATRA_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
+    for command in ("list", "check"):  # no ./data: nothing was checked, so no success
+        assert main(["data", command]) == 3
+        err = capsys.readouterr().err
+        assert err.startswith("ConfigError: data dir data does not exist (--data-dir")
+        assert err.count("\n") == 1
+    (tmp_path / "data").mkdir()
     assert main(["data", "list"]) == 0
     assert "No datasets in data." in capsys.readouterr().out
-    assert main(["data", "check"]) == 0
-    assert "No datasets in data." in capsys.readouterr().out
+    assert main(["data", "check"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("ConfigError: no datasets in the store at data: nothing to check")
 
 
 def test_import_with_flags_and_gap_report(
@@ -109,7 +126,7 @@ def test_import_with_flags_and_gap_report(
     args += ["--market", "perp", "--timeframe", "1h", "--exchange", "binance"]
     assert main(args) == 0
     capsys.readouterr()
-    assert main(["data", "check", "--data-dir", str(data_dir), "--timeframe", "1h"]) == 0
+    assert main(["data", "check", "--data-dir", str(data_dir), "--timeframe", "1h", "-v"]) == 0
     out = capsys.readouterr().out
     assert "2024-01-01T10:00:00Z..2024-01-01T12:00:00Z (3 missing)" in out
     assert "2024-01-02T16:00:00Z..2024-01-02T16:00:00Z (1 missing)" in out
@@ -120,15 +137,52 @@ def test_import_with_flags_and_gap_report(
     assert len(stored) == 56
 
 
-def test_check_lists_many_gaps_briefly(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    frame = make_candles(200)
-    CandleStore(data_dir).write_candles(
-        DatasetKey("binance", Market.SPOT, "ADAUSDT", Timeframe.H1), frame.iloc[::2]
+def _row(out: str, dataset: str) -> list[str]:
+    """The cells of the table row whose first cell is ``dataset``."""
+    line = next(x for x in out.splitlines() if re.match(rf"[│┃] {re.escape(dataset)} ", x))
+    return [cell.strip() for cell in re.split(r"[│┃]", line.strip("│┃ "))]
+
+
+def test_check_prints_a_summary_per_dataset(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = CandleStore(data_dir)
+    store.write_candles(  # every other bar: 99 one-bar gaps
+        DatasetKey("binance", Market.SPOT, "ADAUSDT", Timeframe.H1), make_candles(200).iloc[::2]
+    )
+    store.write_candles(  # gaps of 3 and 1 bars: the largest first
+        DatasetKey("binance", Market.SPOT, "SOLUSDT", Timeframe.H1),
+        make_candles(60).drop(index=[10, 11, 12, 40]),
+    )
+    store.write_candles(
+        DatasetKey("binance", Market.SPOT, "XRPUSDT", Timeframe.H1), make_candles(5)
     )
     assert main(["data", "check", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
-    assert "99 gap(s)" in out
-    assert "... and 49 more" in out
+    heads = ["dataset", "rows", "first (UTC)", "last (UTC)", "gaps", "missing", "largest gap"]
+    assert _row(out, "dataset") == [*heads, "zero-vol"]
+    assert _row(out, "binance/spot/ADAUSDT/1h") == [
+        "binance/spot/ADAUSDT/1h", "100", "2024-01-01 00:00", "2024-01-09 06:00", "99", "99",
+        "1 missing from 2024-01-01 01:00", "0",
+    ]  # fmt: skip
+    assert _row(out, "binance/spot/SOLUSDT/1h")[4:] == [
+        "2",
+        "4",
+        "3 missing from 2024-01-01 10:00",
+        "1",
+    ]
+    assert _row(out, "binance/spot/XRPUSDT/1h")[4:] == ["0", "0", "-", "1"]
+    assert "T01:00:00Z" not in out  # no gap listed one by one
+    assert len(out.splitlines()) < 15
+    assert "atra data check --verbose" in out
+    assert "3 dataset(s) valid." in out
+
+    assert main(["data", "check", "--data-dir", str(data_dir), "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "binance/spot/ADAUSDT/1h: 99 gap(s), missing (UTC):" in out
+    gaps = re.findall(r"^  (\S+)\.\.(\S+) \(1 missing\)$", out, flags=re.M)
+    assert len(gaps) == 99 + 1  # every gap of ADAUSDT, and SOLUSDT's one-bar gap
+    assert gaps[-2] == ("2024-01-09T05:00:00Z", "2024-01-09T05:00:00Z")
 
 
 def test_resample(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,16 +219,24 @@ def test_resample_lists_many_partials_briefly(
 @pytest.mark.parametrize(
     ("args", "code", "expected"),
     [
-        (["data", "check", "--symbol", "DOGEUSDT"], 4, "DataError: symbol DOGEUSDT is not in"),
+        (["data", "check", "--symbol", "DOGEUSDT"], 3, "ConfigError: symbol DOGEUSDT is not in"),
+        (
+            ["data", "check", "--symbol", "BTCUSTD"],
+            3,
+            "ConfigError: symbol BTCUSTD is not in the store at {dir}; did you mean BTCUSDT? "
+            "(stored: BTCUSDT)",
+        ),
         (
             ["data", "resample", "--symbol", "XRPUSDT", "--from", "5m", "--to", "1h"],
-            4,
-            "DataError: symbol XRPUSDT is not in the store",
+            3,
+            "ConfigError: symbol XRPUSDT is not in the store",
         ),
         (
             ["data", "resample", "--symbol", "BTCUSDT", "--from", "5m", "--to", "1h"],
-            4,
-            "DataError: no dataset binance/spot/BTCUSDT/5m in the store",
+            3,
+            "ConfigError: cannot resample: no candles for BTCUSDT spot 5m on binance in {dir}; "
+            "BTCUSDT is stored as binance/spot/BTCUSDT/1h (no binance spot 5m candles stored; "
+            "the store holds binance/spot/*/1h)",
         ),
         (
             ["data", "resample", "--symbol", "BTCUSDT", "--from", "1h", "--to", "5m"],
@@ -196,7 +258,7 @@ def test_errors_are_one_line_with_exit_code(
     capsys.readouterr()
     assert main([*args, "--data-dir", str(data_dir)]) == code
     err = capsys.readouterr().err
-    assert err.startswith(expected)
+    assert err.startswith(expected.format(dir=data_dir))
     assert err.count("\n") == 1
 
 
@@ -215,3 +277,42 @@ def test_bad_import_leaves_store_and_prints_one_line(
     assert "BTCUSDT-1h-2024-01.zip: sha256 checksum mismatch" in err
     assert err.count("\n") == 1
     assert {p: p.read_bytes() for p in data_dir.rglob("*") if p.is_file()} == before
+
+
+def test_tables_are_never_cut_at_80_columns(data_dir: Path) -> None:
+    """A console that is not a terminal is 80 columns wide; the table prints at its own width,
+    every header and value whole."""
+    long_symbol = "VERYLONGNAMEDTOKENUSDT"
+    CandleStore(data_dir).write_candles(
+        DatasetKey("binance", Market.PERP, long_symbol, Timeframe.H1),
+        make_candles(60).drop(index=[10, 11, 12, 40]),
+    )
+    checks = check_datasets(CandleStore(data_dir))
+    table = check_table(checks, "Datasets")
+    out = io.StringIO()
+    console = Console(file=out, width=80, highlight=False)
+    assert not console.is_terminal
+    assert natural_width(console, table) > 80  # else the test would prove nothing
+    print_wide(console, table)
+    text = out.getvalue()
+    assert "…" not in text
+    row = _row(text, f"binance/perp/{long_symbol}/1h")
+    assert row == [
+        f"binance/perp/{long_symbol}/1h", "56", "2024-01-01 00:00", "2024-01-03 11:00", "2", "4",
+        "3 missing from 2024-01-01 10:00", "1",
+    ]  # fmt: skip
+    heads = ["dataset", "rows", "first (UTC)", "last (UTC)", "gaps", "missing", "largest gap"]
+    assert _row(text, "dataset") == [*heads, "zero-vol"]
+
+
+def test_narrow_tables_print_as_usual() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=80, highlight=False)
+    table = Table(title="Small")
+    table.add_column("a")
+    table.add_column("b")
+    table.add_row("1", "2")
+    print_wide(console, table)
+    plain = io.StringIO()
+    Console(file=plain, width=80, highlight=False).print(table)
+    assert out.getvalue() == plain.getvalue()

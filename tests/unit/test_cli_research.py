@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from rich.console import Console
 
-import atra.cli.research  # noqa: F401  (registers the research commands on the app)
 from atra.adapters.store import CandleStore
 from atra.cli import main
+from atra.cli.console import natural_width, print_wide, when
+from atra.cli.research import _metrics_table
+from atra.config import MetaConfig
 from atra.core.synthetic.market import EXCHANGE, SyntheticConfig
 from atra.data.demo import stage_data
 from atra.data.ingest import import_files
-from atra.errors import ConfigError, DataError, ModelError
+from atra.errors import ConfigError, ModelError
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 CONFIG = """
@@ -233,7 +238,7 @@ def test_signals_primary_only(demo: tuple[Path, Path], capsys: pytest.CaptureFix
     [
         (["signals", "--explain"], ConfigError),
         (["wf-metrics", "--train", "sideways"], ConfigError),
-        (["labels", "--symbols", "DOGEUSDT"], DataError),
+        (["labels", "--symbols", "DOGEUSDT"], ConfigError),
         (["labels", "--end", "not-a-date"], ConfigError),
     ],
 )
@@ -247,9 +252,126 @@ def test_errors_are_one_line(
 
 
 def test_empty_store_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["labels", "--data-dir", str(tmp_path / "none")], capsys)
+    code, _, err = run(["labels", "--data-dir", str(tmp_path)], capsys)
     assert code == ConfigError.exit_code
-    assert "no binance/spot/*/1h candles in the store" in err
+    assert err.startswith(
+        f"ConfigError: no binance/spot/*/1h candles in the store at {tmp_path} "
+        "(the store holds nothing)"
+    )
+
+
+def test_unknown_symbol_names_the_nearest_stored_ones(
+    demo: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = demo[0]
+    code, _, err = run(["labels", *base_args(demo), "--symbols", "ETHUSDT,btcustd"], capsys)
+    assert code == ConfigError.exit_code
+    assert err == (
+        f"ConfigError: no candles for BTCUSTD spot 1h on synthetic in {store}; did you mean "
+        "BTCUSDT? (stored: BTCUSDT, ETHUSDT)\n"
+    )
+    code, _, err = run(["signals", *base_args(demo), "--timeframe", "5m"], capsys)
+    assert code == ConfigError.exit_code
+    assert err.startswith(f"ConfigError: no synthetic/spot/*/5m candles in the store at {store}")
+    assert "(the store holds synthetic/perp/*/1h, synthetic/spot/*/1h)" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            ["--start", "2030-01-01"],
+            "no candles for BTCUSDT spot 1h on synthetic from 2030-01-01 UTC on in {store} "
+            "(stored: {span} UTC)",
+        ),
+        (
+            ["--start", "2010-01-01", "--end", "2011-06-30T12:00"],
+            "no candles for BTCUSDT spot 1h on synthetic from 2010-01-01 to 2011-06-30T12:00 "
+            "UTC (end exclusive) in {store}",
+        ),
+        (
+            ["--end", "2001-01-01"],
+            "no candles for BTCUSDT spot 1h on synthetic before 2001-01-01 UTC in",
+        ),
+        (
+            ["--start", "2022-03-01", "--end", "2022-02-01"],
+            "empty range: --end 2022-02-01 is not after --start 2022-03-01 (--end is exclusive)",
+        ),
+        (
+            ["--start", "2022-03-01", "--end", "2022-03-01"],
+            "empty range: --end 2022-03-01 is not after --start 2022-03-01",
+        ),
+        (["--start", "yesterday"], "--start: time 'yesterday': expected an ISO date/time"),
+    ],
+)
+def test_empty_range_shows_the_dates_as_typed(
+    demo: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    expected: str,
+) -> None:
+    store, config = demo
+    info = next(i for i in CandleStore(store).datasets() if i.name == "synthetic/spot/BTCUSDT/1h")
+    span = f"{when(info.first_ms)} .. {when(info.last_ms)}"
+    args = ["labels", "--data-dir", str(store), "--exchange", EXCHANGE, "--config", str(config)]
+    code, _, err = run([*args, "--symbols", "BTCUSDT", *extra], capsys)
+    assert code == ConfigError.exit_code
+    assert err.startswith("ConfigError: " + expected.format(store=store, span=span))
+    assert not re.search(r"\d{10,}", err)  # never epoch milliseconds
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["wf-metrics", "walkforward"])
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            ["--retrain-days", "0"],
+            "--retrain-days must be >= 1 day, got 0 (leave it out for the "
+            "config's meta.retrain_days = 30)",
+        ),
+        (["--retrain-days", "-7"], "--retrain-days must be >= 1 day, got -7"),
+        (
+            ["--embargo-hours", "-1"],
+            "--embargo-hours must be a number >= 0, got -1 (leave it "
+            "out for the config's meta.embargo_hours = 12)",
+        ),
+        (["--embargo-hours", "nan"], "--embargo-hours must be a number >= 0, got nan"),
+        (["--min-train-events", "0"], "--min-train-events must be >= 1, got 0"),
+    ],
+)
+def test_walkforward_options_are_checked(
+    demo: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    extra: list[str],
+    expected: str,
+) -> None:
+    code, _, err = run([command, *base_args(demo), *extra], capsys)
+    assert code == ConfigError.exit_code
+    assert err.startswith(f"ConfigError: {expected}")
+    assert err.count("\n") == 1
+
+
+def test_walkforward_embargo_defaults_to_the_config(
+    demo: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --embargo-hours / --retrain-days, `walkforward` uses meta.* of the config: the
+    built-in defaults without such keys, the config's values with them (as wf-metrics does)."""
+    store, _ = demo
+    config = tmp_path / "no-wf-keys.toml"
+    config.write_text(CONFIG.replace("retrain_days = 30\nembargo_hours = 12\n", ""))
+    meta = MetaConfig()
+    for path, expected in ((config, (meta.retrain_days, meta.embargo_hours)), (demo[1], (30, 12))):
+        runs = tmp_path / f"runs-{path.stem}"
+        args = ["walkforward", "--data-dir", str(store), "--exchange", EXCHANGE, "--config",
+                str(path), "--start", "2022-02-01", "--min-train-days", "60",
+                "--min-train-events", "60", "--runs-dir", str(runs)]  # fmt: skip
+        code, _, err = run(args, capsys)
+        assert code == 0, err
+        (run_dir,) = runs.iterdir()
+        setup = json.loads((run_dir / "run.json").read_text())["setup"]["walkforward"]
+        assert (setup["retrain_days"], setup["embargo_hours"]) == expected
 
 
 def test_terminal_progress_bars(
@@ -328,3 +450,38 @@ def test_train_without_walkforward_and_partial_side_data(
     assert code == 0, err
     assert "BLOCKED: no such signal in the range." in out
     assert "TAKEN: " in out
+
+
+def test_metrics_table_is_printed_whole_at_80_columns() -> None:
+    metrics = pd.DataFrame(
+        {
+            "n_events": [12_345.0, 23_456.0],
+            "base_rate": [0.4567, 0.5012],
+            "auc": [0.5678, float("nan")],
+            "n_take": [6_789.0, 7_890.0],
+            "take_rate": [0.55, 0.3364],
+            "precision": [0.61, 0.58],
+            "recall": [0.72, 0.49],
+            "mean_net_return": [0.000123, -0.004567],
+            "mean_net_return_take": [0.001234, -0.000321],
+        },
+        index=pd.Index(["2023", "all"], name="year"),
+    )
+    table = _metrics_table(metrics, "Walk-forward out-of-sample metrics")
+    out = io.StringIO()
+    console = Console(file=out, width=80, highlight=False)
+    assert natural_width(console, table) > 80
+    print_wide(console, table)
+    text = out.getvalue()
+    assert "…" not in text
+    lines = {line.split("│")[1].strip(): line for line in text.splitlines() if "│" in line}
+    cells = [c.strip() for c in lines["2023"].strip("│ ").split("│")]
+    assert cells == ["2023", "12,345", "0.457", "0.568", "6,789", "0.550", "0.610", "0.720",
+                     "0.0001", "0.0012"]  # fmt: skip
+    cells = [c.strip() for c in lines["all"].strip("│ ").split("│")]
+    assert cells[3] == "-"  # NaN AUC shows as "-", not as a number
+    header = next(line for line in text.splitlines() if "┃" in line)
+    assert [c.strip() for c in header.strip("┃ ").split("┃")] == [
+        "year", "n_events", "base_rate", "auc", "n_take", "take_rate", "precision", "recall",
+        "ret", "ret_take",
+    ]  # fmt: skip

@@ -361,3 +361,56 @@ def test_rule_param_errors_name_the_env_variable() -> None:
         "ATRA__STRATEGY__PARAMS: strategy.params: fast (50) must be < slow (20) "
         "(got {'fast': 50, 'slow': 20})"
     )
+
+
+# ------------------------------------------------------------------ spot shorts and borrow
+
+
+def test_spot_is_long_only_by_default() -> None:
+    cfg = AtraConfig()
+    assert cfg.strategy.spot_shorts is False
+    assert cfg.costs.spot_borrow_bps_per_hour == 0.0
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        "[strategy]\nspot_shorts = true\n",
+        "[strategy]\nspot_shorts = true\n[costs]\nspot_borrow_bps_per_hour = 0.0\n",
+    ],
+)
+def test_spot_shorts_need_a_stated_borrow_rate(tmp_path: Path, toml: str) -> None:
+    msg = error_of(write(tmp_path, toml))
+    assert msg.startswith("config.toml: strategy.spot_shorts = true needs "), msg
+    assert "costs.spot_borrow_bps_per_hour > 0" in msg
+    with pytest.raises(ValidationError, match="spot_borrow_bps_per_hour"):
+        AtraConfig.model_validate({"strategy": {"spot_shorts": True}})
+
+
+def test_spot_shorts_with_a_borrow_rate(tmp_path: Path) -> None:
+    toml = "[strategy]\nspot_shorts = true\n[costs]\nspot_borrow_bps_per_hour = 0.1\n"
+    cfg = load_config(write(tmp_path, toml), env={})
+    assert cfg.strategy.spot_shorts is True
+    assert cfg.costs.spot_borrow_bps_per_hour == 0.1
+    # a rate without spot shorts is allowed (it is simply never charged)
+    rate_only = load_config(None, env={"ATRA__COSTS__SPOT_BORROW_BPS_PER_HOUR": "0.2"})
+    assert (rate_only.strategy.spot_shorts, rate_only.costs.spot_borrow_bps_per_hour) == (
+        False,
+        0.2,
+    )
+
+
+def test_spot_shorts_error_names_the_override() -> None:
+    msg = error_of(None, {"ATRA__STRATEGY__SPOT_SHORTS": "true"})
+    assert msg.startswith("ATRA__STRATEGY__SPOT_SHORTS: strategy.spot_shorts = true needs")
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"), [("-0.1", "greater than or equal to 0"), ("nan", "finite number")]
+)
+def test_borrow_rate_must_be_a_finite_rate(tmp_path: Path, value: str, fragment: str) -> None:
+    msg = error_of(None, {"ATRA__COSTS__SPOT_BORROW_BPS_PER_HOUR": value})
+    assert msg.startswith(
+        "ATRA__COSTS__SPOT_BORROW_BPS_PER_HOUR: costs.spot_borrow_bps_per_hour: "
+    ), msg
+    assert fragment in msg

@@ -16,7 +16,7 @@ from atra.core.costs import (
     funding_paid,
     funding_payment,
 )
-from atra.core.stats import TradeRecord
+from atra.core.stats.trades import TradeRecord
 from atra.errors import ConfigError, DataError
 
 
@@ -129,5 +129,11 @@ def test_cost_breakdown_from_trades() -> None:
     assert b.fees_fraction == pytest.approx(0.00016)
     assert b.total_fraction == pytest.approx(0.00016)
     assert b.to_dict()["total"] == pytest.approx(0.16)
+    assert b.borrow == 0.0
     with pytest.raises(DataError, match="reference_equity"):
         CostBreakdown.from_trades(trades, reference_equity=0.0)
+    short = TradeRecord("C", 1.0, 100.0, 99.0, 0, 1, 0.8, fees=0.08, borrow=0.12)
+    c = CostBreakdown.from_trades([*trades, short], reference_equity=1_000.0)
+    assert c.borrow == pytest.approx(0.12)
+    assert c.total == pytest.approx(0.24 + 0.02 - 0.02 + 0.12)
+    assert c.to_dict()["borrow"] == pytest.approx(0.12)

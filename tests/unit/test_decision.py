@@ -24,10 +24,10 @@ from atra.core.decision import (
     primary_signal_at,
     size_like_backtest,
 )
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.features.registry import FeatureContext
 from atra.core.meta import MetaModel, MetaParams
-from atra.core.signals import BarrierMode, Signal, SignalSpec
+from atra.core.signals.spec import BarrierMode, Signal, SignalSpec
 from atra.core.sizing import SizingConfig
 from atra.core.synthetic.market import EXCHANGE, SyntheticConfig
 from atra.core.types import Market, Side, Timeframe
@@ -295,7 +295,7 @@ def test_primary_signal_at_quiet_bar() -> None:
             "volume": np.ones(120),
         }
     )
-    from atra.core.signals import generate_events
+    from atra.core.signals.events import generate_events
 
     ev = generate_events(c2, spec, symbol="X")
     assert len(ev) >= 1

@@ -17,7 +17,7 @@ from atra.data.demo import stage_data
 from atra.errors import ConfigError
 from atra.research.demo import REAL_DEMO_SYMBOLS, run_demo_loop
 from atra.research.pipeline import parse_time_ms
-from atra.research.runrecord import read_run
+from atra.research.runrecord.directory import read_run
 
 
 def test_demo_stores_synthetic_market_and_is_idempotent(

@@ -13,24 +13,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atra.adapters.store import CandleStore
-from atra.config import AtraConfig, CostsConfig, RiskConfig
+from atra.config import RULE_PARAMS, AtraConfig, CostsConfig, RiskConfig, StrategyConfig
 from atra.core.costs import CostModel
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.meta import OOSPredictions
-from atra.core.signals import SignalSpec
+from atra.core.signals.spec import Rule, SignalSpec
 from atra.core.synthetic.market import EXCHANGE, SyntheticConfig
 from atra.core.types import Market, Timeframe
 from atra.core.validation import Fold
 from atra.data.demo import stage_data
 from atra.errors import DataError
-from atra.research.evaluation import (
-    _number,
-    _oos_candles,
-    _plain,
+from atra.research.evaluation.buy_hold import buy_and_hold
+from atra.research.evaluation.loop import plain
+from atra.research.evaluation.oos import oos_candles, oos_events
+from atra.research.evaluation.result import metric_number
+from atra.research.evaluation.settings import (
+    RULE_FIELDS,
     backtest_config_from,
-    buy_and_hold,
     data_label_of,
-    oos_events,
+    rule_params_of,
     universe_hash,
 )
 from atra.research.pipeline import (
@@ -39,6 +40,7 @@ from atra.research.pipeline import (
     build_dataset,
     load_universe,
     parse_time_ms,
+    settings_from_config,
 )
 
 H = 3_600_000
@@ -104,11 +106,96 @@ def test_buy_and_hold_pays_funding_on_perpetuals() -> None:
     assert bh.funding == pytest.approx(paid1 + paid2)
 
 
-def test_buy_and_hold_refuses_a_wiped_out_position() -> None:
-    funding = pd.DataFrame({"funding_time": np.array([T0 + H], np.int64), "funding_rate": [2.0]})
-    candles = {"AAA": _candles([100.0] * 3, [100.0] * 3)}
-    with pytest.raises(DataError, match="zero or below"):
-        buy_and_hold(candles, T0 + H * np.arange(3), 100.0, CostModel(), funding={"AAA": funding})
+def _funding(times: list[int], rates: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"funding_time": np.array(times, np.int64), "funding_rate": rates})
+
+
+def test_funding_liquidates_one_holding_and_the_others_carry_on() -> None:
+    candles = {"AAA": _candles([100.0] * 4, [100.0] * 4), "BBB": _candles([10.0] * 4, [10.0] * 4)}
+    grid = T0 + H * np.arange(4, dtype=np.int64)
+    # AAA pays twice its value at T0 + H: liquidated in that bar, worth 0 to the end
+    bh = buy_and_hold(
+        candles,
+        grid,
+        1_000.0,
+        CostModel(taker_fee_rate=0.0),
+        funding={"AAA": _funding([T0 + H], [2.0])},
+    )
+    np.testing.assert_allclose(bh.equity.to_numpy(), [1_000.0, 500.0, 500.0, 500.0])
+    assert bh.liquidations == {"AAA": T0 + H}
+    assert bh.liquidated_ms is None  # BBB is still held
+    assert bh.funding == pytest.approx(5.0 * 100.0 * 2.0)  # paid up to the liquidation only
+    leg = bh.leg("buy_hold", T0 - H, 1_000.0)
+    assert [(q.symbol, q.time_ms) for q in leg.liquidations] == [("AAA", T0 + H)]
+    assert leg.liquidated_ms is None
+
+
+def test_a_leg_whose_every_holding_is_liquidated_is_zero_from_then_on() -> None:
+    candles = {"AAA": _candles([100.0] * 5, [100.0] * 5)}
+    grid = T0 + H * np.arange(5, dtype=np.int64)
+    funding = _funding([T0 + H, T0 + 2 * H, T0 + 3 * H], [0.6, 0.6, -5.0])  # a refund comes late
+    bh = buy_and_hold(candles, grid, 100.0, CostModel(taker_fee_rate=0.0), funding={"AAA": funding})
+    # 40 left after the first payment, -20 after the second: liquidated at T0 + 2h, and the
+    # refund at T0 + 3h does not bring it back
+    np.testing.assert_array_equal(bh.equity.to_numpy(), [100.0, 40.0, 0.0, 0.0, 0.0])
+    assert bh.liquidations == {"AAA": T0 + 2 * H}
+    assert bh.liquidated_ms == T0 + 2 * H
+    assert bh.funding == pytest.approx(120.0)
+    leg = bh.leg("buy_hold", T0 - H, 100.0)
+    assert leg.liquidated_ms == T0 + 2 * H
+    assert leg.equity.index[0] == T0 - H
+    np.testing.assert_array_equal(leg.equity.to_numpy(), [100.0, 100.0, 40.0, 0.0, 0.0, 0.0])
+
+
+def test_a_holding_is_liquidated_at_the_bar_low() -> None:
+    # 50 of 100 paid in funding; the third bar dips to 40 (worth -10 there) and closes at 90
+    frame = _candles([100.0, 100.0, 90.0, 90.0], [100.0, 100.0, 90.0, 90.0])
+    frame.loc[2, "low"] = 40.0
+    grid = T0 + H * np.arange(4, dtype=np.int64)
+    costs = CostModel(taker_fee_rate=0.0)
+    bh = buy_and_hold(
+        {"AAA": frame}, grid, 100.0, costs, funding={"AAA": _funding([T0 + H], [0.5])}
+    )
+    np.testing.assert_array_equal(bh.equity.to_numpy(), [100.0, 50.0, 0.0, 0.0])
+    assert bh.liquidated_ms == T0 + 2 * H
+    spot = buy_and_hold({"AAA": frame}, grid, 100.0, costs)  # no funding: never liquidated
+    assert spot.liquidations == {}
+    assert spot.equity.to_numpy().min() > 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    closes=st.lists(st.floats(1.0, 200.0), min_size=3, max_size=40),
+    rates=st.lists(st.floats(-0.05, 0.3), min_size=1, max_size=40),
+)
+def test_liquidation_never_clips_before_the_bar_and_stays_at_zero(
+    closes: list[float], rates: list[float]
+) -> None:
+    opens = [closes[0], *closes[:-1]]
+    candles = {"AAA": _candles(opens, closes)}
+    n = len(closes)
+    grid = T0 + H * np.arange(n, dtype=np.int64)
+    times = [T0 + H * (k + 1) for k in range(min(len(rates), n - 1))]
+    funding = {"AAA": _funding(times, rates[: len(times)])}
+    costs = CostModel(taker_fee_rate=0.0)
+    bh = buy_and_hold(candles, grid, 1_000.0, costs, funding=funding)
+    eq = bh.equity.to_numpy()
+    assert np.all(eq >= 0.0)
+    qty = 1_000.0 / opens[0]
+    paid = np.cumsum([qty * opens[k + 1] * r for k, r in enumerate(rates[: len(times)])])
+    owed = np.concatenate(([0.0], paid, np.full(n - 1 - len(times), paid[-1] if len(paid) else 0)))
+    low = candles["AAA"]["low"].to_numpy()
+    unclipped = qty * np.asarray(closes) - owed
+    below = np.flatnonzero(qty * low - owed <= 0.0)
+    if below.size == 0:
+        assert bh.liquidated_ms is None
+        np.testing.assert_allclose(eq, unclipped, rtol=1e-12)
+    else:
+        k = int(below[0])
+        assert bh.liquidated_ms == int(grid[k])
+        np.testing.assert_allclose(eq[:k], unclipped[:k], rtol=1e-12)  # untouched before
+        assert np.all(eq[:k] > 0.0)
+        assert np.all(eq[k:] == 0.0)
 
 
 def test_buy_and_hold_needs_bars() -> None:
@@ -155,13 +242,27 @@ def test_backtest_config_from_the_config() -> None:
     assert not bt.tp_maker  # every fill at the taker fee, as the labels assume
 
 
+@pytest.mark.parametrize(
+    ("rule", "params"),
+    [("ema_cross", {"fast": 8, "slow": 21}), ("donchian", {"n": 30}), ("tsmom", {"lookback": 72})],
+)
+def test_the_rule_parameters_are_recorded_in_the_config_names(
+    rule: str, params: dict[str, int]
+) -> None:
+    assert set(RULE_FIELDS[Rule(rule)]) == set(RULE_PARAMS[rule])
+    cfg = AtraConfig(
+        strategy=StrategyConfig(rule=rule, params={k: float(v) for k, v in params.items()})
+    )
+    assert rule_params_of(settings_from_config(cfg, "spot").signal) == params
+
+
 @pytest.mark.parametrize(("exchange", "label"), [("synthetic", "synthetic"), ("binance", "real")])
 def test_data_label(exchange: str, label: str) -> None:
     assert data_label_of(exchange) == label
 
 
 def test_plain_makes_json_values() -> None:
-    assert _plain({"a": np.float64(1.5), "b": [math.nan, np.int64(2)], 3: (math.inf,)}) == {
+    assert plain({"a": np.float64(1.5), "b": [math.nan, np.int64(2)], 3: (math.inf,)}) == {
         "a": 1.5,
         "b": [None, 2],
         "3": [None],
@@ -242,17 +343,17 @@ def test_oos_candles_start_at_the_span(dataset: ResearchDataset) -> None:
     # ETHUSDT's data ends before the span: it has no bar to hold or trade
     eth = dataclasses.replace(uni.symbols["ETHUSDT"], candles=btc.candles.iloc[:100])
     cut = dataclasses.replace(uni, symbols={"BTCUSDT": btc, "ETHUSDT": eth})
-    candles, offsets = _oos_candles(cut, start)
+    candles, offsets = oos_candles(cut, start)
     assert list(candles) == ["BTCUSDT"]
     assert offsets == {"BTCUSDT": 500}
     assert int(candles["BTCUSDT"]["open_time"].iloc[0]) == start
     assert candles["BTCUSDT"].index[0] == 0
     with pytest.raises(DataError, match="no symbol has bars after the OOS start"):
-        _oos_candles(cut, int(times[-1]) + 1)
+        oos_candles(cut, int(times[-1]) + 1)
 
 
 @pytest.mark.parametrize(
     ("value", "expected"), [(None, None), ("inf", math.inf), ("-inf", -math.inf), (2, 2.0)]
 )
 def test_metric_numbers(value: object, expected: float | None) -> None:
-    assert _number(value) == expected
+    assert metric_number(value) == expected

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atra.adapters.exchange import (
+from atra.adapters.exchange.client import plan_pages
+from atra.adapters.exchange.wire import (
     ExchangeInfo,
     PremiumIndex,
     exchange_info_weight,
@@ -16,7 +17,6 @@ from atra.adapters.exchange import (
     parse_funding,
     parse_klines,
     parse_premium_index,
-    plan_pages,
 )
 from atra.adapters.ratelimit import RateLimit
 from atra.core.types import Market

@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from atra.adapters.journal import FillRecord, OrderRecord, PositionRecord
+from atra.adapters.journal.records import FillRecord, OrderRecord, PositionRecord
 from atra.adapters.orders import OrderRequest, SymbolRules
-from atra.core.exits import REASON_NAMES, STATUS_DONE, ExitSpec, simulate_exit_nb
+from atra.core.exits.api import ExitSpec
+from atra.core.exits.kernel import REASON_NAMES, STATUS_DONE, simulate_exit_nb
 from atra.core.types import Timeframe
 from atra.errors import DataError
 from atra.live.execution import CANCELLED, ExchangeBroker, round_step, round_tick

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from atra.core.exits import (
+from atra.core.exits.api import (
+    EventArrays,
+    ExitResult,
+    ExitSpec,
+    event_arrays,
+    run_exits,
+    simulate_exits,
+)
+from atra.core.exits.kernel import (
     REASON_BE,
     REASON_NONE,
     REASON_SL,
@@ -20,14 +28,8 @@ from atra.core.exits import (
     REASON_TP2,
     STATUS_DONE,
     STATUS_INCOMPLETE,
-    EventArrays,
-    ExitResult,
-    ExitSpec,
     _leg_gain_nb,
-    event_arrays,
-    run_exits,
     simulate_exit_nb,
-    simulate_exits,
     simulate_exits_nb,
 )
 from atra.errors import ConfigError, DataError

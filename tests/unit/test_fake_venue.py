@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atra.adapters.orders import OrderRequest, OrderSide, SymbolRules, VenuePosition
-from atra.core.exits import (
+from atra.core.exits.kernel import (
     REASON_BE,
     REASON_NONE,
     REASON_SL,
@@ -23,7 +23,8 @@ from atra.core.exits import (
     simulate_exit_nb,
 )
 from atra.errors import DataError, OrderRejected
-from atra.sim.venue import Fill, LocalVenue, MatchingEngine, VenueReject
+from atra.sim.book import Fill, VenueReject
+from atra.sim.venue import LocalVenue, MatchingEngine
 
 STEP = 3_600_000
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % STEP)

@@ -626,15 +626,26 @@ def test_progress_callback(store: CandleStore) -> None:
 
 
 def test_check_and_select_errors(store: CandleStore) -> None:
-    with pytest.raises(DataError, match=r"symbol DOGEUSDT is not in the store at .* BTCUSDT"):
+    # a selection that matches nothing is a ConfigError (fix the arguments), naming what is stored
+    with pytest.raises(
+        ConfigError, match=r"symbol DOGEUSDT is not in the store at \S+ \(stored: BTCUSDT\)$"
+    ):
         check_datasets(store, symbols=["DOGEUSDT"])
-    with pytest.raises(DataError, match=r"no dataset .* matches symbol=BTCUSDT, timeframe=5m"):
+    with pytest.raises(
+        ConfigError, match=r"symbol BTCUSTD is not in the store at \S+; did you mean BTCUSDT\?"
+    ):
+        check_datasets(store, symbols=["BTCUSTD"])
+    with pytest.raises(
+        ConfigError,
+        match=r"no dataset .* matches symbol=BTCUSDT, timeframe=5m \(stored: "
+        r"binance/perp/BTCUSDT/funding, binance/spot/BTCUSDT/1h\)",
+    ):
         select_datasets(store, symbols=["BTCUSDT"], timeframe=Timeframe.M5)
     assert [i.name for i in select_datasets(store, market=Market.PERP)] == [
         "binance/perp/BTCUSDT/funding"
     ]
     assert select_datasets(store, exchange="binance", market=Market.SPOT)[0].key == SPOT_1H
-    with pytest.raises(DataError, match=r"matches exchange=bybit"):
+    with pytest.raises(ConfigError, match=r"matches exchange=bybit"):
         select_datasets(store, exchange="bybit")
 
 
@@ -663,6 +674,14 @@ def test_resample_dataset_stores_complete_buckets(store: CandleStore) -> None:
     with pytest.raises(ConfigError, match=r"whole multiple"):
         resample_dataset(
             store, symbol="ETHUSDT", market=Market.SPOT, src=Timeframe.H1, dst=Timeframe.M5
+        )
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot resample: no candles for ETHUSDT perp 5m on binance in \S+; ETHUSDT is "
+        r"stored as binance/spot/ETHUSDT/5m, binance/spot/ETHUSDT/1h",
+    ):
+        resample_dataset(
+            store, symbol="ETHUSDT", market=Market.PERP, src=Timeframe.M5, dst=Timeframe.H1
         )
 
 

@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from atra.adapters.journal import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
+from atra.adapters.journal.database import Journal
+from atra.adapters.journal.records import (
     CycleRecord,
     EquityRecord,
     FillRecord,
     GuardEvent,
-    Journal,
     JournalBatch,
     OrderRecord,
     PositionRecord,
     SignalRecord,
 )
+from atra.adapters.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from atra.errors import DataError
 
 

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atra.core.exits import ExitSpec, simulate_exits
+from atra.core.exits.api import ExitSpec, simulate_exits
 from atra.core.labels import LABEL_COLUMNS, label_events, label_stats, meta_labels
-from atra.core.signals import SignalSpec, generate_events
+from atra.core.signals.events import generate_events
+from atra.core.signals.spec import SignalSpec
 from atra.core.types import Timeframe
 from atra.errors import DataError
 

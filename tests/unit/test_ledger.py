@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atra.adapters.journal import PositionRecord
+from atra.adapters.journal.records import PositionRecord
 from atra.errors import DataError
 from atra.live.ledger import FUNDING_LEG, FUNDING_PAGE, FundingBook, Ledger
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from atra.core.decision import EVENT_FEATURES, ModelHandle, primary_signal_at
 from atra.core.meta import MetaModel, MetaParams
-from atra.core.signals import SignalSpec
+from atra.core.signals.spec import SignalSpec
 from atra.core.synthetic.market import SyntheticConfig, generate_market
 from atra.core.types import Timeframe
 from atra.live.loop import StrategyDecider

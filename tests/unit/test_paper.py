@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atra.adapters.journal import PositionRecord
-from atra.core.exits import REASON_NAMES, STATUS_DONE, ExitSpec, simulate_exits
+from atra.adapters.journal.records import PositionRecord
+from atra.core.exits.api import ExitSpec, simulate_exits
+from atra.core.exits.kernel import REASON_NAMES, STATUS_DONE
 from atra.errors import DataError
 from atra.live.paper import CLOSED, OPEN, PENDING, EntryRequest, PaperBroker, client_order_id
 

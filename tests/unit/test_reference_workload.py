@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import reference_workload as rw  # tests/ is on sys.path through tests/conftest.py
-from atra.core.stats import return_stats
+from atra.core.stats.returns import return_stats
 from atra.core.types import Timeframe
 from helpers_workload import generate_small_set
 

@@ -19,17 +19,19 @@ from rich.console import Console
 import atra.cli.report  # noqa: F401  (registers `atra report`)
 from atra.cli import main
 from atra.core.types import Timeframe
-from atra.research.report import (
+from atra.research.report.figures import monthly_returns
+from atra.research.report.page import (
     SECTIONS,
     combined_trades,
-    metrics_table,
-    monthly_returns,
     render_html,
     render_report,
     terminal_summary,
 )
-from atra.research.runrecord import LoadedRun, RunLeg, read_run, write_run
-from helpers_runs import INITIAL, bar_times, step_equity, trade_row
+from atra.research.report.tables import metrics_table
+from atra.research.runrecord.directory import read_run, write_run
+from atra.research.runrecord.legs import Liquidation, RunLeg
+from atra.research.runrecord.record import LoadedRun
+from helpers_runs import INITIAL, bar_times, sample_setup, step_equity, trade_row
 
 REASONS = ("SL", "TP1", "TP2", "TIME", "BE")
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -306,8 +308,10 @@ def test_costs_are_positive_amounts_paid(run: LoadedRun, report_html: str) -> No
     traces = {t["name"]: t for t in figures(report_html)["costs"]["data"]}
     tr = run.trades["primary"]
     y = decode(traces["primary"]["y"])
-    assert decode(traces["primary"]["x"]) == ["fees", "slippage", "funding"]
-    np.testing.assert_allclose(y, [tr["fees"].sum(), tr["slippage"].sum(), tr["funding"].sum()])
+    assert decode(traces["primary"]["x"]) == ["fees", "slippage", "funding", "borrow"]
+    borrow = tr["borrow"].sum() if "borrow" in tr.columns else 0.0  # no spot shorts here
+    paid = [tr["fees"].sum(), tr["slippage"].sum(), tr["funding"].sum(), borrow]
+    np.testing.assert_allclose(y, paid)
     assert min(y[:2]) > 0.0
 
 
@@ -392,6 +396,88 @@ def test_terminal_summary(run: LoadedRun) -> None:
     sharpe = run.metrics["legs"]["filtered"]["returns"]["sharpe"]
     line = next(li for li in text.splitlines() if "Sharpe (annualised)" in li)
     assert f"{sharpe:.2f}" in line
+
+
+# --------------------------------------------------------------------------------------------
+# what was run, and liquidated legs
+
+
+def test_what_was_run_is_a_table_at_the_top(tmp_path: Path) -> None:
+    tf = Timeframe.H1
+    legs = [RunLeg("buy_hold", buy_hold(300, tf), None)]
+    path = write_run(tmp_path, legs=legs, timeframe=tf, config={"k": 1}, data_hash="0" * 64,
+                     seed=1, data_label="real", setup=sample_setup())  # fmt: skip
+    page = render_html(read_run(path))
+    assert page.index('<section id="setup"><h2>What was run</h2>') < page.index('id="metrics"')
+    rows = dict((r[0], r[1]) for r in table_cells(page, "data setup")[1:])
+    assert rows["Exchange"] == "binance"
+    assert rows["Market"] == "perp"
+    assert rows["Symbols"] == "BTCUSDT, ETHUSDT"
+    assert rows["Timeframe"] == "1h"
+    assert rows["Primary rule"] == "ema_cross (fast 10, slow 30)"
+    assert rows["Barriers"].startswith("SL 1 x ATR(14), TP1 1.5 x ATR(14), TP2 3 x ATR(14); ")
+    assert "horizon 24 bars" in rows["Barriers"]
+    assert rows["Fees"] == "maker 2 bps, taker 5 bps; take-profits pay taker"
+    assert rows["Slippage"] == "2 bps"
+    assert rows["Funding"].startswith("on")
+    assert rows["Sides"] == "long/short (perp)"
+    assert "risk per trade 1.00% (cap 2.00%); Kelly not used" in rows["Sizing"]
+    assert rows["Leverage caps"].startswith("position 1x equity, gross 3x equity; 5 positions")
+    assert rows["Signal bars"] == "2024-01-01 00:00 UTC to 2024-01-05 03:00 UTC"
+    assert rows["Out-of-sample"] == "2024-01-03 02:00 UTC to 2024-01-09 07:00 UTC"
+    assert "retrain every 30 days, embargo 48 h, expanding" in rows["Walk-forward"]
+    assert rows["Models"] == f"fold 0: {'0' * 12}, fold 1: {'1' * 12}"
+
+
+def test_a_run_without_a_setup_says_so(report_html: str) -> None:
+    assert "did not record what was run" in report_html
+
+
+def _liquidated_run(root: Path) -> LoadedRun:
+    tf = Timeframe.H1
+    n_bars = 24 * 70  # into March: months after the liquidation have no return
+    times = bar_times(n_bars, tf)
+    liq = int(times[24 * 40])
+    eq = buy_hold(n_bars, tf).to_numpy(copy=True)
+    eq[24 * 40 :] = 0.0
+    primary = fake_trades(20, tf)
+    legs = [
+        RunLeg("primary", step_equity(primary, n_bars, tf), primary),
+        RunLeg(
+            "buy_hold",
+            pd.Series(eq, index=times),
+            None,
+            (
+                Liquidation("buy_hold", "ETHUSDT", int(times[24 * 10])),
+                Liquidation("buy_hold", None, liq),
+            ),
+        ),
+    ]
+    path = write_run(root, legs=legs, timeframe=tf, config={"k": 2}, data_hash="0" * 64,
+                     seed=1, data_label="real")  # fmt: skip
+    return read_run(path)
+
+
+def test_a_liquidated_leg_is_reported_in_the_page_and_the_terminal(tmp_path: Path) -> None:
+    run = _liquidated_run(tmp_path)
+    page = render_report(run).read_text(encoding="utf-8")
+    leg_line = "buy_hold: liquidated at 2024-02-10 00:00 UTC (equity 0 from then on)"
+    symbol_line = "buy_hold ETHUSDT: liquidated at 2024-01-11 00:00 UTC"
+    assert f'<p class="liquidated">{leg_line}</p>' in page
+    assert symbol_line in page
+    rows = {r[0]: r[1:] for r in table_cells(page, "data metrics")[1:]}
+    assert rows["Liquidated at (UTC)"] == ["no", "2024-02-10 00:00"]
+    assert rows["Total return"][1] == "-100.00%"
+    assert rows["Max drawdown"][1] == "-100.00%"
+    (trace,) = figures(page)["monthly"]["data"]
+    z = np.array(decode(trace["z"]), dtype=float)
+    assert z[1, 1] == pytest.approx(-100.0)  # February: the liquidation month
+    assert np.isnan(z[1, 2])  # March: nothing left to return on
+    buf = io.StringIO()
+    Console(file=buf, width=300, color_system=None).print(terminal_summary(run))
+    words = " ".join(buf.getvalue().split())
+    assert leg_line in words
+    assert symbol_line in words
 
 
 # --------------------------------------------------------------------------------------------

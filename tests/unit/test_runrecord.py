@@ -15,19 +15,20 @@ import pytest
 
 from atra.core.types import Timeframe
 from atra.errors import ConfigError, DataError
-from atra.research.runrecord import (
-    LoadedRun,
-    RunLeg,
-    annualization_sentence,
-    code_version,
-    hash_config,
-    leg_from_backtest,
-    ordered_legs,
-    read_run,
-    trades_sha256,
-    write_run,
+from atra.research.runrecord.directory import read_run, write_run
+from atra.research.runrecord.hashes import code_version, hash_config, trades_sha256
+from atra.research.runrecord.legs import RunLeg, leg_from_backtest, ordered_legs
+from atra.research.runrecord.record import LoadedRun, annualization_sentence
+from atra.research.runrecord.setup import sides_text
+from helpers_runs import (
+    INITIAL,
+    T0_MS,
+    bar_times,
+    fake_trades,
+    one_line_error,
+    sample_setup,
+    step_equity,
 )
-from helpers_runs import INITIAL, T0_MS, bar_times, fake_trades, one_line_error, step_equity
 
 
 def buy_hold_equity(n_bars: int, tf: Timeframe) -> pd.Series:
@@ -115,7 +116,7 @@ def test_write_run_layout(run_dir: Path, loaded: LoadedRun) -> None:
     assert loaded.timeframe is Timeframe.H1
     assert loaded.oos_predictions is None
     run_json = json.loads((run_dir / "run.json").read_text())
-    assert run_json["schema_version"] == 1
+    assert run_json["schema_version"] == 2
 
 
 def test_metrics_are_annualised_with_psr_and_dsr(loaded: LoadedRun) -> None:
@@ -449,6 +450,39 @@ def test_a_real_backtest_round_trips(tmp_path: Path) -> None:
     assert write(tmp_path, legs=[leg_from_backtest("primary", again)]) == run.path
 
 
+def test_spot_shorts_borrow_is_a_cost_of_the_run(tmp_path: Path) -> None:
+    from atra.core.backtest.engine import BacktestConfig, run_backtest
+    from atra.research.report.tables import costs_rows, metrics_table
+
+    candles_by_symbol = {"BTCUSDT": _walk(400, 1)}
+    events = pd.DataFrame(
+        {"symbol": "BTCUSDT", "t": np.arange(15) * 25 + 5, "side": [1, -1] * 7 + [-1],
+         "sl_dist": 1.5, "tp1_dist": 1.5, "tp2_dist": 3.0, "horizon_bars": 12}
+    )  # fmt: skip
+    cfg = BacktestConfig(spot_borrow_rate_per_hour=2e-5)
+    result = run_backtest(candles_by_symbol, events, cfg)
+    borrow = result.trades["borrow"]
+    assert borrow.sum() > 0.0
+    run = read_run(write(tmp_path, legs=[leg_from_backtest("primary", result)]))
+    got = run.metrics["legs"]["primary"]
+    assert got["trades"]["borrow_paid"] == pytest.approx(borrow.sum(), rel=1e-12)
+    assert got["costs"]["paid"]["borrow"] == pytest.approx(borrow.sum(), rel=1e-12)
+    paid = got["costs"]["paid"]
+    total = paid["fees"] + paid["slippage"] + paid["funding"] + paid["borrow"]
+    assert paid["total"] == pytest.approx(total, rel=1e-12)
+    assert got["per_symbol"][0]["borrow_paid"] == pytest.approx(borrow.sum(), rel=1e-12)
+    kinds = [row[1] for row in costs_rows(run)[1]]
+    assert kinds == ["fees", "slippage", "funding", "borrow", "total"]
+    rows = {r[0]: r[1:] for r in metrics_table(run)[1]}
+    label = "Borrow paid (quote ccy; spot shorts' margin interest)"
+    assert rows[label] == [f"{borrow.sum():,.2f}"]
+    broken = result.trades.assign(borrow=result.trades["borrow"] * -1.0)
+    bad = RunLeg("primary", leg_from_backtest("primary", result).equity, broken)
+    with pytest.raises(DataError) as exc:
+        write(tmp_path / "bad", legs=[bad])
+    one_line_error(exc, "borrow at row", "expected a finite amount >= 0")
+
+
 def test_leg_from_an_empty_backtest() -> None:
     class Empty:
         trades = pd.DataFrame()
@@ -460,3 +494,197 @@ def test_leg_from_an_empty_backtest() -> None:
     with pytest.raises(DataError) as exc:
         leg_from_backtest("primary", Empty())
     one_line_error(exc, "no bars")
+
+
+# --------------------------------------------------------------------------------------------
+# liquidated legs: equity 0 from the liquidation bar on, stats on that curve
+
+
+def _crash(n: int = 40, gap_bar: int = 8) -> pd.DataFrame:
+    """Flat at 100, then a gap down to 50 at ``gap_bar``'s open (a stop cannot fill above it)."""
+    close = np.where(np.arange(n) < gap_bar, 100.0, 50.0)
+    open_ = np.concatenate(([100.0], close[:-1]))
+    open_[gap_bar] = 50.0
+    return pd.DataFrame(
+        {
+            "open_time": bar_times(n, Timeframe.H1),
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.001,
+            "low": np.minimum(open_, close) * 0.999,
+            "close": close,
+            "volume": np.ones(n),
+        }
+    )
+
+
+def test_a_backtest_that_loses_everything_is_a_liquidated_leg(tmp_path: Path) -> None:
+    from atra.core.backtest.engine import BacktestConfig, run_backtest
+    from atra.core.sizing import SizingConfig
+
+    # a long at 3x equity with a tight stop: the gap to 50 loses 150% of the equity
+    events = pd.DataFrame(
+        {"symbol": ["BTCUSDT", "BTCUSDT"], "t": [5, 20], "side": [1, 1], "sl_dist": [0.5, 0.5],
+         "tp1_dist": [1.0, 1.0], "tp2_dist": [2.0, 2.0], "horizon_bars": [30, 30]}
+    )  # fmt: skip
+    cfg = BacktestConfig(sizing=SizingConfig(max_leverage=3.0), max_gross_leverage=3.0)
+    result = run_backtest({"BTCUSDT": _crash()}, events, cfg)
+    assert result.equity.min() < 0.0  # the backtest marks the account below zero
+    leg = leg_from_backtest("primary", result)
+    liq_ms = T0_MS + 8 * Timeframe.H1.ms
+    assert leg.liquidated_ms == liq_ms
+    values = leg.equity.to_numpy()
+    row = int(np.searchsorted(leg.equity.index, liq_ms))
+    np.testing.assert_array_equal(
+        values[:row], np.concatenate(([10_000.0], result.equity[: row - 1]))
+    )
+    assert np.all(values[:row] > 0.0)
+    assert np.all(values[row:] == 0.0)
+    run = read_run(write(tmp_path, legs=[leg]))
+    returns = run.metrics["legs"]["primary"]["returns"]
+    assert returns["total_return"] == -1.0
+    assert returns["cagr"] == -1.0
+    assert returns["max_drawdown"] == -1.0
+    assert returns["max_drawdown_recovered"] is False
+    assert run.metrics["legs"]["primary"]["final_equity"] == 0.0
+    assert run.record.liquidations == leg.liquidations
+    assert run.equity["primary"].iloc[-1] == 0.0
+    raw = json.loads((run.path / "run.json").read_text())
+    assert raw["liquidations"] == [
+        {"leg": "primary", "symbol": None, "time_ms": liq_ms, "trades_not_counted": 0}
+    ]
+
+
+def test_trades_after_a_liquidation_are_not_counted_and_say_so() -> None:
+    class Recovered:  # the marked equity dips to zero, open positions pull it back, one more trade
+        trades = fake_trades(3, Timeframe.H1).rename(
+            columns={"entry_ms": "entry_time_ms", "exit_ms": "exit_time_ms"}
+        )
+        open_time_ms = bar_times(80, Timeframe.H1)
+        equity = np.concatenate((np.full(30, 100.0), [-5.0], np.full(49, 50.0)))
+        initial_equity = 100.0
+        timeframe = Timeframe.H1
+
+    leg = leg_from_backtest("filtered", Recovered())
+    liq_ms = int(Recovered.open_time_ms[30])
+    later = int((Recovered.trades["entry_time_ms"] > liq_ms).sum())
+    assert later == 1
+    assert leg.liquidations[0].trades_not_counted == later
+    assert leg.trades is not None
+    assert len(leg.trades) == 2
+    assert np.all(leg.equity.to_numpy()[32:] == 0.0)
+
+
+def test_liquidated_return_stats_by_hand() -> None:
+    from atra.research.runrecord.metrics import liquidated_return_stats
+
+    eq = np.array([100.0, 110.0, 99.0, 0.0, 0.0, 0.0])
+    rs = liquidated_return_stats(eq, Timeframe.H1, n_trials=3, trials_sharpe_variance=0.5)
+    r = np.array([0.1, -0.1, -1.0, 0.0, 0.0])
+    assert rs.n_returns == 5
+    assert rs.sharpe == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(8760))
+    assert rs.sortino == pytest.approx(
+        r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2)) * math.sqrt(8760)
+    )
+    assert rs.volatility == pytest.approx(r.std(ddof=1) * math.sqrt(8760))
+    assert (rs.total_return, rs.cagr, rs.max_drawdown, rs.calmar) == (-1.0, -1.0, -1.0, -1.0)
+    assert rs.max_drawdown_bars == 4  # from the peak at 110 to the last bar, never recovered
+    assert rs.longest_drawdown_bars == 4
+    assert 0.0 < rs.dsr < rs.psr < 0.5
+    with pytest.raises(DataError):
+        liquidated_return_stats(np.array([100.0, 0.0, 5.0]), Timeframe.H1)  # not 0 to the end
+
+
+@pytest.mark.parametrize(
+    ("equity", "liq_row", "fragments"),
+    [
+        ([1.0, 2.0, 0.0, 0.0], None, ("row 2", "expected > 0")),  # zero, not declared
+        ([1.0, 2.0, 0.5, 0.0], 2, ("liquidated at", "equity 0 from row 2")),
+        ([1.0, 0.0, 0.0, 0.0], 2, ("row 1",)),  # zero before the declared bar
+        ([1.0, 2.0, 0.0, -1.0], 2, ("liquidated at",)),  # negative after it
+    ],
+)
+def test_write_run_checks_a_liquidated_leg(
+    tmp_path: Path, equity: list[float], liq_row: int | None, fragments: tuple[str, ...]
+) -> None:
+    from atra.research.runrecord.legs import Liquidation
+
+    series = _eq(equity)
+    liqs = () if liq_row is None else (Liquidation("buy_hold", None, int(series.index[liq_row])),)
+    with pytest.raises(DataError) as exc:
+        write(tmp_path, legs=[RunLeg("buy_hold", series, None, liqs)])
+    one_line_error(exc, "leg buy_hold", *fragments)
+
+
+# --------------------------------------------------------------------------------------------
+# what was run
+
+
+def test_the_setup_round_trips_through_run_json(tmp_path: Path) -> None:
+    setup = sample_setup()
+    path = write(tmp_path, setup=setup)
+    assert read_run(path).record.setup == setup
+    raw = json.loads((path / "run.json").read_text())["setup"]
+    assert raw["costs"] == {"maker_fee_bps": 2.0, "taker_fee_bps": 5.0, "take_profit_fee": "taker",
+                            "slippage_bps": 2.0, "funding": True}  # fmt: skip
+    assert raw["rule_params"] == {"fast": 10, "slow": 30}
+    assert [m["model_id"] for m in raw["models"]] == ["0" * 12, "1" * 12]
+    assert read_run(write(tmp_path / "none")).record.setup is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragments"),
+    [
+        (
+            lambda s: s["sizing"].pop("risk_per_trade"),
+            ("setup.sizing.risk_per_trade", "Field required"),
+        ),
+        (lambda s: s["costs"].update(taker_fee_bps="5"), ("setup.costs.taker_fee_bps",)),
+        (lambda s: s.update(market=None), ("setup.market",)),
+        (lambda s: s["models"][0].update(fold=0.5), ("setup.models.0.fold",)),
+    ],
+)
+def test_a_damaged_setup_is_one_line_naming_the_key(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], Any], fragments: tuple[str, ...]
+) -> None:
+    path = write(tmp_path, setup=sample_setup())
+    raw = json.loads((path / "run.json").read_text())
+    edit(raw["setup"])
+    (path / "run.json").write_text(json.dumps(raw))
+    with pytest.raises(DataError) as exc:
+        read_run(path)
+    one_line_error(exc, "run.json", *fragments)
+
+
+def test_a_setup_written_before_the_sides_reads_as_unknown(tmp_path: Path) -> None:
+    path = write(tmp_path, setup=sample_setup())
+    raw = json.loads((path / "run.json").read_text())
+    assert raw["setup"].pop("sides") == "long/short (perp)"
+    (path / "run.json").write_text(json.dumps(raw))
+    setup = read_run(path).record.setup
+    assert setup is not None
+    assert setup.sides is None
+
+
+@pytest.mark.parametrize(
+    ("market", "long", "short", "bps", "text"),
+    [
+        ("spot", True, False, 0.0, "long only (spot, no margin)"),
+        ("spot", True, True, 0.1, "long/short (spot on margin at 0.1 bps/h)"),
+        ("spot", False, True, 0.05, "short only (spot on margin at 0.05 bps/h)"),
+        ("spot", True, True, 0.0, "long/short (spot on margin at 0 bps/h: no borrow cost charged)"),
+        ("perp", True, True, 0.0, "long/short (perp)"),
+        ("perp", True, False, 0.0, "long only (perp)"),
+    ],
+)
+def test_sides_text(market: str, long: bool, short: bool, bps: float, text: str) -> None:
+    assert sides_text(market, long, short, bps) == text
+
+
+def test_a_version_1_run_without_setup_or_liquidations_still_reads(tmp_path: Path) -> None:
+    path = write(tmp_path, setup=sample_setup())
+    raw = json.loads((path / "run.json").read_text())
+    old = {k: v for k, v in raw.items() if k not in ("setup", "liquidations")}
+    (path / "run.json").write_text(json.dumps({**old, "schema_version": 1}))
+    record = read_run(path).record
+    assert record.setup is None
+    assert record.liquidations == ()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import atra
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
-from atra.research.run_hashes import (
+from atra.research.runrecord.hashes import (
     TRADE_COLUMNS,
     code_version,
     hash_config,

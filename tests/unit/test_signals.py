@@ -11,21 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atra.core.signals import (
+from atra.core.signals.candles import atr_wilder, candle_arrays, ema, infer_step_ms, segment_starts
+from atra.core.signals.events import (
     EVENT_COLUMNS,
-    BarrierMode,
-    Rule,
-    Signal,
-    SignalSpec,
-    atr_wilder,
-    candle_arrays,
-    ema,
     events_to_signals,
     generate_events,
-    infer_step_ms,
     last_bar_events,
-    segment_starts,
 )
+from atra.core.signals.spec import BarrierMode, Rule, Signal, SignalSpec
 from atra.core.types import Side, Timeframe
 from atra.errors import ConfigError, DataError
 

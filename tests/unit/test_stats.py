@@ -12,19 +12,16 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atra.core.stats import (
+from atra.core.stats.report import compute_stats, exposure_from_trades
+from atra.core.stats.returns import (
     EULER_MASCHERONI,
-    TradeRecord,
-    compute_stats,
     deflated_sharpe_ratio,
     equity_stats,
     expected_max_sharpe,
-    exposure_from_trades,
-    per_symbol_stats,
     probabilistic_sharpe_ratio,
     return_stats,
-    trade_stats,
 )
+from atra.core.stats.trades import TradeRecord, per_symbol_stats, trade_records_of, trade_stats
 from atra.core.types import Timeframe
 from atra.errors import ConfigError, DataError
 
@@ -244,6 +241,20 @@ def test_trade_stats_hand_computed() -> None:
     assert ts.expectancy == pytest.approx(150 / 5)
     assert ts.total_pnl == pytest.approx(150.0)
     assert (ts.fees_paid, ts.slippage_paid, ts.funding_paid) == (5.0, 2.5, 1.25)
+    assert ts.borrow_paid == 0.0
+    spot_short = TradeRecord("S", 1.0, 100.0, 90.0, 0, 1, 9.0, fees=0.5, borrow=0.5)
+    both = trade_stats([*trades, spot_short])
+    assert both.borrow_paid == 0.5
+    (s_row,) = (s for s in per_symbol_stats([*trades, spot_short]) if s.symbol == "S")
+    assert s_row.borrow_paid == 0.5
+
+
+def test_trade_records_of_ten_or_eleven_columns() -> None:
+    cols: list[list[object]] = [["A"], [1.0], [10.0], [11.0], [0], [1], [0.9], [0.1], [0.0], [0.0]]
+    assert trade_records_of(cols)[0].borrow == 0.0
+    assert trade_records_of([*cols, [0.25]])[0].borrow == 0.25
+    with pytest.raises(DataError, match="9 columns, expected 10 or 11"):
+        trade_records_of(cols[:9])
 
 
 def test_all_wins_profit_factor_is_inf_and_json_safe() -> None:

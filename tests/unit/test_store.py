@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atra.adapters.store import CandleStore, DatasetKey, MergeResult
+from atra.adapters.store import CandleStore, DatasetKey, MergeResult, listing, nearest_names
 from atra.core.types import Market, Timeframe
 from atra.errors import DataError
 
@@ -235,6 +235,68 @@ def test_datasets_lists_everything_and_skips_foreign_files(store: CandleStore) -
 
 def test_datasets_of_missing_root(tmp_path: Path) -> None:
     assert CandleStore(tmp_path / "nope").datasets() == []
+
+
+def test_count_candles_is_half_open_and_reads_times_only(store: CandleStore) -> None:
+    store.write_candles(KEY, make_candles(300).drop(index=range(100, 150)))
+    assert store.count_candles(KEY) == 250
+    assert store.count_candles(KEY, T0 + 10 * H, T0 + 20 * H) == 10
+    assert store.count_candles(KEY, T0 + 100 * H, T0 + 150 * H) == 0  # inside the gap
+    assert store.count_candles(KEY, T0 + 99 * H, T0 + 151 * H) == 2
+    assert store.count_candles(KEY, start_ms=T0 + 299 * H) == 1
+    assert store.count_candles(KEY, end_ms=T0) == 0
+    other = DatasetKey("binance", Market.SPOT, "ETHUSDT", Timeframe.H1)
+    with pytest.raises(DataError, match=r"no dataset binance/spot/ETHUSDT/1h in the store"):
+        store.count_candles(other)
+
+
+def test_describe_missing_names_the_nearest_and_what_is_stored(store: CandleStore) -> None:
+    for sym in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+        store.write_candles(DatasetKey("binance", Market.SPOT, sym, Timeframe.H1), make_candles(3))
+    store.write_candles(
+        DatasetKey("binance", Market.PERP, "XRPUSDT", Timeframe.H1), make_candles(3)
+    )
+    root = store.root
+
+    def missing(symbol: str, market: Market = Market.SPOT, tf: Timeframe = Timeframe.H1) -> str:
+        return store.describe_missing(DatasetKey("binance", market, symbol, tf))
+
+    assert missing("BTCUSTD") == (
+        f"no candles for BTCUSTD spot 1h on binance in {root}; did you mean BTCUSDT? "
+        "(stored: BTCUSDT, ETHUSDT, SOLUSDT)"
+    )
+    assert missing("btcusdt").startswith(f"no candles for btcusdt spot 1h on binance in {root}; "
+                                          "did you mean BTCUSDT?")  # fmt: skip
+    assert missing("DOGEUSDT") == (
+        f"no candles for DOGEUSDT spot 1h on binance in {root} (stored: BTCUSDT, ETHUSDT, SOLUSDT)"
+    )
+    assert missing("XRPUSDT") == (
+        f"no candles for XRPUSDT spot 1h on binance in {root}; XRPUSDT is stored as "
+        "binance/perp/XRPUSDT/1h (stored: BTCUSDT, ETHUSDT, SOLUSDT)"
+    )
+    assert missing("BTCUSDT", tf=Timeframe.M5) == (
+        f"no candles for BTCUSDT spot 5m on binance in {root}; BTCUSDT is stored as "
+        "binance/spot/BTCUSDT/1h (no binance spot 5m candles stored; the store holds "
+        "binance/perp/*/1h, binance/spot/*/1h)"
+    )
+    empty = CandleStore(root / "empty")
+    assert empty.describe_missing(KEY).endswith(
+        "(no binance spot 1h candles stored; the store holds nothing)"
+    )
+
+
+def test_nearest_names_and_listing() -> None:
+    stored = ["ADAUSDT", "BTCUSDT", "ETHUSDT", "LTCUSDT"]
+    assert nearest_names("BTCUSTD", stored) == ["BTCUSDT"]
+    assert nearest_names("ethusdt", stored) == ["ETHUSDT"]
+    assert nearest_names("BTCUSD", stored) == ["BTCUSDT"]
+    assert nearest_names("eth", stored) == ["ETHUSDT"]
+    assert nearest_names("DOGEUSDT", stored) == []  # a shared quote asset is not a match
+    assert nearest_names("ZZZ", stored) == []
+    assert nearest_names(" ", stored) == []
+    assert listing(["a", "b"]) == "a, b"
+    assert listing([]) == ""
+    assert listing([str(i) for i in range(25)], limit=3) == "0, 1, 2, ... (22 more)"
 
 
 def test_empty_stored_dataset_has_no_span(store: CandleStore) -> None:

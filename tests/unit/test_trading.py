@@ -11,14 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atra.adapters.exchange import BinanceClient
+from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.orders import OrderRequest, SymbolRules, signed_query, verify_signature
 from atra.adapters.ratelimit import RateLimiter
-from atra.adapters.trading import (
+from atra.adapters.trading.trader import (
     API_KEY_ENV,
     API_SECRET_ENV,
     BinanceTrader,
     credentials_from_env,
+)
+from atra.adapters.trading.wire import (
     describe,
     format_decimal,
     missing_filters,

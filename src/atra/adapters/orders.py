@@ -1,7 +1,7 @@
 """Order types and the order API contract (Binance USDT-M futures semantics, one-way mode).
 
 What the live execution broker (:mod:`atra.live.execution`) needs from a venue, whatever serves it:
-the signed REST client (:class:`atra.adapters.trading.BinanceTrader`) against Binance or the
+the signed REST client (:class:`atra.adapters.trading.trader.BinanceTrader`) against Binance or the
 fake exchange, or the in-process venue over the fake's matching engine
 (:class:`atra.sim.venue.LocalVenue`).
 

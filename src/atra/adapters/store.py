@@ -8,42 +8,51 @@ Layout under ``root``::
 Writes validate first (a :class:`DataError` leaves the store untouched), merge idempotently
 (writing the same rows again changes nothing, not even the file; a different value for a time
 already stored is a DataError naming that time) and are atomic (temp file in the same folder,
-then ``os.replace``). Reads are lean: a schema check, no re-validation.
+then ``os.replace``). Reads are lean: a schema check, no re-validation. Listing the store
+(:meth:`CandleStore.datasets`) reads the Parquet footers only and does not load pandas, so
+``atra data list`` stays fast on a large store.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atra.core.frames import (
-    CANDLE_COLUMNS,
-    ms_to_iso,
-    normalize_candles,
-    normalize_funding,
-    validate_candles,
-    validate_funding,
-)
 from atra.core.types import Market, Timeframe
 from atra.errors import DataError
 
-CANDLE_SCHEMA: Final = pa.schema(
-    [pa.field("open_time", pa.int64())] + [pa.field(c, pa.float64()) for c in CANDLE_COLUMNS[1:]]
-)
+if TYPE_CHECKING:  # pandas and the frame rules load on first read / write, not to list the store
+    import pandas as pd
+
 FUNDING_SCHEMA: Final = pa.schema(
     [pa.field("funding_time", pa.int64()), pa.field("funding_rate", pa.float64())]
 )
 FUNDING_FILE: Final[str] = "funding"
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MAX_LISTED: Final[int] = 20
+_CLOSE_CUTOFF: Final[float] = 0.8
+
+
+@functools.cache
+def candle_schema() -> pa.Schema:
+    """The stored candle schema: ``open_time`` int64 ms, then float64 OHLCV columns."""
+    from atra.core.frames import CANDLE_COLUMNS
+
+    return pa.schema(
+        [pa.field("open_time", pa.int64())]
+        + [pa.field(c, pa.float64()) for c in CANDLE_COLUMNS[1:]]
+    )
 
 
 def _check_name(what: str, value: str) -> str:
@@ -137,22 +146,39 @@ class CandleStore:
         self, key: DatasetKey, frame: pd.DataFrame, *, source: str = ""
     ) -> MergeResult:
         """Validate ``frame`` and merge it into the dataset of ``key`` (atomic, idempotent)."""
+        from atra.core.frames import normalize_candles, validate_candles
+
         validate_candles(frame, key.timeframe, source=source or str(key))
         new = normalize_candles(frame)
         path = self.candle_path(key)
-        return _merge_write(path, new, "open_time", CANDLE_SCHEMA, str(key), source)
+        return _merge_write(path, new, "open_time", candle_schema(), str(key), source)
 
     def read_candles(
         self, key: DatasetKey, start_ms: int | None = None, end_ms: int | None = None
     ) -> pd.DataFrame:
         """Candles of ``key`` with ``start_ms <= open_time < end_ms`` (bounds optional)."""
         path = self.candle_path(key)
-        return _read(path, "open_time", CANDLE_SCHEMA, str(key), self.root, start_ms, end_ms)
+        return _read(path, "open_time", candle_schema(), str(key), self.root, start_ms, end_ms)
 
     def last_open_time(self, key: DatasetKey) -> int | None:
         """Open time of the newest stored bar, ``None`` if the dataset does not exist."""
         path = self.candle_path(key)
         return _time_range(path, str(key))[2] if path.exists() else None
+
+    def count_candles(
+        self, key: DatasetKey, start_ms: int | None = None, end_ms: int | None = None
+    ) -> int:
+        """Stored bars of ``key`` with ``start_ms <= open_time < end_ms`` (bounds optional);
+        reads the time column only."""
+        path = self.candle_path(key)
+        if not path.exists():
+            raise DataError(f"no dataset {key} in the store at {self.root} (expected {path})")
+        filters = _range_filters("open_time", start_ms, end_ms)
+        try:
+            table = pq.read_table(path, columns=["open_time"], filters=filters or None)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"dataset {key}: cannot read {path}: {_one_line(exc)}") from None
+        return int(table.num_rows)
 
     # ---- funding -----------------------------------------------------------------------
 
@@ -160,6 +186,8 @@ class CandleStore:
         self, exchange: str, symbol: str, frame: pd.DataFrame, *, source: str = ""
     ) -> MergeResult:
         """Validate and merge funding events of ``symbol`` (atomic, idempotent)."""
+        from atra.core.frames import normalize_funding, validate_funding
+
         name = f"{exchange}/perp/{symbol}/funding"
         validate_funding(frame, source=source or name)
         new = normalize_funding(frame)
@@ -214,6 +242,63 @@ class CandleStore:
         infos.sort(key=lambda i: (i.exchange, i.market.value, i.symbol, i.kind, _tf_order(i)))
         return infos
 
+    def describe_missing(self, key: DatasetKey) -> str:
+        """Why ``key`` is not stored, for a one-line error: the nearest stored symbols of its
+        exchange, market and bar size, where else the symbol is stored, and what is stored::
+
+            no candles for BTCUSTD spot 1h on binance in data; did you mean BTCUSDT?
+            (stored: BTCUSDT, ETHUSDT)
+        """
+        candles = [i for i in self.datasets() if i.kind == "candles"]
+        same = sorted(
+            {
+                i.symbol
+                for i in candles
+                if i.exchange == key.exchange
+                and i.market is key.market
+                and i.timeframe is key.timeframe
+            }
+        )
+        text = (
+            f"no candles for {key.symbol} {key.market} {key.timeframe} on {key.exchange} "
+            f"in {self.root}"
+        )
+        close = nearest_names(key.symbol, same)
+        if close:
+            text += f"; did you mean {' or '.join(close)}?"
+        elsewhere = [i.name for i in candles if i.symbol == key.symbol and i.key != key]
+        if elsewhere:
+            text += f"; {key.symbol} is stored as {listing(elsewhere)}"
+        if same:
+            return f"{text} (stored: {listing(same)})"
+        combos = sorted({f"{i.exchange}/{i.market}/*/{i.timeframe}" for i in candles})
+        held = listing(combos) if combos else "nothing"
+        none = f"no {key.exchange} {key.market} {key.timeframe} candles stored"
+        return f"{text} ({none}; the store holds {held})"
+
+
+def nearest_names(name: str, stored: Iterable[str]) -> list[str]:
+    """Up to three stored names closest to ``name`` (case-insensitive), best first: those it
+    begins (``BTC`` -> ``BTCUSDT``), then near spellings (``BTCUSTD`` -> ``BTCUSDT``).
+
+    The cutoff is high because symbols share their quote asset: at difflib's default every
+    ``...USDT`` pair looks close to every other one.
+    """
+    by_upper = {s.upper(): s for s in stored}
+    wanted = name.strip().upper()
+    if not wanted:
+        return []
+    starts = sorted(u for u in by_upper if u.startswith(wanted) and u != wanted)
+    close = difflib.get_close_matches(wanted, list(by_upper), n=3, cutoff=_CLOSE_CUTOFF)
+    return [by_upper[u] for u in dict.fromkeys([*starts, *close])][:3]
+
+
+def listing(names: Iterable[str], limit: int = _MAX_LISTED) -> str:
+    """``a, b, c`` for an error message; past ``limit`` names, ``... (N more)``."""
+    items = list(names)
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
 
 def _tf_order(info: DatasetInfo) -> int:
     return info.timeframe.ms if info.timeframe is not None else 0
@@ -231,23 +316,35 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _time_range(path: Path, name: str) -> tuple[int, int | None, int | None]:
-    """Rows, first and last time of a stored (sorted) dataset, from the footer when possible."""
-    pf = _open_table(path, name)
-    meta = pf.metadata
-    rows = int(meta.num_rows)
-    if rows == 0:
-        return 0, None, None
-    first_stats = meta.row_group(0).column(0).statistics
-    last_stats = meta.row_group(meta.num_row_groups - 1).column(0).statistics
-    if (
-        first_stats is not None
-        and last_stats is not None
-        and first_stats.has_min_max
-        and last_stats.has_min_max
-    ):
-        return rows, int(first_stats.min), int(last_stats.max)
-    col = pf.read(columns=[pf.schema_arrow.names[0]]).column(0).to_numpy()
-    return rows, int(col[0]), int(col[-1])
+    """Rows, first and last time of a stored (sorted) dataset, from the footer when possible
+    (else from the time column alone)."""
+    with _open_table(path, name) as pf:
+        meta = pf.metadata
+        rows = int(meta.num_rows)
+        if rows == 0:
+            return 0, None, None
+        first_stats = meta.row_group(0).column(0).statistics
+        last_stats = meta.row_group(meta.num_row_groups - 1).column(0).statistics
+        if (
+            first_stats is not None
+            and last_stats is not None
+            and first_stats.has_min_max
+            and last_stats.has_min_max
+        ):
+            return rows, int(first_stats.min), int(last_stats.max)
+        col = pf.read(columns=[pf.schema_arrow.names[0]]).column(0).to_numpy()
+        return rows, int(col[0]), int(col[-1])
+
+
+def _range_filters(
+    time_col: str, start_ms: int | None, end_ms: int | None
+) -> list[tuple[str, str, int]]:
+    filters: list[tuple[str, str, int]] = []
+    if start_ms is not None:
+        filters.append((time_col, ">=", int(start_ms)))
+    if end_ms is not None:
+        filters.append((time_col, "<", int(end_ms)))
+    return filters
 
 
 def _read(
@@ -261,11 +358,7 @@ def _read(
 ) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"no dataset {name} in the store at {root} (expected {path})")
-    filters: list[tuple[str, str, int]] = []
-    if start_ms is not None:
-        filters.append((time_col, ">=", int(start_ms)))
-    if end_ms is not None:
-        filters.append((time_col, "<", int(end_ms)))
+    filters = _range_filters(time_col, start_ms, end_ms)
     try:
         table = pq.read_table(path, filters=filters or None)
     except (OSError, pa.ArrowException) as exc:
@@ -291,6 +384,10 @@ def _merge_write(
     name: str,
     source: str,
 ) -> MergeResult:
+    import pandas as pd
+
+    from atra.core.frames import ms_to_iso
+
     if path.exists():
         old = _read(path, time_col, schema, name, path.parent, None, None)
     else:

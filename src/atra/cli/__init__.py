@@ -1,4 +1,14 @@
-"""The ``atra`` command line: typer app, one-line errors, distinct exit codes."""
+"""The ``atra`` command line: typer app, one-line errors, distinct exit codes.
+
+Start-up stays light (``atra --help`` well under a second): the command modules import typer,
+rich, the config and the store at most; the research, live and HTTP stacks (pandas, LightGBM,
+scikit-learn, SciPy, numba, httpx, ...) load inside the command functions that use them.
+``tests/unit/test_cli.py`` fails when an import at start-up pulls one of them in.
+
+Shared pieces: :mod:`~atra.cli.console` (output, tables printed whole), :mod:`~atra.cli.options`
+(options several commands take, defaults from the config) and :mod:`~atra.cli.selection` (the
+store, symbols and range a command works on, each wrong choice one ``ConfigError`` line).
+"""
 
 from __future__ import annotations
 

@@ -1,81 +1,39 @@
-"""`atra data ...`: import, check, list, resample candles."""
+"""`atra data ...`: import, check, list, resample candles.
+
+Start-up stays light: the import / validation stack (pandas) loads inside the commands that
+need it; ``data list`` reads the Parquet footers only.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from atra.adapters.store import CandleStore
 from atra.cli import app
-from atra.core.frames import ms_to_iso
+from atra.cli.console import make_console, print_wide, progress_bar, when
+from atra.cli.options import DEFAULT_DATA_DIR, DataDir
+from atra.cli.selection import open_store
 from atra.core.types import Market, Timeframe
-from atra.data.ingest import (
-    ProgressFn,
-    check_datasets,
-    import_files,
-    resample_dataset,
-    select_datasets,
-)
+from atra.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from atra.data.ingest import DatasetCheck
 
 data_app = typer.Typer(help="Import, check, list and resample candle data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir",
-        envvar="ATRA_DATA_DIR",
-        help="Store folder (env ATRA_DATA_DIR, default ./data).",
-    ),
-]
-_DEFAULT_DIR = Path("data")
-_MAX_GAPS_SHOWN = 50
-
-
-def _console() -> Console:
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=160)
-    return console
-
-
-@contextmanager
-def _progress(console: Console, label: str) -> Iterator[ProgressFn]:
-    """A rich progress bar on a terminal; silent otherwise."""
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[item]}"),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-    task = bar.add_task(label, total=None, item="")
-
-    def update(done: int, total: int, item: str) -> None:
-        bar.update(task, completed=done, total=total, item=item)
-
-    with bar:
-        yield update
-
-
-def _when(ts_ms: int | None) -> str:
-    return ms_to_iso(ts_ms).replace("T", " ").replace(":00Z", "") if ts_ms is not None else "-"
+_MAX_PARTIALS_SHOWN = 50
 
 
 @data_app.command("import")
 def import_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to import.")],
-    data_dir: DataDir = _DEFAULT_DIR,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     exchange: Annotated[str, typer.Option(help="Exchange the data comes from.")] = "binance",
     market: Annotated[
         str | None, typer.Option(help="spot or perp (default: from the file name).")
@@ -84,9 +42,12 @@ def import_cmd(
     timeframe: Annotated[str | None, typer.Option(help="Override the bar size.")] = None,
 ) -> None:
     """Import Parquet/CSV files or Binance public-data dumps (validated, merged, atomic)."""
-    console = _console()
-    store = CandleStore(data_dir)
-    with _progress(console, "importing") as progress:
+    from atra.adapters.store import CandleStore
+    from atra.data.ingest import import_files
+
+    console = make_console()
+    store = CandleStore(data_dir)  # created on the first write
+    with progress_bar(console, "importing") as progress:
         outcomes = import_files(
             store,
             paths,
@@ -109,81 +70,116 @@ def import_cmd(
             str(o.report.gap_count),
             f"{o.report.missing_bars:,}",
         )
-    console.print(table)
+    print_wide(console, table)
     added = sum(o.merge.rows_added for o in outcomes)
-    console.print(f"{len(outcomes)} file(s) imported, {added:,} new row(s).")
+    console.print(f"{len(outcomes)} file(s) imported, {added:,} new row(s).", markup=False)
 
 
 @data_app.command("check")
 def check_cmd(
-    data_dir: DataDir = _DEFAULT_DIR,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     symbol: Annotated[
-        list[str] | None, typer.Option("--symbol", help="Symbol(s) to check (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--symbols", "--symbol", help="Symbol(s) to check (repeatable or comma-separated)."
+        ),
     ] = None,
     market: Annotated[str | None, typer.Option(help="spot or perp.")] = None,
     timeframe: Annotated[str | None, typer.Option(help="Bar size, e.g. 1h.")] = None,
     exchange: Annotated[str | None, typer.Option(help="Exchange.")] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="List every gap and zero-volume bar.")
+    ] = False,
 ) -> None:
-    """Validate stored datasets; report rows, span, gaps and zero-volume bars."""
-    console = _console()
-    store = CandleStore(data_dir)
-    with _progress(console, "checking") as progress:
+    """Validate stored datasets: per dataset its rows, span, gaps, missing bars, largest gap
+    and zero-volume bars (--verbose lists every gap)."""
+    from atra.data.ingest import check_datasets
+
+    mkt = Market.parse(market) if market else None
+    tf = Timeframe.parse(timeframe) if timeframe else None
+    store = open_store(data_dir)
+    console = make_console()
+    with progress_bar(console, "checking") as progress:
         checks = check_datasets(
             store,
-            symbols=symbol or (),
-            market=Market.parse(market) if market else None,
-            timeframe=Timeframe.parse(timeframe) if timeframe else None,
+            symbols=[p.strip().upper() for s in symbol or () for p in s.split(",") if p.strip()],
+            market=mkt,
+            timeframe=tf,
             exchange=exchange,
             progress=progress,
         )
     if not checks:
-        console.print(f"No datasets in {data_dir}.")
-        return
-    table = Table(title=f"Datasets in {data_dir}")
-    for col in ("dataset", "rows", "first", "last", "gaps", "missing", "zero-volume"):
-        table.add_column(col, justify="left" if col in ("dataset", "first", "last") else "right")
+        exc = ConfigError(f"no datasets in the store at {data_dir}: nothing to check")
+        exc.hint = f"import data first: atra data import FILES --data-dir {data_dir}"
+        raise exc
+    print_wide(console, check_table(checks, f"Datasets in {data_dir}"))
+    if verbose:
+        _print_every_gap(console, checks)
+    elif any(c.report.gaps or c.report.zero_volume_ms for c in checks):
+        console.print("Every gap and zero-volume bar: atra data check --verbose", markup=False)
+    console.print(f"{len(checks)} dataset(s) valid.", markup=False)
+
+
+def check_table(checks: list[DatasetCheck], title: str) -> Table:
+    """One row per dataset: rows, span, gaps, missing bars, the largest gap, zero-volume bars."""
+    table = Table(title=title)
+    heads = ("dataset", "rows", "first (UTC)", "last (UTC)", "gaps", "missing", "largest gap")
+    for col in (*heads, "zero-vol"):
+        numeric = col in ("rows", "gaps", "missing", "zero-vol")
+        table.add_column(col, justify="right" if numeric else "left")
     for c in checks:
         r = c.report
         table.add_row(
             c.info.name,
             f"{r.rows:,}",
-            _when(r.first_ms),
-            _when(r.last_ms),
+            when(r.first_ms),
+            when(r.last_ms),
             str(r.gap_count),
             f"{r.missing_bars:,}",
+            _largest_gap(c),
             str(len(r.zero_volume_ms)) if r.kind == "candles" else "-",
         )
-    console.print(table)
+    return table
+
+
+def _largest_gap(check: DatasetCheck) -> str:
+    """``12 missing from 2018-02-08 00:00``: the most bars (events) missing in a row, from
+    where."""
+    gaps = check.report.gaps
+    if not gaps:
+        return "-"
+    big = max(gaps, key=lambda g: g.missing)  # the first of equals
+    return f"{big.missing:,} missing from {when(big.first_missing_ms)}"
+
+
+def _print_every_gap(console: Console, checks: list[DatasetCheck]) -> None:
+    from atra.core.frames import ms_to_iso
+
     for c in checks:
         r = c.report
         if r.gaps:
-            console.print(f"[bold]{c.info.name}[/bold]: {r.gap_count} gap(s), missing (UTC):")
-            for g in r.gaps[:_MAX_GAPS_SHOWN]:
+            console.print(f"{c.info.name}: {r.gap_count} gap(s), missing (UTC):", markup=False)
+            for g in r.gaps:
                 console.print(f"  {g}", markup=False)
-            if r.gap_count > _MAX_GAPS_SHOWN:
-                console.print(f"  ... and {r.gap_count - _MAX_GAPS_SHOWN} more", markup=False)
         if r.zero_volume_ms:
-            bars = ", ".join(ms_to_iso(t) for t in r.zero_volume_ms[:_MAX_GAPS_SHOWN])
+            bars = ", ".join(ms_to_iso(t) for t in r.zero_volume_ms)
             console.print(f"{c.info.name}: zero-volume bars: {bars}", markup=False)
-    console.print(f"{len(checks)} dataset(s) valid.")
 
 
 @data_app.command("list")
-def list_cmd(data_dir: DataDir = _DEFAULT_DIR) -> None:
+def list_cmd(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """List stored datasets (rows and span from the file footers; no validation)."""
-    console = _console()
-    infos = select_datasets(CandleStore(data_dir))
+    infos = open_store(data_dir).datasets()
+    console = make_console()
     if not infos:
-        console.print(f"No datasets in {data_dir}.")
+        console.print(f"No datasets in {data_dir}.", markup=False)
         return
     table = Table(title=f"Datasets in {data_dir}")
-    for col in ("dataset", "kind", "rows", "first", "last", "path"):
+    for col in ("dataset", "kind", "rows", "first (UTC)", "last (UTC)", "path"):
         table.add_column(col, justify="right" if col == "rows" else "left")
     for i in infos:
-        table.add_row(
-            i.name, i.kind, f"{i.rows:,}", _when(i.first_ms), _when(i.last_ms), str(i.path)
-        )
-    console.print(table)
+        table.add_row(i.name, i.kind, f"{i.rows:,}", when(i.first_ms), when(i.last_ms), str(i.path))
+    print_wide(console, table)
 
 
 @data_app.command("resample")
@@ -192,29 +188,26 @@ def resample_cmd(
     from_tf: Annotated[str, typer.Option("--from", help="Source bar size, e.g. 5m.")],
     to_tf: Annotated[str, typer.Option("--to", help="Target bar size, e.g. 1h.")],
     market: Annotated[str, typer.Option(help="spot or perp.")] = "spot",
-    data_dir: DataDir = _DEFAULT_DIR,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     exchange: Annotated[str, typer.Option(help="Exchange.")] = "binance",
 ) -> None:
     """Resample a stored dataset (complete buckets only) and store the result."""
-    console = _console()
-    store = CandleStore(data_dir)
-    select_datasets(store, symbols=[symbol])
-    out = resample_dataset(
-        store,
-        symbol=symbol,
-        market=Market.parse(market),
-        src=Timeframe.parse(from_tf),
-        dst=Timeframe.parse(to_tf),
-        exchange=exchange,
-    )
+    from atra.data.ingest import resample_dataset, select_datasets
+
+    mkt, src, dst = Market.parse(market), Timeframe.parse(from_tf), Timeframe.parse(to_tf)
+    store = open_store(data_dir)
+    sym = symbol.strip().upper()
+    select_datasets(store, symbols=[sym])
+    out = resample_dataset(store, symbol=sym, market=mkt, src=src, dst=dst, exchange=exchange)
     res = out.result
+    console = make_console()
     console.print(
         f"{out.src_key} -> {out.dst_key}: {len(res.frame):,} complete bar(s), "
         f"{out.merge.rows_added:,} new, {out.merge.rows_after:,} stored; "
         f"{len(res.partial)} partial bucket(s) left out, {len(res.gaps)} gap(s).",
         markup=False,
     )
-    for p in res.partial[:_MAX_GAPS_SHOWN]:
+    for p in res.partial[:_MAX_PARTIALS_SHOWN]:
         console.print(f"  partial {p}", markup=False)
-    if len(res.partial) > _MAX_GAPS_SHOWN:
-        console.print(f"  ... and {len(res.partial) - _MAX_GAPS_SHOWN} more", markup=False)
+    if len(res.partial) > _MAX_PARTIALS_SHOWN:
+        console.print(f"  ... and {len(res.partial) - _MAX_PARTIALS_SHOWN} more", markup=False)

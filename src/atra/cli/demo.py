@@ -8,19 +8,23 @@ report) and prints where the HTML report is. ``--data-only`` stops after stage 1
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
-from rich.table import Table
 
-from atra.adapters.store import CandleStore
 from atra.cli import app
-from atra.cli.data import DataDir, _console, _progress, _when
-from atra.cli.walkforward import print_evaluation, stage_progress
-from atra.core.synthetic.market import SyntheticConfig
-from atra.data.demo import stage_data
+from atra.cli.console import make_console, print_wide, progress_bar, stage_progress
+from atra.cli.data import check_table
+from atra.cli.options import DEFAULT_DATA_DIR, DataDir
+from atra.cli.selection import parse_range, split_symbols
 from atra.errors import ConfigError
-from atra.research.demo import REAL_DEMO_START, run_demo_loop
+
+if TYPE_CHECKING:
+    from atra.core.synthetic.market import SyntheticConfig
+
+REAL_START_HELP: Final[str] = "2021-01-01"
+"""``atra.research.demo.REAL_DEMO_START``, repeated for the help text only (importing it loads
+the research stack at start-up); a test keeps the two equal."""
 
 
 @app.command("demo")
@@ -32,7 +36,7 @@ def demo_cmd(
             help="Folder of real Parquet files (../shared/data format) instead of synthetic data.",
         ),
     ] = None,
-    data_dir: DataDir = Path("data"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", help="Where the run directory and report go.")
     ] = Path("runs"),
@@ -50,7 +54,7 @@ def demo_cmd(
     start: Annotated[
         str | None,
         typer.Option(
-            "--start", help=f"First signal time, UTC (real data default {REAL_DEMO_START})."
+            "--start", help=f"First signal time, UTC (real data default {REAL_START_HELP})."
         ),
     ] = None,
     end: Annotated[
@@ -62,9 +66,16 @@ def demo_cmd(
 ) -> None:
     """Run the main job: store and check the demo data, then the research loop (walk-forward
     meta model, OOS backtests primary vs filtered vs buy-and-hold, HTML report)."""
-    console = _console()
-    store = CandleStore(data_dir)
-    syms = [s.strip().upper() for s in (symbols or "").split(",") if s.strip()]
+    if data is not None and bars is not None:
+        raise ConfigError("--bars applies to the synthetic data only (drop --data or --bars)")
+    syms = split_symbols([symbols] if symbols else None)
+    rng = parse_range(start, end) if not data_only else None
+    from atra.adapters.store import CandleStore
+    from atra.core.synthetic.market import SyntheticConfig
+    from atra.data.demo import stage_data
+
+    console = make_console()
+    store = CandleStore(data_dir)  # created by the first write
     synthetic: SyntheticConfig | None = None
     if data is None and (syms or bars is not None):
         base = SyntheticConfig()
@@ -72,34 +83,18 @@ def demo_cmd(
             symbols=tuple(syms) if syms else base.symbols,
             bars=bars if bars is not None else base.bars,
         )
-    elif bars is not None:
-        raise ConfigError("--bars applies to the synthetic data only (drop --data or --bars)")
-    with _progress(console, "demo data") as progress:
+    with progress_bar(console, "demo data") as progress:
         staged = stage_data(store, data=data, config=synthetic, progress=progress)
     label = "SYNTHETIC" if staged.synthetic else "REAL"
-    table = Table(title=f"ATRA demo data [{label}] — {staged.source}")
-    for col in ("dataset", "rows", "first (UTC)", "last (UTC)", "gaps", "missing", "zero-vol"):
-        table.add_column(col, justify="left" if col in ("dataset",) or "UTC" in col else "right")
-    for c in staged.checks:
-        r = c.report
-        table.add_row(
-            c.info.name,
-            f"{r.rows:,}",
-            _when(r.first_ms),
-            _when(r.last_ms),
-            str(r.gap_count),
-            f"{r.missing_bars:,}",
-            str(len(r.zero_volume_ms)) if r.kind == "candles" else "-",
-        )
-    console.print(table)
+    print_wide(console, check_table(staged.checks, f"ATRA demo data [{label}] — {staged.source}"))
     console.print(
         f"{len(staged.checks)} dataset(s) stored in {data_dir} and validated "
         f"({staged.rows_added:,} new row(s) this run); data: {staged.exchange}.",
         markup=False,
     )
-    if data_only:
+    if rng is None:
         return
-    from atra.research.pipeline import parse_time_ms  # the research stack loads only when it runs
+    from atra.research.demo import run_demo_loop  # the research stack loads only when it runs
 
     with stage_progress(console) as stages:
         ev = run_demo_loop(
@@ -108,11 +103,14 @@ def demo_cmd(
             source=staged.source,
             runs_dir=runs_dir,
             symbols=syms or None,
-            start_ms=parse_time_ms(start) if start else None,
-            end_ms=parse_time_ms(end) if end else None,
+            start_ms=rng.start_ms,
+            end_ms=rng.end_ms,
             progress=stages,
         )
+    from atra.cli.walkforward import print_evaluation
+
     print_evaluation(console, ev)
     if ev.report_path is not None:
-        console.print(f"Open the HTML report: {ev.report_path.resolve()}", markup=False,
-                      soft_wrap=True)  # fmt: skip
+        console.print(
+            f"Open the HTML report: {ev.report_path.resolve()}", markup=False, soft_wrap=True
+        )

@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from atra.adapters.exchange import BinanceClient
-from atra.adapters.store import CandleStore
 from atra.cli.data import data_app
+from atra.cli.options import DEFAULT_DATA_DIR, DataDir
 from atra.core.types import Market, Timeframe
-from atra.data.download import DownloadReport, DownloadSpec, download, parse_utc_ms, split_symbols
 from atra.errors import ConfigError
+
+if TYPE_CHECKING:  # the HTTP client stack loads when the command runs
+    from atra.data.download import DownloadReport, DownloadSpec
 
 _EXCHANGES = ("binance",)
 
@@ -36,7 +37,7 @@ def download_cmd(
     base_url: Annotated[
         str | None, typer.Option("--base-url", help="Exchange REST base URL.")
     ] = None,
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Store root.")] = Path("data"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 10.0,
     retries: Annotated[int, typer.Option("--retries", help="Attempts per request.")] = 5,
     max_connections: Annotated[int, typer.Option("--max-connections")] = 10,
@@ -46,6 +47,8 @@ def download_cmd(
         raise ConfigError(f"--exchange {exchange!r}: supported: {', '.join(_EXCHANGES)}")
     if retries < 1 or timeout_s <= 0 or max_connections < 1:
         raise ConfigError("--retries and --max-connections must be >= 1, --timeout > 0")
+    from atra.data.download import DownloadSpec, parse_utc_ms, split_symbols
+
     spec = DownloadSpec(
         exchange="binance",
         market=Market.parse(market),
@@ -81,7 +84,11 @@ async def _run(
     max_connections: int,
     console: Console,
 ) -> DownloadReport:
-    store = CandleStore(data_dir)
+    from atra.adapters.exchange.client import BinanceClient
+    from atra.adapters.store import CandleStore
+    from atra.data.download import download
+
+    store = CandleStore(data_dir)  # created by the first write
     client = BinanceClient(
         spec.market,
         base_url=base_url,

@@ -8,9 +8,6 @@ from typing import Annotated
 import typer
 
 from atra.cli import app
-from atra.config import load_config
-from atra.research.explain import explain_signals
-from atra.research.pipeline import parse_time_ms
 
 
 @app.command("explain")
@@ -27,5 +24,9 @@ def explain_cmd(
     ] = None,
 ) -> None:
     """Print the journalled decision for SYMBOL's bar at TIME: p(take), threshold, reasons."""
+    from atra.config import load_config
+    from atra.research.explain import explain_signals
+    from atra.research.pipeline import parse_time_ms
+
     path = journal if journal is not None else load_config().live.journal_path
     typer.echo(explain_signals(path, symbol.strip().upper(), parse_time_ms(time), strategy))

@@ -1,4 +1,8 @@
-"""`atra live`: the signal loop. Paper trading by default; `--replay` runs it on history."""
+"""`atra live`: the signal loop. Paper trading by default; `--replay` runs it on history.
+
+The live stack (exchange client, journal, loop, metrics server) loads when the command runs,
+not when ``atra`` starts.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +13,38 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
-import pandas as pd
 import typer
 
-from atra.adapters.exchange import BinanceClient
-from atra.adapters.journal import Journal
-from atra.adapters.ratelimit import SystemClock
-from atra.adapters.store import CandleStore, DatasetKey
-from atra.adapters.trading import BinanceTrader
 from atra.cli import app
-from atra.config import AtraConfig, load_config
-from atra.core.exits import ExitSpec
-from atra.core.features.registry import HISTORY_BARS
-from atra.core.signals import SignalSpec
-from atra.core.sizing import SizingConfig
+from atra.cli.console import when
+from atra.cli.selection import open_store
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
-from atra.live.execution import ExchangeBroker
-from atra.live.guards import GuardLimits, RiskGuards
-from atra.live.loop import LiveLoop, LoopSettings, StrategyDecider, run_until_signal
-from atra.live.paper import Broker
-from atra.live.replay import ReplaySetup, run_replay
-from atra.obs import Metrics, configure_logging_from, get_logger, start_metrics_server
-from atra.research.pipeline import settings_from_config
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import structlog
+
+    from atra.config import AtraConfig
+    from atra.core.exits.api import ExitSpec
+    from atra.core.signals.spec import SignalSpec
+    from atra.live.guards import RiskGuards
+    from atra.live.loop import LoopSettings, StrategyDecider
+    from atra.obs import Metrics
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-log = get_logger("atra.cli.live")
+WINDOW_BARS_HELP: Final[int] = 1500
+"""``atra.core.features.registry.HISTORY_BARS``, repeated for the help text only (importing it
+loads pandas at start-up); a test keeps the two equal. The command uses HISTORY_BARS itself."""
+DATA_DIR_SETTING: Final[str] = "data.data_dir in the config / ATRA__DATA__DATA_DIR"
+
+
+def _log() -> structlog.stdlib.BoundLogger:
+    from atra.obs import get_logger
+
+    return get_logger("atra.cli.live")
 
 
 def parse_day(text: str, option: str) -> int:
@@ -65,12 +73,18 @@ def parse_speed(text: str) -> float:
 
 def signal_spec(cfg: AtraConfig) -> SignalSpec:
     """The primary model of the ``strategy`` section (ATR barriers), as research maps it."""
-    return settings_from_config(cfg).signal
+    from atra.live.settings import check_live_sides
+    from atra.research.pipeline import settings_from_config
+
+    check_live_sides(cfg.strategy.spot_shorts, cfg.live.market)
+    return settings_from_config(cfg, cfg.live.market).signal
 
 
 def exit_spec(cfg: AtraConfig) -> ExitSpec:
     """Taker fees on every fill and the configured slippage (the backtest's defaults)."""
-    return settings_from_config(cfg).exit
+    from atra.research.pipeline import settings_from_config
+
+    return settings_from_config(cfg, cfg.live.market).exit
 
 
 def read_candles(
@@ -79,9 +93,14 @@ def read_candles(
     start_ms: int,
     end_ms: int,
     data: Path | None,
+    asked: str = "",
 ) -> dict[str, pd.DataFrame]:
     """Candles for a replay: from ``data`` (``{SYMBOL}_{market}_{tf}.parquet`` files) or the
-    store under ``data.data_dir``."""
+    store under ``data.data_dir``. ``asked`` is the range as the user typed it, for errors."""
+    import pandas as pd
+
+    from atra.adapters.store import DatasetKey
+
     lv = cfg.live
     out: dict[str, pd.DataFrame] = {}
     for sym in symbols:
@@ -92,11 +111,20 @@ def read_candles(
             frame = pd.read_parquet(path)
             keep = (frame["open_time"] >= start_ms) & (frame["open_time"] < end_ms)
             frame = frame[keep].reset_index(drop=True)
+            where = str(data)
         else:
+            store = open_store(cfg.data.data_dir, DATA_DIR_SETTING)
             key = DatasetKey(cfg.data.exchange, lv.market, sym, lv.timeframe)
-            frame = CandleStore(cfg.data.data_dir).read_candles(key, start_ms, end_ms)
+            if not store.candle_path(key).exists():
+                raise ConfigError(f"replay: {store.describe_missing(key)}")
+            frame = store.read_candles(key, start_ms, end_ms)
+            where = str(store.root)
         if frame.empty:
-            raise DataError(f"replay data for {sym}: no candles in the requested range")
+            raise ConfigError(
+                f"replay data for {sym} {lv.market} {lv.timeframe} in {where}: no candles in the "
+                f"requested range{', ' + asked if asked else ''} (read {when(start_ms)} .. "
+                f"{when(end_ms)} UTC)"
+            )
         out[sym] = frame
     return out
 
@@ -112,6 +140,10 @@ def read_funding(
     ``data``, or the store); None when no symbol has any, an error when only some have."""
     if cfg.live.market is not Market.PERP:
         return None
+    import pandas as pd
+
+    from atra.adapters.store import CandleStore
+
     out: dict[str, pd.DataFrame] = {}
     store = CandleStore(cfg.data.data_dir)
     for sym in symbols:
@@ -139,6 +171,8 @@ def _settings(
     window_bars: int,
     max_cycles: int | None,
 ) -> LoopSettings:
+    from atra.live.loop import LoopSettings
+
     lv = cfg.live
     return LoopSettings(
         symbols=symbols,
@@ -163,6 +197,14 @@ async def _run_live(
     metrics: Metrics,
     live: bool = False,
 ) -> int:
+    from atra.adapters.exchange.client import BinanceClient
+    from atra.adapters.journal.database import Journal
+    from atra.adapters.ratelimit import SystemClock
+    from atra.adapters.trading.trader import BinanceTrader
+    from atra.live.execution import ExchangeBroker
+    from atra.live.loop import LiveLoop, run_until_signal
+    from atra.live.paper import Broker
+
     lv = cfg.live
     ex = cfg.exchange
     base = ex.spot_base_url if lv.market is Market.SPOT else ex.perp_base_url
@@ -189,7 +231,7 @@ async def _run_live(
                 timeframe=settings.timeframe,
                 clock=clock.time,
             )
-            log.warning("live_orders_enabled", run_id=run_id, symbols=list(settings.symbols),
+            _log().warning("live_orders_enabled", run_id=run_id, symbols=list(settings.symbols),
                         base_url=base)  # fmt: skip
         loop = LiveLoop(
             replace(settings, run_id=run_id),
@@ -240,14 +282,28 @@ def live_cmd(
         str, typer.Option("--run-id", help="Run name for client order ids (first start).")
     ] = "paper",
     window_bars: Annotated[
-        int, typer.Option("--window-bars", help="Candles per decision (the features' warm-up).")
-    ] = HISTORY_BARS,
+        int | None,
+        typer.Option(
+            "--window-bars",
+            help=f"Candles per decision, >= 1 (default: the features' warm-up, "
+            f"{WINDOW_BARS_HELP}).",
+        ),
+    ] = None,
     max_cycles: Annotated[int | None, typer.Option("--max-cycles", help="Stop after N.")] = None,
     metrics: Annotated[
         bool, typer.Option("--metrics/--no-metrics", help="Serve Prometheus /metrics.")
     ] = True,
 ) -> None:
     """Run the signal loop: paper trading at every bar close, or a replay of history."""
+    if window_bars is not None and window_bars < 1:
+        raise ConfigError(f"--window-bars must be >= 1, got {window_bars}")
+    from atra.config import load_config
+    from atra.core.features.registry import HISTORY_BARS
+    from atra.core.sizing import SizingConfig
+    from atra.live.guards import GuardLimits, RiskGuards
+    from atra.live.loop import StrategyDecider
+    from atra.obs import Metrics, configure_logging_from, start_metrics_server
+
     cfg = load_config(config)
     configure_logging_from(cfg)
     if live:
@@ -270,7 +326,8 @@ def live_cmd(
         if symbols
         else cfg.live.symbols
     )
-    settings = _settings(cfg, syms, run_id, window_bars, max_cycles)
+    bars = HISTORY_BARS if window_bars is None else window_bars
+    settings = _settings(cfg, syms, run_id, bars, max_cycles)
     spec = signal_spec(cfg)
     sizing = SizingConfig(
         risk_fraction=cfg.risk.risk_per_trade, max_leverage=cfg.risk.max_gross_leverage
@@ -315,6 +372,8 @@ def _replay(
 ) -> int:
     if from_ is None or to is None:
         raise ConfigError("--replay needs --from and --to (UTC dates)")
+    from atra.live.replay import ReplaySetup, run_replay
+
     start_ms = parse_day(from_, "--from")
     stop_ms = parse_day(to, "--to")
     setup = ReplaySetup(market=cfg.live.market, speed=parse_speed(speed), orders=orders)
@@ -323,12 +382,16 @@ def _replay(
     tf: Timeframe = settings.timeframe
     lead = settings.window_bars * tf.ms
     tail = (decider.spec.horizon_bars + 2) * tf.ms
+    asked = (
+        f"--from {from_} to --to {to} UTC with {settings.window_bars} warm-up bars before "
+        f"and {decider.spec.horizon_bars + 2} after"
+    )
     candles: Mapping[str, pd.DataFrame] = read_candles(
-        cfg, settings.symbols, start_ms - lead, stop_ms + tail, data
+        cfg, settings.symbols, start_ms - lead, stop_ms + tail, data, asked
     )
     funding = read_funding(cfg, settings.symbols, start_ms - lead, stop_ms + tail, data)
     if settings.funding and funding is None:
-        log.warning("funding_not_charged", reason="no funding history for the replayed perps")
+        _log().warning("funding_not_charged", reason="no funding history for the replayed perps")
         settings = replace(settings, funding=False)
     report = asyncio.run(
         run_replay(

@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 
 from atra.cli import app
-from atra.cli.data import _console
-from atra.research.report import render_report, terminal_summary
-from atra.research.runrecord import read_run
+from atra.cli.console import make_console, print_wide
 
 
 @app.command("report")
@@ -25,8 +23,11 @@ def report_cmd(
 ) -> None:
     """Write the self-contained HTML report (plus trades.csv, metrics.json) and print the
     metrics table."""
+    from atra.research.report.page import render_report, terminal_summary
+    from atra.research.runrecord.directory import read_run
+
     run = read_run(run_dir)
     path = render_report(run, out)
-    console = _console()
-    console.print(terminal_summary(run))
+    console = make_console()
+    print_wide(console, terminal_summary(run))
     console.print(f"report: {path}", markup=False, soft_wrap=True)

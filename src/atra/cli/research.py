@@ -8,45 +8,39 @@ defaults of :class:`~atra.config.AtraConfig` when absent) and prints rich tables
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from atra.adapters.store import CandleStore
 from atra.cli import app
-from atra.cli.data import DataDir, _console, _progress, _when
-from atra.cli.walkforward import parse_symbols
-from atra.config import load_config
-from atra.core.decision import ModelHandle, decide_events
-from atra.core.labels import label_stats
-from atra.core.meta import Reason
-from atra.core.types import Market, Timeframe
-from atra.errors import ConfigError
-from atra.research.pipeline import (
-    ResearchDataset,
-    ResearchSettings,
-    WalkForwardConfig,
-    build_dataset,
-    load_model_for,
-    load_universe,
-    parse_time_ms,
-    run_walkforward,
-    settings_from_config,
-    train_model,
+from atra.cli.console import make_console, print_wide, progress_bar, when
+from atra.cli.options import (
+    EmbargoHours,
+    MinTrainDays,
+    MinTrainEvents,
+    RetrainDays,
+    Selection,
+    check_min_train,
+    embargo_hours_or,
+    retrain_days_or,
+    with_selection,
 )
+from atra.cli.selection import parse_time, resolve
+from atra.errors import ConfigError
 
-_DEFAULT_DIR = Path("data")
+if TYPE_CHECKING:  # the research stack (pandas, LightGBM, ...) loads when a command runs
+    import pandas as pd
+
+    from atra.core.meta import Reason
+    from atra.research.pipeline import ResearchDataset, ResearchSettings
+
 _EXPORT_COLUMNS = (
     "symbol",
     "time_ms",
@@ -62,94 +56,33 @@ _EXPORT_COLUMNS = (
     "blocked_by",
 )
 
-Exchange = Annotated[
-    str, typer.Option("--exchange", help="Exchange name in the store (binance, synthetic).")
-]
-MarketOpt = Annotated[str, typer.Option("--market", help="spot or perp.")]
-Symbols = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--symbols", "--symbol", help="Symbols (repeatable or comma-separated; default: all)."
-    ),
-]
-TimeframeOpt = Annotated[str, typer.Option("--timeframe", help="Bar size, e.g. 1h.")]
-Start = Annotated[
-    str | None, typer.Option("--start", help="First signal time, UTC (2022-01-01[T00:00]).")
-]
-End = Annotated[str | None, typer.Option("--end", help="End of the range, UTC (exclusive).")]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML config (strategy, costs, meta sections).")
-]
 Decay = Annotated[
     float | None,
     typer.Option(help="Sample-weight time decay in (-1, 1] (1 or unset: none)."),
 ]
+NJobs = Annotated[int, typer.Option("--n-jobs", help="Parallel fold fits.")]
 
 
-@dataclass(frozen=True, slots=True)
-class _Selection:
-    """The data a research command works on: the options every one of them takes."""
+def _settings(selection: Selection) -> ResearchSettings:
+    """The strategy / costs / meta settings of ``--config`` (the defaults when absent)."""
+    from atra.config import load_config
+    from atra.research.pipeline import settings_from_config
 
-    data_dir: Path
-    exchange: str
-    market: str
-    symbols: list[str] | None
-    timeframe: str
-    start: str | None
-    end: str | None
-    config: Path | None
+    return settings_from_config(load_config(selection.config), selection.market)
 
 
-def _selection_options(
-    data_dir: DataDir = _DEFAULT_DIR,
-    exchange: Exchange = "binance",
-    market: MarketOpt = "spot",
-    symbols: Symbols = None,
-    timeframe: TimeframeOpt = "1h",
-    start: Start = None,
-    end: End = None,
-    config: ConfigOpt = None,
-) -> _Selection:
-    return _Selection(data_dir, exchange, market, symbols, timeframe, start, end, config)
+def _prepare(
+    console: Console, selection: Selection, settings: ResearchSettings | None = None
+) -> tuple[ResearchDataset, ResearchSettings]:
+    from atra.research.pipeline import build_dataset, load_universe
 
-
-def _with_selection(command: Callable[..., None]) -> Callable[..., None]:
-    """Declare the options of :func:`_selection_options` once for every research command.
-
-    ``command`` takes a :class:`_Selection` first, then its own options. Typer sees the
-    selection options followed by the command's own (the signature it reads); the command
-    gets them bundled into one :class:`_Selection`.
-    """
-    shared = inspect.signature(_selection_options, eval_str=True).parameters
-    own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
-
-    @functools.wraps(command)
-    def run(**kwargs: Any) -> None:
-        selection = _selection_options(**{name: kwargs.pop(name) for name in shared})
-        command(selection, **kwargs)
-
-    run.__signature__ = inspect.Signature([*shared.values(), *own])  # type: ignore[attr-defined]
-    return run
-
-
-def _symbols(
-    store: CandleStore, exchange: str, market: Market, tf: Timeframe, given: Sequence[str] | None
-) -> list[str]:
-    """``--symbols`` as given (repeatable or comma-separated), else every stored symbol."""
-    out = [s.strip() for item in (given or ()) for s in item.split(",") if s.strip()]
-    return out or parse_symbols(store, exchange, market, tf, None)
-
-
-def _prepare(console: Console, selection: _Selection) -> tuple[ResearchDataset, ResearchSettings]:
-    settings = settings_from_config(load_config(selection.config))
-    store = CandleStore(selection.data_dir)
-    exchange = selection.exchange
-    mkt, tf = Market.parse(selection.market), Timeframe.parse(selection.timeframe)
-    syms = _symbols(store, exchange, mkt, tf, selection.symbols)
-    start_ms = parse_time_ms(selection.start) if selection.start else None
-    end_ms = parse_time_ms(selection.end) if selection.end else None
-    universe = load_universe(store, exchange, syms, mkt, tf, start_ms, end_ms)
-    with _progress(console, "features + labels") as progress:
+    settings = settings if settings is not None else _settings(selection)
+    sel = resolve(selection)
+    exchange, mkt, tf, syms = sel.exchange, sel.market, sel.timeframe, sel.symbols
+    universe = load_universe(
+        sel.store, exchange, syms, mkt, tf, sel.range.start_ms, sel.range.end_ms
+    )
+    with progress_bar(console, "features + labels") as progress:
         dataset = build_dataset(universe, settings.signal, settings.exit, progress=progress)
     rep = dataset.report
     console.print(
@@ -168,7 +101,7 @@ def _prepare(console: Console, selection: _Selection) -> tuple[ResearchDataset, 
 
 @contextmanager
 def _fold_progress(console: Console) -> Iterator[Callable[[int, int], None]]:
-    with _progress(console, "walk-forward folds") as progress:
+    with progress_bar(console, "walk-forward folds") as progress:
 
         def update(done: int, total: int) -> None:
             progress(done, total, f"fold {done}/{total}")
@@ -215,13 +148,15 @@ def _reasons_text(reasons: Sequence[Reason]) -> str:
 
 
 @app.command("labels")
-@_with_selection
+@with_selection
 def labels_cmd(
-    selection: _Selection,
+    selection: Selection,
 ) -> None:
     """Triple-barrier label statistics: counts per label and exit reason, mean net return,
     meta-positive rate (per symbol and overall)."""
-    console = _console()
+    from atra.core.labels import label_stats
+
+    console = make_console()
     dataset, _ = _prepare(console, selection)
     ev = dataset.events
     table = Table(title="Triple-barrier labels (complete trades; net of fees and slippage)")
@@ -255,50 +190,54 @@ def labels_cmd(
             _fmt(st.meta_positive_rate, 3),
             ", ".join(f"{k} {v}" for k, v in st.reasons.items()),
         )
-    console.print(table)
+    print_wide(console, table)
 
 
 @app.command("wf-metrics")
-@_with_selection
+@with_selection
 def wf_metrics_cmd(
-    selection: _Selection,
-    retrain_days: Annotated[
-        int | None, typer.Option(help="Retrain period in days (default: meta.retrain_days).")
+    selection: Selection,
+    retrain_days: RetrainDays = None,
+    train: Annotated[
+        str, typer.Option("--train", help="expanding or rolling training window.")
+    ] = "expanding",
+    train_days: Annotated[
+        int | None, typer.Option("--train-days", help="Rolling window length, days (>= 1).")
     ] = None,
-    train: Annotated[str, typer.Option(help="expanding or rolling training window.")] = (
-        "expanding"
-    ),
-    train_days: Annotated[int | None, typer.Option(help="Rolling window length, days.")] = None,
-    embargo_hours: Annotated[
-        float | None, typer.Option(help="Embargo in hours (default: meta.embargo_hours).")
-    ] = None,
-    min_train_days: Annotated[int, typer.Option(help="Days before the first test window.")] = 180,
-    min_train_events: Annotated[int, typer.Option(help="Fewest training events of a fold.")] = 200,
+    embargo_hours: EmbargoHours = None,
+    min_train_days: MinTrainDays = 180,
+    min_train_events: MinTrainEvents = 200,
     decay: Decay = None,
-    n_jobs: Annotated[int, typer.Option(help="Parallel fold fits.")] = 2,
+    n_jobs: NJobs = 2,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
     ] = None,
 ) -> None:
     """Walk-forward OOS metrics of the meta model per year: AUC, precision / recall of
     "take", base rate (purge + embargo, sample weights, monthly retrain by default)."""
-    console = _console()
-    dataset, settings = _prepare(console, selection)
-    base = settings.walkforward
     if train not in ("expanding", "rolling"):
         raise ConfigError(f"--train must be expanding or rolling, got {train!r}")
+    if train == "rolling" and (train_days is None or train_days < 1):
+        raise ConfigError(f"--train rolling needs --train-days >= 1, got {train_days}")
+    check_min_train(min_train_days, min_train_events)
+    from atra.research.pipeline import WalkForwardConfig, run_walkforward
+
+    settings = _settings(selection)
+    base = settings.walkforward
     cfg = WalkForwardConfig(
-        retrain_days=retrain_days or base.retrain_days,
+        retrain_days=retrain_days_or(retrain_days, base.retrain_days),
         train="rolling" if train == "rolling" else "expanding",
         train_days=train_days,
-        embargo_hours=base.embargo_hours if embargo_hours is None else embargo_hours,
+        embargo_hours=embargo_hours_or(embargo_hours, base.embargo_hours),
         min_train_days=min_train_days,
         min_train_events=min_train_events,
         decay=decay,
     )
+    console = make_console()
+    dataset, settings = _prepare(console, selection, settings)
     with _fold_progress(console) as progress:
         result = run_walkforward(dataset, cfg, settings.meta, n_jobs=n_jobs, progress=progress)
-    console.print(_metrics_table(result.metrics, "Walk-forward out-of-sample metrics"))
+    print_wide(console, _metrics_table(result.metrics, "Walk-forward out-of-sample metrics"))
     purged = sum(f.n_purged for f in result.folds)
     embargoed = sum(f.n_embargoed for f in result.folds)
     console.print(
@@ -330,9 +269,9 @@ app.command("walkforward-metrics", help="Same as wf-metrics.")(wf_metrics_cmd)
 
 
 @app.command("train")
-@_with_selection
+@with_selection
 def train_cmd(
-    selection: _Selection,
+    selection: Selection,
     out: Annotated[Path, typer.Option("--out", help="Model registry folder.")] = Path("models"),
     walkforward: Annotated[
         bool,
@@ -348,7 +287,10 @@ def train_cmd(
     n_jobs: Annotated[int, typer.Option(help="Parallel fold fits (with --walkforward).")] = 2,
 ) -> None:
     """Train the meta model on a range and save it (LightGBM text + metadata JSON)."""
-    console = _console()
+    check_min_train(min_train_days, min_train_events)
+    from atra.research.pipeline import run_walkforward, train_model
+
+    console = make_console()
     dataset, settings = _prepare(console, selection)
     metrics = None
     if walkforward:
@@ -361,7 +303,7 @@ def train_cmd(
             )
             wf = run_walkforward(dataset, cfg, settings.meta, n_jobs=n_jobs, progress=progress)
         metrics = wf.metrics
-        console.print(_metrics_table(metrics, "Walk-forward out-of-sample metrics"))
+        print_wide(console, _metrics_table(metrics, "Walk-forward out-of-sample metrics"))
     trained = train_model(dataset, out, settings.meta, decay=decay, oos_metrics=metrics)
     reg = trained.registered
     imp = reg.model.feature_importance().head(8)
@@ -370,21 +312,21 @@ def train_cmd(
     table.add_column("value")
     table.add_row("path", str(reg.path))
     table.add_row(
-        "training window", f"{_when(trained.train_start_ms)} .. {_when(trained.train_end_ms)}"
+        "training window", f"{when(trained.train_start_ms)} .. {when(trained.train_end_ms)}"
     )
     table.add_row(
         "events", f"{trained.n_train:,} (incomplete excluded: {trained.excluded_incomplete:,})"
     )
     table.add_row("threshold", f"{reg.model.threshold:.2f} ({reg.model.threshold_source})")
     table.add_row("top features (gain)", ", ".join(f"{k} {v:.2f}" for k, v in imp.items()))
-    console.print(table)
+    print_wide(console, table)
     console.print(f"saved model {reg.model_id} to {reg.path}", markup=False)
 
 
 @app.command("signals")
-@_with_selection
+@with_selection
 def signals_cmd(
-    selection: _Selection,
+    selection: Selection,
     model: Annotated[
         Path | None, typer.Option("--model", help="Registered model folder (meta filter).")
     ] = None,
@@ -402,15 +344,19 @@ def signals_cmd(
     """Primary signals with p(take), threshold, decision and top reasons."""
     if explain and model is None:
         raise ConfigError("--explain needs --model (reasons come from the meta model)")
-    console = _console()
+    at_ms = parse_time(at, "--at") if at is not None else None
+    from atra.core.decision import ModelHandle, decide_events
+    from atra.research.pipeline import load_model_for
+
+    console = make_console()
     dataset, _ = _prepare(console, selection)
     handle: ModelHandle | None = None if model is None else load_model_for(model, dataset)
     decided = decide_events(dataset.events, dataset.X, handle, top_k=3)
-    if at is not None:
-        decided = decided[decided["time_ms"] <= parse_time_ms(at)]
+    if at_ms is not None:
+        decided = decided[decided["time_ms"] <= at_ms]
     if export is not None:
         frame = decided.loc[:, list(_EXPORT_COLUMNS)].copy()
-        frame.insert(1, "time_utc", [_when(int(t)) for t in frame["time_ms"]])
+        frame.insert(1, "time_utc", [when(int(t)) for t in frame["time_ms"]])
         frame["top_reasons"] = [_reasons_text(r) for r in decided["reasons"]]
         frame.to_csv(export, index=False)
         console.print(f"{len(frame):,} signal(s) written to {export}", markup=False)
@@ -433,7 +379,7 @@ def signals_cmd(
         )
     for _, r in decided.tail(max(last, 0)).iterrows():
         table.add_row(
-            _when(int(r["time_ms"])),
+            when(int(r["time_ms"])),
             str(r["symbol"]),
             "LONG" if int(r["side"]) > 0 else "SHORT",
             f"{r['entry']:.6g}",
@@ -444,7 +390,7 @@ def signals_cmd(
             "yes" if bool(r["take"]) else "no",
             _reasons_text(r["reasons"]),
         )
-    console.print(table)
+    print_wide(console, table)
     taken = int(decided["take"].sum())
     console.print(
         f"{len(decided):,} signal(s): {taken:,} taken, {len(decided) - taken:,} blocked.",
@@ -461,7 +407,7 @@ def signals_cmd(
             r = rows.iloc[-1]
             console.print(
                 f"{label}: {r['symbol']} {'LONG' if int(r['side']) > 0 else 'SHORT'} at "
-                f"{_when(int(r['time_ms']))}, p_take {float(r['p_take']):.3f} "
+                f"{when(int(r['time_ms']))}, p_take {float(r['p_take']):.3f} "
                 f"{'>=' if bool(r['take']) else '<'} threshold {float(r['threshold']):.2f}",
                 markup=False,
             )

@@ -1,9 +1,9 @@
 """Pure core: arrays and frames in, values out. No network, disk, environment, clock or logging.
 
-Flat modules hold the pieces every app shares (types, frames, validation, signals, exits,
-labels, weights, decision, sizing, costs, stats); subpackages hold the larger groups:
-:mod:`atra.core.features`, :mod:`atra.core.meta`, :mod:`atra.core.backtest`,
-:mod:`atra.core.synthetic`.
+Flat modules hold the pieces every app shares (types, frames, validation, labels, weights,
+decision, sizing, costs); subpackages hold the larger groups: :mod:`atra.core.signals`,
+:mod:`atra.core.exits`, :mod:`atra.core.stats`, :mod:`atra.core.features`,
+:mod:`atra.core.meta`, :mod:`atra.core.backtest`, :mod:`atra.core.synthetic`.
 
 May import: :mod:`atra.errors`, numpy, pandas, numba, scipy, LightGBM and scikit-learn. Never the
 I/O shell (adapters, sim, obs, config, the apps, the CLI), the clock or the environment

@@ -9,6 +9,8 @@ Conventions (all amounts in the quote currency, all rates as fractions unless th
 - Funding (perpetuals): at each funding time a position pays ``quantity * mark * rate``, the
   quantity signed (+ long, - short); a positive rate makes longs pay shorts. A negative amount
   is funding received.
+- Borrow (spot shorts on margin): every hour a short is open it pays ``quantity * mark *
+  rate_per_hour`` of interest on the borrowed asset (:mod:`atra.core.backtest.engine`).
 
 Annual costs are reported as a fraction of equity *and* as a percent string with an explicit
 unit, so that ``1.08`` (108% of equity a year) cannot be read as 1.08%.
@@ -105,6 +107,8 @@ class CostBearing(Protocol):
     def slippage(self) -> float: ...
     @property
     def funding(self) -> float: ...
+    @property
+    def borrow(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +120,12 @@ class CostBreakdown:
     funding: float
     reference_equity: float
     """The equity the fractions are taken of (usually the initial capital)."""
+    borrow: float = 0.0
+    """Margin interest paid by spot shorts."""
 
     @property
     def total(self) -> float:
-        return self.fees + self.slippage + self.funding
+        return self.fees + self.slippage + self.funding + self.borrow
 
     @property
     def fees_fraction(self) -> float:
@@ -136,11 +142,15 @@ class CostBreakdown:
         fees: list[float] = []
         slip: list[float] = []
         fund: list[float] = []
+        borrow: list[float] = []
         for tr in trades:
             fees.append(tr.fees)
             slip.append(tr.slippage)
             fund.append(tr.funding)
-        return cls(math.fsum(fees), math.fsum(slip), math.fsum(fund), reference_equity)
+            borrow.append(tr.borrow)
+        return cls(
+            math.fsum(fees), math.fsum(slip), math.fsum(fund), reference_equity, math.fsum(borrow)
+        )
 
     def to_dict(self) -> dict[str, float]:
         out = asdict(self)

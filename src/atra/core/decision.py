@@ -15,7 +15,7 @@ Backtest, replay and live all decide through this module, so they cannot drift a
 Timing: the decision is made at bar ``t``'s close with data up to that close; the trade fills
 at ``open[t + 1]``, which is unknown here, so sizing uses the signal's reference ``entry``
 (``close_t``) and its stop level. Given the trade's ``costs`` (an :class:`ExitSpec`), the size
-is the backtest's own (:func:`atra.core.backtest.portfolio_nb.size_nb`: reference moved by the
+is the backtest's own (:func:`atra.core.backtest.position_nb.size_nb`: reference moved by the
 slippage, both fees and the stop's slippage in the risk per unit), so live and backtest
 quantities agree.
 
@@ -43,16 +43,12 @@ import numpy as np
 import pandas as pd
 
 from atra.core.backtest.engine import OUTCOME_NAMES
-from atra.core.backtest.portfolio_nb import EV_TAKEN, size_nb
-from atra.core.exits import ExitSpec
+from atra.core.backtest.position_nb import EV_TAKEN, size_nb
+from atra.core.exits.api import ExitSpec
 from atra.core.features.registry import FeatureContext, compute_features, feature_specs
 from atra.core.meta import MetaModel, Reason
-from atra.core.signals import (
-    Signal,
-    SignalSpec,
-    events_to_signals,
-    last_bar_events,
-)
+from atra.core.signals.events import events_to_signals, last_bar_events
+from atra.core.signals.spec import Signal, SignalSpec
 from atra.core.sizing import (
     SizingConfig,
     SizingDecision,
@@ -350,7 +346,7 @@ def size_like_backtest(
     costs: ExitSpec,
     p_take: float | None = None,
 ) -> SizingDecision:
-    """The backtest's size for ``signal`` (:func:`atra.core.backtest.portfolio_nb.size_nb`, the same
+    """The backtest's size for ``signal`` (:func:`atra.core.backtest.position_nb.size_nb`, the same
     compiled function): reference ``signal.entry`` moved adversely by the slippage, risk per
     unit with the entry and stop fees and the stop's slippage, fixed-fractional or (with
     ``p_take``) ``kelly_multiplier`` x Kelly from the TP1/SL distances, capped at the risk cap

@@ -1,19 +1,24 @@
 """Triple-barrier labels and meta-labels: a pandas API over the exit kernel.
 
 A label is exactly what the trade would have done in the backtest, because both run
-:func:`atra.core.exits.simulate_exits_nb`: entry at ``open[t+1]``, barriers re-anchored at that
-fill, SL checked before TP inside a bar, gap-through fills at the open, TP1/TP2 partials,
-break-even stop, time exit at ``open[t+1+H]``, fees and slippage (see :mod:`atra.core.exits`).
+:func:`atra.core.exits.kernel.simulate_exits_nb`: entry at ``open[t+1]``, barriers re-anchored
+at that fill, SL checked before TP inside a bar, gap-through fills at the open, TP1/TP2
+partials, break-even stop, time exit at ``open[t+1+H]``, fees and slippage (see
+:mod:`atra.core.exits.kernel`).
 
 * ``label``: +1 a take-profit was touched first, -1 the stop, 0 the time barrier.
-* ``meta_label``: 1 when the trade's net return after all costs is > 0, else 0 (the target
-  of the meta model: "take this primary signal or not").
+* ``meta_label``: 1 when the trade's net return after fees and slippage is > 0, else 0 (the
+  target of the meta model: "take this primary signal or not").
+* Funding (perpetuals) and the margin interest of a spot short (borrow) are not part of the
+  label: they are costs of holding a position, charged by the backtest
+  (:mod:`atra.core.backtest.engine`) on its sized quantity, not by the exit kernel.
 * An event whose trade does not resolve before the candles end is kept with
   ``complete = False``, ``reason = "INCOMPLETE"`` and missing (NA) label, exit and return:
   nothing is invented and nothing is dropped silently.
 * The horizon counts the bars present: a trade open across a gap in the candles (missing
   bars) walks on to the bars after it, and the first of them may gap through a barrier.
-  (:func:`atra.core.signals.generate_events` never emits a signal whose entry is after a gap.)
+  (:func:`atra.core.signals.events.generate_events` never emits a signal whose entry is after
+  a gap.)
 * ``t1_ms``, the time up to which the label used data: the close of the exit bar for a
   barrier exit (``exit_ms + bar length``), the exit bar's open for a time exit. Use it to
   purge overlapping training samples.
@@ -28,15 +33,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from atra.core.exits import (
-    REASON_NAMES,
-    REASON_TIME,
-    STATUS_DONE,
-    ExitSpec,
-    event_arrays,
-    run_exits,
-)
-from atra.core.signals import candle_arrays, infer_step_ms
+from atra.core.exits.api import ExitSpec, event_arrays, run_exits
+from atra.core.exits.kernel import REASON_NAMES, REASON_TIME, STATUS_DONE
+from atra.core.signals.candles import candle_arrays, infer_step_ms
 from atra.core.types import Timeframe
 from atra.errors import DataError
 
@@ -87,7 +86,7 @@ def label_events(
 
     ``candles``: one symbol's frame, or a mapping ``symbol -> frame`` (then ``events`` needs a
     ``symbol`` column). ``events``: at least ``t, side, sl_dist, tp1_dist, tp2_dist,
-    horizon_bars`` (the frame of :func:`atra.core.signals.generate_events`), ``t`` being the
+    horizon_bars`` (the frame of :func:`atra.core.signals.events.generate_events`), ``t`` being the
     row of the signal bar in that symbol's candles. Columns of the result: ``LABEL_COLUMNS``.
     Bar indices (``t``, ``entry_bar``, ``exit_bar``) are rows of the symbol's own frame.
     """

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from atra.adapters.exchange import ExchangeClient, first_error, plan_pages
+from atra.adapters.exchange.client import ExchangeClient, first_error, plan_pages
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.core.types import Market, Timeframe
 from atra.errors import AtraError, ConfigError, IPBanned

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atra.adapters.importers import CHECKSUM_SUFFIX, ImportRecord, is_importable, read_file
-from atra.adapters.store import CandleStore, DatasetInfo, DatasetKey, MergeResult
+from atra.adapters.store import (
+    CandleStore,
+    DatasetInfo,
+    DatasetKey,
+    MergeResult,
+    listing,
+    nearest_names,
+)
 from atra.core.frames import (
     FUNDING_INTERVAL_MS,
     ResampleResult,
@@ -128,14 +135,18 @@ def select_datasets(
     timeframe: Timeframe | None = None,
     exchange: str | None = None,
 ) -> list[DatasetInfo]:
-    """Stored datasets matching the filters; a symbol or filter that matches nothing is an error."""
+    """Stored datasets matching the filters. A symbol or filter that matches nothing is a
+    :class:`ConfigError` (the selection is wrong, not the data) naming the nearest stored
+    symbols and what is stored."""
     infos = store.datasets()
     stored_symbols = sorted({i.symbol for i in infos})
     for sym in symbols:
         if sym not in stored_symbols:
-            raise DataError(
-                f"symbol {sym} is not in the store at {store.root} "
-                f"(stored: {', '.join(stored_symbols) or 'none'})"
+            close = nearest_names(sym, stored_symbols)
+            guess = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"symbol {sym} is not in the store at {store.root}{guess} "
+                f"(stored: {listing(stored_symbols) or 'none'})"
             )
     chosen = [
         i
@@ -157,7 +168,10 @@ def select_datasets(
             )
             if v
         )
-        raise DataError(f"no dataset in the store at {store.root} matches {wanted}")
+        held = listing(i.name for i in infos) or "nothing"
+        raise ConfigError(
+            f"no dataset in the store at {store.root} matches {wanted} (stored: {held})"
+        )
     return chosen
 
 
@@ -206,6 +220,8 @@ def resample_dataset(
         )
     src_key = DatasetKey(exchange, market, symbol, src)
     dst_key = DatasetKey(exchange, market, symbol, dst)
+    if not store.candle_path(src_key).exists():
+        raise ConfigError(f"cannot resample: {store.describe_missing(src_key)}")
     frame = store.read_candles(src_key)
     result = resample_candles(frame, src, dst, source=str(src_key))
     merge = store.write_candles(dst_key, result.frame, source=f"resample of {src_key}")

@@ -23,10 +23,10 @@ from atra.core.decision import (
     model_bar_features,
     primary_signal_at,
 )
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.features.registry import FeatureContext
 from atra.core.meta import MetaModel
-from atra.core.signals import SignalSpec
+from atra.core.signals.spec import SignalSpec
 from atra.core.sizing import SizingConfig
 from atra.core.types import Timeframe
 

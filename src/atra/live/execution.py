@@ -31,17 +31,10 @@ reconciliation with the venue's state (look the orders up, book what filled, can
 not rest, place what is missing), so running it twice for one bar, or after a restart
 (:meth:`ExchangeBroker.load` + :meth:`ExchangeBroker.recover`), books nothing twice.
 
-Accounting is the :class:`atra.live.paper.Broker` contract: the entry fill's ``pnl`` is minus its
-fee (``fee_entry``); an exit leg's ``pnl`` is ``side x qty x (price - entry)`` minus its fee
-(``fee_tp`` for take-profits, ``fee_stop`` for SL / BE / TIME / forced closes); a fill's
-``time_ms`` is the open time of the bar holding the venue's update time. A closed position
-carries its last leg's time, price and reason, ``pnl`` = the sum of its fills' ``pnl`` and
-``ret_net = pnl / (quantity x entry x (1 + fee_entry))``: with the venue filling as the
-kernel does, exactly the kernel's net return.
-
 The order vocabulary, rounding, the protective plan and the fill accounting are plain
-functions in :mod:`atra.live.order_plan`; this module holds the steps that talk to the venue,
-and their logs.
+functions in :mod:`atra.live.order_plan`; the positions managed, the records (with the
+accounting) and the logs of each step are kept by :class:`atra.live.bookkeeping.Bookkeeper`;
+this module holds the steps that talk to the venue.
 
 Known limits: partial fills are booked once the order is final (a TP cancelled after a partial
 fill books its executed part); ``close_position`` stops close the symbol's whole net position,
@@ -53,24 +46,21 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 
-from atra.adapters.journal import FillRecord, OrderRecord, PositionRecord
+from atra.adapters.journal.records import PositionRecord
 from atra.adapters.orders import OrderApi, OrderRequest, OrderState, SymbolRules, side_of
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.types import Timeframe
 from atra.errors import ExchangeError, OrderRejected
+from atra.live.bookkeeping import Bookkeeper, error_text, order_event
 from atra.live.order_plan import (
     CANCELLED,
     ENTRY,
     EXIT_KINDS,
-    ORDER_STATUS,
     PROTECTIVE,
-    QTY_TOL,
     STOPS,
     WOULD_TRIGGER,
     Track,
-    book_exit_fills,
     close_order,
-    closed_position,
     desired_kinds,
     is_done,
     plan_orders,
@@ -79,10 +69,8 @@ from atra.live.order_plan import (
     round_tick,
 )
 from atra.live.paper import (
-    CLOSED,
     F64,
     I64,
-    OPEN,
     PENDING,
     BrokerUpdate,
     EntryRequest,
@@ -91,33 +79,9 @@ from atra.live.paper import (
 )
 from atra.obs import get_logger
 
-__all__ = [
-    "CANCELLED",
-    "EXIT_KINDS",
-    "ExchangeBroker",
-    "round_step",
-    "round_tick",
-]
+__all__ = ["CANCELLED", "EXIT_KINDS", "ExchangeBroker", "round_step", "round_tick"]
 
 log = get_logger("atra.live.execution")
-
-
-def _event(
-    emit: Callable[..., object],
-    event: str,
-    symbol: str,
-    cid: str | None,
-    kind: str | None,
-    status: str,
-    **fields: object,
-) -> None:
-    """One structured event of the order path: always its symbol, client order id, order kind
-    and status, then the event's own ``fields``."""
-    emit(event, symbol=symbol, client_order_id=cid, kind=kind, status=status, **fields)
-
-
-def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class ExchangeBroker:
@@ -144,36 +108,29 @@ class ExchangeBroker:
         self.timeframe = timeframe
         self.step_ms = timeframe.ms
         self.clock = clock
-        self._live: dict[str, Track] = {}
-        self._done: set[str] = set()
+        self.books = Bookkeeper(
+            spec, strategy=strategy, run_id=run_id, step_ms=self.step_ms, clock=clock
+        )
+        """The positions managed, their records and logs."""
         self._rules: dict[str, SymbolRules] = {}
-        self._journalled: dict[str, str] = {}  # client order id -> status last journalled
 
     # ---- state -----------------------------------------------------------------------------
 
     def load(self, positions: Iterable[PositionRecord]) -> None:
         """Take over pending / open positions (from the journal, on a restart); call
         :meth:`recover` next to reconcile them with the venue."""
-        for pos in positions:
-            if pos.status in (PENDING, OPEN):
-                self._live[pos.position_id] = Track(pos, synced=False)
+        self.books.load(positions)
 
     def positions(self, symbol: str | None = None) -> list[PositionRecord]:
         """Pending and open positions (of ``symbol``), in signal order."""
-        found = [t.pos for t in self._live.values() if symbol is None or t.pos.symbol == symbol]
-        return sorted(found, key=lambda p: (p.signal_time_ms, p.symbol))
+        return self.books.positions(symbol)
 
     def open_count(self, symbol: str | None = None) -> int:
-        return len(self.positions(symbol))
+        return self.books.open_count(symbol)
 
     def remaining(self, pos: PositionRecord) -> float:
         """Quantity of ``pos`` still open: its quantity minus the exit legs filled."""
-        track = self._live.get(pos.position_id)
-        if track is not None and track.synced:
-            return max(0.0, track.pos.quantity - track.exit_qty)
-        if pos.legs_done == 0:
-            return pos.quantity
-        return pos.quantity * (1.0 - self.spec.tp1_fraction)
+        return self.books.remaining(pos)
 
     # ---- entry points ----------------------------------------------------------------------
 
@@ -186,20 +143,20 @@ class ExchangeBroker:
         pos = pending_position(
             req, pid, self.strategy, reference_price=reference_price, venue="exchange"
         )
-        if pid in self._live or pid in self._done:
+        if self.books.known(pid):
             return BrokerUpdate()  # the same bar decided twice: one position only
         track = Track(pos)
-        self._live[pid] = track
+        self.books.add(track)
         out = BrokerUpdate()
-        self._emit(out, track)
-        now_bar = self._bar(self._now_ms())
-        if now_bar != self._entry_bar(pos):
-            self._miss(track, out, created_ms)
+        self.books.emit(out, track)
+        now_bar = self.books.bar(self.books.now_ms())
+        if now_bar != self.books.entry_bar(pos):
+            self.books.miss(track, out, created_ms)
             return out
         try:
             await self._place_entry(track, out, created_ms, now_bar)
         except ExchangeError as exc:
-            self._sync_failed(track, exc)
+            self.books.sync_failed(track, exc)
         return out
 
     async def on_bar(
@@ -210,9 +167,9 @@ class ExchangeBroker:
         out = BrokerUpdate()
         if open_time.shape[0] == 0:
             return out
-        next_open = max(int(open_time[-1]) + self.step_ms, self._bar(self._now_ms()))
+        next_open = max(int(open_time[-1]) + self.step_ms, self.books.bar(self.books.now_ms()))
         for pos in self.positions(symbol):
-            await self._advance(self._live[pos.position_id], out, next_open)
+            await self._advance(self.books.track(pos.position_id), out, next_open)
         return out
 
     async def recover(self) -> BrokerUpdate:
@@ -222,28 +179,15 @@ class ExchangeBroker:
         is logged (``unmanaged_position``, never touched), a net quantity that differs too
         (``position_mismatch``)."""
         out = BrokerUpdate()
-        now_bar = self._bar(self._now_ms())
+        now_bar = self.books.bar(self.books.now_ms())
         for pos in self.positions():
-            await self._advance(self._live[pos.position_id], out, now_bar)
+            await self._advance(self.books.track(pos.position_id), out, now_bar)
         try:
             venue = await self.api.positions()
         except ExchangeError as exc:
-            log.warning("positions_unavailable", error=_describe(exc))
+            log.warning("positions_unavailable", error=error_text(exc))
             return out
-        net: dict[str, float] = {}  # the journal's net quantity per symbol
-        for t in self._live.values():
-            if t.pos.status == OPEN:
-                net[t.pos.symbol] = net.get(t.pos.symbol, 0.0) + t.pos.side * self.remaining(t.pos)
-        at_venue = {vp.symbol: vp.quantity for vp in venue}
-        for vp in venue:
-            if vp.symbol not in net:  # not ours: reported, never touched
-                _event(log.warning, "unmanaged_position", vp.symbol, None, None, "unmanaged",
-                       qty=vp.quantity, price=vp.entry_price)  # fmt: skip
-        for symbol, qty in sorted(net.items()):
-            venue_qty = at_venue.get(symbol, 0.0)
-            if abs(venue_qty - qty) > QTY_TOL * max(1.0, abs(qty)):
-                _event(log.warning, "position_mismatch", symbol, None, None, OPEN, qty=venue_qty,
-                       error=f"journal holds {qty}, the venue {venue_qty}")  # fmt: skip
+        self.books.compare(venue)
         return out
 
     # ---- steps -----------------------------------------------------------------------------
@@ -255,7 +199,7 @@ class ExchangeBroker:
             else:
                 await self._manage_open(track, out, next_open)
         except ExchangeError as exc:  # retried at the next bar: every step is idempotent
-            self._sync_failed(track, exc)
+            self.books.sync_failed(track, exc)
 
     async def _resolve_pending(self, track: Track, out: BrokerUpdate, next_open: int) -> None:
         pos = track.pos
@@ -263,12 +207,12 @@ class ExchangeBroker:
         if st is not None:
             await self._on_entry_state(track, st, out, next_open)
             return
-        now_ms = self._now_ms()
-        now_bar = self._bar(now_ms)
-        if now_bar == self._entry_bar(pos):
+        now_ms = self.books.now_ms()
+        now_bar = self.books.bar(now_ms)
+        if now_bar == self.books.entry_bar(pos):
             await self._place_entry(track, out, now_ms, next_open)
-        elif now_bar > self._entry_bar(pos):
-            self._miss(track, out, now_ms)
+        elif now_bar > self.books.entry_bar(pos):
+            self.books.miss(track, out, now_ms)
 
     async def _place_entry(
         self, track: Track, out: BrokerUpdate, created_ms: int, next_open: int
@@ -277,7 +221,7 @@ class ExchangeBroker:
         try:
             rules = await self._rules_of(pos.symbol)
         except OrderRejected as exc:
-            self._reject_entry(track, out, created_ms, str(exc))
+            self.books.reject_entry(track, out, created_ms, str(exc))
             return
         qty = round_step(pos.quantity, rules.step_size)
         if qty != pos.quantity:
@@ -285,17 +229,17 @@ class ExchangeBroker:
             pos = track.pos
         if qty <= 0.0 or qty < rules.min_qty:
             error = f"quantity below the minimum {rules.min_qty}"
-            self._reject_entry(track, out, created_ms, error, qty=qty)
+            self.books.reject_entry(track, out, created_ms, error, qty=qty)
             return
         side = side_of(pos.side, closing=False)
         order = OrderRequest(pos.symbol, side, "MARKET", pos.position_id, quantity=qty)
         try:
             st = await self._place(order, ENTRY)
         except OrderRejected as exc:
-            self._reject_entry(track, out, created_ms, str(exc))
+            self.books.reject_entry(track, out, created_ms, str(exc))
             return
         except ExchangeError:  # outcome unknown: the next bar looks the order up
-            self._order(out, pos, ENTRY, pos.side, qty, PENDING, created_ms)
+            self.books.order(out, pos, ENTRY, pos.side, qty, PENDING, created_ms)
             raise
         if not st.is_final:
             st = await self.api.get_order(pos.symbol, pos.position_id) or st
@@ -304,24 +248,14 @@ class ExchangeBroker:
     async def _on_entry_state(
         self, track: Track, st: OrderState, out: BrokerUpdate, next_open: int
     ) -> None:
-        self._note(out, track, ENTRY, st)
+        self.books.note(out, track, ENTRY, st)
         if st.status != "FILLED" and not (st.is_final and st.executed_qty > 0.0):
             if st.is_final:  # the venue cancelled / expired the entry: nothing to manage
-                _event(log.warning, "entry_cancelled", st.symbol, st.client_order_id, ENTRY,
-                       st.status)  # fmt: skip
-                self._finish(track, out, CANCELLED)
+                order_event(log.warning, "entry_cancelled", st.symbol, st.client_order_id, ENTRY,
+                            st.status)  # fmt: skip
+                self.books.finish(track, out, CANCELLED)
             return
-        pos = track.pos
-        t = self._bar(st.update_time_ms)
-        qty, price = st.executed_qty, st.avg_price
-        fee = qty * price * self.spec.fee_entry
-        track.pos = replace(pos, status=OPEN, entry_time_ms=t, entry_price=price, quantity=qty)
-        out.fills.append(
-            FillRecord(pos.position_id, ENTRY, pos.symbol, t, price, qty, fee, -fee, "ENTRY")
-        )
-        self._emit(out, track)
-        _event(log.info, "position_opened", pos.symbol, pos.position_id, ENTRY, OPEN,
-               price=price, qty=qty)  # fmt: skip
+        self.books.book_entry(track, st, out)
         await self._manage_open(track, out, next_open)
 
     async def _manage_open(self, track: Track, out: BrokerUpdate, next_open: int) -> None:
@@ -335,11 +269,11 @@ class ExchangeBroker:
             else tuple(k for k, s in track.states.items() if k != ENTRY and not s.is_final)
         )
         for kind in kinds:
-            st = await self.api.get_order(pos.symbol, self._cid(pos, kind))
+            st = await self.api.get_order(pos.symbol, self.books.cid(pos, kind))
             if st is not None:
-                self._note(out, track, kind, st)
+                self.books.note(out, track, kind, st)
         if not track.synced:
-            self._book_fills(track, out, silent=track.pos.legs_done)
+            self.books.book_fills(track, out, silent=track.pos.legs_done)
             track.synced = True
         # 2) book the fills
         if await self._settled(track, out):
@@ -356,8 +290,8 @@ class ExchangeBroker:
         if lost:
             for kind in lost:
                 st = track.states[kind]
-                _event(log.error, "protective_order_lost", pos.symbol, st.client_order_id, kind,
-                       st.status)  # fmt: skip
+                order_event(log.error, "protective_order_lost", pos.symbol, st.client_order_id,
+                            kind, st.status)  # fmt: skip
             await self._market_close(track, out, "close")
             return
         # 5) cancel what must not rest (the SL once break-even replaces it), then place
@@ -373,7 +307,7 @@ class ExchangeBroker:
             except OrderRejected as exc:
                 await self._refused(track, out, plan[kind], kind, exc)
                 return
-            self._note(out, track, kind, st)
+            self.books.note(out, track, kind, st)
         await self._settled(track, out)
 
     async def _refused(
@@ -383,12 +317,12 @@ class ExchangeBroker:
         cid = order.client_order_id
         if kind in STOPS and WOULD_TRIGGER.search(str(exc)):
             # the market is already beyond the stop: the kernel's gap fill at this open
-            _event(log.warning, "stop_would_trigger", pos.symbol, cid, kind, "rejected",
-                   price=order.stop_price)  # fmt: skip
+            order_event(log.warning, "stop_would_trigger", pos.symbol, cid, kind, "rejected",
+                        price=order.stop_price)  # fmt: skip
             await self._market_close(track, out, kind)
             return
         qty = order.quantity if order.quantity is not None else self.remaining(pos)
-        self._exit_refused(out, pos, "protective_order_rejected", kind, qty, exc)
+        self.books.exit_refused(out, pos, "protective_order_rejected", kind, qty, exc)
         await self._market_close(track, out, "close")
 
     async def _market_close(self, track: Track, out: BrokerUpdate, kind: str) -> None:
@@ -403,16 +337,16 @@ class ExchangeBroker:
         try:
             st = await self._place(close_order(pos, kind, qty, run_id=self.run_id), kind)
         except OrderRejected as exc:  # retried at the next bar (same trigger, same id)
-            self._exit_refused(out, pos, "exit_rejected", kind, qty, exc, qty=qty)
+            self.books.exit_refused(out, pos, "exit_rejected", kind, qty, exc, qty=qty)
             return
-        self._note(out, track, kind, st)
+        self.books.note(out, track, kind, st)
         await self._settled(track, out)
 
     async def _cancel(self, track: Track, out: BrokerUpdate, kind: str) -> None:
         pos = track.pos
-        st = await self.api.cancel_order(pos.symbol, self._cid(pos, kind))
+        st = await self.api.cancel_order(pos.symbol, self.books.cid(pos, kind))
         if st is not None:
-            self._note(out, track, kind, st)
+            self.books.note(out, track, kind, st)
 
     async def _cancel_resting(
         self, track: Track, out: BrokerUpdate, keep: Collection[str] = ()
@@ -424,7 +358,7 @@ class ExchangeBroker:
 
     async def _settled(self, track: Track, out: BrokerUpdate) -> bool:
         """Book the exit fills; close the position when they ended it (True then)."""
-        self._book_fills(track, out)
+        self.books.book_fills(track, out)
         if not is_done(track):
             return False
         await self._close(track, out)
@@ -432,116 +366,8 @@ class ExchangeBroker:
 
     async def _close(self, track: Track, out: BrokerUpdate) -> None:
         await self._cancel_resting(track, out)
-        self._book_fills(track, out)
-        track.pos = closed_position(track, self.spec.fee_entry)
-        pos = track.pos
-        _event(log.info, "position_closed", pos.symbol, pos.position_id, pos.reason, CLOSED,
-               price=pos.exit_price)  # fmt: skip
-        self._finish(track, out, CLOSED)
-
-    # ---- booking ---------------------------------------------------------------------------
-
-    def _book_fills(self, track: Track, out: BrokerUpdate, silent: int = 0) -> None:
-        """Book exit orders that are final with an executed quantity, in fill order; the
-        first ``silent`` are legs journalled before a restart (counted, not emitted)."""
-        pos = track.pos
-        # the loop logs booked fills (order_filled)
-        out.fills.extend(book_exit_fills(track, self.spec, self.step_ms, silent))
-        if track.booked and len(track.booked) != pos.legs_done:
-            track.pos = replace(pos, legs_done=len(track.booked))
-            if len(track.booked) > silent:
-                self._emit(out, track)
-        if silent > len(track.booked):
-            error = f"{silent} legs journalled, {len(track.booked)} found at the venue"
-            _event(log.warning, "journal_legs_unmatched", pos.symbol, pos.position_id, None,
-                   pos.status, error=error)  # fmt: skip
-
-    # ---- records ---------------------------------------------------------------------------
-
-    def _note(self, out: BrokerUpdate, track: Track, kind: str, st: OrderState) -> None:
-        """Remember an order's state; journal it when its status changed."""
-        track.states[kind] = st
-        status = ORDER_STATUS[st.status]
-        if self._journalled.get(st.client_order_id) == status:
-            return
-        qty = st.orig_qty if st.orig_qty > 0.0 else self.remaining(track.pos)
-        order_side = 1 if st.side == "BUY" else -1
-        self._order(out, track.pos, kind, order_side, qty, status, self._now_ms(), st)
-
-    def _order(
-        self,
-        out: BrokerUpdate,
-        pos: PositionRecord,
-        kind: str,
-        side: int,
-        qty: float,
-        status: str,
-        created_ms: int,
-        st: OrderState | None = None,
-    ) -> None:
-        cid = self._cid(pos, kind)
-        self._journalled[cid] = status
-        out.orders.append(
-            OrderRecord(
-                cid, self.strategy, pos.symbol, pos.signal_time_ms, side, kind, qty, status,
-                self.run_id, created_ms,
-            )
-        )  # fmt: skip
-        price = None if st is None else (st.avg_price or st.price or st.stop_price)
-        _event(log.info, "order_updated", pos.symbol, cid, kind, status, price=price, qty=qty)
-
-    def _exit_refused(
-        self,
-        out: BrokerUpdate,
-        pos: PositionRecord,
-        event: str,
-        kind: str,
-        quantity: float,
-        exc: OrderRejected,
-        **fields: object,
-    ) -> None:
-        """The venue refused an exit order of ``kind``: logged loudly and journalled."""
-        _event(log.error, event, pos.symbol, self._cid(pos, kind), kind, "rejected",
-               **fields, error=str(exc))  # fmt: skip
-        self._order(out, pos, kind, -pos.side, quantity, "rejected", self._now_ms())
-
-    def _reject_entry(
-        self, track: Track, out: BrokerUpdate, created_ms: int, error: str, **fields: object
-    ) -> None:
-        pos = track.pos
-        _event(log.warning, "order_rejected", pos.symbol, pos.position_id, ENTRY, "rejected",
-               **fields, error=error)  # fmt: skip
-        self._order(out, pos, ENTRY, pos.side, pos.quantity, "rejected", created_ms)
-        self._finish(track, out, CANCELLED)
-
-    def _miss(self, track: Track, out: BrokerUpdate, created_ms: int) -> None:
-        pos = track.pos
-        _event(log.warning, "entry_missed", pos.symbol, pos.position_id, ENTRY, CANCELLED,
-               open_time=self._entry_bar(pos))  # fmt: skip
-        self._order(out, pos, ENTRY, pos.side, pos.quantity, CANCELLED, created_ms)
-        self._finish(track, out, CANCELLED)
-
-    def _finish(self, track: Track, out: BrokerUpdate, status: str) -> None:
-        if track.pos.status != status:
-            track.pos = replace(track.pos, status=status)
-        self._live.pop(track.pos.position_id, None)
-        self._done.add(track.pos.position_id)
-        self._emit(out, track)
-
-    def _sync_failed(self, track: Track, exc: ExchangeError) -> None:
-        pos = track.pos
-        _event(log.warning, "position_sync_failed", pos.symbol, pos.position_id, None,
-               pos.status, error=_describe(exc))  # fmt: skip
-
-    @staticmethod
-    def _emit(out: BrokerUpdate, track: Track) -> None:
-        """Put the position's latest record in ``out`` (one record per position)."""
-        pid = track.pos.position_id
-        for i, p in enumerate(out.positions):
-            if p.position_id == pid:
-                out.positions[i] = track.pos
-                return
-        out.positions.append(track.pos)
+        self.books.book_fills(track, out)
+        self.books.book_close(track, out)
 
     # ---- venue -----------------------------------------------------------------------------
 
@@ -554,8 +380,8 @@ class ExchangeBroker:
         except OrderRejected:
             raise
         except ExchangeError as exc:
-            _event(log.warning, "order_outcome_unknown", order.symbol, order.client_order_id,
-                   kind, "unknown", error=_describe(exc))  # fmt: skip
+            order_event(log.warning, "order_outcome_unknown", order.symbol, order.client_order_id,
+                        kind, "unknown", error=error_text(exc))  # fmt: skip
             return await self.api.place_order(order)
 
     async def _rules_of(self, symbol: str) -> SymbolRules:
@@ -569,15 +395,3 @@ class ExchangeBroker:
                 rules = await self.api.symbol_rules(symbol)
             self._rules[symbol] = rules
         return rules
-
-    def _cid(self, pos: PositionRecord, kind: str) -> str:
-        return client_order_id(self.run_id, pos.symbol, pos.signal_time_ms, kind)
-
-    def _now_ms(self) -> int:
-        return round(self.clock() * 1000.0)
-
-    def _bar(self, t_ms: int) -> int:
-        return t_ms - t_ms % self.step_ms
-
-    def _entry_bar(self, pos: PositionRecord) -> int:
-        return pos.signal_time_ms + self.step_ms

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from atra.adapters.journal import FillRecord, PositionRecord
+from atra.adapters.journal.records import FillRecord, PositionRecord
 from atra.errors import DataError
 
 F64 = npt.NDArray[np.float64]

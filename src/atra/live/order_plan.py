@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Final
 
-from atra.adapters.journal import FillRecord, PositionRecord
+from atra.adapters.journal.records import FillRecord, PositionRecord
 from atra.adapters.orders import OrderRequest, OrderState, SymbolRules, side_of
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.live.paper import CLOSED, client_order_id
 
 __all__ = [

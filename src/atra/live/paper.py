@@ -2,8 +2,8 @@
 
 A taken decision at bar ``t`` becomes a *pending* position with an entry order whose client
 order id is derived from ``(run, symbol, bar time)``. From then on, at every closed bar of its
-symbol the broker runs :func:`atra.core.exits.simulate_exit_nb` over the bars seen so far (from
-the entry bar ``t + 1`` to the current bar, ``end_bar`` = the bars seen):
+symbol the broker runs :func:`atra.core.exits.kernel.simulate_exit_nb` over the bars seen so
+far (from the entry bar ``t + 1`` to the current bar, ``end_bar`` = the bars seen):
 
 * the entry fills at the entry bar's open (moved adversely by the slippage), as the kernel says;
 * a TP1 partial (``leg1`` of an INCOMPLETE result) is booked the bar it happens;
@@ -28,8 +28,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from atra.adapters.journal import FillRecord, OrderRecord, PositionRecord
-from atra.core.exits import REASON_NAMES, STATUS_DONE, ExitSpec, simulate_exit_nb
+from atra.adapters.journal.records import FillRecord, OrderRecord, PositionRecord
+from atra.core.exits.api import ExitSpec
+from atra.core.exits.kernel import REASON_NAMES, STATUS_DONE, simulate_exit_nb
 from atra.errors import DataError
 
 F64 = npt.NDArray[np.float64]

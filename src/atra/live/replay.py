@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from atra.adapters.exchange import BinanceClient
-from atra.adapters.journal import Journal
+from atra.adapters.exchange.client import BinanceClient
+from atra.adapters.journal.database import Journal
 from atra.adapters.ratelimit import (
     FUNDING,
     FUNDING_LIMIT,
@@ -24,8 +24,8 @@ from atra.adapters.ratelimit import (
     RateLimiter,
     ScaledClock,
 )
-from atra.adapters.trading import BinanceTrader
-from atra.core.exits import ExitSpec
+from atra.adapters.trading.trader import BinanceTrader
+from atra.core.exits.api import ExitSpec
 from atra.core.types import Market
 from atra.errors import ConfigError
 from atra.live.deciders import DecisionFn
@@ -66,7 +66,7 @@ class ReplaySetup:
     backoff_s: float = 0.5
     orders: bool = False
     """Trade through the real order path: :class:`atra.live.execution.ExchangeBroker` over the
-    signed :class:`atra.adapters.trading.BinanceTrader`, against the fake exchange's matching
+    signed :class:`atra.adapters.trading.trader.BinanceTrader`, against the fake exchange's matching
     engine (on the replay's clock) instead of the paper broker."""
 
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from atra.core.features.registry import HISTORY_BARS
-from atra.core.types import Timeframe
+from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
 
 F64 = npt.NDArray[np.float64]
@@ -56,6 +56,17 @@ def next_bar_close_ms(now_ms: int, step_ms: int) -> int:
 
 
 # ---- settings and results ------------------------------------------------------------------
+
+
+def check_live_sides(spot_shorts: bool, market: Market) -> None:
+    """Refuse ``strategy.spot_shorts`` on a spot live run (paper or replay): the live loop and
+    the paper broker charge no margin interest and trade spot long only, so a config asking
+    for spot shorts is refused rather than run without them."""
+    if spot_shorts and market is Market.SPOT:
+        raise ConfigError(
+            "strategy.spot_shorts = true: spot shorts on margin are modelled in backtests only "
+            '(the live loop trades spot long-only); set it to false or use live.market = "perp"'
+        )
 
 
 @dataclass(frozen=True, slots=True)

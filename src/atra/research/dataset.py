@@ -14,10 +14,12 @@ import pandas as pd
 
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.core.decision import EVENT_FEATURES, available_inputs, bar_features, decision_features
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.features.registry import HISTORY_BARS, FeatureContext, feature_specs
+from atra.core.frames import ms_to_iso
 from atra.core.labels import label_events
-from atra.core.signals import SignalSpec, generate_events
+from atra.core.signals.events import generate_events
+from atra.core.signals.spec import SignalSpec
 from atra.core.types import Market, Timeframe
 from atra.core.validation import DAY_MS
 from atra.errors import ConfigError, DataError
@@ -116,7 +118,9 @@ def load_universe(
     if warmup_bars < 0:
         raise ConfigError(f"warmup_bars must be >= 0, got {warmup_bars}")
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
-        raise ConfigError(f"empty range: end {end_ms} <= start {start_ms}")
+        raise ConfigError(
+            f"empty range: end {ms_to_iso(end_ms)} is not after start {ms_to_iso(start_ms)}"
+        )
     read_from = None if start_ms is None else start_ms - warmup_bars * timeframe.ms
     other = Market.PERP if market is Market.SPOT else Market.SPOT
 
@@ -182,7 +186,7 @@ class DatasetReport:
 class ResearchDataset:
     """Primary events with labels (``events``) and model inputs (``X``), row for row.
 
-    ``events`` columns: those of :func:`atra.core.signals.generate_events` plus the label
+    ``events`` columns: those of :func:`atra.core.signals.events.generate_events` plus the label
     columns (``t0_ms, t1_ms, label, ret_net, reason, complete, meta_label, ...``). Rows are
     sorted by ``time_ms`` then symbol; index 0..n-1.
     """

@@ -6,12 +6,12 @@ Stage 1 (data): generate the deterministic synthetic market (or import a folder 
 files), store it through the validated store, re-check every dataset and summarise it.
 
 Stage 2 (research loop, :func:`run_demo_loop`): features -> primary signals -> triple-barrier
-labels -> walk-forward meta model (monthly retrain, 48 h embargo, first test window after 180
-days) -> out-of-sample backtests of primary-only vs meta-filtered vs buy-and-hold, after costs
--> run record + HTML report. On the synthetic data it runs on every generated symbol (spot,
-1h, the whole 2.5 years); on real data on :data:`REAL_DEMO_SYMBOLS` spot 1h from
-:data:`REAL_DEMO_START` to the end of the data (under a minute on 2 cores); both can be
-narrowed with ``symbols`` / ``start_ms`` / ``end_ms``.
+labels -> walk-forward meta model (retrain and embargo from the config's ``meta`` section:
+monthly, 24 h by default; first test window after 180 days) -> out-of-sample backtests of
+primary-only vs meta-filtered vs buy-and-hold, after costs -> run record + HTML report. On the
+synthetic data it runs on every generated symbol (spot, 1h, the whole 2.5 years); on real data
+on :data:`REAL_DEMO_SYMBOLS` spot 1h from :data:`REAL_DEMO_START` to the end of the data (under
+a minute on 2 cores); both can be narrowed with ``symbols`` / ``start_ms`` / ``end_ms``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
 
 if TYPE_CHECKING:  # the research stack (LightGBM, ...) loads when the loop runs
-    from atra.research.evaluation import Evaluation, StageProgress
+    from atra.research.evaluation.loop import StageProgress
+    from atra.research.evaluation.result import Evaluation
 
 REAL_DEMO_SYMBOLS: Final[tuple[str, ...]] = (
     "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT",
@@ -38,8 +39,6 @@ REAL_DEMO_SYMBOLS: Final[tuple[str, ...]] = (
 REAL_DEMO_START: Final[str] = "2021-01-01"
 """First signal time of the real-data demo: four years to the data end, OOS from mid-2021
 (every pair is listed by then); about half a minute on 2 cores."""
-DEMO_RETRAIN_DAYS: Final[int] = 30
-DEMO_EMBARGO_HOURS: Final[float] = 48.0
 DEMO_MIN_TRAIN_DAYS: Final[int] = 180
 DEMO_SEED: Final[int] = 7
 
@@ -60,17 +59,16 @@ def run_demo_loop(
 ) -> Evaluation:
     """Stage 2: the research loop on the staged data (see the module docstring); returns the
     evaluation with the run directory and the report path."""
-    from atra.research.evaluation import backtest_config_from, run_research_loop
+    from atra.research.evaluation.loop import run_research_loop
+    from atra.research.evaluation.settings import backtest_config_from
     from atra.research.pipeline import parse_time_ms, settings_from_config
 
     cfg = config or AtraConfig()
-    settings = settings_from_config(cfg)
+    settings = settings_from_config(cfg, Market.SPOT)
     settings = dataclasses.replace(
         settings,
         walkforward=dataclasses.replace(
             settings.walkforward,
-            retrain_days=DEMO_RETRAIN_DAYS,
-            embargo_hours=DEMO_EMBARGO_HOURS,
             min_train_days=DEMO_MIN_TRAIN_DAYS,
         ),
     )

@@ -7,7 +7,8 @@ import datetime as dt
 import math
 from pathlib import Path
 
-from atra.adapters.journal import Journal, SignalRecord
+from atra.adapters.journal.database import Journal
+from atra.adapters.journal.records import SignalRecord
 from atra.errors import DataError
 
 __all__ = ["explain_signals", "format_signal", "load_signals"]

@@ -17,7 +17,8 @@ meta model -> OOS metrics -> registered model.
    model registry (LightGBM text + metadata JSON with the signal / exit specs).
 
 :func:`settings_from_config` maps the typed :class:`~atra.config.AtraConfig` sections
-(strategy, costs, meta) onto the core parameter objects.
+(strategy, costs, meta) onto the core parameter objects for one market: spot is long only
+unless ``strategy.spot_shorts`` (shorts on margin, paying ``costs.spot_borrow_bps_per_hour``).
 
 Steps 1-2 live in :mod:`atra.research.dataset`, steps 3-4 in :mod:`atra.research.walkforward`;
 this module holds the settings and is the public face of all of them.
@@ -32,9 +33,10 @@ from typing import Literal
 import pandas as pd
 
 from atra.config import RULE_PARAMS, AtraConfig
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.meta import MetaParams
-from atra.core.signals import BarrierMode, Rule, SignalSpec
+from atra.core.signals.spec import BarrierMode, Rule, SignalSpec
+from atra.core.types import Market
 from atra.errors import ConfigError
 from atra.research.dataset import (
     BTC_SYMBOL,
@@ -74,6 +76,7 @@ __all__ = [
     "parse_time_ms",
     "run_walkforward",
     "settings_from_config",
+    "shorts_allowed",
     "spec_to_dict",
     "symbol_features",
     "train_model",
@@ -93,17 +96,28 @@ class ResearchSettings:
     walkforward: WalkForwardConfig
 
 
-def settings_from_config(cfg: AtraConfig) -> ResearchSettings:
-    """Map ``strategy`` / ``costs`` / ``meta`` of the config onto the core specs.
+def shorts_allowed(cfg: AtraConfig, market: Market) -> bool:
+    """Whether the primary model may sell short on ``market``: always on perpetuals; on spot
+    only with ``strategy.spot_shorts`` (a margin short; the config then states its borrow
+    rate)."""
+    return market is Market.PERP or cfg.strategy.spot_shorts
+
+
+def settings_from_config(cfg: AtraConfig, market: Market | str) -> ResearchSettings:
+    """Map ``strategy`` / ``costs`` / ``meta`` of the config onto the core specs of ``market``
+    (a :class:`~atra.core.types.Market` or its name, ``spot`` / ``perp``).
 
     strategy: ``rule`` (ema_cross|donchian|tsmom) with ``params`` (fast/slow, n, lookback),
-    ATR barriers ``sl_atr / tp1_atr / tp2_atr`` (tp2 must exceed tp1), ``horizon_bars``.
+    ATR barriers ``sl_atr / tp1_atr / tp2_atr`` (tp2 must exceed tp1), ``horizon_bars``; the
+    signal spec sells short on perpetuals, on spot only with ``spot_shorts``
+    (:func:`shorts_allowed`): spot is long only by default.
     costs: the taker fee on every fill (the backtest's default cost model) and the slippage,
     so a label is the trade the backtest and the paper loop would make.
     meta: LightGBM parameters; ``threshold_mode`` fixed -> the configured threshold,
     f1 -> F1-optimal on inner out-of-fold predictions, expected_value -> max summed net return;
     ``retrain_days`` / ``embargo_hours`` drive the walk-forward.
     """
+    mkt = Market.parse(market) if isinstance(market, str) else market
     st = cfg.strategy
     try:
         rule = Rule(st.rule)
@@ -124,6 +138,7 @@ def settings_from_config(cfg: AtraConfig) -> ResearchSettings:
         tp1_atr=st.tp1_atr,
         tp2_atr=st.tp2_atr,
         horizon_bars=st.horizon_bars,
+        allow_short=shorts_allowed(cfg, mkt),
     )
     c = cfg.costs
     fee = c.taker_fee_bps / 1e4  # every fill at the taker fee, as the backtest's default

@@ -16,11 +16,11 @@ import pandas as pd
 
 from atra.adapters.artifacts import RegisteredModel, dataset_hash, load_model, save_model
 from atra.core.decision import ModelHandle
-from atra.core.exits import ExitSpec
+from atra.core.exits.api import ExitSpec
 from atra.core.frames import ms_to_iso
 from atra.core.meta import MetaModel, MetaParams, OOSPredictions, oos_metrics_by_year
 from atra.core.meta import walk_forward_predict as _walk_forward_predict
-from atra.core.signals import BarrierMode, Rule, SignalSpec
+from atra.core.signals.spec import BarrierMode, Rule, SignalSpec
 from atra.core.validation import DAY_MS, Fold, walk_forward_splits
 from atra.core.weights import fold_weights_fn, sample_weights
 from atra.errors import ConfigError, DataError, ModelError

@@ -1,27 +1,22 @@
-"""A fake Binance: a real aiohttp server on 127.0.0.1 serving candles and funding from frames.
+"""A fake Binance: a real aiohttp server on 127.0.0.1 with fault injection (:class:`FakeExchange`).
 
-Serves spot ``/api/v3/klines`` and ``/api/v3/exchangeInfo`` and USDT-M ``/fapi/v1/klines``,
-``/fapi/v1/fundingRate``, ``/fapi/v1/premiumIndex`` and ``/fapi/v1/exchangeInfo`` from
-candle and funding frames (in memory, or Parquet files named like ``../shared/data``:
-``BTCUSDT_spot_1h.parquet``, ``BTCUSDT_perp_1h.parquet``, ``BTCUSDT_perp_funding.parquet``).
+Spot ``/api/v3/klines`` and ``/api/v3/exchangeInfo`` and USDT-M ``/fapi/v1/klines``,
+``/fapi/v1/fundingRate``, ``/fapi/v1/premiumIndex`` and ``/fapi/v1/exchangeInfo`` are answered
+from candle and funding frames (in memory, or Parquet files named like ``../shared/data``) by
+:class:`~atra.sim.market_desk.FakeMarketDesk` (:attr:`FakeExchange.market_data`); the SIGNED
+USDT-M order endpoints (``POST/GET/DELETE /fapi/v1/order``, ``GET /fapi/v1/openOrders``, ``GET
+/fapi/v2/positionRisk``) by :class:`~atra.sim.order_desk.FakeOrderDesk`
+(:attr:`FakeExchange.orders`) on a :class:`~atra.sim.venue.MatchingEngine`, whose market time
+comes from ``market_clock`` (seconds; a replay passes its simulated clock).
 
-It behaves like Binance where a client can get it wrong: ``startTime`` / ``endTime`` /
-``limit`` (default 500, capped at 1000 spot / 1500 futures; fundingRate 100 / 1000), the
-``X-MBX-USED-WEIGHT-1m`` header, weight counted in fixed windows (429 + ``Retry-After`` past
-the limit, 418 + ban when the client keeps sending during the back-off), ``-1121 Invalid
-symbol.`` and ``-1120 Invalid interval.``. Time runs ``time_scale`` times faster than real
-time (``time_scale=60``: a one-minute window lasts one second; ``Retry-After`` and ban
-durations are in these scaled seconds). Faults are drawn from a seeded RNG (:class:`Faults`).
-Every request is recorded (:attr:`FakeExchange.requests`).
-
-Orders (USDT-M only): ``POST/GET/DELETE /fapi/v1/order``, ``GET /fapi/v1/openOrders``,
-``GET /fapi/v2/positionRisk``, all SIGNED, answered by
-:class:`~atra.sim.order_desk.FakeOrderDesk` (:attr:`FakeExchange.orders`) on a
-:class:`~atra.sim.venue.MatchingEngine`; market time comes from ``market_clock``
-(seconds; a replay passes its simulated clock). A ``lost`` fault processes the request and
-then drops the connection without an answer (the order exists; the client never hears of it).
-
-The weight table below is kept apart from the client's on purpose: the fake is the oracle.
+Every request is weighed and admitted by :class:`~atra.sim.limits.WeightLimits`
+(:attr:`FakeExchange.limits`): the ``X-MBX-USED-WEIGHT-1m`` header, 429 + ``Retry-After`` past
+the limit, 418 + ban when the client keeps sending during the back-off. Time runs
+``time_scale`` times faster than real time (``time_scale=60``: a one-minute window lasts one
+second; ``Retry-After`` and ban durations are in these scaled seconds). Faults are drawn from a
+seeded RNG (:class:`Faults`); a ``lost`` fault processes the request and then drops the
+connection without an answer (an order exists; the client never hears of it). Every request is
+recorded (:attr:`FakeExchange.requests`).
 
 Standalone: ``python -m atra.sim.exchange --data DIR --port N``.
 """
@@ -34,7 +29,6 @@ import contextlib
 import json
 import math
 import random
-import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -43,26 +37,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-import numpy as np
 import pandas as pd
 from aiohttp import web
 
 from atra.adapters.orders import SymbolRules
-from atra.core.types import Market, Timeframe
-from atra.errors import DataError
+from atra.core.types import Market
+from atra.sim.limits import WeightLimits, refusal_body, request_weight
+from atra.sim.market_desk import FakeMarketDesk, read_data_dir
 from atra.sim.order_desk import SIGNED_ENDPOINTS, FakeOrderDesk, signed_weight
 from atra.sim.venue import MatchingEngine
-from atra.sim.wire import (
-    CandleKey,
-    Reject,
-    Series,
-    candle_series,
-    fixed,
-    fmt,
-    funding_series,
-    int_param,
-    page,
-)
+from atra.sim.wire import CandleKey, Reject, int_param
 
 __all__ = [
     "STATUS_DROPPED",
@@ -74,17 +58,13 @@ __all__ = [
     "main",
 ]
 
-_MAX_KLINES: Final[dict[Market, int]] = {Market.SPOT: 1000, Market.PERP: 1500}
 _PREFIX: Final[dict[Market, str]] = {Market.SPOT: "/api/v3", Market.PERP: "/fapi/v1"}
-_FILE_RE: Final = re.compile(r"^([A-Z0-9]+)_(spot|perp)_([0-9a-zA-Z]+)\.parquet$")
 _HTML: Final[str] = (
     "<html><head><title>504 Gateway Time-out</title></head>"
     "<body><center><h1>504 Gateway Time-out</h1></center></body></html>"
 )
 STATUS_DROPPED: Final[int] = 0
 STATUS_HUNG: Final[int] = -1
-_NO_TIMES: Final = np.zeros(0, dtype=np.int64)
-"""Times of a series the exchange does not have (no rows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,16 +115,6 @@ class RequestRecord:
     fault: str | None = None
 
 
-def _weight(market: Market, endpoint: str, limit: int) -> int:
-    if endpoint == "klines":
-        if market is Market.SPOT:
-            return 2
-        return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
-    if endpoint == "exchangeInfo":
-        return 20 if market is Market.SPOT else 1
-    return 1
-
-
 class FakeExchange:
     """The fake server. ``async with FakeExchange(...) as fx:`` then point a client at ``fx.url``.
 
@@ -172,34 +142,27 @@ class FakeExchange:
         slippage_bps: float = 0.0,
         symbol_rules: Mapping[str, SymbolRules] | None = None,
     ) -> None:
-        self._candle_frames = dict(candles or {})
-        self._funding_frames = dict(funding or {})
-        self._candles: dict[CandleKey, Series] = {}
-        self._funding: dict[str, Series] = {}
-        self.weight_limit = weight_limit
-        self.window_s = window_s
+        candle_frames = dict(candles or {})
+        self.limits = WeightLimits(
+            weight_limit=weight_limit,
+            window_s=window_s,
+            ban_s=ban_s,
+            ban_after=ban_after,
+            funding_limit=funding_limit,
+            funding_window_s=funding_window_s,
+        )
+        """Request weight per window, back-off and bans of the client IP."""
         self.time_scale = time_scale
-        self.ban_s = ban_s
-        self.ban_after = ban_after
-        self.funding_limit = funding_limit
-        self.funding_window_s = funding_window_s
         self.faults = faults or Faults()
         self.host = host
         self.port = port
         self.requests: list[RequestRecord] = []
         self._rng = random.Random(self.faults.seed)
         self._t0 = time.monotonic()
-        self._window = -1
-        self._used = 0
-        self._funding_window = -1
-        self._funding_used = 0
-        self.backoff_until = -math.inf
-        self.banned_until = -math.inf
-        self._violations = 0
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.orders = FakeOrderDesk(
-            self._candle_frames,
+            candle_frames,
             api_key=api_key,
             api_secret=api_secret,
             market_clock=market_clock,
@@ -207,26 +170,18 @@ class FakeExchange:
             symbol_rules=symbol_rules,
         )
         """The signed order endpoints (API key, signature check, matching engine)."""
+        self.market_data = FakeMarketDesk(
+            candle_frames, dict(funding or {}), limits=self.limits, rules=self.orders.symbol_rules
+        )
+        """The unsigned market-data endpoints (candles, funding, exchange info)."""
 
     @classmethod
     def from_dir(
         cls, data_dir: Path | str, *, symbols: Sequence[str] | None = None, **kwargs: object
     ) -> FakeExchange:
-        """Serve every ``{SYMBOL}_{spot|perp}_{tf|funding}.parquet`` in ``data_dir``."""
-        root = Path(data_dir)
-        if not root.is_dir():
-            raise DataError(f"fake exchange data folder {root} does not exist")
-        candles: dict[CandleKey, pd.DataFrame] = {}
-        funding: dict[str, pd.DataFrame] = {}
-        for path in sorted(root.glob("*.parquet")):
-            m = _FILE_RE.match(path.name)
-            if m is None or (symbols is not None and m.group(1) not in symbols):
-                continue
-            sym, market, tf = m.group(1), Market(m.group(2)), m.group(3)
-            if tf == "funding":
-                funding[sym] = pd.read_parquet(path)
-            elif tf in {t.value for t in Timeframe}:
-                candles[(market, sym, Timeframe(tf))] = pd.read_parquet(path)
+        """Serve every ``{SYMBOL}_{spot|perp}_{tf|funding}.parquet`` in ``data_dir``
+        (:func:`~atra.sim.market_desk.read_data_dir`)."""
+        candles, funding = read_data_dir(data_dir, symbols)
         return cls(candles, funding, **kwargs)  # type: ignore[arg-type]
 
     # ---- life cycle --------------------------------------------------------------------
@@ -281,47 +236,15 @@ class FakeExchange:
 
     def ban(self, seconds: float) -> None:
         """Ban the client IP now for ``seconds`` (scaled): every request gets 418."""
-        self.banned_until = self.now_s() + seconds
+        self.limits.ban(self.now_s(), seconds)
 
     def charge_external(self, weight: int) -> None:
         """Count ``weight`` used by another client on the same IP (not logged as a request)."""
-        self._roll(self.now_s())
-        self._used += weight
+        self.limits.charge(self.now_s(), weight)
 
     def used_weight(self) -> int:
         """Weight counted in the current window."""
-        self._roll(self.now_s())
-        return self._used
-
-    def _roll(self, now: float) -> None:
-        window = math.floor(now / self.window_s)
-        if window != self._window:
-            self._window, self._used = window, 0
-        fwindow = math.floor(now / self.funding_window_s)
-        if fwindow != self._funding_window:
-            self._funding_window, self._funding_used = fwindow, 0
-
-    def _admit(self, now: float, weight: int, funding: bool) -> tuple[int, float | None]:
-        """(status, retry_after_s): 200 to serve, else 429 or 418 and how long to wait."""
-        self._roll(now)
-        if now < self.banned_until:
-            return 418, self.banned_until - now
-        if now < self.backoff_until:
-            self._violations += 1
-            if self._violations > self.ban_after:
-                self.banned_until = now + self.ban_s
-                return 418, self.ban_s
-            return 429, self.backoff_until - now
-        over = self.weight_limit is not None and self._used + weight > self.weight_limit
-        fover = funding and self._funding_used + 1 > self.funding_limit
-        if over or fover:
-            size = self.funding_window_s if fover and not over else self.window_s
-            self.backoff_until = (math.floor(now / size) + 1) * size
-            self._violations = 0
-            return 429, self.backoff_until - now
-        self._used += weight
-        self._funding_used += int(funding)
-        return 200, None
+        return self.limits.used_at(self.now_s())
 
     # ---- handlers ----------------------------------------------------------------------
 
@@ -346,19 +269,13 @@ class FakeExchange:
         default = 500 if endpoint == "klines" else 100
         weight = signed_weight(endpoint, params)
         if weight is None:
-            weight = _weight(market, endpoint, limit or default)
-        status, wait_s = self._admit(now, weight, endpoint == "fundingRate")
+            weight = request_weight(market, endpoint, limit or default)
+        status, wait_s = self.limits.admit(now, weight, endpoint == "fundingRate")
         record = {"t_s": now, "path": request.path, "params": params, "weight": weight}
-        headers = {"X-MBX-USED-WEIGHT-1m": str(self._used)}
+        headers = {"X-MBX-USED-WEIGHT-1m": str(self.limits.used)}
         if status != 200:
-            retry = str(math.ceil(wait_s or 0.0))
-            headers["Retry-After"] = retry
-            if status == 418:
-                until_ms = int((time.time() + (wait_s or 0.0) / self.time_scale) * 1000)
-                msg = f"Way too much request weight used; IP banned until {until_ms}."
-                body = {"code": -1003, "msg": msg}
-            else:
-                body = {"code": -1003, "msg": "Too much request weight used; please back off."}
+            headers["Retry-After"] = str(math.ceil(wait_s or 0.0))
+            body = refusal_body(status, wait_s or 0.0, self.time_scale)
             self._log(record, status)
             return web.json_response(body, status=status, headers=headers)
         fault = self.faults.draw(self._rng)
@@ -386,7 +303,7 @@ class FakeExchange:
             if endpoint in SIGNED_ENDPOINTS:
                 text = self.orders.answer(request, endpoint, params)
             else:
-                text = self._answer(market, endpoint, params)
+                text = self.market_data.answer(market, endpoint, params)
             status = 200
         except Reject as rej:
             text = json.dumps({"code": rej.code, "msg": rej.msg})
@@ -411,53 +328,9 @@ class FakeExchange:
                 params=dict(record["params"]),  # type: ignore[call-overload]
                 status=status,
                 weight=int(record["weight"]),  # type: ignore[call-overload]
-                used_weight=self._used,
+                used_weight=self.limits.used,
                 fault=fault,
             )
-        )
-
-    # ---- endpoints ---------------------------------------------------------------------
-
-    def _answer(self, market: Market, endpoint: str, params: Mapping[str, str]) -> str:
-        if endpoint == "exchangeInfo":
-            return self._exchange_info(market)
-        symbol = params.get("symbol", "")
-        if not symbol:
-            raise Reject(400, -1102, "Mandatory parameter 'symbol' was not sent.")
-        if symbol not in self._symbols(market):
-            raise Reject(400, -1121, "Invalid symbol.")
-        if endpoint == "klines":
-            interval = params.get("interval", "")
-            try:
-                tf = Timeframe(interval)
-            except ValueError:
-                raise Reject(400, -1120, "Invalid interval.") from None
-            series = self._candle_series((market, symbol, tf))
-            cap = _MAX_KLINES[market]
-            return page(series, params, default=500, cap=cap)
-        fseries = self._funding_series(symbol)
-        if endpoint == "fundingRate":
-            return page(fseries, params, default=100, cap=1000)
-        close = next(
-            (
-                self._candle_series(k).last_close
-                for k in sorted(self._candle_frames, key=str)
-                if k[0] is market and k[1] == symbol
-            ),
-            0.0,
-        )
-        last_ft = int(fseries.times[-1]) if fseries.times.size else 0
-        return json.dumps(
-            {
-                "symbol": symbol,
-                "markPrice": fmt(close),
-                "indexPrice": fmt(close),
-                "estimatedSettlePrice": fmt(close),
-                "lastFundingRate": fmt(fseries.last_rate),
-                "interestRate": "0.0001",
-                "nextFundingTime": last_ft + 8 * 3_600_000,
-                "time": int(time.time() * 1000),
-            }
         )
 
     # ---- orders ------------------------------------------------------------------------
@@ -490,65 +363,6 @@ class FakeExchange:
     def slippage_bps(self) -> float:
         """Slippage of the matching engine's market fills, in basis points."""
         return self.orders.slippage_bps
-
-    def _symbols(self, market: Market) -> set[str]:
-        syms = {s for m, s, _ in self._candle_frames if m is market}
-        if market is Market.PERP:
-            syms |= set(self._funding_frames)
-        return syms
-
-    def _candle_series(self, key: CandleKey) -> Series:
-        series = self._candles.get(key)
-        if series is None:
-            frame = self._candle_frames.get(key)
-            series = Series(_NO_TIMES) if frame is None else candle_series(frame, key[2].ms)
-            self._candles[key] = series
-        return series
-
-    def _funding_series(self, symbol: str) -> Series:
-        series = self._funding.get(symbol)
-        if series is None:
-            frame = self._funding_frames.get(symbol)
-            series = Series(_NO_TIMES) if frame is None else funding_series(symbol, frame)
-            self._funding[symbol] = series
-        return series
-
-    def _exchange_info(self, market: Market) -> str:
-        limit = self.weight_limit if self.weight_limit is not None else 1_000_000
-        if self.window_s % 60 == 0:
-            interval, num = "MINUTE", int(self.window_s // 60)
-        else:
-            interval, num = "SECOND", max(1, round(self.window_s))
-        return json.dumps(
-            {
-                "timezone": "UTC",
-                "serverTime": int(time.time() * 1000),
-                "rateLimits": [
-                    {
-                        "rateLimitType": "REQUEST_WEIGHT",
-                        "interval": interval,
-                        "intervalNum": num,
-                        "limit": limit,
-                    }
-                ],
-                "symbols": [
-                    {"symbol": s, "status": "TRADING", "quoteAsset": "USDT"}
-                    | (self._filters(s) if market is Market.PERP else {})
-                    for s in sorted(self._symbols(market))
-                ],
-            }
-        )
-
-    def _filters(self, symbol: str) -> dict[str, object]:
-        r = self.symbol_rules(symbol)
-        lot = {"stepSize": fixed(r.step_size), "minQty": fixed(r.min_qty), "maxQty": "1000000"}
-        return {
-            "filters": [
-                {"filterType": "PRICE_FILTER", "tickSize": fixed(r.tick_size)},
-                {"filterType": "LOT_SIZE"} | lot,
-                {"filterType": "MARKET_LOT_SIZE"} | lot,
-            ]
-        }
 
 
 async def _serve(args: argparse.Namespace) -> None:

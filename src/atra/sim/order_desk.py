@@ -32,7 +32,8 @@ from atra.adapters.orders import (
     verify_signature,
 )
 from atra.core.types import Market, Timeframe
-from atra.sim.venue import MatchingEngine, VenueReject
+from atra.sim.book import VenueReject
+from atra.sim.venue import MatchingEngine
 from atra.sim.wire import (
     CandleKey,
     Reject,

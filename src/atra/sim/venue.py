@@ -26,15 +26,15 @@ TP limits, time-barrier MARKET exit) gets exactly the kernel's fills:
 * A marketable LIMIT is not filled at placement: it fills when the bar closes, at the open.
 
 :class:`LocalVenue` serves the :class:`~atra.adapters.orders.OrderApi` protocol over an engine
-and a clock, in process (broker tests, replays).
+and a clock, in process (broker tests, replays). The engine's records (books, orders, fills,
+refusals) and its placement checks are in :mod:`atra.sim.book`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final
 
 import numpy as np
 import pandas as pd
@@ -42,104 +42,32 @@ import pandas as pd
 from atra.adapters.orders import (
     ERR_CANCEL_UNKNOWN,
     ERR_DUPLICATE_ORDER,
-    ERR_INVALID_QTY,
     ERR_REDUCE_ONLY_REJECT,
     ERR_WOULD_TRIGGER,
     FINAL_STATUSES,
     OrderRequest,
-    OrderSide,
     OrderState,
-    OrderStatus,
-    OrderType,
     SymbolRules,
     VenuePosition,
 )
 from atra.errors import DataError, OrderRejected
-
-ERR_NO_MARKET: Final[int] = -1
-ERR_MANDATORY_PARAM: Final[int] = -1102
-ERR_INVALID_SYMBOL: Final[int] = -1121
-_REL_TOL: Final[float] = 1e-9
-_STOP_TYPES: Final[frozenset[str]] = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
-_ORDER_TYPES: Final[frozenset[str]] = frozenset(
-    {"MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET"}
+from atra.sim.book import (
+    REL_TOL,
+    STOP_TYPES,
+    Fill,
+    SymbolBook,
+    VenueOrder,
+    VenueReject,
+    check_order,
+    load_book,
+    side_sign,
+    trigger_distance,
 )
 
+__all__ = ["ERR_INVALID_SYMBOL", "ERR_NO_MARKET", "LocalVenue", "MatchingEngine"]
 
-class VenueReject(Exception):
-    """The venue refused a request: HTTP ``status``, Binance ``code`` and ``msg``."""
-
-    def __init__(self, status: int, code: int, msg: str) -> None:
-        super().__init__(f"{code}: {msg}")
-        self.status = status
-        self.code = code
-        self.msg = msg
-
-
-class Fill(NamedTuple):
-    """One fill: which order, when (venue ms), at what price, how much (base units)."""
-
-    client_order_id: str
-    time_ms: int
-    price: float
-    qty: float
-
-
-@dataclass(slots=True)
-class _Order:
-    symbol: str
-    cid: str
-    order_id: int
-    side: OrderSide
-    type: OrderType
-    qty: float
-    price: float
-    stop_price: float
-    reduce_only: bool
-    close_position: bool
-    status: OrderStatus
-    executed: float
-    avg_price: float
-    update_ms: int
-
-    def state(self) -> OrderState:
-        return OrderState(
-            symbol=self.symbol,
-            client_order_id=self.cid,
-            order_id=self.order_id,
-            side=self.side,
-            type=self.type,
-            status=self.status,
-            orig_qty=self.qty,
-            executed_qty=self.executed,
-            avg_price=self.avg_price,
-            price=self.price,
-            stop_price=self.stop_price,
-            reduce_only=self.reduce_only,
-            close_position=self.close_position,
-            update_time_ms=self.update_ms,
-        )
-
-
-@dataclass(slots=True)
-class _Book:
-    times: np.ndarray  # int64 ms, bar open times
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    next_bar: int = 0
-    position: float = 0.0
-    entry_price: float = 0.0
-
-
-def _is_multiple(x: float, step: float) -> bool:
-    r = x / step
-    return abs(r - round(r)) <= _REL_TOL * max(1.0, abs(r))
-
-
-def _sign(side: OrderSide) -> int:
-    return 1 if side == "BUY" else -1
+ERR_NO_MARKET: Final[int] = -1
+ERR_INVALID_SYMBOL: Final[int] = -1121
 
 
 class MatchingEngine:
@@ -163,9 +91,9 @@ class MatchingEngine:
             raise DataError(f"matching engine: slippage_bps must be >= 0, got {slippage_bps}")
         self.step_ms = int(step_ms)
         self.slippage = float(slippage_bps) / 1e4
-        self._books: dict[str, _Book] = {}
+        self._books: dict[str, SymbolBook] = {}
         for symbol, frame in candles.items():
-            self._books[symbol] = _book(symbol, frame)
+            self._books[symbol] = load_book(symbol, frame)
         self._rules: dict[str, SymbolRules] = {
             s: SymbolRules(s, step_size=1e-9, min_qty=0.0, tick_size=1e-9) for s in self._books
         }
@@ -173,8 +101,8 @@ class MatchingEngine:
             if symbol not in self._books:
                 raise DataError(f"matching engine: rules for {symbol}, which has no candles")
             self._rules[symbol] = rule
-        self._orders: dict[str, _Order] = {}  # every order ever placed, by client id
-        self._resting: dict[str, list[_Order]] = {s: [] for s in self._books}
+        self._orders: dict[str, VenueOrder] = {}  # every order ever placed, by client id
+        self._resting: dict[str, list[VenueOrder]] = {s: [] for s in self._books}
         self._next_id = 1
         self._now_ms = -(2**62)
         self.fills: list[Fill] = []
@@ -232,22 +160,22 @@ class MatchingEngine:
         rules = self._rules[symbol]
         if order.client_order_id in self._orders:
             raise VenueReject(400, ERR_DUPLICATE_ORDER, "ClientOrderId is duplicated.")
-        self._check_params(order, rules)
+        check_order(order, rules)
         bar = self._bar_at(symbol, tau)
         if bar is None:
             raise VenueReject(400, ERR_NO_MARKET, f"no market for {symbol} at {tau}")
         current = float(book.open[bar])
-        sign = _sign(order.side)
+        sign = side_sign(order.side)
         if order.type == "MARKET" and order.reduce_only and book.position * sign >= 0.0:
             raise VenueReject(400, ERR_REDUCE_ONLY_REJECT, "ReduceOnly Order is rejected.")
-        if order.type in _STOP_TYPES:
+        if order.type in STOP_TYPES:
             stop = float(order.stop_price or 0.0)
             # a stop triggers when price moves against the order's side through it, a
             # take-profit when price moves with it
             up = (order.side == "BUY") == (order.type == "STOP_MARKET")
             if (up and stop <= current) or (not up and stop >= current):
                 raise VenueReject(400, ERR_WOULD_TRIGGER, "Order would immediately trigger.")
-        o = _Order(
+        o = VenueOrder(
             symbol=symbol,
             cid=order.client_order_id,
             order_id=self._next_id,
@@ -255,7 +183,7 @@ class MatchingEngine:
             type=order.type,
             qty=float(order.quantity or 0.0),
             price=float(order.price or 0.0) if order.type == "LIMIT" else 0.0,
-            stop_price=float(order.stop_price or 0.0) if order.type in _STOP_TYPES else 0.0,
+            stop_price=float(order.stop_price or 0.0) if order.type in STOP_TYPES else 0.0,
             reduce_only=bool(order.reduce_only),
             close_position=bool(order.close_position),
             status="NEW",
@@ -270,52 +198,6 @@ class MatchingEngine:
         else:
             self._resting[symbol].append(o)
         return o.state()
-
-    def _check_params(self, order: OrderRequest, rules: SymbolRules) -> None:
-        if order.side not in ("BUY", "SELL"):
-            raise VenueReject(400, -1117, "Invalid side.")
-        if order.type not in _ORDER_TYPES:
-            raise VenueReject(400, -1116, "Invalid orderType.")
-        if order.type == "LIMIT" and order.price is None:
-            raise VenueReject(400, ERR_MANDATORY_PARAM, "Mandatory parameter 'price' was not sent.")
-        if order.type in _STOP_TYPES and order.stop_price is None:
-            raise VenueReject(
-                400, ERR_MANDATORY_PARAM, "Mandatory parameter 'stopPrice' was not sent."
-            )
-        if order.close_position:
-            if order.type not in _STOP_TYPES:
-                raise VenueReject(
-                    400, ERR_MANDATORY_PARAM, "closePosition is only for stop orders."
-                )
-            if order.quantity is not None:
-                raise VenueReject(
-                    400, ERR_MANDATORY_PARAM, "quantity cannot be sent with closePosition."
-                )
-        else:
-            qty = order.quantity
-            if qty is None:
-                raise VenueReject(
-                    400, ERR_MANDATORY_PARAM, "Mandatory parameter 'quantity' was not sent."
-                )
-            if not (math.isfinite(qty) and qty > 0.0):
-                raise VenueReject(400, ERR_INVALID_QTY, f"Quantity {qty} must be positive.")
-            if not _is_multiple(qty, rules.step_size):
-                raise VenueReject(
-                    400, ERR_INVALID_QTY, f"Quantity {qty} is not a multiple of {rules.step_size}."
-                )
-            if qty < rules.min_qty:
-                raise VenueReject(
-                    400, ERR_INVALID_QTY, f"Quantity {qty} less than min_qty {rules.min_qty}."
-                )
-        for name, value in (("price", order.price), ("stopPrice", order.stop_price)):
-            if value is None:
-                continue
-            if not (math.isfinite(value) and value > 0.0):
-                raise VenueReject(400, -4014, f"{name} {value} must be positive.")
-            if not _is_multiple(value, rules.tick_size):
-                raise VenueReject(
-                    400, -4014, f"{name} {value} is not a multiple of tick {rules.tick_size}."
-                )
 
     def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderState:
         """Cancel an open order; unknown or already final -> ``VenueReject(-2011)``."""
@@ -371,7 +253,7 @@ class MatchingEngine:
     def symbols(self) -> list[str]:
         return sorted(self._books)
 
-    def _book_of(self, symbol: str) -> _Book:
+    def _book_of(self, symbol: str) -> SymbolBook:
         book = self._books.get(symbol)
         if book is None:
             raise VenueReject(400, ERR_INVALID_SYMBOL, "Invalid symbol.")
@@ -389,7 +271,7 @@ class MatchingEngine:
         # nearest first along the price path; orders the open already passed first (distance
         # 0), ties in placement order
         for group in (stops, takes):
-            group.sort(key=lambda o: (max(0.0, _distance(o, o_)), o.order_id))
+            group.sort(key=lambda o: (max(0.0, trigger_distance(o, o_)), o.order_id))
         for o in stops:
             level = o.stop_price
             if o.side == "SELL":
@@ -397,7 +279,7 @@ class MatchingEngine:
             else:
                 price = o_ if o_ >= level else level if h >= level else math.nan
             if not math.isnan(price):
-                self._trigger(o, price * (1.0 + _sign(o.side) * self.slippage), t)
+                self._trigger(o, price * (1.0 + side_sign(o.side) * self.slippage), t)
         for o in takes:
             level = o.price if o.type == "LIMIT" else o.stop_price
             if o.side == "SELL":
@@ -407,17 +289,17 @@ class MatchingEngine:
             if math.isnan(price):
                 continue
             if o.type == "TAKE_PROFIT_MARKET":
-                price = price * (1.0 + _sign(o.side) * self.slippage)
+                price = price * (1.0 + side_sign(o.side) * self.slippage)
             self._trigger(o, price, t)
 
-    def _trigger(self, o: _Order, price: float, t_ms: int) -> None:
+    def _trigger(self, o: VenueOrder, price: float, t_ms: int) -> None:
         self._resting[o.symbol].remove(o)
         self._fill(o, price, t_ms)
 
-    def _fill(self, o: _Order, price: float, t_ms: int) -> None:
+    def _fill(self, o: VenueOrder, price: float, t_ms: int) -> None:
         book = self._books[o.symbol]
         pos = book.position
-        sign = _sign(o.side)
+        sign = side_sign(o.side)
         qty = o.qty
         if o.reduce_only or o.close_position:
             if pos * sign >= 0.0:  # flat, or the order would grow the position
@@ -428,7 +310,7 @@ class MatchingEngine:
             if not o.close_position:
                 o.qty = qty
         new = pos + sign * qty
-        if abs(new) <= _REL_TOL * max(abs(pos), qty):
+        if abs(new) <= REL_TOL * max(abs(pos), qty):
             new = 0.0
         if new == 0.0:
             book.entry_price = 0.0
@@ -442,26 +324,6 @@ class MatchingEngine:
         o.status = "FILLED"
         o.update_ms = t_ms
         self.fills.append(Fill(o.cid, t_ms, price, qty))
-
-
-def _distance(o: _Order, open_: float) -> float:
-    """How far the price must travel from ``open_`` to trigger ``o`` (negative: already past)."""
-    if o.type == "STOP_MARKET":
-        return open_ - o.stop_price if o.side == "SELL" else o.stop_price - open_
-    level = o.price if o.type == "LIMIT" else o.stop_price
-    return level - open_ if o.side == "SELL" else open_ - level
-
-
-def _book(symbol: str, frame: pd.DataFrame) -> _Book:
-    missing = [c for c in ("open_time", "open", "high", "low", "close") if c not in frame.columns]
-    if missing:
-        raise DataError(f"matching engine: {symbol} candles lack columns {missing}")
-    times = frame["open_time"].to_numpy(dtype=np.int64)
-    if times.size > 1 and not bool(np.all(np.diff(times) > 0)):
-        row = int(np.flatnonzero(np.diff(times) <= 0)[0]) + 1
-        raise DataError(f"matching engine: {symbol} open_time not increasing at row {row}")
-    o, h, lo, c = (frame[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close"))
-    return _Book(times, o, h, lo, c)
 
 
 class LocalVenue:

@@ -4,7 +4,7 @@ An error answer (:class:`Reject`: HTTP status and Binance's ``{"code", "msg"}``)
 Binance writes them (:func:`fmt`, :func:`fixed`), the query parameters it parses (``-1100
 Illegal characters`` for a value that does not parse), and candle / funding rows serialised
 once (:class:`Series`) and paged by ``startTime`` / ``endTime`` / ``limit`` (:func:`page`).
-Used by :mod:`atra.sim.exchange` and :mod:`atra.sim.order_desk`.
+Used by :mod:`atra.sim.exchange`, :mod:`atra.sim.market_desk` and :mod:`atra.sim.order_desk`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Two entry points:
 :func:`run_backtest` — the research / live-replay backtest (kernel
 :func:`atra.core.backtest.portfolio_nb.portfolio_nb`). Shared equity across symbols.
 
-* Events (one row per primary signal; the frame of :func:`atra.core.signals.generate_events`,
+* Events (one row per primary signal; the frame of :func:`atra.core.signals.events.generate_events`,
   possibly with a meta-model probability and a ``take`` decision column): ``symbol, t, side,
   sl_dist, tp1_dist, tp2_dist, horizon_bars``; ``t`` is the row of the signal bar in the
   symbol's candles. Rows whose decision column (``take`` by default) is False are not traded,
@@ -13,7 +13,7 @@ Two entry points:
   meta-filtered.
 * Entry at the next bar's open (``t + 1``, moved adversely by the slippage); the exit legs
   (SL / TP1 partial / TP2 / break-even / time barrier) come from
-  :func:`atra.core.exits.simulate_exit_nb`, so a trade exits exactly as its label says. A
+  :func:`atra.core.exits.kernel.simulate_exit_nb`, so a trade exits exactly as its label says. A
   trade whose barriers do not resolve before its symbol's data end is closed at the last close
   (reason ``END``).
 * Sizing from what the decision at the signal bar ``t`` knows: the equity marked at ``t``'s
@@ -37,6 +37,11 @@ Two entry points:
   with ``entry_time < ft <= exit_time`` (times = bar open times of the entry / exit bars) a
   position pays ``side x quantity_open x mark x rate``, ``mark`` = the open of the symbol's
   latest bar at or before ``ft`` (positive rate: longs pay, shorts receive).
+* Margin interest of spot shorts (``BacktestConfig.spot_borrow_rate_per_hour``): a short on a
+  spot symbol borrows the asset and pays ``quantity_open x mark x rate`` at its entry and at
+  every full hour after it while it is open (to a time exit's open, else to the close of its
+  exit bar), ``mark`` = the open of the symbol's latest bar at or before that hour; trade
+  column ``borrow``. Longs and perpetuals pay none.
 * Leverage (perps): isolated margin ``notional / leverage``; liquidation price long
   ``P(1 - 1/L)/(1 - mmr)``, short ``P(1 + 1/L)/(1 + mmr)``, checked on each bar's range from
   the entry bar to the kernel's exit bar (see ``first_liquidation_nb``). A liquidation ends the
@@ -68,7 +73,8 @@ from atra.core.backtest.inputs import (
     checked_columns,
     funding_arrays,
 )
-from atra.core.backtest.portfolio_nb import EV_NO_ENTRY_BAR, EV_TAKEN, portfolio_nb
+from atra.core.backtest.portfolio_nb import portfolio_nb
+from atra.core.backtest.position_nb import EV_NO_ENTRY_BAR, EV_TAKEN
 from atra.core.backtest.results import (
     ALL_REASON_NAMES,
     EVENT_COLUMNS,
@@ -80,8 +86,8 @@ from atra.core.backtest.results import (
     categorical,
 )
 from atra.core.backtest.workload import WorkloadParams, WorkloadResult, run_workload
-from atra.core.exits import event_arrays
-from atra.core.signals import infer_step_ms
+from atra.core.exits.api import event_arrays
+from atra.core.signals.candles import infer_step_ms
 from atra.core.types import Market, Timeframe
 from atra.errors import DataError
 
@@ -120,7 +126,8 @@ def run_backtest(
     ``markets``: the market of each symbol (default: PERP for the symbols in ``funding``, SPOT
     for the others); a perpetual needs its funding frame (``funding_time`` int64 ms,
     ``funding_rate``). ``timeframe`` (default: inferred from the bar spacing) annualises the
-    statistics. See the module docstring for the rules.
+    statistics and sets the bar length of the margin interest. See the module docstring for
+    the rules.
     """
     cfg = config if config is not None else BacktestConfig()
     fund = dict(funding) if funding is not None else {}
@@ -193,6 +200,12 @@ def run_backtest(
     bar_grid = cb.bar_grid()
     order = use[np.argsort(bar_grid[entry_row[use]], kind="stable")]
     ft, fr, fb, fs, fe = funding_arrays(cb, perp, fund)
+    if timeframe is not None:
+        tf = timeframe
+    elif cb.grid_time.shape[0] > 1:
+        tf = Timeframe.from_ms(infer_step_ms(cb.grid_time))
+    else:
+        tf = Timeframe.H1
     sz = cfg.sizing
     costs = cfg.costs
     out = portfolio_nb(
@@ -235,6 +248,8 @@ def run_backtest(
         float(costs.maker_fee_rate if cfg.tp_maker else costs.taker_fee_rate),
         float(costs.taker_fee_rate),
         float(costs.slippage_bps) / 1e4,
+        float(cfg.spot_borrow_rate_per_hour),
+        int(tf.ms),
     )
     (
         outcome,
@@ -254,6 +269,7 @@ def run_backtest(
         fees,
         slip,
         fund_paid,
+        borrow_paid,
         pnl,
         label,
         equity,
@@ -313,18 +329,13 @@ def run_backtest(
             "fees": fees[taken],
             "slippage": slip[taken],
             "funding": fund_paid[taken],
+            "borrow": borrow_paid[taken],
             "risk_amount": risk[taken],
             "equity_at_entry": eq_entry[taken],
             "label": label[taken],
             "label_ret": lret[taken],
         }
     )
-    if timeframe is not None:
-        tf = timeframe
-    elif cb.grid_time.shape[0] > 1:
-        tf = Timeframe.from_ms(infer_step_ms(cb.grid_time))
-    else:
-        tf = Timeframe.H1
     return BacktestResult(
         trades=trades,
         events=events_out,

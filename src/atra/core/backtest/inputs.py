@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from atra.core.backtest.grid_nb import first_bad_series_nb, grid_index_nb
-from atra.core.signals import CANDLE_COLUMNS, candle_arrays
+from atra.core.signals.candles import CANDLE_COLUMNS, candle_arrays
 from atra.errors import DataError
 
 F64 = npt.NDArray[np.float64]
@@ -71,8 +71,9 @@ def checked_columns(candles: Mapping[str, pd.DataFrame]) -> tuple[tuple[str, ...
     already match), checked against the candle contract.
 
     One compiled pass per symbol checks the rows (``open_time`` strictly increasing, prices
-    finite and > 0); a frame that fails is handed to :func:`atra.core.signals.candle_arrays`,
-    whose one-line :class:`DataError` names the symbol, column and row.
+    finite and > 0); a frame that fails is handed to
+    :func:`atra.core.signals.candles.candle_arrays`, whose one-line :class:`DataError` names the
+    symbol, column and row.
     """
     if not candles:
         raise DataError("candles: no symbol given")

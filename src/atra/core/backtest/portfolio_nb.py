@@ -1,188 +1,49 @@
-"""Numba kernels of the shared-equity portfolio backtest: arrays only, ``@njit(cache=True)``.
+"""Numba kernel of the shared-equity portfolio backtest: arrays only, ``@njit(cache=True)``.
 
 :func:`portfolio_nb` is the event loop over many symbols (risk sizing, position limits, fees,
-slippage, funding, isolated-margin liquidation), marked at every grid bar, on the exit kernel
-:func:`atra.core.exits.simulate_exit_nb` (so every trade exits exactly as its triple-barrier
-label says). The public, typed API is :func:`atra.core.backtest.engine.run_backtest`.
+slippage, funding, spot shorts' margin interest, isolated-margin liquidation), marked at every
+grid bar, on the exit kernel :func:`atra.core.exits.kernel.simulate_exit_nb` (so every trade
+exits exactly as its triple-barrier label says). The public, typed API is
+:func:`atra.core.backtest.engine.run_backtest`.
 
 Symbols are concatenated into one array per column; symbol ``s`` owns rows
 ``sym_start[s] .. sym_end[s] - 1``. Bars are positions in each symbol's own rows: a gap in the
 data is not a bar (see :mod:`atra.core.backtest.engine`).
 
-The kernels of WORKLOAD.md's benchmark (:mod:`atra.core.backtest.workload_nb`) and of the union
-time grid
-(:mod:`atra.core.backtest.grid_nb`) are re-exported here.
+One position's kernels (sizing, liquidation) and the outcome / exit-reason codes are in
+:mod:`atra.core.backtest.position_nb`; the kernels of WORKLOAD.md's benchmark in
+:mod:`atra.core.backtest.workload_nb` and of the union time grid in
+:mod:`atra.core.backtest.grid_nb`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from atra.core.backtest.grid_nb import first_bad_series_nb, grid_index_nb, portfolio_mean_nb
-from atra.core.backtest.workload_nb import (
-    pandas_alpha_nb,
-    workload_indicators_nb,
-    workload_symbol_nb,
+from atra.core.backtest.position_nb import (
+    EV_MAX_GROSS_LEVERAGE,
+    EV_MAX_PER_SYMBOL,
+    EV_MAX_POSITIONS,
+    EV_TAKEN,
+    REASON_END,
+    REASON_LIQ,
+    borrow_charge_nb,
+    first_liquidation_nb,
+    liquidation_price_nb,
+    size_nb,
 )
-from atra.core.exits import REASON_NONE, REASON_TIME, STATUS_DONE, simulate_exit_nb
+from atra.core.exits.kernel import REASON_NONE, REASON_TIME, STATUS_DONE, simulate_exit_nb
 
-__all__ = [
-    "B1",
-    "EV_BAD_STOP",
-    "EV_MAX_GROSS_LEVERAGE",
-    "EV_MAX_PER_SYMBOL",
-    "EV_MAX_POSITIONS",
-    "EV_NO_EDGE",
-    "EV_NO_ENTRY_BAR",
-    "EV_NO_EQUITY",
-    "EV_TAKEN",
-    "EV_ZERO_SIZE",
-    "F64",
-    "I8",
-    "I64",
-    "REASON_END",
-    "REASON_LIQ",
-    "first_bad_series_nb",
-    "first_liquidation_nb",
-    "grid_index_nb",
-    "liquidation_price_nb",
-    "pandas_alpha_nb",
-    "portfolio_mean_nb",
-    "portfolio_nb",
-    "risk_per_unit_nb",
-    "size_nb",
-    "workload_indicators_nb",
-    "workload_symbol_nb",
-]
+__all__ = ["B1", "F64", "I8", "I64", "portfolio_nb"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 B1 = npt.NDArray[np.bool_]
-
-REASON_LIQ: Final[int] = 6
-"""Exit reason code of an isolated-margin liquidation (after the exit kernel's codes 0..5)."""
-REASON_END: Final[int] = 7
-"""Exit reason code of a position still open at the end of the data (closed at the last close)."""
-
-# outcome of an event in the portfolio loop
-EV_TAKEN: Final[int] = 0
-EV_NO_ENTRY_BAR: Final[int] = 1
-EV_MAX_POSITIONS: Final[int] = 2
-EV_MAX_PER_SYMBOL: Final[int] = 3
-EV_MAX_GROSS_LEVERAGE: Final[int] = 4
-EV_NO_EDGE: Final[int] = 5
-EV_NO_EQUITY: Final[int] = 6
-EV_BAD_STOP: Final[int] = 7
-EV_ZERO_SIZE: Final[int] = 8
-
-
-# --------------------------------------------------------------------------------------------
-# the shared-equity portfolio
-
-
-@njit(cache=True)
-def risk_per_unit_nb(
-    side: int, entry: float, stop: float, fee_entry: float, fee_stop: float, slippage: float
-) -> float:
-    """Loss of one unit entered at the fill ``entry`` and stopped at ``stop`` (stop fill moved
-    adversely by ``slippage``), entry and stop fees included."""
-    if side == 1:
-        return entry * (1.0 + fee_entry) - stop * (1.0 - slippage) * (1.0 - fee_stop)
-    return stop * (1.0 + slippage) * (1.0 + fee_stop) - entry * (1.0 - fee_entry)
-
-
-@njit(cache=True)
-def size_nb(
-    equity: float,
-    side: int,
-    entry: float,
-    sl_dist: float,
-    tp1_dist: float,
-    probability: float,
-    risk_fraction: float,
-    risk_cap: float,
-    kelly_multiplier: float,
-    max_leverage: float,
-    fee_entry: float,
-    fee_stop: float,
-    slippage: float,
-) -> tuple[int, float, float]:
-    """``(outcome, quantity, risk_amount)``: :func:`atra.core.sizing.size_position`'s rules.
-
-    Fixed-fractional ``risk_fraction`` when ``probability`` is NaN, else ``kelly_multiplier``
-    x Kelly ``p - (1 - p) / b`` with ``b = tp1_dist / sl_dist``; the target never exceeds
-    ``risk_cap``; ``quantity = target * equity / risk_per_unit``, then
-    ``quantity * entry <= max_leverage * equity``.
-    """
-    if not equity > 0.0:
-        return EV_NO_EQUITY, 0.0, 0.0
-    stop = entry - side * sl_dist
-    if not stop > 0.0:
-        return EV_BAD_STOP, 0.0, 0.0
-    if math.isnan(probability):
-        target = risk_fraction
-    else:
-        kelly = probability - (1.0 - probability) / (tp1_dist / sl_dist)
-        if not kelly > 0.0:
-            return EV_NO_EDGE, 0.0, 0.0
-        target = kelly_multiplier * kelly
-    target = min(target, risk_cap)
-    rpu = risk_per_unit_nb(side, entry, stop, fee_entry, fee_stop, slippage)
-    qty = target * equity / rpu
-    max_qty = max_leverage * equity / entry
-    qty = min(qty, max_qty)
-    if not qty > 0.0:
-        return EV_ZERO_SIZE, 0.0, 0.0
-    return EV_TAKEN, qty, qty * rpu
-
-
-@njit(cache=True)
-def liquidation_price_nb(side: int, entry: float, leverage: float, mmr: float) -> float:
-    """Isolated-margin liquidation price of a linear (USDT-margined) position: the price where
-    the loss equals the margin ``entry / leverage`` less the maintenance margin ``mmr``."""
-    if side == 1:
-        return entry * (1.0 - 1.0 / leverage) / (1.0 - mmr)
-    return entry * (1.0 + 1.0 / leverage) / (1.0 + mmr)
-
-
-@njit(cache=True)
-def first_liquidation_nb(
-    open_: F64,
-    high: F64,
-    low: F64,
-    side: int,
-    liq: float,
-    entry_bar: int,
-    exit_bar: int,
-    exit_reason: int,
-    stop_at_exit: float,
-) -> int:
-    """First bar in ``entry_bar .. exit_bar`` where the liquidation price is reached, or -1.
-
-    Bars before the exit bar: their whole range. The exit bar of a time exit: only its open
-    (the position leaves at that open). The exit bar of a barrier exit: its range, unless the
-    exit is the stop and the stop lies before the liquidation price on the way (the stop fills
-    first); a take-profit bar whose range also reaches the liquidation price counts as
-    liquidated (adverse first, like SL-first).
-    """
-    for j in range(entry_bar, exit_bar + 1):
-        if j == exit_bar:
-            if exit_reason == REASON_TIME:
-                hit = open_[j] <= liq if side == 1 else open_[j] >= liq
-                return j if hit else -1
-            # SL / BE: the stop is on the way first
-            if (exit_reason == 1 or exit_reason == 5) and side * (stop_at_exit - liq) >= 0.0:
-                return -1
-        hit = low[j] <= liq if side == 1 else high[j] >= liq
-        if hit:
-            return j
-    return -1
 
 
 @njit(cache=True)
@@ -226,6 +87,8 @@ def portfolio_nb(
     fee_tp: float,
     fee_stop: float,
     slippage: float,
+    borrow_rate: float,
+    bar_ms: int,
 ) -> tuple[
     I8,
     F64,
@@ -245,6 +108,7 @@ def portfolio_nb(
     F64,
     F64,
     F64,
+    F64,
     I8,
     F64,
     F64,
@@ -258,17 +122,26 @@ def portfolio_nb(
 
     1. at the open: funding settled at times ``<= grid_time[g]`` is charged to the open
        positions (times in ``(entry_time, exit_time]``, notional at the mark bar's open);
-       positions whose time exit is at this open close;
+       so is the margin interest of spot shorts for the hours up to the next grid bar (see
+       below); positions whose time exit is at this open close;
     2. entries at this open, in event order: sized from the equity marked at the previous
        grid close, checked against the limits, then the exit kernel (and the liquidation scan)
        fixes the trade's legs;
     3. inside the bar: take-profit partials, barrier exits and liquidations of this bar;
     4. the equity is marked at the close (last close of symbols without a bar at ``g``).
 
+    A spot short (``side = -1`` on a symbol that is not ``is_perp``) pays ``borrow_rate`` (per
+    hour) x its open quantity x the mark (the open of its symbol's latest bar at or before the
+    charge time) at the borrow (the entry) and at every full hour after it, up to its exit: a
+    time exit's open, else the close of the exit bar (the exit time inside the bar is unknown;
+    charged to its end, like SL-first). Each bar's hours are charged at its open on the
+    quantity open at that open; a TP1 partial lowers the quantity from the next bar on.
+    ``bar_ms`` is the bar length. Longs and perpetuals pay none.
+
     Returns per event ``outcome`` (``EV_*``) and, per event (NaN / -1 where not taken):
     ``quantity, equity_at_entry, risk_amount, entry_price, label_ret, leg1_bar, leg1_price,
     leg1_fraction, leg1_reason, leg2_bar, leg2_price, leg2_fraction, leg2_reason, fees,
-    slippage, funding, pnl, label``; then the per-grid ``equity``, ``gross_exposure``
+    slippage, funding, borrow, pnl, label``; then the per-grid ``equity``, ``gross_exposure``
     (notional / equity at the close) and ``n_open`` (positions open at the close).
     """
     n_ev = ev_sym.shape[0]
@@ -291,6 +164,7 @@ def portfolio_nb(
     fees = np.zeros(n_ev)
     slip = np.zeros(n_ev)
     funding = np.zeros(n_ev)
+    borrow = np.zeros(n_ev)
     pnl = np.zeros(n_ev)
     label = np.zeros(n_ev, np.int8)
     equity_curve = np.empty(n_grid)
@@ -301,11 +175,14 @@ def portfolio_nb(
     slot_ev = np.full(n_slots, -1, np.int64)  # event of the position in the slot, -1 free
     slot_rem = np.zeros(n_slots)  # fraction of the quantity still open
     slot_fptr = np.zeros(n_slots, np.int64)  # next funding row of the slot's symbol
+    slot_bnext = np.zeros(n_slots, np.int64)  # next margin-interest time (spot shorts)
+    slot_bend = np.zeros(n_slots, np.int64)  # borrow ends (exclusive); = slot_bnext if none
+    slot_brow = np.zeros(n_slots, np.int64)  # mark row of the margin interest
     per_symbol = np.zeros(n_sym, np.int64)
     last_close = np.full(n_sym, np.nan)
     sym_ptr = sym_start.copy()
 
-    realized = initial_equity  # initial equity + closed P&L - fees - funding so far
+    realized = initial_equity  # initial equity + closed P&L - fees - funding - borrow so far
     eq_prev = initial_equity
     ev_ptr = 0
     n_open = 0
@@ -328,6 +205,19 @@ def portfolio_nb(
                 realized -= amount
                 p += 1
             slot_fptr[k] = p
+            if slot_bend[k] > slot_bnext[k]:  # a spot short's margin interest
+                stop = slot_bend[k]  # all of it in the exit bar, else up to the next grid bar
+                if bar_grid[final_bar] != g and g + 1 < n_grid and grid_time[g + 1] < stop:
+                    stop = grid_time[g + 1]
+                amount, t_next, row = borrow_charge_nb(
+                    open_, bar_time, slot_brow[k], sym_end[s], slot_bnext[k], stop,
+                    qty_out[i] * slot_rem[k], borrow_rate,
+                )  # fmt: skip
+                slot_bnext[k] = t_next
+                slot_brow[k] = row
+                borrow[i] += amount
+                pnl[i] -= amount
+                realized -= amount
             final_reason = l2_reason[i] if l2_bar[i] >= 0 else l1_reason[i]
             if final_reason == REASON_TIME and bar_grid[final_bar] == g:
                 fr = l2_frac[i] if l2_bar[i] >= 0 else l1_frac[i]
@@ -462,6 +352,27 @@ def portfolio_nb(
                     slot_ev[k] = i
                     slot_rem[k] = 1.0
                     slot_fptr[k] = p
+                    slot_bnext[k] = t_entry
+                    slot_bend[k] = t_entry
+                    slot_brow[k] = eb
+                    if side == -1 and not is_perp[s] and borrow_rate > 0.0:
+                        # margin interest up to a time exit's open, else the exit bar's close
+                        final_b = b2 if b2 >= 0 else b1
+                        final_c = c2 if b2 >= 0 else c1
+                        stop = bar_time[final_b]
+                        if final_c != REASON_TIME:
+                            stop += bar_ms
+                        slot_bend[k] = stop
+                        if bar_grid[final_b] != g and g + 1 < n_grid and grid_time[g + 1] < stop:
+                            stop = grid_time[g + 1]
+                        amount, t_next, row = borrow_charge_nb(
+                            open_, bar_time, eb, sym_end[s], t_entry, stop, qty, borrow_rate
+                        )
+                        slot_bnext[k] = t_next
+                        slot_brow[k] = row
+                        borrow[i] += amount
+                        pnl[i] -= amount
+                        realized -= amount
                     break
             per_symbol[s] += 1
             n_open += 1
@@ -523,27 +434,6 @@ def portfolio_nb(
         gross_curve[g] = gross / equity if equity > 0.0 else math.inf
         n_open_curve[g] = n_open
         eq_prev = equity
-    return (
-        outcome,
-        qty_out,
-        eq_entry,
-        risk_out,
-        entry_out,
-        lret,
-        l1_bar,
-        l1_price,
-        l1_frac,
-        l1_reason,
-        l2_bar,
-        l2_price,
-        l2_frac,
-        l2_reason,
-        fees,
-        slip,
-        funding,
-        pnl,
-        label,
-        equity_curve,
-        gross_curve,
-        n_open_curve,
-    )
+    return (outcome, qty_out, eq_entry, risk_out, entry_out, lret, l1_bar, l1_price, l1_frac,
+            l1_reason, l2_bar, l2_price, l2_frac, l2_reason, fees, slip, funding, borrow, pnl,
+            label, equity_curve, gross_curve, n_open_curve)  # fmt: skip

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from atra.core.backtest.portfolio_nb import (
+from atra.core.backtest.position_nb import (
     EV_BAD_STOP,
     EV_MAX_GROSS_LEVERAGE,
     EV_MAX_PER_SYMBOL,
@@ -31,9 +31,10 @@ from atra.core.backtest.portfolio_nb import (
     REASON_LIQ,
 )
 from atra.core.costs import CostModel
-from atra.core.exits import REASON_NAMES
+from atra.core.exits.kernel import REASON_NAMES
 from atra.core.sizing import SizingConfig
-from atra.core.stats import PerformanceReport, TradeRecord, compute_stats, trade_records_of
+from atra.core.stats.report import PerformanceReport, compute_stats
+from atra.core.stats.trades import TradeRecord, trade_records_of
 from atra.core.types import Timeframe
 from atra.errors import ConfigError
 
@@ -89,6 +90,7 @@ TRADE_COLUMNS: Final[tuple[str, ...]] = (
     "fees",
     "slippage",
     "funding",
+    "borrow",
     "risk_amount",
     "equity_at_entry",
     "label",
@@ -121,6 +123,9 @@ class BacktestConfig:
     leverage: float = 1.0
     """Margin leverage of perpetual positions (isolated margin = notional / leverage)."""
     maintenance_margin_rate: float = 0.005
+    spot_borrow_rate_per_hour: float = 0.0
+    """Margin interest of a spot short per hour held, a fraction of its notional at the mark
+    (``1e-5`` = 0.1 bps/h); longs and perpetuals pay none. 0: spot shorts borrow for free."""
     probability_column: str | None = None
     """Per-event probability column (e.g. the meta model's ``p_take``): Kelly sizing when set."""
     decision_column: str | None = "take"
@@ -144,6 +149,9 @@ class BacktestConfig:
         mmr = self.maintenance_margin_rate
         if not (math.isfinite(mmr) and 0.0 <= mmr < 0.5):
             raise ConfigError(f"maintenance_margin_rate must be in [0, 0.5), got {mmr}")
+        rate = self.spot_borrow_rate_per_hour
+        if not (math.isfinite(rate) and 0.0 <= rate < 0.01):
+            raise ConfigError(f"spot_borrow_rate_per_hour must be in [0, 0.01), got {rate}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +197,7 @@ class BacktestResult:
     def trade_records(self) -> list[TradeRecord]:
         tr = self.trades
         cols = ("symbol", "quantity", "entry_price", "exit_price", "entry_time_ms",
-                "exit_time_ms", "pnl", "fees", "slippage", "funding")  # fmt: skip
+                "exit_time_ms", "pnl", "fees", "slippage", "funding", "borrow")  # fmt: skip
         return trade_records_of([tr[c].tolist() for c in cols])
 
     def stats(
@@ -200,7 +208,7 @@ class BacktestResult:
         benchmark_sharpe: float = 0.0,
         trials_sharpe_variance: float = 0.0,
     ) -> PerformanceReport:
-        """:func:`atra.core.stats.compute_stats` on the curve (the initial equity prepended)
+        """:func:`atra.core.stats.report.compute_stats` on the curve (the initial equity prepended)
         and the trades. Annualised with ``sqrt(timeframe.bars_per_year)`` (365-day year; 1h ->
         sqrt(8760) = 93.59), carried in ``report.returns.annualization_factor``."""
         tf = timeframe if timeframe is not None else self.timeframe

@@ -5,7 +5,7 @@ time, taker fee 0.04%, no leverage; equal-weight portfolio marked at every close
 Bars are positions in each symbol's own rows, as in the reference: on real data with gaps the
 indicators run over the rows as they are (a gap is not a bar) and a trade's 48 bars are the
 next 48 rows. Kernels in :mod:`atra.core.backtest.workload_nb`; every trade exits through the exit
-kernel :func:`atra.core.exits.simulate_exit_nb`, as its triple-barrier label says.
+kernel :func:`atra.core.exits.kernel.simulate_exit_nb`, as its triple-barrier label says.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from atra.core.backtest.grid_nb import grid_index_nb, portfolio_mean_nb
 from atra.core.backtest.inputs import checked_columns
 from atra.core.backtest.results import categorical
 from atra.core.backtest.workload_nb import workload_symbol_nb
-from atra.core.exits import REASON_NAMES
+from atra.core.exits.kernel import REASON_NAMES
 from atra.core.types import Timeframe
 from atra.errors import ConfigError
 

@@ -1,7 +1,7 @@
 """Numba kernels of WORKLOAD.md's benchmark: arrays only, ``@njit(cache=True)``.
 
 :func:`workload_symbol_nb` runs the benchmark on one symbol (indicators, events, an all-in
-book, one position at a time) on the exit kernel :func:`atra.core.exits.simulate_exit_nb`, so
+book, one position at a time) on the exit kernel :func:`atra.core.exits.kernel.simulate_exit_nb`, so
 every trade exits exactly as its triple-barrier label says. Bars are positions in the symbol's
 own rows: a gap in the data is not a bar. The typed API is
 :func:`atra.core.backtest.workload.run_workload`.
@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from atra.core.exits import REASON_TIME, STATUS_DONE, simulate_exit_nb
+from atra.core.exits.kernel import REASON_TIME, STATUS_DONE, simulate_exit_nb
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

@@ -1,21 +1,5 @@
-"""Run records: every backtest / walk-forward run written so that two runs can be proven equal.
-
-A run directory ``root/<run_id>/`` holds
-
-- ``run.json``: the :class:`RunRecord` (config hash, data hash, code version, seed, timeframe,
-  the annualisation sentence, one trades SHA-256 per leg, the data label);
-- ``metrics.json``: per leg, :func:`atra.core.stats.compute_stats` as a dict (annualisation
-  factor, PSR, DSR with ``n_trials``) plus the realised costs per year;
-- ``trades_<leg>.csv`` for every leg with trades, ``equity.csv`` (``open_time_ms`` + one
-  column per leg) and ``oos_predictions.csv`` when given.
-
-The run id is a content id, not a timestamp: the first 12 hex digits of a SHA-256 over the
-config hash, data hash, code version, seed, timeframe, data label, ``n_trials`` and every leg's
-trades and equity hashes. The same run gets the same id; writing it again is a no-op.
-
-The hashes live in :mod:`atra.research.run_hashes`, the per-leg figures in
-:mod:`atra.research.run_metrics`; this module writes and reads run directories.
-"""
+"""Writing and reading run directories: :func:`write_run` (atomic, content-derived run id) and
+:func:`read_run` (one-line :class:`~atra.errors.DataError` naming the file on any damage)."""
 
 from __future__ import annotations
 
@@ -24,11 +8,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,9 +19,7 @@ import pandas as pd
 
 from atra.core.types import Timeframe
 from atra.errors import ConfigError, DataError
-from atra.research.run_hashes import (
-    TRADE_COLUMN_ALIASES,
-    TRADE_COLUMNS,
+from atra.research.runrecord.hashes import (
     canonical_json,
     code_version,
     equity_sha256,
@@ -47,142 +28,54 @@ from atra.research.run_hashes import (
     normalize_trades,
     trades_sha256,
 )
-from atra.research.run_metrics import leg_metrics, sharpe_estimator_variance
+from atra.research.runrecord.legs import Liquidation, RunLeg, liquidation_row
+from atra.research.runrecord.metrics import leg_metrics
+from atra.research.runrecord.record import (
+    DATA_LABELS,
+    RUN_ID_HEX,
+    LoadedRun,
+    RunRecord,
+    annualization_sentence,
+    record_from,
+    record_json,
+)
+from atra.research.runrecord.setup import RunSetup
 
-__all__ = [
-    "DATA_LABELS",
-    "LEG_NAMES",
-    "RUN_ID_HEX",
-    "SCHEMA_VERSION",
-    "TRADE_COLUMNS",
-    "TRADE_COLUMN_ALIASES",
-    "BacktestLike",
-    "LoadedRun",
-    "RunLeg",
-    "RunRecord",
-    "annualization_sentence",
-    "code_version",
-    "hash_config",
-    "hash_frames",
-    "leg_from_backtest",
-    "normalize_trades",
-    "ordered_legs",
-    "read_run",
-    "sharpe_estimator_variance",
-    "trades_sha256",
-    "write_run",
-]
+__all__ = ["read_run", "write_run"]
 
-SCHEMA_VERSION: Final[int] = 1
-RUN_ID_HEX: Final[int] = 12
-LEG_NAMES: Final[tuple[str, ...]] = ("primary", "filtered", "buy_hold")
-"""The usual legs, in display order; other names are allowed and shown after these."""
-DATA_LABELS: Final[tuple[str, ...]] = ("synthetic", "real")
-
-
-@dataclass(frozen=True, slots=True)
-class RunLeg:
-    """One strategy variant of a run: ``"primary"``, ``"filtered"`` or ``"buy_hold"``."""
-
-    name: str
-    equity: pd.Series
-    """Equity by bar; index = bar open time in ms (int64); the first value is the initial
-    equity."""
-    trades: pd.DataFrame | None
-    """The backtest's trade list (``None`` for buy-and-hold); needs :data:`TRADE_COLUMNS`
-    (``entry_time_ms`` / ``exit_time_ms`` accepted for ``entry_ms`` / ``exit_ms``); other
-    columns are kept in the CSV. ``quantity``, when present, feeds the turnover."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """The identity of a run (``run.json``)."""
-
-    run_id: str
-    created_utc: str
-    config_hash: str
-    data_hash: str
-    code_version: str
-    seed: int
-    timeframe: str
-    annualization: str
-    """The sentence reports print, e.g. ``Sharpe annualised x sqrt(8760) (1h bars, 365-day
-    year)``."""
-    trades_sha256: dict[str, str]
-    """Leg name -> :func:`trades_sha256` of its trades (legs with trades only)."""
-    data_label: str
-    """``"synthetic"`` or ``"real"``."""
-    notes: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedRun:
-    """A run directory read back by :func:`read_run`."""
-
-    path: Path
-    record: RunRecord
-    metrics: dict[str, Any]
-    """``metrics.json``: ``{"legs": {leg: {...}}, "n_trials": ..., ...}``."""
-    equity: pd.DataFrame
-    """``equity.csv``: ``open_time_ms`` + one column per leg."""
-    trades: dict[str, pd.DataFrame]
-    """Leg name -> trade list, for the legs with trades."""
-    oos_predictions: pd.DataFrame | None
-
-    @property
-    def leg_names(self) -> list[str]:
-        """Leg names in display order (primary, filtered, buy_hold, then the others)."""
-        return ordered_legs(self.metrics["legs"])
-
-    @property
-    def timeframe(self) -> Timeframe:
-        return Timeframe.parse(self.record.timeframe)
-
-
-class BacktestLike(Protocol):
-    """What :func:`leg_from_backtest` reads (``atra.core.backtest.engine.BacktestResult``)."""
-
-    @property
-    def trades(self) -> pd.DataFrame: ...
-    @property
-    def open_time_ms(self) -> npt.NDArray[np.int64]: ...
-    @property
-    def equity(self) -> npt.NDArray[np.float64]: ...
-    @property
-    def initial_equity(self) -> float: ...
-    @property
-    def timeframe(self) -> Timeframe: ...
-
-
-def leg_from_backtest(name: str, result: BacktestLike) -> RunLeg:
-    """A :class:`RunLeg` from a backtest result: its equity (marked at each bar's close,
-    indexed by the bar's open time) with the initial equity prepended one bar earlier (the
-    close before the first bar), and its trade list."""
-    times = np.asarray(result.open_time_ms, dtype=np.int64)
-    if times.size == 0:
-        raise DataError(f"leg {name}: the backtest has no bars")
-    index = np.concatenate(([times[0] - result.timeframe.ms], times))
-    values = np.concatenate(([float(result.initial_equity)], np.asarray(result.equity, float)))
-    return RunLeg(name, pd.Series(values, index=index), result.trades)
-
-
-def ordered_legs(names: Iterable[str]) -> list[str]:
-    """``names`` with the usual legs first, in :data:`LEG_NAMES` order, then the rest."""
-    given = list(names)
-    known = [n for n in LEG_NAMES if n in given]
-    return known + [n for n in given if n not in LEG_NAMES]
-
-
-def annualization_sentence(timeframe: Timeframe) -> str:
-    """``Sharpe annualised x sqrt(8760) (1h bars, 365-day year)``."""
-    return (
-        f"Sharpe annualised x sqrt({timeframe.bars_per_year}) "
-        f"({timeframe.value} bars, 365-day year)"
-    )
+F64 = npt.NDArray[np.float64]
 
 
 # --------------------------------------------------------------------------------------------
 # writing
+
+
+def _check_liquidations(leg: RunLeg, index: npt.NDArray[np.int64], values: F64) -> None:
+    """The leg's equity is positive, or positive up to its liquidation and 0 from it on."""
+    name = leg.name
+    times = set(index.tolist())
+    for liq in leg.liquidations:
+        if liq.leg != name:
+            raise ConfigError(f"leg {name}: holds a liquidation of leg {liq.leg!r}")
+        if liq.time_ms not in times:
+            raise DataError(f"leg {name}: liquidation time {liq.time_ms} is not a bar of the leg")
+    whole = [liq for liq in leg.liquidations if liq.symbol is None]
+    if len(whole) > 1:
+        raise ConfigError(f"leg {name}: {len(whole)} leg liquidations, expected at most one")
+    end = len(values) if not whole else int(np.searchsorted(index, whole[0].time_ms))
+    row = liquidation_row(values[:end])
+    if row is not None:
+        raise DataError(f"leg {name}: equity at row {row} is {float(values[row])!r}, expected > 0")
+    if whole:
+        if end == 0:
+            raise DataError(f"leg {name}: liquidated at its first point, expected a start > 0")
+        after = np.flatnonzero(values[end:] != 0.0)
+        if after.size:
+            at = end + int(after[0])
+            raise DataError(
+                f"leg {name}: liquidated at {whole[0].time_ms}, expected equity 0 from row {end} "
+                f"on, got {float(values[at])!r} at row {at}"
+            )
 
 
 def _check_leg(leg: RunLeg) -> tuple[pd.Series, pd.DataFrame | None]:
@@ -201,14 +94,20 @@ def _check_leg(leg: RunLeg) -> tuple[pd.Series, pd.DataFrame | None]:
         row = int(np.flatnonzero(np.diff(index) <= 0)[0]) + 1
         raise DataError(f"leg {name}: equity index not strictly increasing at row {row}")
     values = eq.to_numpy(dtype=float)
-    bad = np.flatnonzero(~(np.isfinite(values) & (values > 0.0)))
+    bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise DataError(
             f"leg {name}: equity at row {int(bad[0])} is {values[bad[0]]!r}, expected > 0"
         )
+    _check_liquidations(leg, index, values)
     series = pd.Series(values, index=pd.Index(index, name="open_time_ms"), name=name)
     trades = None if leg.trades is None else normalize_trades(leg.trades, f"leg {name}")
     return series, trades
+
+
+def _liquidation_order(liq: Liquidation) -> tuple[int, str, bool, str]:
+    """Time order; at one time a leg's holdings before the leg itself."""
+    return liq.time_ms, liq.leg, liq.symbol is None, liq.symbol or ""
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -228,15 +127,18 @@ def write_run(
     n_trials: int = 1,
     notes: Mapping[str, Any] | None = None,
     trials_sharpe_variance: float | None = None,
+    setup: RunSetup | None = None,
 ) -> Path:
     """Write the run to ``root/<run_id>/`` atomically (temp dir + rename); return that path.
 
-    Statistics per leg come from :func:`atra.core.stats.compute_stats`, annualised with
+    Statistics per leg come from :func:`atra.core.stats.report.compute_stats` (a liquidated leg:
+    :func:`~atra.research.runrecord.metrics.liquidated_report`), annualised with
     ``sqrt(timeframe.bars_per_year)``. The DSR uses ``n_trials`` configurations tried and
     ``trials_sharpe_variance`` (annualised); when that is ``None`` and ``n_trials > 1`` the
     leg's own Sharpe estimator variance stands in (``trials_sharpe_variance_source`` in
-    ``metrics.json`` says which). All legs share one equity index. Writing an identical run
-    again returns the existing directory untouched.
+    ``metrics.json`` says which). All legs share one equity index. ``setup`` (what was run) and
+    the legs' liquidations go to ``run.json``. Writing an identical run again returns the
+    existing directory untouched.
     """
     if data_label not in DATA_LABELS:
         raise ConfigError(f"data_label={data_label!r}: expected 'synthetic' or 'real'")
@@ -284,6 +186,7 @@ def write_run(
             raise DataError(f"{final / 'run.json'}: run_id {existing.record.run_id!r} "
                             f"does not match its directory {run_id!r}")  # fmt: skip
         return final
+    liquidations: list[Liquidation] = [liq for leg in legs for liq in leg.liquidations]
     record = RunRecord(
         run_id=run_id,
         created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -296,6 +199,8 @@ def write_run(
         trades_sha256=trade_hashes,
         data_label=data_label,
         notes=json.loads(canonical_json(dict(notes or {}), "notes")),
+        setup=setup,
+        liquidations=tuple(sorted(liquidations, key=_liquidation_order)),
     )
     metrics = {
         "run_id": run_id,
@@ -315,7 +220,7 @@ def write_run(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=root))
     try:
-        _write_json(tmp / "run.json", {"schema_version": SCHEMA_VERSION, **asdict(record)})
+        _write_json(tmp / "run.json", record_json(record))
         _write_json(tmp / "metrics.json", metrics)
         for leg, (_, trades) in zip(legs, checked, strict=True):
             if trades is not None:
@@ -364,30 +269,13 @@ def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
         raise DataError(f"{path}: corrupt CSV ({first})") from None
 
 
-def _record_from(path: Path, raw: Mapping[str, Any]) -> RunRecord:
-    names = [f.name for f in fields(RunRecord)]
-    missing = [n for n in names if n not in raw]
-    if missing:
-        raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
-    record = RunRecord(**{n: raw[n] for n in names})
-    if not isinstance(record.trades_sha256, dict) or not isinstance(record.notes, dict):
-        raise DataError(f"{path}: trades_sha256 and notes must be JSON objects")
-    if record.data_label not in DATA_LABELS:
-        raise DataError(f"{path}: data_label {record.data_label!r}: expected synthetic or real")
-    try:
-        Timeframe.parse(str(record.timeframe))
-    except ConfigError as exc:
-        raise DataError(f"{path}: {exc}") from None
-    return record
-
-
 def read_run(path: Path) -> LoadedRun:
     """Read a run directory back. A missing or corrupt file, or trades whose SHA-256 no longer
     matches ``run.json``, is a one-line :class:`DataError` naming the file."""
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: not a run directory (missing)")
-    record = _record_from(path / "run.json", _read_json(path / "run.json"))
+    record = record_from(path / "run.json", _read_json(path / "run.json"))
     metrics_path = path / "metrics.json"
     metrics = _read_json(metrics_path)
     legs = metrics.get("legs")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 import atra
-from atra.core.exits import REASON_NAMES
+from atra.core.exits.kernel import REASON_NAMES
 from atra.errors import ConfigError, DataError
 
 __all__ = [

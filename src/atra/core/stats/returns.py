@@ -1,4 +1,5 @@
-"""Performance statistics from an equity curve (or per-bar returns) and a trade list.
+"""Return statistics of an equity curve (or per-bar returns): :func:`equity_stats`,
+:func:`return_stats`, and the Sharpe inference they use (PSR, DSR, expected maximum Sharpe).
 
 Annualisation follows the bar size on a 24/7, 365-day year (never 252 trading days):
 ``bars_per_year = Timeframe.bars_per_year`` (1h -> 8,760, 1d -> 365) and
@@ -11,14 +12,13 @@ Annualisation follows the bar size on a 24/7, 365-day year (never 252 trading da
 
 ``sqrt(bars_per_year)`` is carried in the result (``annualization_factor``) so reports print it.
 
-Undefined values are NaN, never inf, except the profit factor: a Sharpe or Sortino with zero
-(downside) deviation is NaN (a standard deviation under 1e-12 x |mean| counts as zero: it is
-the float noise of a constant return rebuilt from an equity curve), a Calmar without drawdown
-is NaN, averages over no trades are NaN.
-The profit factor of trades that only win is ``inf`` (gross loss 0); with no trades it is NaN.
+Undefined values are NaN, never inf: a Sharpe or Sortino with zero (downside) deviation is NaN
+(a standard deviation under 1e-12 x |mean| counts as zero: it is the float noise of a constant
+return rebuilt from an equity curve), a Calmar without drawdown is NaN.
 CAGR (and Calmar) is ``inf`` when the annualised growth overflows a float (a short, very
 profitable series: +50% in 2 hours).
-``to_dict()`` turns NaN into ``None`` and ``±inf`` into ``"inf"`` / ``"-inf"`` for strict JSON.
+``to_dict()`` turns NaN into ``None`` and ``±inf`` into ``"inf"`` / ``"-inf"`` for strict JSON
+(every result of :mod:`atra.core.stats` does).
 
 Probabilistic Sharpe ratio (Bailey & Lopez de Prado, 2012), per-bar Sharpe ``SR``, ``n``
 returns, skewness ``g3`` and (non-excess) kurtosis ``g4`` of the returns::
@@ -37,11 +37,10 @@ units reports print); they are converted to per-bar units inside.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -59,68 +58,6 @@ _ZERO_STD_REL: Final[float] = 1e-12
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = Sequence[float] | npt.NDArray[Any] | pd.Series
-
-
-class TradeLike(Protocol):
-    """A closed trade as the statistics need it. ``pnl`` is net of fees, slippage and funding;
-    ``fees``/``slippage``/``funding`` are the amounts paid (quote currency)."""
-
-    @property
-    def symbol(self) -> str: ...
-    @property
-    def quantity(self) -> float: ...
-    @property
-    def entry_price(self) -> float: ...
-    @property
-    def exit_price(self) -> float: ...
-    @property
-    def entry_time_ms(self) -> int: ...
-    @property
-    def exit_time_ms(self) -> int: ...
-    @property
-    def pnl(self) -> float: ...
-    @property
-    def fees(self) -> float: ...
-    @property
-    def slippage(self) -> float: ...
-    @property
-    def funding(self) -> float: ...
-
-
-@dataclass(frozen=True, slots=True)
-class TradeRecord:
-    """A plain closed-trade record satisfying :class:`TradeLike`."""
-
-    symbol: str
-    quantity: float
-    entry_price: float
-    exit_price: float
-    entry_time_ms: int
-    exit_time_ms: int
-    pnl: float
-    fees: float = 0.0
-    slippage: float = 0.0
-    funding: float = 0.0
-
-
-def trade_records_of(columns: Sequence[Sequence[Any]]) -> list[TradeRecord]:
-    """:class:`TradeRecord` rows from ten parallel columns in the record's field order
-    (symbol, quantity, entry / exit price, entry / exit time, pnl, fees, slippage, funding)."""
-    return [
-        TradeRecord(
-            str(s),
-            float(q),
-            float(pi),
-            float(po),
-            int(ti),
-            int(to),
-            float(p),
-            float(f),
-            float(sl),
-            float(fu),
-        )
-        for s, q, pi, po, ti, to, p, f, sl, fu in zip(*columns, strict=True)
-    ]
 
 
 def _json_value(value: Any) -> Any:
@@ -174,72 +111,6 @@ class ReturnStats:
     expected_max_sharpe: float
     """Annualised expected maximum Sharpe of ``n_trials`` unskilled trials."""
     dsr: float
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = _json_value(asdict(self))
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class TradeStats:
-    """Statistics of a trade list. P&L amounts in the quote currency."""
-
-    n_trades: int
-    wins: int
-    losses: int
-    """Trades with pnl < 0; a trade with pnl == 0 is neither a win nor a loss."""
-    win_rate: float
-    avg_win: float
-    avg_loss: float
-    """Mean size of the losing trades, a positive number."""
-    payoff_ratio: float
-    """avg_win / avg_loss (the Kelly ``R``)."""
-    profit_factor: float
-    """Gross profit / gross loss; inf when there is no loss, NaN with no trades."""
-    expectancy: float
-    """Mean pnl per trade."""
-    total_pnl: float
-    fees_paid: float
-    slippage_paid: float
-    funding_paid: float
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = _json_value(asdict(self))
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolStats:
-    """Per-symbol breakdown of the trades."""
-
-    symbol: str
-    n_trades: int
-    win_rate: float
-    total_pnl: float
-    expectancy: float
-    profit_factor: float
-    fees_paid: float
-    slippage_paid: float
-    funding_paid: float
-
-
-@dataclass(frozen=True, slots=True)
-class PerformanceReport:
-    """Everything :func:`compute_stats` measures."""
-
-    returns: ReturnStats
-    trades: TradeStats
-    per_symbol: tuple[SymbolStats, ...]
-    initial_equity: float
-    final_equity: float
-    exposure: float
-    """Share of bars with an open position (NaN when it cannot be known)."""
-    turnover: float
-    """Traded notional (entries + exits) / mean equity, over the whole period."""
-    turnover_per_year: float
-    trades_per_day: float
-    costs_fraction_of_initial_equity: float
-    """(fees + slippage + funding) / initial equity."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _json_value(asdict(self))
@@ -446,144 +317,4 @@ def equity_stats(
     """Statistics of an equity curve marked at every bar close (N points -> N-1 returns)."""
     return _return_stats_from_equity(
         _checked_equity(equity), timeframe, benchmark_sharpe, n_trials, trials_sharpe_variance
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# trades
-
-
-def _profit_factor(pnls: Sequence[float]) -> float:
-    gross_win = math.fsum(p for p in pnls if p > 0.0)
-    gross_loss = -math.fsum(p for p in pnls if p < 0.0)
-    if gross_loss > 0.0:
-        return gross_win / gross_loss
-    return math.inf if gross_win > 0.0 else math.nan
-
-
-def trade_stats(trades: Sequence[TradeLike]) -> TradeStats:
-    """Win rate, average win/loss, profit factor, expectancy and costs of a trade list."""
-    pnls = [float(t.pnl) for t in trades]
-    n = len(pnls)
-    win_p = [p for p in pnls if p > 0.0]
-    loss_p = [-p for p in pnls if p < 0.0]
-    avg_win = math.fsum(win_p) / len(win_p) if win_p else math.nan
-    avg_loss = math.fsum(loss_p) / len(loss_p) if loss_p else math.nan
-    return TradeStats(
-        n_trades=n,
-        wins=len(win_p),
-        losses=len(loss_p),
-        win_rate=len(win_p) / n if n else math.nan,
-        avg_win=avg_win,
-        avg_loss=avg_loss,
-        payoff_ratio=avg_win / avg_loss if win_p and loss_p else math.nan,
-        profit_factor=_profit_factor(pnls),
-        expectancy=math.fsum(pnls) / n if n else math.nan,
-        total_pnl=math.fsum(pnls),
-        fees_paid=math.fsum(t.fees for t in trades),
-        slippage_paid=math.fsum(t.slippage for t in trades),
-        funding_paid=math.fsum(t.funding for t in trades),
-    )
-
-
-def per_symbol_stats(trades: Sequence[TradeLike]) -> tuple[SymbolStats, ...]:
-    """One :class:`SymbolStats` per symbol, sorted by symbol."""
-    groups: dict[str, list[TradeLike]] = defaultdict(list)
-    for t in trades:
-        groups[t.symbol].append(t)
-    out: list[SymbolStats] = []
-    for sym in sorted(groups):
-        ts = trade_stats(groups[sym])
-        out.append(
-            SymbolStats(
-                symbol=sym,
-                n_trades=ts.n_trades,
-                win_rate=ts.win_rate,
-                total_pnl=ts.total_pnl,
-                expectancy=ts.expectancy,
-                profit_factor=ts.profit_factor,
-                fees_paid=ts.fees_paid,
-                slippage_paid=ts.slippage_paid,
-                funding_paid=ts.funding_paid,
-            )
-        )
-    return tuple(out)
-
-
-def exposure_from_trades(
-    trades: Sequence[TradeLike], open_time_ms: ArrayLike, timeframe: Timeframe
-) -> float:
-    """Share of bars during which a position was open.
-
-    Bar k covers ``[open_time_ms[k], open_time_ms[k] + bar)``; it counts when a trade's holding
-    interval ``[entry_time_ms, exit_time_ms)`` overlaps it with positive length. So a time exit
-    at a bar's open does not count that bar; stamp an exit inside a bar after its open time.
-    """
-    times = np.asarray(open_time_ms, dtype=np.int64)
-    if times.ndim != 1 or len(times) == 0:
-        raise DataError("open_time_ms: expected a non-empty 1-D array of bar open times")
-    if np.any(np.diff(times) <= 0):
-        raise DataError("open_time_ms: expected strictly increasing bar open times")
-    held = np.zeros(len(times), dtype=bool)
-    ends = times + timeframe.ms
-    for t in trades:
-        # bars with open < exit and end > entry
-        lo = int(np.searchsorted(ends, t.entry_time_ms, side="right"))
-        hi = int(np.searchsorted(times, t.exit_time_ms, side="left"))
-        if hi > lo:
-            held[lo:hi] = True
-    return float(held.mean())
-
-
-def compute_stats(
-    equity: ArrayLike,
-    timeframe: Timeframe,
-    trades: Sequence[TradeLike] = (),
-    *,
-    open_time_ms: ArrayLike | None = None,
-    in_position: ArrayLike | None = None,
-    benchmark_sharpe: float = 0.0,
-    n_trials: int = 1,
-    trials_sharpe_variance: float = 0.0,
-) -> PerformanceReport:
-    """Full report from an equity curve marked at every close and the closed trades.
-
-    Exposure comes from ``in_position`` (one flag per equity point) when given, else from the
-    trades and ``open_time_ms``; 0 with no trades; NaN when trades exist but neither is given.
-    """
-    eq = _checked_equity(equity)
-    rs = _return_stats_from_equity(
-        eq, timeframe, benchmark_sharpe, n_trials, trials_sharpe_variance
-    )
-    ts = trade_stats(trades)
-    if in_position is not None:
-        flags = np.asarray(in_position)
-        if flags.shape != eq.shape:
-            raise DataError(
-                f"in_position: {flags.shape[0] if flags.ndim else 0} flags for {len(eq)} bars"
-            )
-        exposure = float(np.mean(flags != 0))
-    elif not trades:
-        exposure = 0.0
-    elif open_time_ms is not None:
-        if len(open_time_ms) != len(eq):
-            raise DataError(f"open_time_ms: {len(open_time_ms)} times for {len(eq)} bars")
-        exposure = exposure_from_trades(trades, open_time_ms, timeframe)
-    else:
-        exposure = math.nan
-    traded = math.fsum(abs(t.quantity) * (abs(t.entry_price) + abs(t.exit_price)) for t in trades)
-    turnover = traded / float(eq.mean())
-    days = rs.n_returns * timeframe.minutes / _MINUTES_PER_DAY
-    costs = ts.fees_paid + ts.slippage_paid + ts.funding_paid
-    return PerformanceReport(
-        returns=rs,
-        trades=ts,
-        per_symbol=per_symbol_stats(trades),
-        initial_equity=float(eq[0]),
-        final_equity=float(eq[-1]),
-        exposure=exposure,
-        turnover=turnover,
-        turnover_per_year=turnover / rs.years,
-        trades_per_day=ts.n_trades / days,
-        costs_fraction_of_initial_equity=costs / float(eq[0]),
     )

@@ -1,19 +1,13 @@
 """The live loop's journal: SQLite through aiosqlite, WAL mode, schema versioned by migrations.
 
 ``async with Journal.open(path) as j:`` opens (or creates) the file, switches it to WAL,
-applies every pending migration (each in its own transaction, recorded in ``schema_version``)
-and closes the connection on the way out, also on error or cancellation.
+applies every pending migration of :mod:`atra.adapters.journal.schema` (each in its own
+transaction, recorded in ``schema_version``) and closes the connection on the way out, also on
+error or cancellation.
 
-Tables: ``signals`` (every primary signal, taken or blocked, with p(take), threshold, reasons,
-model id and the guard that blocked it), ``orders``, ``fills``, ``positions``, ``equity``,
-``cycles``, ``guard_events``, ``symbol_state`` (the last bar processed per symbol: where a
-restart resumes) and ``meta`` (the run id). A signal is unique by ``(strategy, symbol,
-bar_time_ms)``, an order by its client order id, a fill by ``(client_order_id, leg)``, a
-guard event by ``(guard, symbol, time_ms)``: writing any of them twice is a no-op, so a bar
-processed again after a crash changes nothing.
-
-:meth:`Journal.write` stores one :class:`JournalBatch` in ONE transaction: all of it or none
-of it reaches the file, whatever kills the process.
+:meth:`Journal.write` stores one :class:`~atra.adapters.journal.records.JournalBatch` in ONE
+transaction: all of it or none of it reaches the file, whatever kills the process. The read
+methods return the records of :mod:`atra.adapters.journal.records`.
 """
 
 from __future__ import annotations
@@ -23,345 +17,39 @@ import math
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import aiosqlite
 
+from atra.adapters.journal.records import (
+    CycleRecord,
+    EquityRecord,
+    FillRecord,
+    GuardEvent,
+    JournalBatch,
+    OrderRecord,
+    PositionRecord,
+    SignalRecord,
+)
+from atra.adapters.journal.schema import (
+    INSERT_FILL,
+    INSERT_GUARD,
+    INSERT_ORDER,
+    INSERT_SIGNAL,
+    MIGRATIONS,
+    POSITION_COLUMNS,
+    SCHEMA_VERSION,
+    SNAPSHOT_QUERIES,
+    UPSERT_CYCLE,
+    UPSERT_EQUITY,
+    UPSERT_POSITION,
+    UPSERT_STATE,
+    Migration,
+)
 from atra.errors import DataError
 
-SCHEMA_VERSION: Final[int] = 2
 _NOW_MS: Final[str] = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One schema step: ``sql`` takes a database at ``version - 1`` to ``version``."""
-
-    version: int
-    description: str
-    sql: str
-
-
-MIGRATIONS: Final[tuple[Migration, ...]] = (
-    Migration(
-        1,
-        "signals, orders, fills, positions, equity, cycles, meta",
-        """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE signals (
-            id INTEGER PRIMARY KEY,
-            run_id TEXT NOT NULL,
-            strategy TEXT NOT NULL,
-            symbol TEXT NOT NULL,
-            bar_time_ms INTEGER NOT NULL,
-            side INTEGER NOT NULL,
-            entry REAL NOT NULL,
-            sl REAL NOT NULL,
-            tp1 REAL NOT NULL,
-            tp2 REAL NOT NULL,
-            horizon_bars INTEGER NOT NULL,
-            p_take REAL,
-            threshold REAL,
-            take INTEGER NOT NULL,
-            reasons TEXT NOT NULL,
-            model_id TEXT NOT NULL,
-            quantity REAL NOT NULL,
-            created_ms INTEGER NOT NULL,
-            UNIQUE (strategy, symbol, bar_time_ms)
-        );
-        CREATE TABLE orders (
-            client_order_id TEXT PRIMARY KEY,
-            run_id TEXT NOT NULL,
-            strategy TEXT NOT NULL,
-            symbol TEXT NOT NULL,
-            bar_time_ms INTEGER NOT NULL,
-            side INTEGER NOT NULL,
-            kind TEXT NOT NULL,
-            quantity REAL NOT NULL,
-            status TEXT NOT NULL,
-            created_ms INTEGER NOT NULL
-        );
-        CREATE TABLE fills (
-            client_order_id TEXT NOT NULL,
-            leg TEXT NOT NULL,
-            symbol TEXT NOT NULL,
-            time_ms INTEGER NOT NULL,
-            price REAL NOT NULL,
-            quantity REAL NOT NULL,
-            fee REAL NOT NULL,
-            pnl REAL NOT NULL,
-            reason TEXT NOT NULL,
-            PRIMARY KEY (client_order_id, leg)
-        );
-        CREATE TABLE positions (
-            position_id TEXT PRIMARY KEY,
-            strategy TEXT NOT NULL,
-            symbol TEXT NOT NULL,
-            side INTEGER NOT NULL,
-            signal_time_ms INTEGER NOT NULL,
-            quantity REAL NOT NULL,
-            sl_dist REAL NOT NULL,
-            tp1_dist REAL NOT NULL,
-            tp2_dist REAL NOT NULL,
-            horizon_bars INTEGER NOT NULL,
-            status TEXT NOT NULL,
-            entry_time_ms INTEGER,
-            entry_price REAL,
-            legs_done INTEGER NOT NULL,
-            exit_time_ms INTEGER,
-            exit_price REAL,
-            reason TEXT,
-            pnl REAL,
-            ret_net REAL
-        );
-        CREATE INDEX positions_status ON positions (status);
-        CREATE TABLE equity (
-            bar_time_ms INTEGER PRIMARY KEY,
-            equity REAL NOT NULL,
-            realized_pnl REAL NOT NULL,
-            open_positions INTEGER NOT NULL
-        );
-        CREATE TABLE cycles (
-            bar_time_ms INTEGER PRIMARY KEY,
-            run_id TEXT NOT NULL,
-            started_ms INTEGER NOT NULL,
-            ended_ms INTEGER NOT NULL,
-            symbols_ok INTEGER NOT NULL,
-            symbols_failed TEXT NOT NULL,
-            latency_ms REAL NOT NULL,
-            status TEXT NOT NULL
-        );
-        """,
-    ),
-    Migration(
-        2,
-        "signals.blocked_by, guard_events, symbol_state",
-        """
-        ALTER TABLE signals ADD COLUMN blocked_by TEXT;
-        CREATE TABLE guard_events (
-            id INTEGER PRIMARY KEY,
-            time_ms INTEGER NOT NULL,
-            guard TEXT NOT NULL,
-            symbol TEXT NOT NULL,
-            detail TEXT NOT NULL,
-            UNIQUE (guard, symbol, time_ms)
-        );
-        CREATE TABLE symbol_state (
-            symbol TEXT PRIMARY KEY,
-            last_bar_ms INTEGER NOT NULL
-        );
-        """,
-    ),
-)
-
-
-# ---- records -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SignalRecord:
-    """One primary signal and what was decided about it."""
-
-    strategy: str
-    symbol: str
-    bar_time_ms: int
-    side: int
-    entry: float
-    sl: float
-    tp1: float
-    tp2: float
-    horizon_bars: int
-    p_take: float | None
-    threshold: float | None
-    take: bool
-    reasons: tuple[str, ...]
-    model_id: str
-    quantity: float
-    blocked_by: str | None = None
-    run_id: str = ""
-    created_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class OrderRecord:
-    """An order (paper or real); ``status`` pending / filled / cancelled / rejected."""
-
-    client_order_id: str
-    strategy: str
-    symbol: str
-    bar_time_ms: int
-    side: int
-    kind: str
-    quantity: float
-    status: str
-    run_id: str = ""
-    created_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class FillRecord:
-    """One fill of an order; ``leg`` is ``entry``, ``leg1``, ``leg2`` or ``funding:<time ms>``.
-    ``pnl`` is the fill's own cash: minus the fee for the entry, ``side x qty x (price -
-    entry)`` minus the exit fee for a leg, minus the payment for funding."""
-
-    client_order_id: str
-    leg: str
-    symbol: str
-    time_ms: int
-    price: float
-    quantity: float
-    fee: float
-    pnl: float
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class PositionRecord:
-    """A position from its decision to its last exit; ``status`` pending / open / closed."""
-
-    position_id: str
-    strategy: str
-    symbol: str
-    side: int
-    signal_time_ms: int
-    quantity: float
-    sl_dist: float
-    tp1_dist: float
-    tp2_dist: float
-    horizon_bars: int
-    status: str
-    entry_time_ms: int | None = None
-    entry_price: float | None = None
-    legs_done: int = 0
-    exit_time_ms: int | None = None
-    exit_price: float | None = None
-    reason: str | None = None
-    pnl: float | None = None
-    ret_net: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EquityRecord:
-    """Equity marked at a bar close (realised P&L + open positions at their last close)."""
-
-    bar_time_ms: int
-    equity: float
-    realized_pnl: float
-    open_positions: int
-
-
-@dataclass(frozen=True, slots=True)
-class CycleRecord:
-    """One cycle of the loop: which symbols were fetched, which failed (and why), latency."""
-
-    bar_time_ms: int
-    run_id: str
-    started_ms: int
-    ended_ms: int
-    symbols_ok: int
-    symbols_failed: dict[str, str]
-    latency_ms: float
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
-class GuardEvent:
-    """A risk guard that refused an action."""
-
-    time_ms: int
-    guard: str
-    symbol: str
-    detail: str
-
-
-@dataclass(slots=True)
-class JournalBatch:
-    """Everything one step writes; :meth:`Journal.write` stores it in one transaction."""
-
-    signals: list[SignalRecord] = field(default_factory=list)
-    orders: list[OrderRecord] = field(default_factory=list)
-    fills: list[FillRecord] = field(default_factory=list)
-    positions: list[PositionRecord] = field(default_factory=list)
-    guard_events: list[GuardEvent] = field(default_factory=list)
-    symbol_state: dict[str, int] = field(default_factory=dict)
-    equity: EquityRecord | None = None
-    cycle: CycleRecord | None = None
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.signals
-            or self.orders
-            or self.fills
-            or self.positions
-            or self.guard_events
-            or self.symbol_state
-            or self.equity is not None
-            or self.cycle is not None
-        )
-
-
-# ---- SQL -----------------------------------------------------------------------------------
-
-_INSERT_SIGNAL: Final[str] = (
-    "INSERT OR IGNORE INTO signals (run_id, strategy, symbol, bar_time_ms, side, entry, sl, tp1,"
-    " tp2, horizon_bars, p_take, threshold, take, reasons, model_id, quantity, created_ms,"
-    " blocked_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_ORDER: Final[str] = (
-    "INSERT INTO orders (client_order_id, run_id, strategy, symbol, bar_time_ms, side, kind,"
-    " quantity, status, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (client_order_id) DO UPDATE SET status = excluded.status"
-)
-_INSERT_FILL: Final[str] = (
-    "INSERT OR IGNORE INTO fills (client_order_id, leg, symbol, time_ms, price, quantity, fee,"
-    " pnl, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_UPSERT_POSITION: Final[str] = (
-    "INSERT OR REPLACE INTO positions (position_id, strategy, symbol, side, signal_time_ms,"
-    " quantity, sl_dist, tp1_dist, tp2_dist, horizon_bars, status, entry_time_ms, entry_price,"
-    " legs_done, exit_time_ms, exit_price, reason, pnl, ret_net)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_GUARD: Final[str] = (
-    "INSERT OR IGNORE INTO guard_events (time_ms, guard, symbol, detail) VALUES (?, ?, ?, ?)"
-)
-_UPSERT_STATE: Final[str] = (
-    "INSERT INTO symbol_state (symbol, last_bar_ms) VALUES (?, ?) ON CONFLICT (symbol)"
-    " DO UPDATE SET last_bar_ms = max(last_bar_ms, excluded.last_bar_ms)"
-)
-_UPSERT_EQUITY: Final[str] = (
-    "INSERT OR REPLACE INTO equity (bar_time_ms, equity, realized_pnl, open_positions)"
-    " VALUES (?, ?, ?, ?)"
-)
-_UPSERT_CYCLE: Final[str] = (
-    "INSERT OR REPLACE INTO cycles (bar_time_ms, run_id, started_ms, ended_ms, symbols_ok,"
-    " symbols_failed, latency_ms, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_POSITION_COLUMNS: Final[str] = (
-    "position_id, strategy, symbol, side, signal_time_ms, quantity, sl_dist, tp1_dist, tp2_dist,"
-    " horizon_bars, status, entry_time_ms, entry_price, legs_done, exit_time_ms, exit_price,"
-    " reason, pnl, ret_net"
-)
-_SNAPSHOT_QUERIES: Final[dict[str, str]] = {
-    "signals": (
-        "SELECT strategy, symbol, bar_time_ms, side, entry, sl, tp1, tp2, horizon_bars, p_take,"
-        " threshold, take, reasons, model_id, quantity, blocked_by FROM signals"
-        " ORDER BY strategy, symbol, bar_time_ms"
-    ),
-    "orders": (
-        "SELECT client_order_id, strategy, symbol, bar_time_ms, side, kind, quantity, status"
-        " FROM orders ORDER BY client_order_id"
-    ),
-    "fills": "SELECT * FROM fills ORDER BY client_order_id, leg",
-    # constant column list, no outside input
-    "positions": f"SELECT {_POSITION_COLUMNS} FROM positions ORDER BY position_id",  # noqa: S608
-    "equity": "SELECT * FROM equity ORDER BY bar_time_ms",
-    "guard_events": "SELECT time_ms, guard, symbol, detail FROM guard_events"
-    " ORDER BY time_ms, guard, symbol",
-    "symbol_state": "SELECT * FROM symbol_state ORDER BY symbol",
-}
 
 
 def _num(value: float | None) -> float | None:
@@ -470,10 +158,10 @@ class Journal:
         await db.execute("BEGIN IMMEDIATE")
         try:
             if batch.signals:
-                await db.executemany(_INSERT_SIGNAL, [_signal_row(s) for s in batch.signals])
+                await db.executemany(INSERT_SIGNAL, [_signal_row(s) for s in batch.signals])
             if batch.orders:
                 await db.executemany(
-                    _INSERT_ORDER,
+                    INSERT_ORDER,
                     [
                         (
                             o.client_order_id,
@@ -492,7 +180,7 @@ class Journal:
                 )
             if batch.fills:
                 await db.executemany(
-                    _INSERT_FILL,
+                    INSERT_FILL,
                     [
                         (
                             f.client_order_id,
@@ -509,23 +197,23 @@ class Journal:
                     ],
                 )
             if batch.positions:
-                await db.executemany(_UPSERT_POSITION, [_position_row(p) for p in batch.positions])
+                await db.executemany(UPSERT_POSITION, [_position_row(p) for p in batch.positions])
             if batch.guard_events:
                 await db.executemany(
-                    _INSERT_GUARD,
+                    INSERT_GUARD,
                     [(g.time_ms, g.guard, g.symbol, g.detail) for g in batch.guard_events],
                 )
             if batch.symbol_state:
-                await db.executemany(_UPSERT_STATE, sorted(batch.symbol_state.items()))
+                await db.executemany(UPSERT_STATE, sorted(batch.symbol_state.items()))
             if batch.equity is not None:
                 e = batch.equity
                 await db.execute(
-                    _UPSERT_EQUITY, (e.bar_time_ms, e.equity, e.realized_pnl, e.open_positions)
+                    UPSERT_EQUITY, (e.bar_time_ms, e.equity, e.realized_pnl, e.open_positions)
                 )
             if batch.cycle is not None:
                 c = batch.cycle
                 await db.execute(
-                    _UPSERT_CYCLE,
+                    UPSERT_CYCLE,
                     (c.bar_time_ms, c.run_id, c.started_ms, c.ended_ms, c.symbols_ok,
                      json.dumps(c.symbols_failed, sort_keys=True), c.latency_ms, c.status),
                 )  # fmt: skip
@@ -624,7 +312,7 @@ class Journal:
         return [FillRecord(*r) for r in rows]
 
     async def positions(self, statuses: Iterable[str] | None = None) -> list[PositionRecord]:
-        sql = f"SELECT {_POSITION_COLUMNS} FROM positions"  # noqa: S608  (constant columns)
+        sql = f"SELECT {POSITION_COLUMNS} FROM positions"  # noqa: S608  (constant columns)
         params: tuple[Any, ...] = ()
         if statuses is not None:
             wanted = tuple(statuses)
@@ -672,4 +360,4 @@ class Journal:
     async def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every table's deterministic content (no wall-clock columns, no run ids), sorted:
         two runs over the same bars give equal snapshots."""
-        return {name: await self._all(sql) for name, sql in _SNAPSHOT_QUERIES.items()}
+        return {name: await self._all(sql) for name, sql in SNAPSHOT_QUERIES.items()}

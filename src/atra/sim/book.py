@@ -1,0 +1,199 @@
+"""What the matching engine (:class:`~atra.sim.venue.MatchingEngine`) keeps and checks.
+
+A symbol's book (:class:`SymbolBook`: its candles, the next bar to evaluate, the net position
+with its average entry price), an order as the venue holds it (:class:`VenueOrder`), a fill
+(:class:`Fill`), a refusal (:class:`VenueReject`: HTTP status, Binance code and message), and
+the checks an order passes at placement (:func:`check_order`, Binance's error codes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from atra.adapters.orders import (
+    ERR_INVALID_QTY,
+    OrderRequest,
+    OrderSide,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    SymbolRules,
+)
+from atra.errors import DataError
+
+__all__ = [
+    "ERR_MANDATORY_PARAM",
+    "ORDER_TYPES",
+    "REL_TOL",
+    "STOP_TYPES",
+    "Fill",
+    "SymbolBook",
+    "VenueOrder",
+    "VenueReject",
+    "check_order",
+    "is_multiple",
+    "load_book",
+    "side_sign",
+    "trigger_distance",
+]
+
+ERR_MANDATORY_PARAM: Final[int] = -1102
+REL_TOL: Final[float] = 1e-9
+STOP_TYPES: Final[frozenset[str]] = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
+ORDER_TYPES: Final[frozenset[str]] = frozenset(
+    {"MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET"}
+)
+
+
+class VenueReject(Exception):
+    """The venue refused a request: HTTP ``status``, Binance ``code`` and ``msg``."""
+
+    def __init__(self, status: int, code: int, msg: str) -> None:
+        super().__init__(f"{code}: {msg}")
+        self.status = status
+        self.code = code
+        self.msg = msg
+
+
+class Fill(NamedTuple):
+    """One fill: which order, when (venue ms), at what price, how much (base units)."""
+
+    client_order_id: str
+    time_ms: int
+    price: float
+    qty: float
+
+
+@dataclass(slots=True)
+class VenueOrder:
+    """An order as the venue holds it, from placement to its final status."""
+
+    symbol: str
+    cid: str
+    order_id: int
+    side: OrderSide
+    type: OrderType
+    qty: float
+    price: float
+    stop_price: float
+    reduce_only: bool
+    close_position: bool
+    status: OrderStatus
+    executed: float
+    avg_price: float
+    update_ms: int
+
+    def state(self) -> OrderState:
+        return OrderState(
+            symbol=self.symbol,
+            client_order_id=self.cid,
+            order_id=self.order_id,
+            side=self.side,
+            type=self.type,
+            status=self.status,
+            orig_qty=self.qty,
+            executed_qty=self.executed,
+            avg_price=self.avg_price,
+            price=self.price,
+            stop_price=self.stop_price,
+            reduce_only=self.reduce_only,
+            close_position=self.close_position,
+            update_time_ms=self.update_ms,
+        )
+
+
+@dataclass(slots=True)
+class SymbolBook:
+    """A symbol's candles, the next bar to evaluate and its net position."""
+
+    times: np.ndarray  # int64 ms, bar open times
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    next_bar: int = 0
+    position: float = 0.0
+    entry_price: float = 0.0
+
+
+def load_book(symbol: str, frame: pd.DataFrame) -> SymbolBook:
+    """``symbol``'s book over its candle ``frame`` (open times strictly increasing)."""
+    missing = [c for c in ("open_time", "open", "high", "low", "close") if c not in frame.columns]
+    if missing:
+        raise DataError(f"matching engine: {symbol} candles lack columns {missing}")
+    times = frame["open_time"].to_numpy(dtype=np.int64)
+    if times.size > 1 and not bool(np.all(np.diff(times) > 0)):
+        row = int(np.flatnonzero(np.diff(times) <= 0)[0]) + 1
+        raise DataError(f"matching engine: {symbol} open_time not increasing at row {row}")
+    o, h, lo, c = (frame[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close"))
+    return SymbolBook(times, o, h, lo, c)
+
+
+def is_multiple(x: float, step: float) -> bool:
+    """``x`` is a whole multiple of ``step`` (within :data:`REL_TOL` relative)."""
+    r = x / step
+    return abs(r - round(r)) <= REL_TOL * max(1.0, abs(r))
+
+
+def side_sign(side: OrderSide) -> int:
+    """+1 for BUY, -1 for SELL."""
+    return 1 if side == "BUY" else -1
+
+
+def trigger_distance(o: VenueOrder, open_: float) -> float:
+    """How far the price must travel from ``open_`` to trigger ``o`` (negative: already past)."""
+    if o.type == "STOP_MARKET":
+        return open_ - o.stop_price if o.side == "SELL" else o.stop_price - open_
+    level = o.price if o.type == "LIMIT" else o.stop_price
+    return level - open_ if o.side == "SELL" else open_ - level
+
+
+def check_order(order: OrderRequest, rules: SymbolRules) -> None:
+    """The parameter checks of a placement: side, type, the prices and the quantity its type
+    needs, quantity on the step and above the minimum, prices on the tick. A failed check
+    raises :class:`VenueReject` with Binance's code."""
+    if order.side not in ("BUY", "SELL"):
+        raise VenueReject(400, -1117, "Invalid side.")
+    if order.type not in ORDER_TYPES:
+        raise VenueReject(400, -1116, "Invalid orderType.")
+    if order.type == "LIMIT" and order.price is None:
+        raise VenueReject(400, ERR_MANDATORY_PARAM, "Mandatory parameter 'price' was not sent.")
+    if order.type in STOP_TYPES and order.stop_price is None:
+        raise VenueReject(400, ERR_MANDATORY_PARAM, "Mandatory parameter 'stopPrice' was not sent.")
+    if order.close_position:
+        if order.type not in STOP_TYPES:
+            raise VenueReject(400, ERR_MANDATORY_PARAM, "closePosition is only for stop orders.")
+        if order.quantity is not None:
+            raise VenueReject(
+                400, ERR_MANDATORY_PARAM, "quantity cannot be sent with closePosition."
+            )
+    else:
+        qty = order.quantity
+        if qty is None:
+            raise VenueReject(
+                400, ERR_MANDATORY_PARAM, "Mandatory parameter 'quantity' was not sent."
+            )
+        if not (math.isfinite(qty) and qty > 0.0):
+            raise VenueReject(400, ERR_INVALID_QTY, f"Quantity {qty} must be positive.")
+        if not is_multiple(qty, rules.step_size):
+            raise VenueReject(
+                400, ERR_INVALID_QTY, f"Quantity {qty} is not a multiple of {rules.step_size}."
+            )
+        if qty < rules.min_qty:
+            raise VenueReject(
+                400, ERR_INVALID_QTY, f"Quantity {qty} less than min_qty {rules.min_qty}."
+            )
+    for name, value in (("price", order.price), ("stopPrice", order.stop_price)):
+        if value is None:
+            continue
+        if not (math.isfinite(value) and value > 0.0):
+            raise VenueReject(400, -4014, f"{name} {value} must be positive.")
+        if not is_multiple(value, rules.tick_size):
+            raise VenueReject(
+                400, -4014, f"{name} {value} is not a multiple of tick {rules.tick_size}."
+            )

@@ -1,0 +1,142 @@
+"""The reference pages of the docs site, generated from the code at every build (a mkdocs hook).
+
+mkdocs.yml lists this file under ``hooks:``; mkdocs then calls :func:`on_config` (expands the
+``API reference`` nav entry), :func:`on_files` (adds the generated pages) and
+:func:`on_page_content`. Nothing is written to disk, so the pages cannot drift from the code:
+
+- ``reference/cli.md``: every command of ``atra.cli.app`` (walked through typer's click tree)
+  with its usage line, arguments, options, defaults and help, and the exit codes of the
+  :mod:`atra.errors` tree;
+- ``reference/config.md``: every key of the :class:`atra.config.AtraConfig` tree with its type,
+  default, allowed values, ``ATRA__SECTION__KEY`` override and description;
+- ``reference/api/<package>.md``: one mkdocstrings page per package under ``src/atra``
+  (``atra.cli`` excepted: see the CLI page), listing the package's modules as found on disk.
+
+The renderers live in ``tools/refdocs``. ``python tools/gen_ref.py cli|config|api`` prints a
+page (API: the index) for a quick look.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+TOOLS = Path(__file__).resolve().parent
+if str(TOOLS) not in sys.path:  # mkdocs loads a hook by its path: make tools/refdocs importable
+    sys.path.insert(0, str(TOOLS))
+
+from refdocs.api import API_DIR, api_index, api_page, describe_packages  # noqa: E402
+from refdocs.cli import cli_reference, describe_commands, exit_codes  # noqa: E402
+from refdocs.config import config_reference, describe_config, example_comments  # noqa: E402
+
+if TYPE_CHECKING:
+    from mkdocs.config.defaults import MkDocsConfig
+    from mkdocs.structure.files import Files
+    from mkdocs.structure.pages import Page
+
+__all__ = [
+    "cli_reference",
+    "config_reference",
+    "describe_commands",
+    "describe_config",
+    "on_config",
+    "on_files",
+    "on_page_content",
+    "reference_pages",
+]
+
+ROOT = TOOLS.parent
+SRC = ROOT / "src"
+EXAMPLE_CONFIG = ROOT / "examples" / "atra.toml"
+CLI_PAGE = "reference/cli.md"
+CONFIG_PAGE = "reference/config.md"
+API_NAV_TITLE = "API reference"
+API_SKIP = frozenset({"atra.cli"})
+"""Packages without an API page (the CLI has its own reference)."""
+
+API_INTRO = (
+    "One page per package, generated from the docstrings in `src/` when the site is built. "
+    "Imports run downward only: "
+    "`cli -> live | research | data -> sim | adapters -> obs -> config -> core -> errors`."
+)
+
+_ROLE_HTML = re.compile(
+    r":(?:py:)?(?:class|func|meth|data|attr|mod|exc|obj|const):<code>~?([\w.]+)</code>"
+)
+
+
+def reference_pages() -> dict[str, str]:
+    """Every generated page, by its path under the docs folder."""
+    import typer
+
+    from atra import config
+    from atra.cli import app
+    from atra.errors import AtraError
+
+    commands = describe_commands(typer.main.get_command(app), "atra")
+    comments = example_comments(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    sections = describe_config(config.AtraConfig, config.ENV_PREFIX, comments, config.SECRET_KEYS)
+    packages = describe_packages(SRC, "atra", API_SKIP)
+    pages = {
+        CLI_PAGE: cli_reference(commands, exit_codes(AtraError)),
+        CONFIG_PAGE: config_reference(sections, config.RULE_PARAMS),
+        f"{API_DIR}/index.md": api_index(packages, API_INTRO),
+    }
+    pages.update({p.page: api_page(p) for p in packages})
+    return pages
+
+
+def api_nav() -> list[dict[str, str]]:
+    """The nav entries of the API reference: the overview, then one page a package."""
+    packages = describe_packages(SRC, "atra", API_SKIP)
+    return [{"Overview": f"{API_DIR}/index.md"}] + [{p.name: p.page} for p in packages]
+
+
+def _nav_entries(nav: Any) -> Iterator[dict[str, Any]]:
+    for item in nav if isinstance(nav, list) else []:
+        if isinstance(item, dict):
+            yield item
+            for value in item.values():
+                yield from _nav_entries(value)
+
+
+def on_config(config: MkDocsConfig) -> MkDocsConfig:
+    """Replace the nav's ``API reference: reference/api/index.md`` entry by one page a package."""
+    from mkdocs.exceptions import PluginError
+
+    for entry in _nav_entries(config.nav):
+        if entry.get(API_NAV_TITLE) == f"{API_DIR}/index.md":
+            entry[API_NAV_TITLE] = api_nav()
+            return config
+    raise PluginError(
+        f"mkdocs.yml nav: expected an entry '{API_NAV_TITLE}: {API_DIR}/index.md' "
+        "(tools/gen_ref.py expands it into one page per package)"
+    )
+
+
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    """Add the generated pages; a hand-written file at one of their paths is an error."""
+    from mkdocs.exceptions import PluginError
+    from mkdocs.structure.files import File
+
+    for path, content in reference_pages().items():
+        if files.get_file_from_path(path) is not None:
+            raise PluginError(f"docs/{path}: generated by tools/gen_ref.py; remove the file")
+        files.append(File.generated(config, path, content=content))
+    return files
+
+
+def on_page_content(html: str, page: Page, **kwargs: Any) -> str:
+    """Sphinx roles left in docstrings (``:class:`X```) render as plain code spans."""
+    return _ROLE_HTML.sub(lambda m: f"<code>{m.group(1).rsplit('.', 1)[-1]}</code>", html)
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else ""
+    chosen = {"cli": CLI_PAGE, "config": CONFIG_PAGE, "api": f"{API_DIR}/index.md"}.get(which)
+    if chosen is None:
+        sys.exit("usage: python tools/gen_ref.py cli|config|api")
+    sys.stdout.write(reference_pages()[chosen])
