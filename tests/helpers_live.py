@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from atra.core.decision import Decision
+from atra.core.features.registry import FeatureContext
 from atra.live.deciders import StrategyDecider
 
 STEP = 3_600_000
@@ -39,6 +40,12 @@ class CountingDecider:
         self.spec = inner.spec
         self.calls: list[tuple[str, int]] = []
 
-    def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
+    def __call__(
+        self,
+        symbol: str,
+        candles: pd.DataFrame,
+        equity: float,
+        context: FeatureContext | None = None,
+    ) -> Decision:
         self.calls.append((symbol, int(candles["open_time"].iloc[-1])))
-        return self.inner(symbol, candles, equity)
+        return self.inner(symbol, candles, equity, context)

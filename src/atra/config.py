@@ -39,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from atra.core.symbols import check_symbol
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
 
@@ -176,6 +177,9 @@ class LiveConfig(_Frozen):
     journal_path: Path = Path("data/journal.sqlite")
     metrics_host: str = Field(default="127.0.0.1", min_length=1)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
+    model: str | None = None
+    """The meta model that decides (a model directory or an id in the models folder); None:
+    every primary signal is taken. ``atra live --model`` overrides it."""
 
     @field_validator("symbols")
     @classmethod
@@ -183,8 +187,10 @@ class LiveConfig(_Frozen):
         if not value:
             raise ValueError("at least one symbol is required")
         for sym in value:
-            if not (sym.isascii() and sym.isalnum() and sym.isupper()):
-                raise ValueError(f"symbol {sym!r} must be upper-case letters/digits (BTCUSDT)")
+            try:
+                check_symbol(sym, "live.symbols")
+            except ConfigError as exc:  # pydantic reports a ValueError with the field's path
+                raise ValueError(str(exc)) from None
         if len(set(value)) != len(value):
             raise ValueError("symbols must be unique")
         return value
@@ -211,8 +217,8 @@ class ExchangeConfig(_Frozen):
 
     spot_base_url: str = Field(default="https://api.binance.com", pattern=r"^https?://")
     perp_base_url: str = Field(default="https://fapi.binance.com", pattern=r"^https?://")
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    read_timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    read_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     max_retries: int = Field(default=5, ge=0)
     max_connections: int = Field(default=10, ge=1)
     api_key: SecretStr | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -501,3 +502,93 @@ def test_cli_server_that_never_answers(cli_store: Path, capsys: pytest.CaptureFi
     assert line.startswith("TransientExchangeError: ")
     assert "no answer within 0.3 s" in line
     assert snapshot(cli_store) == before
+
+
+@contextmanager
+def drip_server() -> Iterator[str]:
+    """A server that answers 200 and then sends its body one byte a second, for ever."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.read(1 << 16)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: 1000000\r\n\r\n")
+        with contextlib.suppress(ConnectionError, OSError):
+            while True:
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(1.0)
+
+    server = asyncio.run_coroutine_threadsafe(
+        asyncio.start_server(drip, "127.0.0.1", 0), loop
+    ).result(10)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+
+        async def close() -> None:
+            server.close()
+            for writer in writers:
+                writer.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "bound_s", "message"),
+    [
+        (("--timeout", "2", "--retries", "1"), 4.0, "no answer within 2 s (whole-request"),
+        (("--timeout", "2", "--deadline", "3"), 6.0, "within the download deadline of 3 s"),
+    ],
+)
+def test_cli_drip_server_fails_within_the_deadline(
+    cli_store: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: tuple[str, ...],
+    bound_s: float,
+    message: str,
+) -> None:
+    """One byte a second resets every per-read timeout; the whole-request and download
+    deadlines still end the command, with one line and nothing stored."""
+    capsys.readouterr()
+    before = snapshot(cli_store)
+    with drip_server() as url:
+        started = time.monotonic()
+        code = cli(url, cli_store, *extra)
+        elapsed = time.monotonic() - started
+    assert elapsed < bound_s, elapsed
+    assert code == ExchangeError.exit_code
+    captured = capsys.readouterr()
+    (line,) = error_lines(captured.err)
+    assert line.startswith("TransientExchangeError: ")
+    assert message in line
+    assert "ok" not in captured.out
+    assert snapshot(cli_store) == before
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-1"])
+@pytest.mark.parametrize("flag", ["--timeout", "--deadline", "--symbol-deadline"])
+def test_cli_refuses_non_finite_or_non_positive_times(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    with silent_server() as url:
+        code = cli(url, tmp_path / "data", flag, value)
+    assert code == ConfigError.exit_code
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"ConfigError: {flag} ")
+    assert "expected a finite number of seconds above 0" in line
+    assert not (tmp_path / "data").exists()

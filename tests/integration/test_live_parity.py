@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 
 from atra.adapters.journal.database import Journal
+from atra.cli.live import exit_spec
+from atra.config import AtraConfig
 from atra.core.backtest.engine import BacktestConfig, run_backtest
 from atra.core.costs import CostModel
 from atra.core.decision import (
@@ -32,6 +34,7 @@ from atra.core.decision import (
 from atra.core.exits.api import ExitSpec
 from atra.core.features.registry import HISTORY_BARS, FeatureContext
 from atra.core.meta import MetaModel, MetaParams
+from atra.core.risk import DAILY_LOSS, GUARDS, LEVERAGE, kelly_multiplier_of, sizing_of
 from atra.core.signals.events import generate_events
 from atra.core.signals.spec import SignalSpec
 from atra.core.sizing import SizingConfig
@@ -39,6 +42,7 @@ from atra.core.types import Market, Timeframe
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LoopSettings, StrategyDecider
 from atra.live.replay import ReplaySetup, run_replay
+from atra.research.evaluation.settings import backtest_config_from
 from helpers_logging import quiet_structlog
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
@@ -87,11 +91,11 @@ def _features(candles: pd.DataFrame) -> pd.DataFrame:
 
 
 def _events_and_X(
-    candles: dict[str, pd.DataFrame], lo_ms: int, hi_ms: int
+    candles: dict[str, pd.DataFrame], lo_ms: int, hi_ms: int, spec: SignalSpec = SPEC
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     evs, xs = [], []
     for sym in SYMBOLS:
-        ev = generate_events(candles[sym], SPEC, symbol=sym, timeframe=TF)
+        ev = generate_events(candles[sym], spec, symbol=sym, timeframe=TF)
         ev = ev[(ev["time_ms"] >= lo_ms) & (ev["time_ms"] < hi_ms)].reset_index(drop=True)
         evs.append(ev)
         xs.append(decision_features(ev, _features(candles[sym]), BAR_FEATURES))
@@ -248,3 +252,86 @@ def test_replay_equals_backtest_with_model_sizing_and_funding(
     ours_eq = ours_eq[(ours_eq.index >= FROM_MS) & (ours_eq.index < TO_MS)]
     assert len(ours_eq) == (TO_MS - FROM_MS) // TF.ms
     np.testing.assert_allclose(ours_eq.to_numpy(), curve.loc[ours_eq.index].to_numpy(), rtol=rtol)
+
+
+def test_replay_equals_backtest_with_the_default_config(
+    market: tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]],
+    model: ModelHandle,
+    tmp_path: Path,
+) -> None:
+    """``AtraConfig()``'s ``[risk]`` and ``[costs]`` as they are, every guard on:
+    ``atra backtest`` / ``walkforward``'s settings (:func:`backtest_config_from`) against the
+    live loop built as ``atra live`` builds it (half Kelly from p(take) under the 2% cap, one
+    position's notional under the 3x gross cap, five positions, one per symbol, the 5% daily
+    loss). The signal rule is this module's ``SPEC`` (the one the model was trained on).
+    January 2024: the daily-loss guard and the leverage cap both block entries; every decision,
+    with who blocked it, is the same."""
+    candles, funding = market
+    cfg = AtraConfig()
+    lo_ms, hi_ms = FROM_MS, int(pd.Timestamp("2024-02-01", tz="UTC").value // 1_000_000)
+    spec = SPEC
+    events, X = _events_and_X(candles, lo_ms, hi_ms, spec)
+    decided = decide_events(events, X[list(model.model.feature_names)], model)
+    bt = run_backtest(
+        candles,
+        decided,
+        backtest_config_from(cfg),
+        funding=funding,
+        markets=dict.fromkeys(SYMBOLS, Market.PERP),
+        timeframe=TF,
+    )
+    blocks = bt.blocks_by_guard()
+    assert blocks[DAILY_LOSS] >= 1  # both guards really bind
+    assert blocks[LEVERAGE] >= 1
+
+    journal_path = tmp_path / "defaults.sqlite"
+    settings = LoopSettings(
+        SYMBOLS, TF, start_ms=lo_ms, stop_ms=hi_ms, bar_close_delay_s=0.0, funding=True
+    )
+    replay_candles = {
+        s: c[c["open_time"] >= lo_ms - (HISTORY_BARS + 10) * TF.ms].reset_index(drop=True)
+        for s, c in candles.items()
+    }
+    decider = StrategyDecider(
+        spec,
+        TF,
+        model=model,
+        sizing=sizing_of(cfg.risk),
+        use_kelly=kelly_multiplier_of(cfg.risk.kelly) is not None,
+        costs=exit_spec(cfg),
+    )
+    asyncio.run(
+        run_replay(
+            settings,
+            replay_candles,
+            journal_path,
+            decider=decider,
+            exit_spec=exit_spec(cfg),
+            guards=RiskGuards(GuardLimits.from_config(cfg.risk, base_dir=tmp_path)),
+            setup=ReplaySetup(weight_limit=2400),
+            funding=funding,
+        )
+    )
+
+    async def read() -> tuple[list, list, list]:  # type: ignore[type-arg]
+        async with Journal.open(journal_path) as j:
+            return await j.signals(), await j.equity(), await j.guard_events()
+
+    signals, equity, guard_events = asyncio.run(read())
+    key = list(zip(decided["symbol"], decided["time_ms"].astype(int), strict=True))
+    by_key = {(s.symbol, s.bar_time_ms): s for s in signals}
+    assert sorted(by_key) == sorted(key)
+    assert [by_key[k].take for k in key] == (bt.events["outcome"] == "taken").tolist()
+    assert [by_key[k].blocked_by for k in key] == bt.events["blocked_by"].tolist()
+    np.testing.assert_allclose(
+        [by_key[k].quantity for k in key if by_key[k].take],
+        bt.trades.sort_values(["signal_time_ms", "symbol"])["quantity"].to_numpy(),
+        rtol=1e-9,
+    )
+    journalled = {g: sum(1 for e in guard_events if e.guard == g) for g in GUARDS}
+    assert journalled == blocks
+    curve = bt.equity_frame().set_index("open_time")["equity"]
+    ours = pd.Series({e.bar_time_ms: e.equity for e in equity})
+    ours = ours[(ours.index >= lo_ms) & (ours.index < hi_ms)]
+    assert len(ours) == (hi_ms - lo_ms) // TF.ms
+    np.testing.assert_allclose(ours.to_numpy(), curve.loc[ours.index].to_numpy(), rtol=1e-9)

@@ -4,7 +4,8 @@ Two months of five real USDT-M perpetuals (../shared/data) are served by the fak
 over HTTP and replayed bar by bar with a simulated clock; the journal must hold exactly the
 backtest's primary signals, the same take / block decisions, and the same trades (entry and
 exit bars, prices and reasons) as :func:`atra.core.backtest.engine.run_backtest` on the full
-history.
+history. The backtest is the one ``atra live --replay --compare`` runs
+(:func:`atra.live.compare.backtest_replay`), and its comparison finds the two identical.
 """
 
 from __future__ import annotations
@@ -18,14 +19,11 @@ import pandas as pd
 import pytest
 
 from atra.adapters.journal.database import Journal
-from atra.core.backtest.engine import BacktestConfig, run_backtest
-from atra.core.costs import CostModel
-from atra.core.decision import decide_events
 from atra.core.exits.api import ExitSpec
-from atra.core.signals.events import generate_events
 from atra.core.signals.spec import SignalSpec
 from atra.core.sizing import SizingConfig
-from atra.core.types import Timeframe
+from atra.core.types import Market, Timeframe
+from atra.live.compare import BacktestPlan, backtest_replay, compare_journal, decided_events
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LoopSettings, StrategyDecider
 from atra.live.replay import ReplaySetup, run_replay
@@ -62,11 +60,11 @@ def test_replay_equals_backtest(candles: dict[str, pd.DataFrame], tmp_path: Path
     spec = SignalSpec()  # EMA 20/50, SL 1.5 / TP 3 ATR, 48 bars
     sizing = SizingConfig()
     exit_spec = ExitSpec()  # taker 4 bps everywhere, no slippage
-    guards = RiskGuards(
-        GuardLimits(
-            max_open_positions=100, max_per_symbol=1, max_gross_leverage=1e6, max_daily_loss=1.0
-        )
+    limits = GuardLimits(
+        max_open_positions=100, max_per_symbol=1, max_gross_leverage=1e6, max_daily_loss=1.0
     )
+    guards = RiskGuards(limits)
+    decider = StrategyDecider(spec, TF, sizing=sizing, costs=exit_spec)
     settings = LoopSettings(
         SYMBOLS, TF, window_bars=WINDOW, start_ms=FROM_MS, stop_ms=TO_MS, bar_close_delay_s=0.0
     )
@@ -76,7 +74,7 @@ def test_replay_equals_backtest(candles: dict[str, pd.DataFrame], tmp_path: Path
             settings,
             candles,
             journal_path,
-            decider=StrategyDecider(spec, TF, sizing=sizing),
+            decider=decider,
             exit_spec=exit_spec,
             guards=guards,
             setup=ReplaySetup(weight_limit=2400),
@@ -95,14 +93,11 @@ def test_replay_equals_backtest(candles: dict[str, pd.DataFrame], tmp_path: Path
     assert all(c.status == "ok" for c in cycles)
     assert state == dict.fromkeys(SYMBOLS, TO_MS - TF.ms)
 
-    # the backtest's events and decisions on the full history
-    frames = []
-    for sym in SYMBOLS:
-        ev = generate_events(candles[sym], spec, symbol=sym, timeframe=TF)
-        frames.append(ev[(ev["time_ms"] >= FROM_MS) & (ev["time_ms"] < TO_MS)])
-    events = pd.concat(frames, ignore_index=True).sort_values(["time_ms", "symbol"])
-    events = events.reset_index(drop=True)
-    decided = decide_events(events, pd.DataFrame(index=events.index), None)
+    # the backtest's events and decisions on the full history, as --compare runs them
+    plan = BacktestPlan.of_replay(
+        settings, decider=decider, exit_spec=exit_spec, limits=limits, market=Market.PERP
+    )
+    events = decided = decided_events(plan, candles)
     assert len(events) >= 100  # a real test: many signals over two months
 
     # 1) signals: same bars and sides, same prices (ATR seeds decay inside the window)
@@ -135,18 +130,7 @@ def test_replay_equals_backtest(candles: dict[str, pd.DataFrame], tmp_path: Path
     assert decided["take"].all()  # primary-only: the decision function takes every signal
 
     # 2) decisions after the limits: taken / blocked as in the backtest
-    bt = run_backtest(
-        candles,
-        decided,
-        BacktestConfig(
-            sizing=sizing,
-            costs=CostModel(maker_fee_rate=0.0004, taker_fee_rate=0.0004, slippage_bps=0.0),
-            max_positions=100,
-            max_per_symbol=1,
-            max_gross_leverage=1e6,
-        ),
-        timeframe=TF,
-    )
+    bt = backtest_replay(plan, candles, None)
     bt_taken = (bt.events["outcome"] == "taken").to_numpy()
     journal_take = {(s.symbol, s.bar_time_ms): s.take for s in signals}
     ours = np.array(
@@ -194,3 +178,8 @@ def test_replay_equals_backtest(candles: dict[str, pd.DataFrame], tmp_path: Path
     assert still_open == set(
         zip(late["symbol"].astype(str), late["signal_time_ms"].astype(int), strict=True)
     )
+
+    # 4) the whole comparison (decisions, trades with fees and P&L, equity bar by bar)
+    result = asyncio.run(compare_journal(journal_path, plan, candles, None))
+    assert result.differences == ()
+    assert result.trades == len(closed)

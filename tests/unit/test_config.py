@@ -163,6 +163,8 @@ def test_unknown_section_and_nested_key(tmp_path: Path) -> None:
             "fast: unknown parameter of rule tsmom (expected lookback)",
         ),
         ("[meta]\nthreshold = 1.0", "meta.threshold", "less than 1"),
+        ("[exchange]\nread_timeout_s = inf", "exchange.read_timeout_s", "finite number"),
+        ("[exchange]\nconnect_timeout_s = nan", "exchange.connect_timeout_s", "finite number"),
         ("[meta]\nthreshold = 0", "meta.threshold", "greater than 0"),
         ('[obs]\nlog_format = "xml"', "obs.log_format", "'json', 'console' or 'auto'"),
         ('[exchange]\nspot_base_url = "ftp://x"', "exchange.spot_base_url", "pattern"),

@@ -238,8 +238,22 @@ def test_backtest_config_from_the_config() -> None:
     assert bt.sizing.risk_fraction == 0.015
     assert bt.max_positions == 7
     assert bt.max_gross_leverage == 2.0
-    assert bt.probability_column is None  # the same sizing for primary and filtered
+    assert bt.max_daily_loss == cfg.risk.max_daily_loss == 0.05
+    # one position's notional under the gross cap, as the live loop sizes it
+    assert bt.sizing.max_leverage == 2.0
+    # risk.kelly = half (the default): the filtered leg sizes from p(take) at half Kelly
+    assert bt.probability_column == "p_take"
+    assert bt.sizing.kelly_multiplier == 0.5
     assert not bt.tp_maker  # every fill at the taker fee, as the labels assume
+
+
+@pytest.mark.parametrize(
+    ("kelly", "column", "mult"), [("none", None, 0.5), ("full", "p_take", 1.0)]
+)
+def test_backtest_config_from_maps_risk_kelly(kelly: str, column: str | None, mult: float) -> None:
+    bt = backtest_config_from(AtraConfig(risk=RiskConfig(kelly=kelly)))  # type: ignore[arg-type]
+    assert bt.probability_column == column
+    assert bt.sizing.kelly_multiplier == mult
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from atra.core.features.external import SERIES
 from atra.core.features.registry import (
     HISTORY_BARS,
     Family,
@@ -179,13 +180,22 @@ def expected(candles: pd.DataFrame) -> dict[str, list[float]]:
 def test_registry_entries_are_complete() -> None:
     reg = feature_registry()
     known_inputs = {"candles", "funding", "counterpart", "btc"}
+    known_inputs |= {f"series:{name}" for name in SERIES}
     for name, spec in reg.items():
         assert spec.name == name
         assert spec.definition
         assert spec.warmup_bars >= 0
         assert "candles" in spec.inputs
         assert set(spec.inputs) <= known_inputs
-    assert {s.family for s in reg.values()} == set(Family) - {Family.ALTERNATIVE}
+    assert {s.family for s in reg.values()} == set(Family)
+    assert {s.name for s in features_by_family("alternative")} == {
+        "fg_level",
+        "fg_chg_1d",
+        "fg_chg_7d",
+        "fg_z_30d",
+        "fg_extreme_fear",
+        "fg_extreme_greed",
+    }
     assert sum(len(features_by_family(f)) for f in Family) == len(reg)
     assert [s.name for s in features_by_family("volume")] == [
         "vol_ratio_24",

@@ -14,10 +14,15 @@ from hypothesis import strategies as st
 
 from atra.core.frames import (
     CANDLE_COLUMNS,
+    EXCHANGE_LAUNCH_MS,
+    LATEST_MS,
     Gap,
+    Limits,
     PartialBucket,
+    check_bar_spacing,
     empty_candles,
     find_gaps,
+    implausible_time,
     ms_to_iso,
     normalize_candles,
     normalize_funding,
@@ -98,7 +103,9 @@ def _time(row: int, value: int) -> Callable[[pd.DataFrame], None]:
         (_set("volume", 4, np.inf), 4, "NaN or infinite"),
         (_set("open", 2, -1.0), 2, "price <= 0"),
         (_set("low", 6, 0.0), 6, "price <= 0"),
-        (_set("low", 5, 1e9), 5, "low > high"),
+        (_set("low", 5, 5e8), 5, "low > high"),
+        (_set("high", 5, 1e9), 5, "price >= 1e+09"),
+        (_set("close", 2, 1e300), 2, "price >= 1e+09"),
         (_set("high", 1, 1e-3), 1, "low > high"),
         (_set("volume", 7, -0.5), 7, "negative volume"),
         (_time(4, T0 + 3 * H), 4, "duplicate time"),
@@ -207,7 +214,8 @@ def test_funding_with_finer_interval_has_no_gaps() -> None:
         ("funding_rate", 2, np.nan, "NaN or infinite funding_rate"),
         ("funding_time", 3, T0 + 16 * H, "duplicate time"),
         ("funding_time", 3, T0, "backwards"),
-        ("funding_time", 0, -5, "must be positive"),
+        ("funding_rate", 4, 1e9, r"\|funding_rate\| > 0.05 per interval"),
+        ("funding_rate", 1, -0.0501, r"\|funding_rate\| > 0.05 per interval"),
     ],
 )
 def test_funding_rules(col: str, row: int, value: float, rule: str) -> None:
@@ -418,3 +426,111 @@ def test_validation_never_passes_a_frame_that_breaks_a_rule(
     else:
         with pytest.raises(DataError, match=r"^p: row "):
             validate_candles(frame, Timeframe.H1, source="p")
+
+
+# ---- plausibility --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (T0 * 1000, "looks like microseconds (1.7e+15); divide by 1,000 to get milliseconds"),
+        (T0 * 10**6, "looks like nanoseconds (1.7e+18); divide by 1,000,000 to get"),
+        (T0 // 1000, "looks like seconds (1.7e+09); multiply by 1,000 to get milliseconds"),
+        (-H, "is negative (-3.6e+06): times before 1970"),
+        (EXCHANGE_LAUNCH_MS - H, "2017-07-13T23:00:00Z is before the earliest plausible time"),
+        (LATEST_MS + H, "2100-01-01T01:00:00Z is after the latest plausible time 2100-01-01"),
+        (10**17, "100000000000000000 ms is after the latest plausible time"),
+    ],
+)
+def test_implausible_time_names_the_unit(value: int, expected: str) -> None:
+    reason = implausible_time(value, H)
+    assert reason is not None
+    assert expected in reason
+
+
+def test_plausible_range_edges_are_inclusive() -> None:
+    now = T0 + 30 * 60_000  # half-way through a bar
+    limits = Limits(now_ms=now)
+    assert implausible_time(EXCHANGE_LAUNCH_MS, H, limits) is None
+    assert implausible_time(now + H, H, limits) is None
+    assert "after the latest plausible time" in str(implausible_time(now + H + 1, H, limits))
+    assert implausible_time(EXCHANGE_LAUNCH_MS - 1, H, limits) is not None
+    assert implausible_time(T0, H, Limits(earliest_ms=T0)) is None
+    assert implausible_time(T0 - H, H, Limits(earliest_ms=T0)) is not None
+
+
+def test_future_bar_refused_against_the_clock() -> None:
+    frame = make_candles(5)
+    last = int(frame.open_time.iloc[-1])
+    validate_candles(frame, Timeframe.H1, source="f", limits=Limits(now_ms=last - H))
+    with pytest.raises(DataError, match=r"^f: open_time 2024-01-01T04:00:00Z at row 5 is after"):
+        validate_candles(frame, Timeframe.H1, source="f", limits=Limits(now_ms=last - H - 1))
+
+
+def test_unit_is_named_before_grid_alignment() -> None:
+    frame = make_candles(5).assign(open_time=lambda f: f.open_time // 1000)
+    with pytest.raises(DataError, match=r"^f.parquet: open_time looks like seconds \(1.7e\+09 at"):
+        validate_candles(frame, Timeframe.H1, source="f.parquet")
+
+
+def test_funding_time_plausibility_and_configurable_cap() -> None:
+    frame = make_funding(4)
+    frame.loc[2, "funding_time"] = int(frame.loc[2, "funding_time"]) * 1000
+    with pytest.raises(DataError, match=r"^fund: funding_time looks like microseconds .* row 3"):
+        validate_funding(frame, source="fund")
+    negative = make_funding(4)
+    negative.loc[0, "funding_time"] = -5
+    with pytest.raises(DataError, match=r"^fund: funding_time is negative \(-5 at row 1\)"):
+        validate_funding(negative, source="fund")
+    high = make_funding(4).assign(funding_rate=0.02)
+    validate_funding(high, source="fund")
+    with pytest.raises(DataError, match=r"row 1 .*\|funding_rate\| > 0.01 per interval"):
+        validate_funding(high, source="fund", limits=Limits(max_abs_funding_rate=0.01))
+
+
+def test_price_cap_is_configurable() -> None:
+    frame = make_candles(4)
+    with pytest.raises(DataError, match=r"row 1 .*price >= 50"):
+        validate_candles(frame, Timeframe.H1, source="f", limits=Limits(max_price=50.0))
+    frame["high"] = 2e9
+    validate_candles(frame, Timeframe.H1, source="f", limits=Limits(max_price=1e12))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "rule"),
+    [
+        ({"earliest_ms": -1}, "earliest plausible time"),
+        ({"earliest_ms": LATEST_MS}, "earliest plausible time"),
+        ({"now_ms": EXCHANGE_LAUNCH_MS - 1}, "before the earliest"),
+        ({"max_price": float("inf")}, "max_price"),
+        ({"max_price": 0.0}, "max_price"),
+        ({"max_abs_funding_rate": float("nan")}, "max_abs_funding_rate"),
+        ({"max_abs_funding_rate": -0.1}, "max_abs_funding_rate"),
+    ],
+)
+def test_limits_refuse_nonsense(kwargs: dict[str, float], rule: str) -> None:
+    with pytest.raises(ConfigError, match=rule):
+        Limits(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bar_spacing_against_the_name() -> None:
+    hourly = make_candles(6).open_time.to_numpy()
+    five = Timeframe.M5
+    with pytest.raises(DataError, match=r"^f: bars are at least 1h apart .* file name says 5m$"):
+        check_bar_spacing(hourly, five, source="f", named_by="the file name")
+    with pytest.raises(DataError, match=r"^f: row 2: bars 5m apart, but --timeframe 1h says 1h"):
+        check_bar_spacing(
+            T0 + np.arange(3) * 300_000, Timeframe.H1, source="f", named_by="--timeframe 1h"
+        )
+    # gaps alone are fine; so are one or two rows, and one exact step among gaps
+    check_bar_spacing(hourly[:2], five, source="f", named_by="x")
+    check_bar_spacing(np.array([T0, T0 + 300_000, T0 + H]), five, source="f", named_by="x")
+    check_bar_spacing(
+        np.array([T0, T0 + 3 * H, T0 + 4 * H]), Timeframe.H1, source="f", named_by="x"
+    )
+
+
+def test_ms_to_iso_never_raises() -> None:
+    assert ms_to_iso(T0 * 1000) == f"{T0 * 1000} ms"
+    assert ms_to_iso(-H) == "1969-12-31T23:00:00Z"

@@ -329,7 +329,7 @@ def bad_mixed_timeframes_parquet(files: Path) -> tuple[Path, str]:
     path = files / "BTCUSDT_spot_1h.parquet"
     frame = pd.concat([make_candles(3), make_candles(3, start=T0 + 3 * H, step=300_000)])
     frame.reset_index(drop=True).to_parquet(path, index=False)
-    return path, "row 5 .*not aligned to the 3600000 ms bar grid"
+    return path, "row 5: bars 5m apart, but the file name says 1h"
 
 
 def bad_checksum_mismatch(files: Path) -> tuple[Path, str]:
@@ -421,7 +421,7 @@ def bad_binance_eleven_columns(files: Path) -> tuple[Path, str]:
         ",".join(line.split(",")[:11]) for line in kline_text(make_candles(3), header=False).split()
     ]
     path.write_text("\n".join(lines) + "\n")
-    return path, "expected 12 columns \\(open_time, .*\\), got 11"
+    return path, "row 1: 11 of 12 columns \\(expected open_time, .*\\)"
 
 
 def bad_binance_extra_field(files: Path) -> tuple[Path, str]:
@@ -429,7 +429,7 @@ def bad_binance_extra_field(files: Path) -> tuple[Path, str]:
     lines = kline_text(make_candles(3), header=False).split()
     lines[1] += ",99"
     path.write_text("\n".join(lines) + "\n")
-    return path, "expected 12 columns in every row"
+    return path, "row 2: 13 of 12 columns"
 
 
 def bad_binance_header_width(files: Path) -> tuple[Path, str]:
@@ -697,3 +697,58 @@ def test_import_record_rejects_spot_funding(store: CandleStore) -> None:
     )
     with pytest.raises(DataError, match=r"x: funding events belong to the perp market"):
         import_record(store, rec, exchange="binance")
+
+
+# ---- plausibility of what files hold ---------------------------------------------------
+
+
+def test_microseconds_converted_only_for_binance_dumps(files: Path) -> None:
+    dump = read_file(FIXTURES / "BTCUSDT-1h-2025-01-01.zip")
+    assert int(dump.frame["open_time"].iloc[0]) == 1_735_689_600_000
+    ours = files / "BTCUSDT_spot_1h.parquet"
+    make_candles(3).assign(open_time=lambda f: f.open_time * 1000).to_parquet(ours, index=False)
+    with pytest.raises(DataError) as info:
+        read_file(ours)
+    assert str(info.value) == (
+        f"{ours}: open_time looks like microseconds (1.7e+15 at row 1); "
+        "divide by 1,000 to get milliseconds"
+    )
+
+
+def test_clock_bounds_the_last_bar(files: Path) -> None:
+    path = files / "BTCUSDT_spot_1h.parquet"
+    make_candles(4).to_parquet(path, index=False)
+    last = T0 + 3 * H
+    assert len(read_file(path, now_ms=last - H).frame) == 4
+    with pytest.raises(DataError, match=r"open_time 2024-01-01T03:00:00Z at row 4 is after"):
+        read_file(path, now_ms=last - H - 1)
+
+
+def test_binance_funding_dump_checked_against_its_interval(files: Path) -> None:
+    path = files / "BTCUSDT-fundingRate-2024-01.csv"
+    path.write_text(
+        "calc_time,funding_interval_hours,last_funding_rate\n"
+        f"{T0},8,0.0001\n{T0 + 8 * H},8,0.0002\n"
+    )
+    assert len(read_file(path, now_ms=T0).frame) == 2  # the next event is one interval ahead
+    with pytest.raises(DataError, match=r"funding_time .* at row 2 is after"):
+        read_file(path, now_ms=T0 - 1)
+
+
+def test_timeframe_flag_named_when_spacing_disagrees(files: Path) -> None:
+    path = files / "BTCUSDT_spot_1h.parquet"
+    make_candles(6).to_parquet(path, index=False)
+    with pytest.raises(DataError, match=r"bars are at least 1h apart .* but --timeframe 5m says"):
+        read_file(path, timeframe="5m")
+
+
+def test_plain_csv_short_row_named(files: Path) -> None:
+    path = files / "BTCUSDT_spot_1h.csv"
+    lines = make_candles(4).to_csv(index=False).splitlines()
+    lines[3] = ",".join(lines[3].split(",")[:4])
+    path.write_text("\n".join(lines) + "\n\n")
+    with pytest.raises(DataError) as info:
+        read_file(path)
+    assert str(info.value) == (
+        f"{path}: row 3: 4 of 6 columns (expected open_time, open, high, low, close, volume)"
+    )

@@ -22,6 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from atra.adapters.series import read_series
+from atra.core.features.external import DAY_MS, SERIES
 from atra.core.features.registry import (
     Family,
     FeatureContext,
@@ -93,8 +95,34 @@ def synthetic_context(main: pd.DataFrame, seed: int) -> FeatureContext:
             PointInTimeSeries(
                 "oi", open_interest, lag_ms=0, max_age_ms=2 * H, family=Family.FUNDAMENTAL
             ),
+            *builtin_series(start, start + n_slots * H, seed + 2),
         ),
     )
+
+
+def builtin_series(start: int, end: int, seed: int) -> tuple[PointInTimeSeries, ...]:
+    """The four built-in daily series (random values, with the real rules' lags and ages),
+    from 400 days before ``start`` (the 365-day z-scores have values) to ``end``, each with
+    a few missing days (gaps are never bridged) and one NaN value."""
+    rng = np.random.default_rng(seed)
+    first = (start // DAY_MS - 400) * DAY_MS
+    days = np.arange(first, end + DAY_MS, DAY_MS, dtype=np.int64)
+    out = []
+    for k, rule in enumerate(SERIES.values()):
+        keep = np.ones(days.size, dtype=bool)
+        keep[rng.choice(np.arange(days.size - 60, days.size - 5), 3 + k, replace=False)] = False
+        frame = pd.DataFrame({"time": days[keep]})
+        for col in rule.columns:
+            scale = 100.0 if col == "fear_greed" else float(rng.uniform(1.0, 1e6))
+            frame[col] = scale * rng.uniform(0.05, 1.0, keep.sum())
+        frame.loc[7, rule.columns[0]] = math.nan
+        out.append(
+            PointInTimeSeries(
+                rule.name, frame, lag_ms=rule.lag_ms, max_age_ms=rule.max_age_ms,
+                family=rule.family,
+            )
+        )  # fmt: skip
+    return tuple(out)
 
 
 def _series_times(series: PointInTimeSeries) -> npt.NDArray[np.int64]:
@@ -155,6 +183,10 @@ def pick_cuts(main: pd.DataFrame, n: int, seed: int) -> list[int]:
     special = [*(after_gap - 1), *after_gap, *(after_gap + 1)]
     on_funding = np.flatnonzero((main.open_time.to_numpy() + H) % (8 * H) == 0)
     special += rng.choice(on_funding, 3, replace=False).tolist()
+    # bars closing on a publication instant (Fear & Greed D 01:00, Coin Metrics D 06:00)
+    for hour in (1, 6):
+        on_pub = np.flatnonzero((main.open_time.to_numpy() + H) % DAY_MS == hour * H)
+        special += rng.choice(on_pub, 2, replace=False).tolist()
     random = rng.choice(len(main), n, replace=False).tolist()
     return sorted({int(c) for c in [*special, *random, 0, 1, len(main) - 1] if c < len(main)})
 
@@ -200,15 +232,30 @@ def _funding_at_close(ff: FeatureFrame) -> npt.NDArray[np.float64]:
     return np.where(idx >= 0, rates[np.maximum(idx, 0)], np.nan)
 
 
+def _onchain_same_day(ff: FeatureFrame) -> npt.NDArray[np.float64]:
+    """BTC MVRV used from its own day's 00:00: the day is not over yet."""
+    series = next(s for s in ff.ctx.series if s.name == "onchain_btc")
+    times = series.times_ms()
+    idx = np.searchsorted(times, ff.close_ms, side="left") - 1
+    return np.where(idx >= 0, series.values("mvrv")[np.maximum(idx, 0)], np.nan)
+
+
 @pytest.mark.parametrize(
     ("fn", "inputs"),
     [
+        (_onchain_same_day, ("candles", "series:onchain_btc")),
         (_next_return, ("candles",)),
         (_centered_mean, ("candles",)),
         (_full_sample_scaled, ("candles",)),
         (_funding_at_close, ("candles", "funding")),
     ],
-    ids=["next_return", "centered_mean", "full_sample_scaled", "funding_at_close"],
+    ids=[
+        "onchain_same_day",
+        "next_return",
+        "centered_mean",
+        "full_sample_scaled",
+        "funding_at_close",
+    ],
 )
 def test_a_leaky_feature_is_caught(
     synthetic: tuple[pd.DataFrame, FeatureContext], fn: object, inputs: tuple[str, ...]
@@ -229,7 +276,7 @@ def test_a_leaky_feature_is_caught(
 def test_random_gaps_and_cuts(drops: list[int], cut_frac: float, seed: int) -> None:
     main = candles(600, seed, drop=drops)
     ctx = synthetic_context(main, seed + 1)
-    ctx = dataclasses.replace(ctx, series=ctx.series[:1])
+    ctx = dataclasses.replace(ctx, series=(ctx.series[0], *ctx.series[2:]))
     cut = min(int(cut_frac * len(main)), len(main) - 1)
     assert lookahead_mismatches(main, ctx, [cut]) == {}
 
@@ -238,8 +285,12 @@ def test_random_gaps_and_cuts(drops: list[int], cut_frac: float, seed: int) -> N
 @pytest.mark.shared_data
 def test_every_feature_is_causal_on_real_binance_data(shared_data_dir: Path) -> None:
     """ETHUSDT spot 2019-12-20 .. 2020-04-23 (3,000 bar slots; spot gaps 2020-02-09 02:00,
-    2020-02-19 12:00..16:00 and 2020-03-04 10:00), its perp, its funding, BTCUSDT spot and a
-    synthetic daily sentiment series published 6 h late."""
+    2020-02-19 12:00..16:00 and 2020-03-04 10:00), its perp, its funding, BTCUSDT spot, a
+    synthetic daily sentiment series published 6 h late and the four real external series of
+    ``../shared/series`` (Fear & Greed, BTC and ETH valuation, BTC activity)."""
+    series_dir = shared_data_dir.parent / "series"
+    if not (series_dir / "README.md").exists():
+        pytest.skip("../shared/series is not beside the project")
     lo = pd.Timestamp("2019-12-20", tz="UTC").value // 1_000_000
     hi = lo + 3000 * H
 
@@ -259,7 +310,19 @@ def test_every_feature_is_causal_on_real_binance_data(shared_data_dir: Path) -> 
         funding=load("ETHUSDT_perp_funding", "funding_time"),
         counterpart=load("ETHUSDT_perp_1h"),
         btc=load("BTCUSDT_spot_1h"),
-        series=(PointInTimeSeries("fg", sentiment, lag_ms=6 * H, max_age_ms=30 * H),),
+        series=(
+            PointInTimeSeries("fg", sentiment, lag_ms=6 * H, max_age_ms=30 * H),
+            *(
+                read_series(
+                    series_dir / f"{name}_daily.parquet",
+                    name=name,
+                    lag_ms=rule.lag_ms,
+                    max_age_ms=rule.max_age_ms,
+                    family=rule.family,
+                )
+                for name, rule in SERIES.items()
+            ),
+        ),
     )
     full = compute_features(main, ctx)
     assert full.drop(columns="open_time").notna().any().all()

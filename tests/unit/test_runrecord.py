@@ -574,26 +574,6 @@ def test_trades_after_a_liquidation_are_not_counted_and_say_so() -> None:
     assert np.all(leg.equity.to_numpy()[32:] == 0.0)
 
 
-def test_liquidated_return_stats_by_hand() -> None:
-    from atra.research.runrecord.metrics import liquidated_return_stats
-
-    eq = np.array([100.0, 110.0, 99.0, 0.0, 0.0, 0.0])
-    rs = liquidated_return_stats(eq, Timeframe.H1, n_trials=3, trials_sharpe_variance=0.5)
-    r = np.array([0.1, -0.1, -1.0, 0.0, 0.0])
-    assert rs.n_returns == 5
-    assert rs.sharpe == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(8760))
-    assert rs.sortino == pytest.approx(
-        r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2)) * math.sqrt(8760)
-    )
-    assert rs.volatility == pytest.approx(r.std(ddof=1) * math.sqrt(8760))
-    assert (rs.total_return, rs.cagr, rs.max_drawdown, rs.calmar) == (-1.0, -1.0, -1.0, -1.0)
-    assert rs.max_drawdown_bars == 4  # from the peak at 110 to the last bar, never recovered
-    assert rs.longest_drawdown_bars == 4
-    assert 0.0 < rs.dsr < rs.psr < 0.5
-    with pytest.raises(DataError):
-        liquidated_return_stats(np.array([100.0, 0.0, 5.0]), Timeframe.H1)  # not 0 to the end
-
-
 @pytest.mark.parametrize(
     ("equity", "liq_row", "fragments"),
     [

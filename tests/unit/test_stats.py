@@ -147,7 +147,9 @@ def test_single_return_has_no_sharpe() -> None:
     [
         ([1.0], "at least 2 points"),
         ([1.0, math.nan, 2.0], "row 1"),
-        ([1.0, 2.0, 0.0], "row 2"),
+        ([1.0, 2.0, 0.0, 1.0], "row 2"),  # zero, then not zero: no liquidation
+        ([1.0, 2.0, -1.0], "row 2"),
+        ([0.0, 0.0], "row 0"),
         ([[1.0, 2.0]], "1-D"),
     ],
 )
@@ -388,3 +390,21 @@ def test_cross_check_with_empyrical(
         rel=1e-9,
     )
     assert s.calmar == pytest.approx(ep.calmar_ratio(r, annualization=periods), rel=1e-9)  # type: ignore[attr-defined]
+
+
+def test_liquidated_equity_stats_by_hand() -> None:
+    eq = np.array([100.0, 110.0, 99.0, 0.0, 0.0, 0.0])
+    rs = equity_stats(eq, Timeframe.H1, n_trials=3, trials_sharpe_variance=0.5)
+    r = np.array([0.1, -0.1, -1.0, 0.0, 0.0])
+    assert rs.n_returns == 5
+    assert rs.sharpe == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(8760))
+    assert rs.sortino == pytest.approx(
+        r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2)) * math.sqrt(8760)
+    )
+    assert rs.volatility == pytest.approx(r.std(ddof=1) * math.sqrt(8760))
+    assert (rs.total_return, rs.cagr, rs.max_drawdown, rs.calmar) == (-1.0, -1.0, -1.0, -1.0)
+    assert rs.max_drawdown_bars == 4  # from the peak at 110 to the last bar, never recovered
+    assert rs.longest_drawdown_bars == 4
+    assert 0.0 < rs.dsr < rs.psr < 0.5
+    with pytest.raises(DataError):
+        equity_stats(np.array([100.0, 0.0, 5.0]), Timeframe.H1)  # not 0 to the end

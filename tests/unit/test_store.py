@@ -189,7 +189,7 @@ def test_funding_round_trip_merge_and_conflict(store: CandleStore) -> None:
     part = store.read_funding("binance", "BTCUSDT", T0 + 8 * H, T0 + 24 * H)
     assert part["funding_time"].tolist() == [T0 + 8 * H, T0 + 16 * H]
     other = fund.copy()
-    other.loc[3, "funding_rate"] = 0.5
+    other.loc[3, "funding_rate"] = 0.03
     with pytest.raises(DataError, match=r"funding_time 2024-01-02T00:00:00Z conflicts"):
         store.write_funding("binance", "BTCUSDT", other)
     bad = make_funding(3)

@@ -3,9 +3,11 @@
 Layout under a registry root::
 
     <root>/<model_id>/model.txt   LightGBM text format (``Booster.save_model``)
-    <root>/<model_id>/meta.json   feature names (in order), training window, data hash,
-                                  params, threshold, calibration (plain numbers), library
-                                  versions, OOS metrics, sha256 of model.txt
+    <root>/<model_id>/meta.json   feature names (in order), the inputs they read
+                                  (:class:`~atra.core.features.context.ModelInputs`),
+                                  training window, data hash, params, threshold,
+                                  calibration (plain numbers), library versions, OOS
+                                  metrics, sha256 of model.txt
 
 ``model_id`` is a content hash: sha256 over ``model.txt`` and the metadata (minus the save
 time), so the same model saved twice gets the same id and a changed byte gets another one.
@@ -34,10 +36,19 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from atra.core.features.context import ModelInputs
 from atra.core.meta import Calibration, MetaModel, MetaParams
 from atra.errors import AtraError, ModelError
 
-__all__ = ["FORMAT_VERSION", "RegisteredModel", "dataset_hash", "load_model", "save_model"]
+__all__ = [
+    "FORMAT_VERSION",
+    "RegisteredModel",
+    "dataset_hash",
+    "load_model",
+    "read_metadata",
+    "resolve_model_dir",
+    "save_model",
+]
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.txt"
@@ -53,6 +64,22 @@ class RegisteredModel:
     path: Path
     model: MetaModel
     metadata: dict[str, Any]
+
+    @property
+    def inputs(self) -> ModelInputs:
+        """What the model's features read: the stored ``inputs`` (saved by ``atra train``), or,
+        for a model saved without them, derived from its feature names."""
+        stored = self.metadata.get("inputs")
+        try:
+            if stored is None:
+                return ModelInputs.from_features(self.model.feature_names)
+            if not isinstance(stored, dict):
+                raise ModelError(f"model {self.model_id}: inputs must be an object")
+            return ModelInputs.from_dict(stored, f"model {self.model_id} inputs")
+        except AtraError as exc:
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelError(f"model {self.model_id}: {exc}") from None
 
 
 def _plain(obj: Any) -> Any:
@@ -121,12 +148,14 @@ def save_model(
     data_hash: str,
     oos_metrics: pd.DataFrame | Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    inputs: ModelInputs | None = None,
 ) -> RegisteredModel:
     """Save a fitted model under ``root/<model_id>/`` atomically; returns the registry entry.
 
     ``train_start_ms``/``train_end_ms`` is the training window, ``data_hash`` identifies the
     training data (e.g. :func:`dataset_hash`), ``oos_metrics`` is stored as plain numbers
-    (e.g. ``oos_metrics_by_year`` output), ``extra`` holds further plain provenance fields.
+    (e.g. ``oos_metrics_by_year`` output), ``extra`` holds further plain provenance fields,
+    ``inputs`` the side data and history the features read (stored as ``inputs``).
     Saving an identical model again returns the existing entry.
     """
     booster = model.booster
@@ -147,6 +176,7 @@ def save_model(
                 "oos_metrics": oos_metrics,
                 "extra": dict(extra or {}),
                 "model_sha256": model_sha,
+                **({} if inputs is None else {"inputs": inputs.to_dict()}),
             }
         )
         model_id = _content_id(model_sha, meta)
@@ -185,6 +215,31 @@ def _read_meta(directory: Path) -> dict[str, Any]:
             f"{meta_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
         )
     return meta
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of the model at ``path`` (its directory or ``meta.json``), unchecked
+    beyond its format: to learn a model's feature names before :func:`load_model`."""
+    path = Path(path)
+    return _read_meta(path.parent if path.name == META_FILE else path)
+
+
+def resolve_model_dir(ref: str, models_dir: str | Path) -> Path:
+    """The model directory ``ref`` names: a path to a model directory (or its ``meta.json``),
+    else a model id under ``models_dir`` (where ``atra train --out`` saves). One-line
+    :class:`ModelError` when neither holds a model."""
+    as_path = Path(ref).expanduser()
+    if (as_path / META_FILE).is_file():
+        return as_path
+    if as_path.name == META_FILE and as_path.is_file():
+        return as_path.parent
+    in_registry = Path(models_dir) / ref
+    if "/" not in ref and (in_registry / META_FILE).is_file():
+        return in_registry
+    raise ModelError(
+        f"model {ref!r}: neither a model directory (with {META_FILE}) nor a model id in "
+        f"{models_dir}"
+    )
 
 
 def _schema_error(model_id: str, expected: Sequence[str], given: Sequence[str]) -> str | None:

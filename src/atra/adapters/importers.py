@@ -17,13 +17,23 @@ Supported names (flags override the symbol, market and timeframe taken from the 
   last_funding_rate``
 
 A ``<file>.CHECKSUM`` beside a file (``"<sha256 hex>  <name>"``) is verified when present.
+
+Every record is also checked for plausibility against the clock (:class:`~atra.core.frames.
+Limits`): times after the exchange's launch and at most one bar past now, in milliseconds (a
+file in seconds, microseconds or nanoseconds is refused with the conversion; only Binance's
+own dumps are converted from microseconds, as Binance documents them), bar spacing matching
+the timeframe the file name (or ``--timeframe``) gives, prices and funding rates within
+bounds, and every CSV row holding every column.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import hashlib
 import io
 import re
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +44,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atra.core.frames import CANDLE_COLUMNS, FUNDING_COLUMNS
+from atra.core.frames import (
+    CANDLE_COLUMNS,
+    DEFAULT_LIMITS,
+    FUNDING_COLUMNS,
+    FUNDING_INTERVAL_MS,
+    Limits,
+    check_bar_spacing,
+    check_times_plausible,
+    validate_candles,
+    validate_funding,
+)
 from atra.core.types import Market, Timeframe
 from atra.errors import AtraError, DataError
 
@@ -88,6 +108,8 @@ class ImportRecord:
     fmt: str
     """``"parquet"``, ``"csv"``, ``"binance-klines"`` or ``"binance-funding"``."""
     funding_interval_ms: int | None = None
+    timeframe_from: str = "the file name"
+    """What gave the timeframe, for error messages: the file name or ``--timeframe``."""
 
 
 def read_file(
@@ -96,8 +118,43 @@ def read_file(
     market: Market | str | None = None,
     symbol: str | None = None,
     timeframe: Timeframe | str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    now_ms: int | None = None,
 ) -> ImportRecord:
-    """Read one file into an :class:`ImportRecord`; the format is told by the file name."""
+    """Read one file into an :class:`ImportRecord`; the format is told by the file name.
+
+    The rows are checked against ``limits`` with ``now_ms`` (default: this machine's clock)
+    as now, so no time later than one bar past now is accepted.
+    """
+    record = _read_record(path, market=market, symbol=symbol, timeframe=timeframe)
+    clock = int(time.time() * 1000) if now_ms is None else now_ms
+    check_record(record, dataclasses.replace(limits, now_ms=clock))
+    return record
+
+
+def check_record(record: ImportRecord, limits: Limits) -> None:
+    """Plausibility of a record's rows (see :func:`read_file`); a one-line DataError if not."""
+    src = record.source
+    if record.kind == "funding":
+        step = record.funding_interval_ms or FUNDING_INTERVAL_MS
+        validate_funding(record.frame, source=src, interval_ms=step, limits=limits)
+        return
+    if record.timeframe is None:  # pragma: no cover  (readers always set it for candles)
+        raise DataError(f"{src}: candle file without a timeframe")
+    tf = record.timeframe
+    times = record.frame["open_time"].to_numpy(dtype=np.int64)
+    check_times_plausible(times, tf.ms, time_name="open_time", source=src, limits=limits)
+    check_bar_spacing(times, tf, source=src, named_by=record.timeframe_from)
+    validate_candles(record.frame, tf, source=src, limits=limits)
+
+
+def _read_record(
+    path: Path | str,
+    *,
+    market: Market | str | None,
+    symbol: str | None,
+    timeframe: Timeframe | str | None,
+) -> ImportRecord:
     path = Path(path)
     src = str(path)
     if not path.is_file():
@@ -108,11 +165,19 @@ def read_file(
     name = path.name
     mkt = _parse_market(market, src) if market is not None else None
     tf = _parse_timeframe(timeframe, src) if timeframe is not None else None
+    tf_from = f"--timeframe {tf}" if tf is not None else "the file name"
     if m := _KLINE_RE.fullmatch(name):
         tf = tf or _parse_timeframe(m["tf"], src)
         frame = _read_binance_klines(_csv_bytes(path), tf, src)
         return ImportRecord(
-            "candles", symbol or m["symbol"], mkt or Market.SPOT, tf, frame, src, "binance-klines"
+            "candles",
+            symbol or m["symbol"],
+            mkt or Market.SPOT,
+            tf,
+            frame,
+            src,
+            "binance-klines",
+            timeframe_from=tf_from,
         )
     if m := _FUNDING_RE.fullmatch(name):
         frame, interval_ms = _read_binance_funding(_csv_bytes(path), src)
@@ -154,7 +219,14 @@ def read_file(
     _expect_columns(frame, columns, src)
     frame = _numeric_frame(frame, columns, src)
     return ImportRecord(
-        kind, symbol, mkt, tf if kind == "candles" else None, frame, src, suffix[1:]
+        kind,
+        symbol,
+        mkt,
+        tf if kind == "candles" else None,
+        frame,
+        src,
+        suffix[1:],
+        timeframe_from=tf_from,
     )
 
 
@@ -223,9 +295,31 @@ def _read_parquet(path: Path, src: str) -> pd.DataFrame:
     return frame
 
 
+def _check_row_widths(data: bytes, width: int, columns: str, src: str, *, header: bool) -> None:
+    """Refuse the first row without exactly ``width`` fields, naming it (1-based data row,
+    header excluded, blank lines skipped as the CSV reader skips them)."""
+    text = data.decode("utf-8", errors="replace")
+    row = 0
+    for fields in csv.reader(io.StringIO(text, newline="")):
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        if header:
+            header = False
+            continue
+        row += 1
+        if len(fields) != width:
+            raise DataError(
+                f"{src}: row {row}: {len(fields)} of {width} columns (expected {columns})"
+            )
+
+
 def _read_plain_csv(path: Path, src: str) -> pd.DataFrame:
+    data = path.read_bytes()
+    first = next(csv.reader(io.StringIO(data.decode("utf-8", errors="replace"))), [])
+    if first:
+        _check_row_widths(data, len(first), ", ".join(first), src, header=True)
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(io.BytesIO(data))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{src}: not a readable CSV file ({' '.join(str(exc).split())})") from None
     if frame.empty:
@@ -329,6 +423,7 @@ def _read_binance_csv(data: bytes, columns: tuple[str, ...], src: str) -> pd.Dat
     if not first:
         raise DataError(f"{src}: empty file (expected {len(columns)} comma-separated columns)")
     has_header = not first.split(b",")[0].strip().lstrip(b"-").isdigit()
+    _check_row_widths(data, len(columns), ", ".join(columns), src, header=has_header)
     try:
         frame = pd.read_csv(
             io.BytesIO(data), header=None, skiprows=1 if has_header else 0, dtype=str

@@ -30,9 +30,26 @@ from urllib.parse import urlencode
 
 OrderSide = Literal["BUY", "SELL"]
 OrderType = Literal["MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET"]
-OrderStatus = Literal["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "REJECTED"]
+"""The order types ATRA places."""
+OrderStatus = Literal[
+    "NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"
+]
+"""Binance's order statuses (USDT-M futures; ``EXPIRED_IN_MATCH``: expired by self-trade
+prevention)."""
 
-FINAL_STATUSES: Final[frozenset[str]] = frozenset({"FILLED", "CANCELED", "EXPIRED", "REJECTED"})
+TRADED_TYPES: Final[frozenset[str]] = frozenset(
+    {"MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET"}
+)
+"""The types of :data:`OrderType`: an order of any other type is foreign to ATRA."""
+VENUE_TYPES: Final[frozenset[str]] = TRADED_TYPES | frozenset(
+    {"STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"}  # USDT-M futures
+    | {"LIMIT_MAKER", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"}  # spot
+)
+"""Every order type Binance documents for USDT-M futures and spot. An order of another type is
+still read (kept with its raw type string), only logged as undocumented."""
+FINAL_STATUSES: Final[frozenset[str]] = frozenset(
+    {"FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"}
+)
 
 # Binance error codes the order path must tell apart
 ERR_INVALID_SIGNATURE: Final[int] = -1022
@@ -102,13 +119,17 @@ class OrderRequest:
 @dataclass(frozen=True, slots=True)
 class OrderState:
     """An order as the venue reports it. ``avg_price`` is 0.0 until something fills;
-    ``update_time_ms`` is the venue time of the last change (the fill time once FILLED)."""
+    ``update_time_ms`` is the venue time of the last change (the fill time once FILLED).
+
+    ``type`` is the venue's type string as reported: one of :data:`TRADED_TYPES` for the orders
+    ATRA places; any other type (a TRAILING_STOP_MARKET placed by hand, ...) makes the order
+    :attr:`foreign`: read and reported, never managed."""
 
     symbol: str
     client_order_id: str
     order_id: int
     side: OrderSide
-    type: OrderType
+    type: str
     status: OrderStatus
     orig_qty: float
     executed_qty: float
@@ -123,6 +144,11 @@ class OrderState:
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 
+    @property
+    def foreign(self) -> bool:
+        """An order of a type ATRA never places (so never one of its own)."""
+        return self.type not in TRADED_TYPES
+
 
 @dataclass(frozen=True, slots=True)
 class VenuePosition:
@@ -131,6 +157,16 @@ class VenuePosition:
     symbol: str
     quantity: float
     entry_price: float
+
+
+@dataclass(frozen=True, slots=True)
+class AssetBalance:
+    """One asset of the futures wallet (``GET /fapi/v2/balance``): ``balance`` is the wallet
+    balance, ``available`` what new orders may use."""
+
+    asset: str
+    balance: float
+    available: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,6 +238,7 @@ class RateLimiter:
         )
         self._requests = self._waits = self._rate_limited = self._bans = 0
         self._wait_s = 0.0
+        self._held = 0
         # the server's own count (X-MBX-USED-WEIGHT-1m): when it was read, its value, our
         # weight sent since and the weight that was in flight then (maybe not yet counted)
         self._obs_t = -math.inf
@@ -361,6 +362,22 @@ class RateLimiter:
                 b.total += cost
         self._requests += 1
         self._since_obs += charges.get(WEIGHT, 0)
+
+    async def hold_while_paused(self) -> None:
+        """The last gate before a request goes on the wire: wait while a 429 pause runs (one
+        may have been learnt after this request was let through) and raise during a ban."""
+        while True:
+            self.check_ban()
+            wait = self.paused_until - self.clock.monotonic()
+            if wait <= 0:
+                return
+            self._held += 1
+            await self.clock.sleep(wait)
+
+    @property
+    def held(self) -> int:
+        """Times a request that had passed the limiter was held back by a 429 pause."""
+        return self._held
 
     @asynccontextmanager
     async def _in_flight(self, weight: int) -> AsyncIterator[None]:

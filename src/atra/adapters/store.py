@@ -8,7 +8,15 @@ Layout under ``root``::
 Writes validate first (a :class:`DataError` leaves the store untouched), merge idempotently
 (writing the same rows again changes nothing, not even the file; a different value for a time
 already stored is a DataError naming that time) and are atomic (temp file in the same folder,
-then ``os.replace``). Reads are lean: a schema check, no re-validation. Listing the store
+then ``os.replace``).
+
+One writer per dataset: every read -> merge -> replace runs under an inter-process lock
+(``.{file}.lock`` next to the dataset), so concurrent writers of one dataset queue up and each
+reports the rows it really added; a writer that waits longer than ``lock_timeout_s`` fails with
+a one-line DataError. Temp files a killed writer left are removed by the next writer of that
+dataset, under the lock. New files get the mode the umask gives (``0o666 & ~umask``).
+
+Reads are lean: a schema check, no re-validation. Listing the store
 (:meth:`CandleStore.datasets`) reads the Parquet footers only and does not load pandas, so
 ``atra data list`` stays fast on a large store.
 """
@@ -17,9 +25,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from atra.adapters.filelocks import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    create_temp,
+    dataset_lock,
+    remove_stale_temps,
+)
 from atra.core.types import Market, Timeframe
 from atra.errors import DataError
 
@@ -115,30 +129,48 @@ class DatasetInfo:
 class CandleStore:
     """Parquet candle and funding store rooted at ``root``."""
 
-    def __init__(self, root: Path | str = "data") -> None:
+    def __init__(
+        self, root: Path | str = "data", *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+    ) -> None:
+        if not (math.isfinite(lock_timeout_s) and lock_timeout_s >= 0):
+            raise DataError(
+                f"store lock timeout must be a finite number >= 0 s, got {lock_timeout_s}"
+            )
         self.root = Path(root)
+        self.lock_timeout_s = float(lock_timeout_s)
 
     # ---- paths -------------------------------------------------------------------------
 
     def candle_path(self, key: DatasetKey) -> Path:
         """Where the dataset of ``key`` lives."""
-        return (
-            self.root
-            / _check_name("exchange", key.exchange)
-            / key.market.value
-            / _check_name("symbol", key.symbol)
-            / f"{key.timeframe.value}.parquet"
+        return self._inside(
+            Path(
+                _check_name("exchange", key.exchange),
+                key.market.value,
+                _check_name("symbol", key.symbol),
+                f"{key.timeframe.value}.parquet",
+            )
         )
 
     def funding_path(self, exchange: str, symbol: str) -> Path:
         """Where the funding events of ``symbol`` live."""
-        return (
-            self.root
-            / _check_name("exchange", exchange)
-            / Market.PERP.value
-            / _check_name("symbol", symbol)
-            / f"{FUNDING_FILE}.parquet"
+        return self._inside(
+            Path(
+                _check_name("exchange", exchange),
+                Market.PERP.value,
+                _check_name("symbol", symbol),
+                f"{FUNDING_FILE}.parquet",
+            )
         )
+
+    def _inside(self, relative: Path) -> Path:
+        """``root / relative``, refused unless it stays inside the root (no ``..``, no
+        absolute part: a user-given name never reaches outside the store)."""
+        root = os.path.normpath(os.path.abspath(self.root))
+        full = os.path.normpath(os.path.join(root, relative))
+        if relative.is_absolute() or os.path.commonpath([root, full]) != root:
+            raise DataError(f"store path {relative} leaves the store at {self.root}")
+        return self.root / relative
 
     # ---- candles -----------------------------------------------------------------------
 
@@ -151,7 +183,9 @@ class CandleStore:
         validate_candles(frame, key.timeframe, source=source or str(key))
         new = normalize_candles(frame)
         path = self.candle_path(key)
-        return _merge_write(path, new, "open_time", candle_schema(), str(key), source)
+        return _merge_write(
+            path, new, "open_time", candle_schema(), str(key), source, self.lock_timeout_s
+        )
 
     def read_candles(
         self, key: DatasetKey, start_ms: int | None = None, end_ms: int | None = None
@@ -192,7 +226,9 @@ class CandleStore:
         validate_funding(frame, source=source or name)
         new = normalize_funding(frame)
         path = self.funding_path(exchange, symbol)
-        return _merge_write(path, new, "funding_time", FUNDING_SCHEMA, name, source)
+        return _merge_write(
+            path, new, "funding_time", FUNDING_SCHEMA, name, source, self.lock_timeout_s
+        )
 
     def read_funding(
         self, exchange: str, symbol: str, start_ms: int | None = None, end_ms: int | None = None
@@ -383,6 +419,24 @@ def _merge_write(
     schema: pa.Schema,
     name: str,
     source: str,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> MergeResult:
+    """Merge ``new`` into the dataset at ``path`` under the dataset's writer lock: the rows
+    read, the rows counted as added and the file replaced are one consistent step."""
+    if new.empty and not path.exists():
+        return MergeResult(0, 0, 0)  # nothing to add: create no folder, no lock file
+    with dataset_lock(path, name, lock_timeout_s):
+        remove_stale_temps(path)
+        return _merge_locked(path, new, time_col, schema, name, source)
+
+
+def _merge_locked(
+    path: Path,
+    new: pd.DataFrame,
+    time_col: str,
+    schema: pa.Schema,
+    name: str,
+    source: str,
 ) -> MergeResult:
     import pandas as pd
 
@@ -424,9 +478,7 @@ def _merge_write(
 
 def _atomic_write(path: Path, table: pa.Table) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = create_temp(path)
     try:
         pq.write_table(table, tmp, compression="zstd", row_group_size=65_536)
         os.replace(tmp, path)

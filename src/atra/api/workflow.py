@@ -280,10 +280,18 @@ def backtest(
     * ``backtest(data, events)``: ``events`` from :func:`signals` (a bool ``take`` column, if
       any, is honoured unless ``filtered=False``), from the range start of the data.
 
-    ``config`` defaults to the config's costs, risk per trade and position limits; ``filtered``
-    sets its ``decision_column``. A perpetual
+    ``config`` defaults to the config's costs, sizing and risk guards; ``filtered`` sets its
+    ``decision_column``. With ``risk.kelly`` half / full the filtered events are sized from their
+    ``p_take``; the primary leg (``filtered=False``) and events without a ``p_take`` column are
+    sized by the fixed fraction. A perpetual
     needs its funding (:func:`~atra.api.candles.load_candles` ``funding=``)."""
     cfg = replace(config or settings().backtest, decision_column="take" if filtered else None)
+    kelly_col = cfg.probability_column
+    # risk.kelly sizes from p(take) where there is one; the primary leg and events without a
+    # model (no p(take) column) have none and are sized by the fixed fraction (as the evaluation)
+    no_p_take = not filtered or (events is not None and kelly_col not in events.columns)
+    if kelly_col is not None and no_p_take:
+        cfg = replace(cfg, probability_column=None)
     if isinstance(data, WalkForward):
         if events is not None:
             raise ConfigError("backtest(wf): the events are the walk-forward's; pass no events")

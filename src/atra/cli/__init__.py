@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from atra import __version__
+from atra.cli.failures import environment_error
 from atra.errors import AtraError
 
 app = typer.Typer(
@@ -59,10 +60,12 @@ def _root(
 
 def _register() -> None:
     """Import the command modules; each attaches its commands to ``app``."""
+    from atra.cli import backtest as _backtest  # noqa: F401  (registers `atra backtest`)
     from atra.cli import data as _data  # noqa: F401  (registers `atra data ...`)
     from atra.cli import demo as _demo  # noqa: F401  (registers `atra demo`)
     from atra.cli import download as _download  # noqa: F401  (registers `atra data download`)
     from atra.cli import explain as _explain  # noqa: F401  (registers `atra explain`)
+    from atra.cli import journal as _journal  # noqa: F401  (registers `atra journal ...`)
     from atra.cli import live as _live  # noqa: F401  (registers `atra live`)
     from atra.cli import report as _report  # noqa: F401  (registers `atra report`)
     from atra.cli import research as _research  # noqa: F401  (train, signals, labels, wf-metrics)
@@ -92,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("Interrupted.", markup=False)
         return 130
+    except Exception as exc:
+        mapped = environment_error(exc)
+        if mapped is None:
+            raise
+        if debug:
+            err_console.print_exception()
+        err_console.print(f"{type(mapped).__name__}: {mapped}", markup=False)
+        return mapped.exit_code
     return 0  # pragma: no cover  (standalone typer always raises SystemExit)
 
 

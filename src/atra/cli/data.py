@@ -16,8 +16,9 @@ from atra.cli import app
 from atra.cli.console import make_console, print_wide, progress_bar, when
 from atra.cli.options import DEFAULT_DATA_DIR, DataDir
 from atra.cli.selection import open_store
+from atra.core.symbols import split_symbols
 from atra.core.types import Market, Timeframe
-from atra.errors import ConfigError
+from atra.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -102,7 +103,7 @@ def check_cmd(
     with progress_bar(console, "checking") as progress:
         checks = check_datasets(
             store,
-            symbols=[p.strip().upper() for s in symbol or () for p in s.split(",") if p.strip()],
+            symbols=list(split_symbols(symbol)),
             market=mkt,
             timeframe=tf,
             exchange=exchange,
@@ -169,7 +170,15 @@ def _print_every_gap(console: Console, checks: list[DatasetCheck]) -> None:
 @data_app.command("list")
 def list_cmd(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """List stored datasets (rows and span from the file footers; no validation)."""
+    from atra.core.plausibility import implausible_time
+
     infos = open_store(data_dir).datasets()
+    for info in infos:  # a stored time in another unit is one line, not an OverflowError
+        col = "open_time" if info.kind == "candles" else "funding_time"
+        for label, ts in (("first", info.first_ms), ("last", info.last_ms)):
+            reason = implausible_time(ts, 0) if ts is not None else None
+            if reason is not None:
+                raise DataError(f"{info.path}: stored {label} {col} {reason}")
     console = make_console()
     if not infos:
         console.print(f"No datasets in {data_dir}.", markup=False)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,12 +16,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from atra.cli.data import data_app
 from atra.cli.options import DEFAULT_DATA_DIR, DataDir
 from atra.core.types import Market, Timeframe
-from atra.errors import ConfigError
+from atra.errors import ConfigError, TransientExchangeError
 
 if TYPE_CHECKING:  # the HTTP client stack loads when the command runs
     from atra.data.download import DownloadReport, DownloadSpec
 
 _EXCHANGES = ("binance",)
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    timeout_s: float
+    retries: int
+    max_connections: int
+    deadline_s: float | None
+    symbol_deadline_s: float | None
 
 
 @data_app.command("download")
@@ -38,15 +49,35 @@ def download_cmd(
         str | None, typer.Option("--base-url", help="Exchange REST base URL.")
     ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 10.0,
+    timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--timeout", help="Seconds per request, connect to last byte (whole-request deadline)."
+        ),
+    ] = 10.0,
+    deadline_s: Annotated[
+        float | None,
+        typer.Option("--deadline", help="Seconds for the whole download (default: no bound)."),
+    ] = None,
+    symbol_deadline_s: Annotated[
+        float | None,
+        typer.Option("--symbol-deadline", help="Seconds per symbol (default: no bound)."),
+    ] = None,
     retries: Annotated[int, typer.Option("--retries", help="Attempts per request.")] = 5,
     max_connections: Annotated[int, typer.Option("--max-connections")] = 10,
 ) -> None:
     """Download candles into the store: all symbols at once, resumable, rate limited."""
     if exchange.strip().lower() not in _EXCHANGES:
         raise ConfigError(f"--exchange {exchange!r}: supported: {', '.join(_EXCHANGES)}")
-    if retries < 1 or timeout_s <= 0 or max_connections < 1:
-        raise ConfigError("--retries and --max-connections must be >= 1, --timeout > 0")
+    if retries < 1 or max_connections < 1:
+        raise ConfigError("--retries and --max-connections must be >= 1")
+    for flag, value in (
+        ("--timeout", timeout_s),
+        ("--deadline", deadline_s),
+        ("--symbol-deadline", symbol_deadline_s),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{flag} {value!r}: expected a finite number of seconds above 0")
     from atra.data.download import DownloadSpec, parse_utc_ms, split_symbols
 
     spec = DownloadSpec(
@@ -58,9 +89,8 @@ def download_cmd(
         until_ms=parse_utc_ms(until, "--until") if until is not None else None,
     )
     console = Console(stderr=True)
-    report = asyncio.run(
-        _run(spec, base_url, data_dir, timeout_s, retries, max_connections, console)
-    )
+    limits = _Limits(timeout_s, retries, max_connections, deadline_s, symbol_deadline_s)
+    report = asyncio.run(_run(spec, base_url, data_dir, limits, console))
     _finish(spec, report)
 
 
@@ -79,9 +109,7 @@ async def _run(
     spec: DownloadSpec,
     base_url: str | None,
     data_dir: Path,
-    timeout_s: float,
-    retries: int,
-    max_connections: int,
+    limits: _Limits,
     console: Console,
 ) -> DownloadReport:
     from atra.adapters.exchange.client import BinanceClient
@@ -92,9 +120,9 @@ async def _run(
     client = BinanceClient(
         spec.market,
         base_url=base_url,
-        timeout_s=timeout_s,
-        max_attempts=retries,
-        max_connections=max_connections,
+        timeout_s=limits.timeout_s,
+        max_attempts=limits.retries,
+        max_connections=limits.max_connections,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -106,7 +134,25 @@ async def _run(
             bar.update(tasks[symbol], completed=done, total=total)
 
         async with client:
-            await client.sync_limits()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            deadline = limits.deadline_s
+            try:
+                async with asyncio.timeout(deadline):
+                    await client.sync_limits()
+            except TimeoutError:
+                raise TransientExchangeError(
+                    f"binance {spec.market} exchangeInfo: not finished within the download "
+                    f"deadline of {deadline:g} s; nothing was downloaded"
+                ) from None
+            if deadline is not None:  # what is left of it for the candles
+                deadline = max(1e-3, deadline - (loop.time() - started))
             return await download(
-                client, store, spec, now_ms=int(time.time() * 1000), progress=progress
+                client,
+                store,
+                spec,
+                now_ms=int(time.time() * 1000),
+                progress=progress,
+                deadline_s=deadline,
+                symbol_deadline_s=limits.symbol_deadline_s,
             )

@@ -7,6 +7,7 @@ not when ``atra`` starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import signal
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ import typer
 from atra.cli import app
 from atra.cli.console import when
 from atra.cli.selection import open_store
+from atra.core.symbols import split_symbols
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import structlog
 
+    from atra.cli.replay_output import ReplayDone
     from atra.config import AtraConfig
     from atra.core.exits.api import ExitSpec
     from atra.core.signals.spec import SignalSpec
@@ -212,10 +215,18 @@ async def _run_live(
         lv.market,
         base_url=base,
         timeout_s=ex.read_timeout_s,
+        connect_timeout_s=ex.connect_timeout_s,
         max_attempts=ex.max_retries + 1,
         max_connections=ex.max_connections,
     )
-    async with client, Journal.open(journal_path) as journal:
+    from atra.cli.models import side_client as make_side_client
+
+    side_client = make_side_client(cfg, decider.inputs)
+    async with (
+        client,
+        side_client or contextlib.nullcontext(),
+        Journal.open(journal_path, exclusive=True) as journal,
+    ):
         run_id = await journal.meta("run_id", settings.run_id)
         clock = SystemClock()
         broker: Broker | None = None
@@ -243,6 +254,7 @@ async def _run_live(
             clock=clock,
             metrics=metrics,
             broker=broker,
+            side_client=side_client,
         )
         return await run_until_signal(loop, STOP_SIGNALS)
 
@@ -290,16 +302,40 @@ def live_cmd(
         ),
     ] = None,
     max_cycles: Annotated[int | None, typer.Option("--max-cycles", help="Stop after N.")] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="With --replay: run the backtest on the same range, data, config and model "
+            "and compare; exit code 4 (DataError) when they differ.",
+        ),
+    ] = False,
     metrics: Annotated[
         bool, typer.Option("--metrics/--no-metrics", help="Serve Prometheus /metrics.")
     ] = True,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Meta model that decides: a model folder or an id in --models-dir "
+            "(default: live.model; none: every signal is taken).",
+        ),
+    ] = None,
+    models_dir: Annotated[
+        Path, typer.Option("--models-dir", help="Where model ids are looked up (atra train --out).")
+    ] = Path("models"),
 ) -> None:
-    """Run the signal loop: paper trading at every bar close, or a replay of history."""
+    """Run the signal loop: paper trading at every bar close, or a replay of history.
+
+    A replay ends with a summary read back from its journal; its journal must be new or hold
+    the same run (range, symbols, settings, model), which it then resumes."""
+    if compare and not replay:
+        raise ConfigError("--compare needs --replay (it compares a replay with the backtest)")
     if window_bars is not None and window_bars < 1:
         raise ConfigError(f"--window-bars must be >= 1, got {window_bars}")
     from atra.config import load_config
     from atra.core.features.registry import HISTORY_BARS
-    from atra.core.sizing import SizingConfig
+    from atra.core.risk import kelly_multiplier_of, sizing_of
     from atra.live.guards import GuardLimits, RiskGuards
     from atra.live.loop import StrategyDecider
     from atra.obs import Metrics, configure_logging_from, start_metrics_server
@@ -321,19 +357,36 @@ def live_cmd(
                 "--live sends real orders and needs ATRA__EXCHANGE__API_KEY and "
                 "ATRA__EXCHANGE__API_SECRET in the environment"
             )
-    syms = (
-        tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
-        if symbols
-        else cfg.live.symbols
-    )
-    bars = HISTORY_BARS if window_bars is None else window_bars
-    settings = _settings(cfg, syms, run_id, bars, max_cycles)
+    syms = split_symbols(symbols) if symbols else cfg.live.symbols  # the config's validator
     spec = signal_spec(cfg)
-    sizing = SizingConfig(
-        risk_fraction=cfg.risk.risk_per_trade, max_leverage=cfg.risk.max_gross_leverage
-    )
+    handle, inputs = None, None
+    model_ref = model or cfg.live.model
+    if model_ref is not None:  # refused here, with one line, before anything runs
+        from atra.cli.models import check_servable_config, load_decision_model
+
+        handle, inputs = load_decision_model(
+            model_ref,
+            models_dir,
+            market=cfg.live.market,
+            timeframe=cfg.live.timeframe,
+            signal=spec,
+            exit_spec=exit_spec(cfg),
+        )
+        check_servable_config(cfg, inputs)
+    need = HISTORY_BARS if inputs is None else inputs.history_bars
+    bars = need if window_bars is None else window_bars
+    settings = _settings(cfg, syms, run_id, bars, max_cycles)
+    # the backtest's [risk] mapping: risk_per_trade, the Kelly share, the gross cap per position
+    sizing = sizing_of(cfg.risk)
     # sized exactly as the backtest sizes: fees and slippage in the risk per unit
-    decider = StrategyDecider(spec, cfg.live.timeframe, sizing=sizing, costs=exit_spec(cfg))
+    decider = StrategyDecider(
+        spec,
+        cfg.live.timeframe,
+        model=handle,
+        sizing=sizing,
+        use_kelly=kelly_multiplier_of(cfg.risk.kelly) is not None,  # from p(take), if a model
+        costs=exit_spec(cfg),
+    )
     guards = RiskGuards(GuardLimits.from_config(cfg.risk, base_dir=Path.cwd()))
     journal_path = journal or cfg.live.journal_path
     registry = Metrics()
@@ -342,10 +395,12 @@ def live_cmd(
         if metrics
         else None
     )
+    done: ReplayDone | None = None
     try:
         if replay:
-            cycles = _replay(cfg, settings, journal_path, decider, guards, registry, from_, to,
-                             speed, data, orders=live)  # fmt: skip
+            done = _replay(cfg, settings, journal_path, decider, guards, registry, from_, to,
+                           speed, data, orders=live)  # fmt: skip
+            cycles = done.report.cycles
         else:
             cycles = asyncio.run(
                 _run_live(cfg, settings, journal_path, decider, guards, registry, live)
@@ -354,6 +409,10 @@ def live_cmd(
         if server is not None:
             server.stop()
     typer.echo(f"atra live: {cycles} cycles journalled in {journal_path}")
+    if done is not None:
+        from atra.cli.replay_output import finish_replay
+
+        finish_replay(done, journal_path, compare=compare)
 
 
 def _replay(
@@ -369,7 +428,7 @@ def _replay(
     data: Path | None,
     *,
     orders: bool = False,
-) -> int:
+) -> ReplayDone:
     if from_ is None or to is None:
         raise ConfigError("--replay needs --from and --to (UTC dates)")
     from atra.live.replay import ReplaySetup, run_replay
@@ -390,12 +449,26 @@ def _replay(
         cfg, settings.symbols, start_ms - lead, stop_ms + tail, data, asked
     )
     funding = read_funding(cfg, settings.symbols, start_ms - lead, stop_ms + tail, data)
+    from atra.cli.models import read_context_candles
+
+    inputs = decider.inputs
+    context_candles = read_context_candles(
+        cfg, settings.symbols, inputs, start_ms - lead, stop_ms + tail, data
+    )
+    if inputs is not None and inputs.needs_funding and funding is None:
+        raise DataError(
+            f"replay: the model needs funding rates and {data or DATA_DIR_SETTING} holds no "
+            "{SYMBOL}_perp_funding history of the replayed symbols"
+        )
     if settings.funding and funding is None:
         _log().warning("funding_not_charged", reason="no funding history for the replayed perps")
         settings = replace(settings, funding=False)
+    from atra.cli.replay_output import ReplayDone
+
+    settings = replace(settings, start_ms=start_ms, stop_ms=stop_ms, bar_close_delay_s=0.0)
     report = asyncio.run(
         run_replay(
-            replace(settings, start_ms=start_ms, stop_ms=stop_ms, bar_close_delay_s=0.0),
+            settings,
             candles,
             journal_path,
             decider=decider,
@@ -405,6 +478,8 @@ def _replay(
             metrics=registry,
             stop_signals=STOP_SIGNALS,
             funding=funding,
+            context_candles=context_candles,
         )
     )
-    return report.cycles
+    return ReplayDone(report, settings, candles, funding, decider, exit_spec(cfg), guards.limits,
+                      cfg.live.market, orders)  # fmt: skip

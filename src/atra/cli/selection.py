@@ -20,6 +20,7 @@ from pathlib import Path
 from atra.adapters.store import CandleStore, DatasetInfo, DatasetKey, listing
 from atra.cli.console import when
 from atra.cli.options import Selection
+from atra.core.symbols import split_symbols as parse_symbol_list
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
 
@@ -36,10 +37,10 @@ def open_store(data_dir: Path, option: str = DATA_DIR_OPTION) -> CandleStore:
     return CandleStore(data_dir)
 
 
-def split_symbols(given: Sequence[str] | None) -> list[str]:
-    """``--symbols`` as given (repeatable or comma-separated), upper-cased, in order, once."""
-    out = [s.strip().upper() for item in (given or ()) for s in item.split(",") if s.strip()]
-    return list(dict.fromkeys(out))
+def split_symbols(given: Sequence[str] | None, where: str = "--symbols") -> list[str]:
+    """``--symbols`` as given (repeatable or comma-separated), upper-cased, in order, once;
+    each checked by the one symbol validator (:func:`atra.core.symbols.check_symbol`)."""
+    return list(parse_symbol_list(given, where))
 
 
 def stored_symbols(

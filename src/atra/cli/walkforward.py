@@ -28,7 +28,7 @@ from atra.cli.options import (
     retrain_days_or,
     with_selection,
 )
-from atra.cli.selection import resolve
+from atra.cli.selection import parse_time, resolve
 from atra.errors import ConfigError
 
 if TYPE_CHECKING:  # the research stack (LightGBM, ...) loads when a command runs
@@ -60,6 +60,9 @@ def print_evaluation(console: Console, ev: Evaluation) -> None:
         markup=False,
         soft_wrap=True,
     )
+    for leg, bt in ev.backtests.items():  # the live guards' rules and names
+        blocks = ", ".join(f"{guard} {n:,}" for guard, n in bt.blocks_by_guard().items())
+        console.print(f"blocked by guard ({leg}): {blocks}", markup=False, soft_wrap=True)
     for leg, digest in ev.trades_sha256.items():
         console.print(f"trades sha256 ({leg}): {digest}", markup=False, soft_wrap=True)
     console.print(f"run {ev.run_id}: {ev.run_dir}", markup=False, soft_wrap=True)
@@ -87,12 +90,20 @@ def walkforward_cmd(
     ] = 1,
     seed: Annotated[int, typer.Option("--seed", help="LightGBM seed (recorded in the run).")] = 7,
     n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel fold fits.")] = 2,
+    first_test: Annotated[
+        str | None,
+        typer.Option(
+            "--first-test",
+            help="Pin the first test window's start (UTC); not before --min-train-days of data.",
+        ),
+    ] = None,
 ) -> None:
     """Walk-forward meta model, backtested out-of-sample: primary-only vs meta-filtered vs
     buy-and-hold, after costs; writes the run record and its HTML report."""
     if n_trials < 1:
         raise ConfigError(f"--n-trials must be >= 1, got {n_trials}")
     check_min_train(min_train_days, min_train_events)
+    first_test_ms = None if first_test is None else parse_time(first_test, "--first-test")
     from atra.config import load_config
     from atra.research.evaluation.loop import run_research_loop
     from atra.research.evaluation.settings import backtest_config_from
@@ -109,6 +120,7 @@ def walkforward_cmd(
             embargo_hours=embargo_hours_or(embargo_hours, base.embargo_hours),
             min_train_days=min_train_days,
             min_train_events=min_train_events,
+            first_test_ms=first_test_ms,
         ),
     )
     sel = resolve(selection)

@@ -45,6 +45,7 @@ import pandas as pd
 from atra.core.backtest.engine import OUTCOME_NAMES
 from atra.core.backtest.position_nb import EV_TAKEN, size_nb
 from atra.core.exits.api import ExitSpec
+from atra.core.features.context import EVENT_ATTRIBUTES
 from atra.core.features.registry import FeatureContext, compute_features, feature_specs
 from atra.core.meta import MetaModel, Reason
 from atra.core.signals.events import events_to_signals, last_bar_events
@@ -75,7 +76,7 @@ __all__ = [
     "primary_signal_at",
 ]
 
-EVENT_FEATURES: Final[tuple[str, ...]] = ("side", "sl_dist_pct", "tp1_dist_pct")
+EVENT_FEATURES: Final[tuple[str, ...]] = EVENT_ATTRIBUTES
 """Attributes of the signal itself given to the meta model beside the bar features:
 ``side`` (+1 long / -1 short), ``sl_dist_pct`` and ``tp1_dist_pct`` (|level - entry| / entry)."""
 

@@ -3,11 +3,13 @@
 Pure: frames in, values out. Every broken rule is a one-line :class:`DataError` naming the
 source, the row (1-based data row, header excluded), its time in UTC and the rule. Gaps and
 zero-volume bars are *reported* in a :class:`ValidationReport`, never filled or dropped.
+
+Plausibility (:class:`~atra.core.plausibility.Limits`): times between the exchange's launch
+and one bar past the caller's clock, prices below a ceiling, funding rates within a cap.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Final
 
@@ -15,8 +17,48 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from atra.core.plausibility import (
+    DEFAULT_LIMITS,
+    EXCHANGE_LAUNCH_MS,
+    LATEST_MS,
+    MAX_ABS_FUNDING_RATE,
+    MAX_PRICE,
+    Limits,
+    check_bar_spacing,
+    check_times_plausible,
+    implausible_time,
+    ms_to_iso,
+)
 from atra.core.types import Timeframe
 from atra.errors import ConfigError, DataError
+
+__all__ = [
+    "CANDLE_COLUMNS",
+    "DEFAULT_LIMITS",
+    "EXCHANGE_LAUNCH_MS",
+    "FUNDING_COLUMNS",
+    "FUNDING_INTERVAL_MS",
+    "LATEST_MS",
+    "MAX_ABS_FUNDING_RATE",
+    "MAX_PRICE",
+    "PRICE_COLUMNS",
+    "Gap",
+    "Limits",
+    "PartialBucket",
+    "ResampleResult",
+    "ValidationReport",
+    "check_bar_spacing",
+    "check_times_plausible",
+    "empty_candles",
+    "find_gaps",
+    "implausible_time",
+    "ms_to_iso",
+    "normalize_candles",
+    "normalize_funding",
+    "resample_candles",
+    "validate_candles",
+    "validate_funding",
+]
 
 CANDLE_COLUMNS: Final[tuple[str, ...]] = ("open_time", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close")
@@ -26,18 +68,6 @@ FUNDING_INTERVAL_MS: Final[int] = 8 * 3_600_000
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-
-
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def ms_to_iso(ts_ms: int) -> str:
-    """``1704067200000`` -> ``"2024-01-01T00:00:00Z"`` (milliseconds shown only when non-zero)."""
-    stamp = _EPOCH + dt.timedelta(milliseconds=ts_ms)
-    text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
-    if ts_ms % 1000:
-        text += f".{ts_ms % 1000:03d}"
-    return text + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,20 +207,34 @@ def _first_violation(
     return best
 
 
-def validate_candles(frame: pd.DataFrame, timeframe: Timeframe, *, source: str) -> ValidationReport:
+def validate_candles(
+    frame: pd.DataFrame,
+    timeframe: Timeframe,
+    *,
+    source: str,
+    limits: Limits = DEFAULT_LIMITS,
+) -> ValidationReport:
     """Check a candle frame against the contract; a broken rule is a one-line DataError.
 
-    Rules: exactly the columns ``open_time, open, high, low, close, volume``; open times unique,
-    strictly increasing and aligned to ``timeframe``; no NaN/inf; prices > 0; ``low <= open,
-    close <= high``; volume >= 0. The first offending row (lowest row number) is reported.
+    Rules: exactly the columns ``open_time, open, high, low, close, volume``; open times
+    plausible (see :class:`Limits`; checked first, so a file in another unit is named as
+    such), unique, strictly increasing and aligned to ``timeframe``; no NaN/inf;
+    ``0 < price < limits.max_price``; ``low <= open, close <= high``; volume >= 0. The first
+    offending row (lowest row number) is reported.
     """
     _check_columns(frame, CANDLE_COLUMNS, source)
     times = frame["open_time"].to_numpy(dtype=np.int64)
+    check_times_plausible(times, timeframe.ms, time_name="open_time", source=source, limits=limits)
     o, h, lo, c, v = (frame[col].to_numpy(dtype=np.float64) for col in CANDLE_COLUMNS[1:])
     finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
+    top = limits.max_price
     rules = [
         (~finite, "NaN or infinite value (every price and volume must be finite)"),
         ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "price <= 0 (prices must be positive)"),
+        (
+            (o >= top) | (h >= top) | (lo >= top) | (c >= top),
+            f"price >= {top:g} (implausible; prices must be below {top:g})",
+        ),
         (lo > h, "low > high"),
         ((o < lo) | (o > h), "open outside [low, high]"),
         ((c < lo) | (c > h), "close outside [low, high]"),
@@ -215,16 +259,29 @@ def validate_candles(frame: pd.DataFrame, timeframe: Timeframe, *, source: str) 
 
 
 def validate_funding(
-    frame: pd.DataFrame, *, source: str, interval_ms: int = FUNDING_INTERVAL_MS
+    frame: pd.DataFrame,
+    *,
+    source: str,
+    interval_ms: int = FUNDING_INTERVAL_MS,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ValidationReport:
-    """Check a funding frame: columns ``funding_time, funding_rate``; times unique and strictly
-    increasing; rates finite. Gaps are steps longer than ``interval_ms`` (reported only)."""
+    """Check a funding frame: columns ``funding_time, funding_rate``; times plausible (see
+    :class:`Limits`), unique and strictly increasing; rates finite and within
+    ``limits.max_abs_funding_rate``. Gaps are steps longer than ``interval_ms`` (reported
+    only)."""
     _check_columns(frame, FUNDING_COLUMNS, source)
     times = frame["funding_time"].to_numpy(dtype=np.int64)
+    check_times_plausible(
+        times, interval_ms, time_name="funding_time", source=source, limits=limits
+    )
     rate = frame["funding_rate"].to_numpy(dtype=np.float64)
+    cap = limits.max_abs_funding_rate
     rules = [
         (~np.isfinite(rate), "NaN or infinite funding_rate"),
-        (times <= 0, "funding_time must be positive milliseconds since 1970"),
+        (
+            np.abs(rate) > cap,
+            f"|funding_rate| > {cap:g} per interval (implausible; Binance caps rates near 0.03)",
+        ),
         *_time_rules(times, None),
     ]
     bad = _first_violation(rules)

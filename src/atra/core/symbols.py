@@ -14,23 +14,41 @@ coin-margined (inverse) contracts such as ``BTC/USD:BTC``, dated futures and opt
 (``BTC/USDT:USDT-240329``), perpetuals settled in another coin, a market given that
 contradicts the notation, lower-case or malformed names. Nothing is guessed.
 
+:func:`check_symbol` is THE validator of an exchange symbol wherever one enters ATRA (config
+``live.symbols``, ``--symbols`` / ``--symbol``, names read back from a journal): 2 to 30
+upper-case ASCII letters and digits. A symbol becomes a file name in the store and in replay
+data folders, so nothing else (no ``/``, ``.``, ``..``) may pass. :func:`split_symbols` reads a
+command-line list with it.
+
 Pure: strings in, values out.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from atra.core.types import Market
 from atra.errors import ConfigError
 
-__all__ = ["PERP_SETTLE", "SymbolRef", "parse_symbol"]
+__all__ = [
+    "PERP_SETTLE",
+    "SYMBOL_PATTERN",
+    "SymbolRef",
+    "check_symbol",
+    "parse_symbol",
+    "split_symbols",
+]
 
 PERP_SETTLE: Final[str] = "USDT"
 """The settlement coin of the perpetuals ATRA trades (Binance USDT-M)."""
 
+SYMBOL_PATTERN: Final[str] = r"[A-Z0-9]{2,30}"
+"""What an exchange symbol may be: 2 to 30 upper-case ASCII letters and digits (BTCUSDT)."""
+
+_SYMBOL: Final = re.compile(SYMBOL_PATTERN)
 _CODE: Final = re.compile(r"[A-Z0-9]+")
 _CCXT: Final = re.compile(r"(?P<base>[^/:]*)/(?P<quote>[^/:]*)(?::(?P<settle>.*))?")
 
@@ -56,6 +74,29 @@ class SymbolRef:
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.market}"
+
+
+def check_symbol(symbol: object, where: str = "symbol") -> str:
+    """``symbol`` unchanged when it is an exchange symbol (:data:`SYMBOL_PATTERN`), else a
+    one-line ConfigError naming ``where`` (``--symbols``, ``live.symbols``, a journal) and what
+    is expected. Nothing is normalised here: callers that accept lower case upper-case first."""
+    if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol):
+        hint = ""
+        if isinstance(symbol, str) and _SYMBOL.fullmatch(symbol.upper()):
+            hint = " (symbols are upper case)"
+        raise ConfigError(
+            f"{where}: symbol {symbol!r} is not an exchange symbol: expected 2-30 upper-case "
+            f"letters and digits, e.g. BTCUSDT{hint}"
+        )
+    return symbol
+
+
+def split_symbols(given: str | Sequence[str] | None, where: str = "--symbols") -> tuple[str, ...]:
+    """A command-line symbol list (one string or repeated options, each comma-separated)
+    upper-cased, each checked by :func:`check_symbol`, in order, once."""
+    items = [given] if isinstance(given, str) else list(given or ())
+    out = [s.strip().upper() for item in items for s in item.split(",") if s.strip()]
+    return tuple(dict.fromkeys(check_symbol(s, where) for s in out))
 
 
 def _market_of(market: Market | str | None) -> Market | None:
@@ -114,7 +155,7 @@ def parse_symbol(text: str, market: Market | str | None = None) -> SymbolRef:
             raise ConfigError(
                 f"symbol {text!r}: expected ccxt notation 'BASE/QUOTE' or 'BASE/QUOTE:SETTLE'"
             )
-        name = _code(text, raw, "symbol")
+        name = check_symbol(_code(text, raw, "symbol"), f"symbol {text!r}")
         if given is None:
             raise ConfigError(
                 f"symbol {text!r}: a plain exchange symbol is both a spot pair and a "

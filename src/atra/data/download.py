@@ -6,12 +6,19 @@ once) and writes each chunk through :meth:`CandleStore.write_candles`, which val
 merges atomically. A failure or a cancellation therefore leaves every symbol's store valid:
 as before, or with whole chunks added, never half a chunk; a rerun continues where it stopped.
 A symbol that fails does not stop the others; an IP ban (HTTP 418) stops everything.
+
+Deadlines: every request has its own whole-request deadline (the client's ``timeout_s``);
+``symbol_deadline_s`` bounds one symbol and ``deadline_s`` the whole download (real seconds).
+A symbol still running when its deadline passes fails with a one-line
+:class:`~atra.errors.TransientExchangeError` naming what was stored; the chunks already
+written stay, and a rerun resumes after them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,8 +27,9 @@ import pandas as pd
 
 from atra.adapters.exchange.client import ExchangeClient, first_error, plan_pages
 from atra.adapters.store import CandleStore, DatasetKey
+from atra.core.symbols import split_symbols as parse_symbol_list
 from atra.core.types import Market, Timeframe
-from atra.errors import AtraError, ConfigError, IPBanned
+from atra.errors import AtraError, ConfigError, IPBanned, TransientExchangeError
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(symbol, bars_done, bars_expected)``, called after every stored chunk."""
@@ -124,8 +132,9 @@ def parse_utc_ms(text: str, flag: str) -> int:
 
 
 def split_symbols(text: str) -> tuple[str, ...]:
-    """``"btcusdt, ETHUSDT"`` -> ``("BTCUSDT", "ETHUSDT")``."""
-    syms = tuple(s.strip().upper() for s in text.split(",") if s.strip())
+    """``"btcusdt, ETHUSDT"`` -> ``("BTCUSDT", "ETHUSDT")``, each checked by the one symbol
+    validator (:func:`atra.core.symbols.check_symbol`)."""
+    syms = parse_symbol_list(text)
     if not syms:
         raise ConfigError(f"--symbols {text!r}: expected a list like BTCUSDT,ETHUSDT")
     return syms
@@ -140,11 +149,20 @@ async def download(
     chunk_pages: int = 10,
     progress: ProgressFn | None = None,
     sequential: bool = False,
+    deadline_s: float | None = None,
+    symbol_deadline_s: float | None = None,
 ) -> DownloadReport:
     """Download ``spec`` into ``store``; ``now_ms`` bounds an open-ended range (closed bars).
 
     ``sequential=True`` issues the very same requests one at a time (a baseline to compare).
+    ``deadline_s`` bounds the whole call, ``symbol_deadline_s`` each symbol (``None``: no
+    bound beyond the client's per-request deadline and retries).
     """
+    for name, value in (("deadline", deadline_s), ("symbol deadline", symbol_deadline_s)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} {value!r}: expected a finite number of seconds above 0")
+    loop = asyncio.get_running_loop()
+    command_end = loop.time() + deadline_s if deadline_s is not None else math.inf
     step = spec.timeframe.ms
     end = (now_ms // step) * step
     if spec.until_ms is not None:
@@ -152,14 +170,35 @@ async def download(
     reports: dict[str, SymbolReport] = {}
 
     async def one(symbol: str) -> None:
+        tally = _Tally()
+        symbol_end = loop.time() + symbol_deadline_s if symbol_deadline_s else math.inf
+        which = "symbol deadline" if symbol_end < command_end else "download deadline"
+        limit_s = symbol_deadline_s if symbol_end < command_end else deadline_s
+        end_at = min(symbol_end, command_end)
         try:
-            reports[symbol] = await _download_symbol(
-                client, store, spec, symbol, end, chunk_pages, progress, 1 if sequential else None
-            )
+            async with asyncio.timeout_at(end_at if math.isfinite(end_at) else None):
+                await _download_symbol(
+                    client,
+                    store,
+                    spec,
+                    symbol,
+                    end,
+                    chunk_pages,
+                    progress,
+                    1 if sequential else None,
+                    tally,
+                )
+            reports[symbol] = SymbolReport(symbol, tally.candles, tally.funding)
         except IPBanned:
             raise
+        except TimeoutError:
+            err = TransientExchangeError(
+                f"not finished within the {which} of {limit_s:g} s; {tally.candles} candles "
+                f"and {tally.funding} funding events stored, a rerun resumes after them"
+            )
+            reports[symbol] = SymbolReport(symbol, tally.candles, tally.funding, err)
         except AtraError as exc:
-            reports[symbol] = SymbolReport(symbol, 0, 0, exc)
+            reports[symbol] = SymbolReport(symbol, tally.candles, tally.funding, exc)
 
     if sequential:
         for symbol in spec.symbols:
@@ -183,7 +222,8 @@ async def _download_symbol(
     chunk_pages: int,
     progress: ProgressFn | None,
     max_parallel: int | None,
-) -> SymbolReport:
+    tally: _Tally,
+) -> None:
     key = DatasetKey(spec.exchange, spec.market, symbol, spec.timeframe)
     step = spec.timeframe.ms
     last = store.last_open_time(key)
@@ -191,7 +231,7 @@ async def _download_symbol(
     pages = plan_pages(start, end_ms, step, client.max_klines)
     expected = max(0, -(-(end_ms - start) // step))
     source = f"{spec.exchange} {spec.market} {symbol} {spec.timeframe}"
-    added = done = 0
+    done = 0
     if progress is not None:
         progress(symbol, 0, expected)
     for chunk in _chunks(pages, chunk_pages):
@@ -200,11 +240,10 @@ async def _download_symbol(
             symbol, spec.timeframe, chunk_start, chunk_end, max_parallel=max_parallel
         )
         if not frame.empty:
-            added += store.write_candles(key, frame, source=source).rows_added
+            tally.candles += store.write_candles(key, frame, source=source).rows_added
         done += (chunk_end - chunk_start) // step
         if progress is not None:
             progress(symbol, min(done, expected), expected)
-    funding_added = 0
     if spec.market is Market.PERP and spec.funding:
         last_f = store.last_funding_time(spec.exchange, symbol)
         f_start = spec.since_ms if last_f is None or last_f < spec.since_ms else last_f + 1
@@ -214,8 +253,15 @@ async def _download_symbol(
                 result = store.write_funding(
                     spec.exchange, symbol, funding, source=f"{source} funding"
                 )
-                funding_added = result.rows_added
-    return SymbolReport(symbol, added, funding_added)
+                tally.funding += result.rows_added
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Rows one symbol has stored so far (kept when a deadline cuts it short)."""
+
+    candles: int = 0
+    funding: int = 0
 
 
 def _chunks(pages: Sequence[tuple[int, int]], size: int) -> list[Sequence[tuple[int, int]]]:

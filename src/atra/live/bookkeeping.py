@@ -30,6 +30,7 @@ from atra.errors import ExchangeError, OrderRejected
 from atra.live.order_plan import (
     CANCELLED,
     ENTRY,
+    EXIT_KINDS,
     ORDER_STATUS,
     QTY_TOL,
     Track,
@@ -84,6 +85,7 @@ class Bookkeeper:
         self._live: dict[str, Track] = {}
         self._done: set[str] = set()
         self._journalled: dict[str, str] = {}  # client order id -> status last journalled
+        self._foreign: set[tuple[str, int]] = set()  # (symbol, order id) reported foreign
 
     # ---- positions -------------------------------------------------------------------------
 
@@ -140,6 +142,20 @@ class Bookkeeper:
                 order_event(log.warning, "position_mismatch", symbol, None, None, OPEN,
                             qty=venue_qty,
                             error=f"journal holds {qty}, the venue {venue_qty}")  # fmt: skip
+
+    def report_foreign(self, resting: Iterable[OrderState]) -> None:
+        """Log, once each, the resting orders that are none of the managed positions' orders
+        (``foreign_order_seen``: placed by hand or by another program, or of a type ATRA never
+        places). They are reported only: never cancelled, never booked."""
+        ours = {self.cid(t.pos, kind) for t in self._live.values() for kind in (ENTRY, *EXIT_KINDS)}
+        for st in resting:
+            key = (st.symbol, st.order_id)
+            if (st.client_order_id in ours and not st.foreign) or key in self._foreign:
+                continue
+            self._foreign.add(key)
+            order_event(log.warning, "foreign_order_seen", st.symbol, st.client_order_id, None,
+                        st.status, order_id=st.order_id, type=st.type, side=st.side,
+                        qty=st.orig_qty, price=st.price or st.stop_price)  # fmt: skip
 
     # ---- booking ---------------------------------------------------------------------------
 

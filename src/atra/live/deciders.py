@@ -5,6 +5,11 @@ features (:func:`atra.core.decision.bar_features`, exactly as research builds th
 :func:`atra.core.decision.decide` (meta probability, reasons, the backtest's sizing).
 :func:`decide_one` / :func:`decide_many` are module functions so an executor (threads or a
 process pool) can run them off the event loop.
+
+The side data of the features (funding, the counterpart market, BTC) comes with each call as a
+:class:`FeatureContext` assembled by the feed (:func:`atra.core.features.context.assemble_context`,
+the function research builds its contexts with); :attr:`StrategyDecider.inputs` tells the feed
+what to fetch.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from atra.core.decision import (
     primary_signal_at,
 )
 from atra.core.exits.api import ExitSpec
+from atra.core.features.context import ModelInputs
 from atra.core.features.registry import FeatureContext
 from atra.core.meta import MetaModel
 from atra.core.signals.spec import SignalSpec
@@ -35,9 +41,16 @@ from atra.core.types import Timeframe
 
 class DecisionFn(Protocol):
     """What the loop calls for one symbol's bar: the candles up to and including that bar
-    (the last ``window_bars`` of them) and the equity to size with."""
+    (the last ``window_bars`` of them), the equity to size with and the features' side data
+    over the same bars (None: the decider needs none)."""
 
-    def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision: ...
+    def __call__(
+        self,
+        symbol: str,
+        candles: pd.DataFrame,
+        equity: float,
+        context: FeatureContext | None = None,
+    ) -> Decision: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +69,23 @@ class StrategyDecider:
     """The trade's fees and slippage: set, the size is the backtest's own
     (:func:`atra.core.decision.size_like_backtest`)."""
 
-    def __call__(self, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
+    @property
+    def inputs(self) -> ModelInputs | None:
+        """What the model's features read (None without a model)."""
+        if self.model is None:
+            return None
+        return ModelInputs.from_features(model_bar_features(self.model))
+
+    def __call__(
+        self,
+        symbol: str,
+        candles: pd.DataFrame,
+        equity: float,
+        context: FeatureContext | None = None,
+    ) -> Decision:
         _, signal = primary_signal_at(candles, self.spec, symbol=symbol, timeframe=self.timeframe)
         if signal is not None and self.model is not None:
-            ctx = self.feature_context or FeatureContext(timeframe=self.timeframe)
+            ctx = context or self.feature_context or FeatureContext(timeframe=self.timeframe)
             # the model's own columns; an input this symbol lacks (no funding, no perp) is NaN,
             # exactly as in training (atra.research.pipeline builds its features with
             # bar_features too)
@@ -78,13 +104,21 @@ class StrategyDecider:
         )
 
 
-def decide_one(decider: DecisionFn, symbol: str, candles: pd.DataFrame, equity: float) -> Decision:
+Job = tuple[str, pd.DataFrame, float, FeatureContext | None]
+"""One decision to make: symbol, candles, equity, feature context."""
+
+
+def decide_one(
+    decider: DecisionFn,
+    symbol: str,
+    candles: pd.DataFrame,
+    equity: float,
+    context: FeatureContext | None = None,
+) -> Decision:
     """One decision (a module function, so a process pool can run it too)."""
-    return decider(symbol, candles, equity)
+    return decider(symbol, candles, equity, context)
 
 
-def decide_many(
-    decider: DecisionFn, jobs: Sequence[tuple[str, pd.DataFrame, float]]
-) -> list[Decision]:
+def decide_many(decider: DecisionFn, jobs: Sequence[Job]) -> list[Decision]:
     """Several decisions in one executor call."""
-    return [decider(sym, candles, equity) for sym, candles, equity in jobs]
+    return [decider(sym, candles, equity, ctx) for sym, candles, equity, ctx in jobs]

@@ -177,7 +177,9 @@ class ExchangeBroker:
         process was down, put back missing protective orders, apply a passed time barrier;
         then compare the venue's positions with the open ones: a symbol none of them explains
         is logged (``unmanaged_position``, never touched), a net quantity that differs too
-        (``position_mismatch``)."""
+        (``position_mismatch``); a resting order that is not one of the managed positions'
+        (placed by hand, of a type ATRA never places, ...) is logged (``foreign_order_seen``)
+        and left alone."""
         out = BrokerUpdate()
         now_bar = self.books.bar(self.books.now_ms())
         for pos in self.positions():
@@ -186,8 +188,14 @@ class ExchangeBroker:
             venue = await self.api.positions()
         except ExchangeError as exc:
             log.warning("positions_unavailable", error=error_text(exc))
-            return out
-        self.books.compare(venue)
+        else:
+            self.books.compare(venue)
+        try:
+            resting = await self.api.open_orders()
+        except ExchangeError as exc:  # a report only: never fatal to the cycle
+            log.warning("open_orders_unavailable", error=error_text(exc))
+        else:
+            self.books.report_foreign(resting)
         return out
 
     # ---- steps -----------------------------------------------------------------------------

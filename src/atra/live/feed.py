@@ -7,6 +7,15 @@ and fetches, for a cycle, the new closed candles of every symbol at once
 failed. A symbol with open positions (``funding`` on) gets its funding rates fetched with its
 candles. Without a backlog, a symbol's decision starts in the executor as soon as its candle
 arrives, overlapping the other symbols' requests (``early_decisions``).
+
+A model's side data (:class:`~atra.core.features.context.ModelInputs`) is fetched in the same
+cycle, through the same rate limiter: BTCUSDT candles once per cycle for every symbol, each
+symbol's candles on its counterpart market (``side_client``, the other market's client sharing
+the limiter) and its funding rates, concurrently with its own candles. A symbol whose side data
+cannot be fetched fails for the cycle like a failed candle fetch (it is decided on a later
+cycle, never with a missing input). :meth:`CandleFeed.context` assembles a decision's
+:class:`~atra.core.features.registry.FeatureContext` from them with
+:func:`~atra.core.features.context.assemble_context`, the function research uses.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import asyncio
 import math
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +32,11 @@ import pandas as pd
 
 from atra.adapters.exchange.client import ExchangeClient
 from atra.core.decision import Decision
+from atra.core.features.context import ModelInputs, assemble_context, counterpart_market
+from atra.core.features.registry import FeatureContext
 from atra.core.signals.candles import candle_arrays
+from atra.core.types import Market
+from atra.core.validation import DAY_MS
 from atra.errors import ConfigError, DataError
 from atra.live.deciders import DecisionFn, decide_one
 from atra.live.ledger import FundingBook
@@ -30,7 +44,38 @@ from atra.live.paper import Broker
 from atra.live.settings import CANDLE_COLS, LoopSettings, Window
 from atra.obs import span
 
-__all__ = ["CandleFeed", "Fetched"]
+__all__ = ["BTC_SYMBOL", "FUNDING_LOOKBACK_MS", "CandleFeed", "Fetched", "check_servable"]
+
+BTC_SYMBOL = "BTCUSDT"
+FUNDING_LOOKBACK_MS = 31 * DAY_MS
+"""Funding history kept before a window's first bar (research reads a month before its bars)."""
+
+
+def check_servable(inputs: ModelInputs | None, client: ExchangeClient,
+                   side_client: ExchangeClient | None) -> None:  # fmt: skip
+    """Refuse (one-line :class:`ConfigError`) a model whose inputs this venue cannot serve."""
+    if inputs is None:
+        return
+    if inputs.series:
+        raise ConfigError(
+            f"the model reads the external series {', '.join(inputs.series)}, which the live "
+            "loop cannot fetch"
+        )
+    if inputs.needs_funding and not callable(getattr(client, "fetch_funding", None)):
+        raise ConfigError(f"the model needs funding rates; {client.market} serves none")
+    if inputs.needs_funding and client.market is not Market.PERP:
+        raise ConfigError(
+            f"the model needs funding rates, which a {client.market} venue does not serve "
+            "(train it on perp data or without funding features)"
+        )
+    if inputs.needs_counterpart:
+        other = counterpart_market(client.market)
+        if side_client is None or side_client.market is not other:
+            raise ConfigError(
+                f"the model needs {other} candles of every symbol (basis features) and no "
+                f"{other} client is configured"
+            )
+
 
 Fetched = tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, tuple[Decision, float]]]
 """A cycle's fetch: the new candles per symbol, the failed symbols with their error, and the
@@ -53,14 +98,25 @@ class CandleFeed:
         funding: FundingBook,
         decider: DecisionFn,
         executor: Executor | None = None,
+        inputs: ModelInputs | None = None,
+        side_client: ExchangeClient | None = None,
     ) -> None:
+        check_servable(inputs, client, side_client)
         self.settings = settings
         self.client = client
+        self.side_client = side_client
         self.broker = broker
         self.funding = funding
         self.decider = decider
+        self.inputs = inputs
         self.step_ms = settings.timeframe.ms
         self.windows: dict[str, Window] = {s: Window() for s in settings.symbols}
+        need = inputs or ModelInputs()
+        self.counterparts: dict[str, Window] = (
+            {s: Window() for s in settings.symbols} if need.needs_counterpart else {}
+        )
+        self.btc: Window | None = Window() if need.needs_btc else None
+        self.context_funding: dict[str, pd.DataFrame] = {}
         self._executor = executor
 
     # ---- fetch -----------------------------------------------------------------------------
@@ -73,23 +129,34 @@ class CandleFeed:
         backlog, every fill before ``bar_ms`` known), a symbol whose only new bar is
         ``bar_ms`` is decided at once, sized with it."""
         s = self.settings
+        btc_task = (
+            None
+            if self.btc is None
+            else asyncio.create_task(
+                self._fetch_btc(bar_ms, min(done_ms[sym] for sym in s.symbols)), name="btc"
+            )
+        )
         tasks = {
             sym: asyncio.create_task(
-                self._fetch_and_decide(sym, bar_ms, done_ms[sym], equity), name=sym
+                self._fetch_and_decide(sym, bar_ms, done_ms[sym], equity, btc_task), name=sym
             )
             for sym in s.symbols
         }
+        everything = [*tasks.values(), *([] if btc_task is None else [btc_task])]
         try:
             _, pending = await asyncio.wait(tasks.values(), timeout=s.cycle_deadline_s)
         except asyncio.CancelledError:  # stopped: cancel every outstanding request
-            for task in tasks.values():
+            for task in everything:
                 task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            await asyncio.gather(*everything, return_exceptions=True)
             raise
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        stragglers: list[asyncio.Future[Any]] = [*pending]
+        if btc_task is not None and not btc_task.done():
+            stragglers.append(btc_task)
+        for straggler in stragglers:
+            straggler.cancel()
+        if stragglers:
+            await asyncio.wait(stragglers)
         frames: dict[str, pd.DataFrame] = {}
         failed: dict[str, str] = {}
         pre: dict[str, tuple[Decision, float]] = {}
@@ -110,11 +177,21 @@ class CandleFeed:
         return frames, failed, pre
 
     async def _fetch_and_decide(
-        self, sym: str, bar_ms: int, done_ms: int, equity: float | None
+        self,
+        sym: str,
+        bar_ms: int,
+        done_ms: int,
+        equity: float | None,
+        btc_task: asyncio.Task[None] | None = None,
     ) -> tuple[pd.DataFrame, Decision | None]:
-        """Fetch ``sym``; when its only new bar is ``bar_ms`` and ``equity`` is known, decide
-        it right away in the executor (the same call the bar step would make)."""
-        frame = await self._fetch_symbol(sym, bar_ms, done_ms)
+        """Fetch ``sym`` and its side data; when its only new bar is ``bar_ms`` and ``equity``
+        is known, decide it right away in the executor (the same call the bar step would
+        make)."""
+        frame, _ = await asyncio.gather(
+            self._fetch_symbol(sym, bar_ms, done_ms), self._fetch_side(sym, bar_ms, done_ms)
+        )
+        if btc_task is not None:
+            await asyncio.shield(btc_task)  # shared by every symbol: never cancelled by one
         win = self.windows[sym]
         last = win.last_ms
         if equity is None or last is None or len(frame) == 0:
@@ -127,9 +204,143 @@ class CandleFeed:
         candles = pd.concat([win.frame(lo, n), new], ignore_index=True)
         loop = asyncio.get_running_loop()
         decision = await loop.run_in_executor(
-            self._executor, decide_one, self.decider, sym, candles, equity
+            self._executor,
+            decide_one,
+            self.decider,
+            sym,
+            candles,
+            equity,
+            self.context(sym, candles),
         )
         return frame, decision
+
+    def _first_start(self, bar_ms: int, done_ms: int) -> int:
+        """The first bar a fresh window fetches: ``window_bars`` before the first to decide."""
+        first_todo = done_ms + self.step_ms
+        return min(first_todo, bar_ms) - (self.settings.window_bars - 1) * self.step_ms
+
+    async def _fetch_btc(self, bar_ms: int, done_ms: int) -> None:
+        """BTCUSDT's new closed bars up to ``bar_ms`` into the BTC window (once per cycle)."""
+        assert self.btc is not None
+        frame = await self._fetch_window(
+            self.client, BTC_SYMBOL, self.btc, bar_ms, done_ms, f"BTC context {BTC_SYMBOL}"
+        )
+        if len(frame):
+            self.btc.append(frame)
+
+    async def _fetch_side(self, sym: str, bar_ms: int, done_ms: int) -> None:
+        """``sym``'s counterpart candles and funding rates up to ``bar_ms``, as the model
+        needs them."""
+        need = self.inputs
+        if need is None:
+            return
+        jobs = []
+        if need.needs_counterpart:
+            jobs.append(self._fetch_counterpart(sym, bar_ms, done_ms))
+        if need.needs_funding:
+            jobs.append(self._fetch_context_funding(sym, bar_ms, done_ms))
+        await asyncio.gather(*jobs)
+
+    async def _fetch_counterpart(self, sym: str, bar_ms: int, done_ms: int) -> None:
+        assert self.side_client is not None
+        win = self.counterparts[sym]
+        what = f"counterpart {self.side_client.market} {sym}"
+        frame = await self._fetch_window(self.side_client, sym, win, bar_ms, done_ms, what)
+        if len(frame):
+            win.append(frame)
+
+    async def _fetch_context_funding(self, sym: str, bar_ms: int, done_ms: int) -> None:
+        """Funding events of ``sym`` after the last one held, up to the close of ``bar_ms``
+        (exclusive); the first call reaches :data:`FUNDING_LOOKBACK_MS` before the window."""
+        held = self.context_funding.get(sym)
+        if held is not None and len(held):
+            start = int(held["funding_time"].iloc[-1]) + 1
+        else:
+            start = self._first_start(bar_ms, done_ms) - FUNDING_LOOKBACK_MS
+        end = bar_ms + self.step_ms - 1  # an event at the close instant is not usable yet
+        if start > end:
+            return
+        with span("live.fetch_funding", symbol=sym, open_time=bar_ms, purpose="features"):
+            async with asyncio.timeout(self.settings.symbol_timeout_s):
+                fetch_range = getattr(self.client, "fetch_funding_range", None)
+                if fetch_range is not None:
+                    frame: pd.DataFrame = await fetch_range(sym, start, end + 1)
+                else:
+                    frame = await self.client.fetch_funding(sym, start_ms=start, end_ms=end)
+        times = frame["funding_time"].to_numpy(np.int64)
+        if times.size and (int(times[0]) < start or int(times[-1]) > end):
+            raise DataError(f"funding {sym}: events outside {start}..{end}")
+        if times.size and (np.diff(times) <= 0).any():
+            raise DataError(f"funding {sym}: funding_time must be strictly increasing")
+        if held is None or held.empty:
+            self.context_funding[sym] = frame.reset_index(drop=True)
+        elif len(frame):
+            self.context_funding[sym] = pd.concat([held, frame], ignore_index=True)
+
+    async def _fetch_window(
+        self,
+        client: ExchangeClient,
+        sym: str,
+        win: Window,
+        bar_ms: int,
+        done_ms: int,
+        what: str,
+    ) -> pd.DataFrame:
+        """Closed bars of ``sym`` on ``client`` after ``win``'s last bar up to ``bar_ms``
+        (a fresh window: from :meth:`_first_start`), validated."""
+        last = win.last_ms
+        start = self._first_start(bar_ms, done_ms) if last is None else last + self.step_ms
+        if start > bar_ms:
+            return self._empty()
+        with span("live.fetch", symbol=sym, open_time=bar_ms, purpose=what):
+            async with asyncio.timeout(self.settings.symbol_timeout_s):
+                frame = await self._klines(client, sym, start, bar_ms)
+        arrays = candle_arrays(frame, what)
+        t = arrays.open_time
+        if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):
+            raise DataError(f"candles {what}: bars outside {start}..{bar_ms}")
+        return frame
+
+    async def _klines(
+        self, client: ExchangeClient, sym: str, start: int, bar_ms: int
+    ) -> pd.DataFrame:
+        n = (bar_ms - start) // self.step_ms + 1
+        if n > client.max_klines:
+            return await self.client_range(sym, start, bar_ms + self.step_ms, client)
+        return await client.fetch_klines(
+            sym,
+            self.settings.timeframe,
+            start_ms=start,
+            end_ms=bar_ms,
+            limit=max(1, min(int(n), client.max_klines)),
+            closed_only=True,  # a bar still forming is never decided
+        )
+
+    def context(self, sym: str, candles: pd.DataFrame) -> FeatureContext | None:
+        """The feature context of ``sym``'s decision on ``candles`` (its window up to the bar
+        decided): the side data over the same bars, nothing after the last one. None when the
+        decider needs no side data."""
+        if self.inputs is None:
+            return None
+        t = candles["open_time"].to_numpy(np.int64)
+        lo, hi = (int(t[0]), int(t[-1])) if t.size else (0, -1)
+
+        def over(win: Window | None) -> pd.DataFrame | None:
+            if win is None:
+                return None
+            return win.frame(win.index(lo), win.index(hi + 1))
+
+        funding = self.context_funding.get(sym)
+        if funding is not None:
+            close_ms = hi + self.step_ms
+            funding = funding[funding["funding_time"].to_numpy(np.int64) < close_ms]
+        return assemble_context(
+            self.settings.timeframe,
+            self.client.market,
+            funding=funding,
+            counterpart=over(self.counterparts.get(sym)),
+            btc=over(self.btc),
+        )
 
     async def _fetch_symbol(self, sym: str, bar_ms: int, done_ms: int) -> pd.DataFrame:
         """Closed bars of ``sym`` after its window's last bar up to ``bar_ms`` (the whole
@@ -137,27 +348,12 @@ class CandleFeed:
         s = self.settings
         win = self.windows[sym]
         last = win.last_ms
-        if last is None:
-            first_todo = done_ms + self.step_ms
-            start = min(first_todo, bar_ms) - (s.window_bars - 1) * self.step_ms
-        else:
-            start = last + self.step_ms
+        start = self._first_start(bar_ms, done_ms) if last is None else last + self.step_ms
         if start > bar_ms:
             return self._empty()
         with span("live.fetch", symbol=sym, open_time=bar_ms):
             async with asyncio.timeout(s.symbol_timeout_s):
-                n = (bar_ms - start) // self.step_ms + 1
-                if n > self.client.max_klines:
-                    frame = await self.client_range(sym, start, bar_ms + self.step_ms)
-                else:
-                    frame = await self.client.fetch_klines(
-                        sym,
-                        s.timeframe,
-                        start_ms=start,
-                        end_ms=bar_ms,
-                        limit=max(1, min(int(n), self.client.max_klines)),
-                        closed_only=True,  # a bar still forming is never decided
-                    )
+                frame = await self._klines(self.client, sym, start, bar_ms)
         arrays = candle_arrays(frame, sym)  # DataError on a bad price or order
         t = arrays.open_time
         if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):
@@ -179,11 +375,15 @@ class CandleFeed:
             frame = await self.client.fetch_funding(sym, start_ms=known + 1, end_ms=upto_ms)
         self.funding.extend(sym, frame, start_ms=known + 1, upto_ms=upto_ms)
 
-    async def client_range(self, sym: str, start_ms: int, end_ms: int) -> pd.DataFrame:
-        """Several pages of candles (the first fill of a window)."""
-        fetch_range = getattr(self.client, "fetch_klines_range", None)
+    async def client_range(
+        self, sym: str, start_ms: int, end_ms: int, client: ExchangeClient | None = None
+    ) -> pd.DataFrame:
+        """Several pages of candles (the first fill of a window) from ``client`` (default:
+        the feed's own)."""
+        client = client or self.client
+        fetch_range = getattr(client, "fetch_klines_range", None)
         if fetch_range is None:
-            raise ConfigError(f"{type(self.client).__name__} cannot fetch candle ranges")
+            raise ConfigError(f"{type(client).__name__} cannot fetch candle ranges")
         frame: pd.DataFrame = await fetch_range(sym, self.settings.timeframe, start_ms, end_ms)
         return frame
 
@@ -216,6 +416,21 @@ class CandleFeed:
         return float(win.cols["close"][i]) if i >= 0 else math.nan
 
     def trim(self) -> None:
-        """Keep the last ``window_bars`` bars of every window."""
+        """Keep the last ``window_bars`` bars of every window; side data back to the oldest
+        window's first bar (funding: :data:`FUNDING_LOOKBACK_MS` before it)."""
         for win in self.windows.values():
             win.trim(self.settings.window_bars)
+        firsts = [int(w.open_time[0]) for w in self.windows.values() if w.open_time.size]
+        if not firsts:
+            return
+        oldest = min(firsts)
+        for side in [*self.counterparts.values(), *([] if self.btc is None else [self.btc])]:
+            k = side.index(oldest)
+            if k:
+                side.open_time = side.open_time[k:]
+                side.cols = {c: v[k:] for c, v in side.cols.items()}
+        for sym, frame in self.context_funding.items():
+            times = frame["funding_time"].to_numpy(np.int64)
+            k = int(np.searchsorted(times, oldest - FUNDING_LOOKBACK_MS))
+            if k:
+                self.context_funding[sym] = frame.iloc[k:].reset_index(drop=True)

@@ -43,6 +43,7 @@ from atra.adapters.journal.database import Journal
 from atra.adapters.journal.records import JournalBatch
 from atra.adapters.ratelimit import Clock
 from atra.core.exits.api import ExitSpec
+from atra.core.features.context import ModelInputs
 from atra.core.signals.spec import SignalSpec
 from atra.errors import ConfigError
 from atra.live.deciders import DecisionFn, StrategyDecider
@@ -85,7 +86,14 @@ class LiveLoop:
         metrics: Metrics | None = None,
         executor: Executor | None = None,
         broker: Broker | None = None,
+        side_client: ExchangeClient | None = None,
     ) -> None:
+        inputs = getattr(decider, "inputs", None)  # the model's side data (StrategyDecider)
+        if isinstance(inputs, ModelInputs) and settings.window_bars <= inputs.warmup_bars:
+            raise ConfigError(
+                f"window_bars ({settings.window_bars}) must exceed the model's feature warm-up "
+                f"({inputs.warmup_bars} bars)"
+            )
         spec = getattr(decider, "spec", None)
         if isinstance(spec, SignalSpec):
             horizon = spec.horizon_bars
@@ -116,6 +124,8 @@ class LiveLoop:
             funding=self.funding,
             decider=decider,
             executor=executor,
+            inputs=inputs if isinstance(inputs, ModelInputs) else None,
+            side_client=side_client,
         )
         self.portfolio = Portfolio(
             settings, broker=self.broker, ledger=self.ledger, funding=self.funding, feed=self.feed

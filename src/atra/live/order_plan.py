@@ -71,6 +71,7 @@ ORDER_STATUS: Final[dict[str, str]] = {
     "FILLED": "filled",
     "CANCELED": "cancelled",
     "EXPIRED": "cancelled",
+    "EXPIRED_IN_MATCH": "cancelled",
     "REJECTED": "rejected",
 }
 """The venue's order status -> the journal's."""

@@ -8,6 +8,7 @@ limiter, deciding, journalling, paper fills), only the exchange is
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from atra.adapters.ratelimit import (
 )
 from atra.adapters.trading.trader import BinanceTrader
 from atra.core.exits.api import ExitSpec
+from atra.core.features.context import ModelInputs, counterpart_market
 from atra.core.types import Market
 from atra.errors import ConfigError
 from atra.live.deciders import DecisionFn
@@ -33,15 +35,19 @@ from atra.live.execution import ExchangeBroker
 from atra.live.guards import RiskGuards
 from atra.live.loop import LiveLoop, LoopSettings, SimClock, run_until_signal
 from atra.live.paper import Broker
+from atra.live.replay_run import ReplayRun, claim_journal, replay_run
 from atra.obs import Metrics
 from atra.sim.exchange import FakeExchange, Faults
 
 
 @dataclass(frozen=True, slots=True)
 class ReplayReport:
-    """What a replay did: cycles run, requests the fake exchange saw (by status), the most
-    weight it counted in one window, and whether it was stopped by a signal."""
+    """What a replay did: its run (identity and run id), cycles run (0 when a resumed journal
+    was complete), requests the fake exchange saw (by status), the most weight it counted in
+    one window, and whether it was stopped by a signal."""
 
+    run: ReplayRun
+    resumed: bool
     cycles: int
     requests: int
     statuses: Mapping[int, int]
@@ -87,17 +93,41 @@ async def run_replay(
     stop_signals: Sequence[int] = (),
     on_start: Callable[[LiveLoop, FakeExchange], None] | None = None,
     funding: Mapping[str, pd.DataFrame] | None = None,
+    context_candles: Mapping[tuple[Market, str], pd.DataFrame] | None = None,
 ) -> ReplayReport:
     """Run the live loop against a fake exchange serving ``candles`` (and ``funding`` rates of
     perpetuals) with a simulated clock starting at ``settings.start_ms`` (required), until
-    ``settings.stop_ms`` or a signal."""
+    ``settings.stop_ms`` (required) or a signal.
+
+    The journal must be new or hold this very run (:mod:`atra.live.replay_run`): the run id is
+    derived from the range, symbols, market, timeframe, settings and model, with
+    ``settings.run_id`` as its first part; anything else is refused before a bar is run.
+
+    ``context_candles``: the model's side candles by (market, symbol), served too: each
+    symbol's counterpart market (fetched through a second client of that market sharing the
+    rate limiter) and BTCUSDT when it is not replayed itself."""
     if settings.start_ms is None:
         raise ConfigError("replay needs a start time (--from)")
+    if settings.stop_ms is None:
+        raise ConfigError("replay needs an end time (--to)")
     rs = setup or ReplaySetup()
     if rs.orders and rs.market is not Market.PERP:
         raise ConfigError("replay with orders: order execution supports USDT-M futures only")
+    run = replay_run(
+        settings,
+        decider=decider,
+        exit_spec=exit_spec,
+        limits=guards.limits,
+        market=rs.market,
+        orders=rs.orders,
+    )
     clock = SimClock(settings.start_ms / 1000, rs.speed)
     frames = {(rs.market, sym, settings.timeframe): frame for sym, frame in candles.items()}
+    for (mkt, sym), frame in (context_candles or {}).items():
+        frames.setdefault((mkt, sym, settings.timeframe), frame)
+    inputs = getattr(decider, "inputs", None)
+    other = counterpart_market(rs.market)
+    needs_side = isinstance(inputs, ModelInputs) and inputs.needs_counterpart
     fake = FakeExchange(
         frames,
         funding,
@@ -128,8 +158,26 @@ async def run_replay(
             max_attempts=rs.max_attempts,
             backoff_s=rs.backoff_s,
         )
-        async with client, Journal.open(journal_path) as journal:
-            run_id = await journal.meta("run_id", settings.run_id)  # kept across restarts
+        side_client = (
+            BinanceClient(
+                other,
+                base_url=fake.url,
+                limiter=limiter,  # one budget for both markets: the fake counts them together
+                clock=scaled,
+                timeout_s=rs.client_timeout_s,
+                max_attempts=rs.max_attempts,
+                backoff_s=rs.backoff_s,
+            )
+            if needs_side
+            else None
+        )
+        async with (
+            client,
+            side_client or contextlib.nullcontext(),
+            Journal.open(journal_path, exclusive=True) as journal,
+        ):
+            resumed = not await claim_journal(journal, run)
+            run_id = await journal.meta("run_id", run.run_id)  # kept across restarts
             broker: Broker | None = None
             if rs.orders:
                 trader = BinanceTrader(client, api_key=REPLAY_API_KEY, api_secret=REPLAY_API_SECRET)
@@ -151,6 +199,7 @@ async def run_replay(
                 clock=clock,
                 metrics=metrics,
                 broker=broker,
+                side_client=side_client,
             )
             if on_start is not None:
                 on_start(loop, fake)
@@ -159,6 +208,8 @@ async def run_replay(
         for rec in fake.requests:
             statuses[rec.status] = statuses.get(rec.status, 0) + 1
         return ReplayReport(
+            run=run,
+            resumed=resumed,
             cycles=cycles,
             requests=len(fake.requests),
             statuses=statuses,

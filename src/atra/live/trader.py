@@ -26,7 +26,7 @@ from atra.adapters.journal.records import CycleRecord, GuardEvent, JournalBatch,
 from atra.adapters.ratelimit import Clock
 from atra.core.decision import Decision
 from atra.errors import DataError, ExchangeError
-from atra.live.deciders import DecisionFn, decide_many
+from atra.live.deciders import DecisionFn, Job, decide_many
 from atra.live.feed import CandleFeed
 from atra.live.guards import GuardBreach, RiskGuards, day_start_ms
 from atra.live.paper import EntryRequest
@@ -186,7 +186,7 @@ class BarTrader:
             leaving.extend(leaving_after(upd, t_ms))
         batch.equity = self.portfolio.mark(t_ms, leaving)
         equity = batch.equity.equity
-        jobs: list[tuple[str, pd.DataFrame, float]] = []
+        jobs: list[Job] = []
         ready: dict[str, Decision] = {}
         for sym in symbols:
             early = pre.get(sym)
@@ -195,7 +195,8 @@ class BarTrader:
             else:
                 win = self.feed.windows[sym]
                 hi = win.index(t_ms) + 1
-                jobs.append((sym, win.frame(max(0, hi - s.window_bars), hi), equity))
+                candles = win.frame(max(0, hi - s.window_bars), hi)
+                jobs.append((sym, candles, equity, self.feed.context(sym, candles)))
         if jobs:
             loop = asyncio.get_running_loop()
             # features and meta prediction of every symbol of this bar, off the event loop

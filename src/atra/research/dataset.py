@@ -15,6 +15,7 @@ import pandas as pd
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.core.decision import EVENT_FEATURES, available_inputs, bar_features, decision_features
 from atra.core.exits.api import ExitSpec
+from atra.core.features.context import assemble_context, counterpart_market
 from atra.core.features.registry import HISTORY_BARS, FeatureContext, feature_specs
 from atra.core.frames import ms_to_iso
 from atra.core.labels import label_events
@@ -84,14 +85,14 @@ class Universe:
     btc: pd.DataFrame | None
 
     def context(self, symbol: str) -> FeatureContext:
-        """The feature context of ``symbol``: funding, counterpart and BTC where present."""
+        """The feature context of ``symbol``: funding, counterpart and BTC where present
+        (:func:`atra.core.features.context.assemble_context`, as the live loop builds it)."""
         data = self.symbols[symbol]
-        other = Market.PERP if self.market is Market.SPOT else Market.SPOT
-        return FeatureContext(
-            timeframe=self.timeframe,
+        return assemble_context(
+            self.timeframe,
+            self.market,
             funding=data.funding,
             counterpart=data.counterpart,
-            counterpart_market=other,
             btc=self.btc,
         )
 
@@ -122,7 +123,7 @@ def load_universe(
             f"empty range: end {ms_to_iso(end_ms)} is not after start {ms_to_iso(start_ms)}"
         )
     read_from = None if start_ms is None else start_ms - warmup_bars * timeframe.ms
-    other = Market.PERP if market is Market.SPOT else Market.SPOT
+    other = counterpart_market(market)
 
     def candles(sym: str, mkt: Market) -> pd.DataFrame | None:
         key = DatasetKey(exchange, mkt, sym, timeframe)

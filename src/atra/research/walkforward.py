@@ -17,6 +17,7 @@ import pandas as pd
 from atra.adapters.artifacts import RegisteredModel, dataset_hash, load_model, save_model
 from atra.core.decision import ModelHandle
 from atra.core.exits.api import ExitSpec
+from atra.core.features.context import ModelInputs
 from atra.core.frames import ms_to_iso
 from atra.core.meta import MetaModel, MetaParams, OOSPredictions, oos_metrics_by_year
 from atra.core.meta import walk_forward_predict as _walk_forward_predict
@@ -48,7 +49,8 @@ def _check_decay(decay: float | None) -> None:
 @dataclass(frozen=True, slots=True)
 class WalkForwardConfig:
     """Retrain every ``retrain_days``; first test window ``min_train_days`` after the first
-    event (or at ``first_test_ms``); ``embargo_hours`` between training labels and the test
+    event's day (or pinned at ``first_test_ms``, which may not be earlier than that: a
+    ConfigError); ``embargo_hours`` between training labels and the test
     window; ``decay`` (None = none) for the sample-weight time decay."""
 
     retrain_days: int = 30
@@ -97,9 +99,16 @@ def _split_config(
 ) -> tuple[int, int, int | None, int]:
     span = config.retrain_days * DAY_MS
     embargo = round(config.embargo_hours * 3_600_000)
+    earliest = (int(t0.min()) // DAY_MS) * DAY_MS + config.min_train_days * DAY_MS
     first = config.first_test_ms
     if first is None:
-        first = (int(t0.min()) // DAY_MS) * DAY_MS + config.min_train_days * DAY_MS
+        first = earliest
+    elif first < earliest:
+        raise ConfigError(
+            f"first test window (--first-test) {ms_to_iso(first)} is before min_train_days = "
+            f"{config.min_train_days} of data (first event {ms_to_iso(int(t0.min()))}; "
+            f"earliest first test window {ms_to_iso(earliest)})"
+        )
     rolling = None if config.train_days is None else config.train_days * DAY_MS
     return first, span, rolling, embargo
 
@@ -249,6 +258,7 @@ def train_model(
         data_hash=dataset_hash(X, y, t0, t1),
         oos_metrics=oos_metrics,
         extra=extra,
+        inputs=ModelInputs.from_features(dataset.bar_features),
     )
     return TrainedModel(reg, int(y.size), dataset.report.incomplete, start, end)
 

@@ -270,7 +270,8 @@ class FakeExchange:
         weight = signed_weight(endpoint, params)
         if weight is None:
             weight = request_weight(market, endpoint, limit or default)
-        status, wait_s = self.limits.admit(now, weight, endpoint == "fundingRate")
+        conn = request.transport.get_extra_info("peername") if request.transport else None
+        status, wait_s = self.limits.admit(now, weight, endpoint == "fundingRate", conn)
         record = {"t_s": now, "path": request.path, "params": params, "weight": weight}
         headers = {"X-MBX-USED-WEIGHT-1m": str(self.limits.used)}
         if status != 200:

@@ -2,7 +2,13 @@
 
 Weight is counted in fixed windows of ``window_s`` scaled seconds; a request past
 ``weight_limit`` gets 429 + ``Retry-After`` until the window ends (the back-off), and a client
-that sends more than ``ban_after`` requests during a back-off gets 418 and a ban of ``ban_s``.
+that keeps sending after it received a 429 (Binance: "failing to back off after receiving
+429s will result in an automated IP ban") gets 418 and a ban of ``ban_s`` once more than
+``ban_after`` such requests arrived during one back-off. A request counts as sent after a 429
+when it comes on a connection that was already answered 429 in this back-off (HTTP/1.1 sends
+the next request on a connection only after reading the previous answer), or when the caller
+does not say which connection it came on. Requests already on the wire when the first 429
+went out still get 429 but are not held against the client.
 ``fundingRate`` requests also count against ``funding_limit`` per ``funding_window_s``. Times
 are the exchange's scaled seconds, passed in by the caller. A refused request gets Binance's
 ``-1003`` body (:func:`refusal_body`).
@@ -72,6 +78,7 @@ class WeightLimits:
         self._funding_window = -1
         self._funding_used = 0
         self._violations = 0
+        self._told: set[object] = set()
 
     def ban(self, now: float, seconds: float) -> None:
         """Ban the IP from ``now`` for ``seconds``: every request gets 418."""
@@ -96,16 +103,23 @@ class WeightLimits:
         if fwindow != self._funding_window:
             self._funding_window, self._funding_used = fwindow, 0
 
-    def admit(self, now: float, weight: int, funding: bool) -> tuple[int, float | None]:
-        """(status, retry_after_s): 200 to serve, else 429 or 418 and how long to wait."""
+    def admit(
+        self, now: float, weight: int, funding: bool, conn: object = None
+    ) -> tuple[int, float | None]:
+        """(status, retry_after_s): 200 to serve, else 429 or 418 and how long to wait.
+
+        ``conn`` names the connection the request came on (``None``: unknown, every request
+        during a back-off then counts towards the ban)."""
         self.roll(now)
         if now < self.banned_until:
             return 418, self.banned_until - now
         if now < self.backoff_until:
-            self._violations += 1
+            if conn is None or conn in self._told:
+                self._violations += 1
             if self._violations > self.ban_after:
                 self.banned_until = now + self.ban_s
                 return 418, self.ban_s
+            self._told.add(conn)
             return 429, self.backoff_until - now
         over = self.weight_limit is not None and self.used + weight > self.weight_limit
         fover = funding and self._funding_used + 1 > self.funding_limit
@@ -113,6 +127,7 @@ class WeightLimits:
             size = self.funding_window_s if fover and not over else self.window_s
             self.backoff_until = (math.floor(now / size) + 1) * size
             self._violations = 0
+            self._told = {conn}
             return 429, self.backoff_until - now
         self.used += weight
         self._funding_used += int(funding)

@@ -8,6 +8,16 @@ ONE timeframe, that of the first PERP candle key given; market time comes from
 ``market_clock`` (seconds; a replay passes its simulated clock). Order fields and error codes
 are Binance's.
 
+Answer shapes: by default compact (every field the order client reads, numbers as the shortest
+string that reads back). With :attr:`FakeOrderDesk.documented` the answers are the shapes
+Binance documents for each endpoint (tests/fixtures/binance/orders/): every documented field,
+numbers as fixed-decimal strings at the symbol's precision (``"0.40"``, ``"0.00000"``), numeric
+order ids, and cancel answers without ``avgPrice``. Orders placed by hand (e.g. a
+TRAILING_STOP_MARKET, :func:`trailing_stop_json`) can be held in the account
+(:meth:`FakeOrderDesk.hold_manual_order`): listed by openOrders, found by a query, cancelled
+by a DELETE, never matched. :attr:`FakeOrderDesk.unreadable_posts` answers the next accepted
+POSTs with HTTP 200 and a JSON body that is not an order (the order is placed).
+
 The weight table below is kept apart from the client's on purpose: the fake is the oracle.
 """
 
@@ -16,12 +26,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Final
 
 import pandas as pd
 from aiohttp import web
 
 from atra.adapters.orders import (
+    ERR_CANCEL_UNKNOWN,
     ERR_INVALID_SIGNATURE,
     ERR_TIMESTAMP,
     ERR_UNAUTHORIZED,
@@ -38,6 +50,7 @@ from atra.sim.wire import (
     CandleKey,
     Reject,
     bool_param,
+    fixed,
     float_param,
     fmt,
     int_param,
@@ -82,6 +95,32 @@ class FakeOrderDesk:
         self._symbol_rules = dict(symbol_rules or {})
         self._engine: MatchingEngine | None = None
         self._auto_ids = 0
+        self.documented = False
+        """Answer in the shapes Binance documents (see the module docstring)."""
+        self.unreadable_posts = 0
+        """How many of the next accepted POSTs get an unreadable (not an order) 200 answer."""
+        self._manual: dict[str, dict[str, object]] = {}  # client id -> order JSON
+
+    def hold_manual_order(self, order: Mapping[str, object]) -> None:
+        """Put an order placed by hand (Binance order JSON, any type) in the account."""
+        cid = order.get("clientOrderId")
+        if not isinstance(cid, str) or not cid:
+            raise ValueError(f"a manual order needs a clientOrderId, got {cid!r}")
+        self._manual[cid] = dict(order)
+
+    def _manual_open(self, symbol: str | None) -> list[dict[str, object]]:
+        return [
+            o
+            for o in self._manual.values()
+            if o.get("status") in ("NEW", "PARTIALLY_FILLED")
+            and (symbol is None or o.get("symbol") == symbol)
+        ]
+
+    def _order(self, o: OrderState, endpoint: str) -> dict[str, object]:
+        if not self.documented:
+            return order_json(o)
+        rules = self.symbol_rules(o.symbol)
+        return documented_order_json(o, rules, endpoint)
 
     @property
     def engine(self) -> MatchingEngine:
@@ -131,26 +170,45 @@ class FakeOrderDesk:
             if endpoint == "positionRisk":
                 return self._position_risk(engine, symbol, now_ms)
             if endpoint == "openOrders":
-                return json.dumps([order_json(o) for o in engine.open_orders(symbol, now_ms)])
+                own = [self._order(o, "openOrders") for o in engine.open_orders(symbol, now_ms)]
+                rows = sorted(own + self._manual_open(symbol), key=lambda o: int(str(o["orderId"])))
+                return json.dumps(rows)
             if not symbol:
                 raise Reject(400, -1102, "Mandatory parameter 'symbol' was not sent.")
             if request.method == "POST":
-                return json.dumps(order_json(engine.place(self._order_request(params), now_ms)))
+                placed = engine.place(self._order_request(params), now_ms)
+                if self.unreadable_posts > 0:
+                    self.unreadable_posts -= 1
+                    return json.dumps({"orderId": placed.order_id, "symbol": placed.symbol})
+                return json.dumps(self._order(placed, "order POST"))
             cid = params.get("origClientOrderId")
             if not cid:
                 msg = (
                     "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
                 )
                 raise Reject(400, -1102, msg)
+            manual = self._manual.get(cid)
+            if manual is not None and manual.get("symbol") == symbol:
+                return json.dumps(self._manual_answer(manual, request.method, now_ms))
             if request.method == "DELETE":
-                return json.dumps(order_json(engine.cancel(symbol, cid, now_ms)))
+                return json.dumps(self._order(engine.cancel(symbol, cid, now_ms), "order DELETE"))
             engine.rules(symbol)  # -1121 for an unknown symbol
             state = engine.get(symbol, cid, now_ms)
             if state is None:
                 raise Reject(400, ERR_UNKNOWN_ORDER, "Order does not exist.")
-            return json.dumps(order_json(state))
+            return json.dumps(self._order(state, "order GET"))
         except VenueReject as rej:
             raise Reject(rej.status, rej.code, rej.msg) from None
+
+    def _manual_answer(
+        self, order: dict[str, object], method: str, now_ms: int
+    ) -> dict[str, object]:
+        if method != "DELETE":
+            return order
+        if order.get("status") not in ("NEW", "PARTIALLY_FILLED"):
+            raise Reject(400, ERR_CANCEL_UNKNOWN, "Unknown order sent.")
+        order.update(status="CANCELED", updateTime=now_ms)
+        return {k: v for k, v in order.items() if k not in ("avgPrice", "time")}
 
     def _order_request(self, params: Mapping[str, str]) -> OrderRequest:
         for name in ("side", "type"):
@@ -192,17 +250,37 @@ class FakeOrderDesk:
             pos = engine.position(sym)
             mark = engine.last_price(sym)
             pnl = pos.quantity * (mark - pos.entry_price) if pos.quantity else 0.0
-            rows.append(
-                {
-                    "symbol": sym,
-                    "positionAmt": fmt(pos.quantity) if pos.quantity else "0",
-                    "entryPrice": fmt(pos.entry_price),
-                    "markPrice": fmt(mark),
-                    "unRealizedProfit": fmt(pnl),
+            row: dict[str, object] = {
+                "symbol": sym,
+                "positionAmt": fmt(pos.quantity) if pos.quantity else "0",
+                "entryPrice": fmt(pos.entry_price),
+                "markPrice": fmt(mark),
+                "unRealizedProfit": fmt(pnl),
+                "leverage": "1",
+                "positionSide": "BOTH",
+            }
+            if self.documented:
+                rules = self.symbol_rules(sym)
+                qd, pd_ = _decimals(rules.step_size), _decimals(rules.tick_size)
+                row = {
+                    "entryPrice": padded(pos.entry_price, max(pd_, 5)),
+                    "breakEvenPrice": padded(pos.entry_price, 1),
+                    "marginType": "cross",
+                    "isAutoAddMargin": "false",
+                    "isolatedMargin": "0.00000000",
                     "leverage": "1",
+                    "liquidationPrice": "0",
+                    "markPrice": padded(mark, 8),
+                    "maxNotionalValue": "20000000",
+                    "positionAmt": padded(pos.quantity, qd),
+                    "notional": fixed(pos.quantity * mark),
+                    "isolatedWallet": "0",
+                    "symbol": sym,
+                    "unRealizedProfit": padded(pnl, 8),
                     "positionSide": "BOTH",
+                    "updateTime": now_ms if pos.quantity else 0,
                 }
-            )
+            rows.append(row)
         return json.dumps(rows)
 
 
@@ -228,4 +306,103 @@ def order_json(o: OrderState) -> dict[str, object]:
         "workingType": "CONTRACT_PRICE",
         "origType": o.type,
         "updateTime": o.update_time_ms,
+    }
+
+
+def _decimals(step: float) -> int:
+    exponent = Decimal(repr(float(step))).normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def padded(x: float, decimals: int) -> str:
+    """``x`` as a fixed-decimal string with at least ``decimals`` decimals (``0.4`` at 2 ->
+    ``"0.40"``, ``0`` at 5 -> ``"0.00000"``), never rounded: it reads back to ``x``."""
+    text = fixed(x)
+    if text.startswith("-") and float(text) == 0.0:
+        text = text[1:]
+    whole, _, frac = text.partition(".")
+    frac = frac.rstrip("0").ljust(decimals, "0")
+    return f"{whole}.{frac}" if frac else whole
+
+
+def documented_order_json(o: OrderState, rules: SymbolRules, endpoint: str) -> dict[str, object]:
+    """An order in the shape Binance documents for ``endpoint`` (``order POST``, ``order GET``,
+    ``order DELETE``, ``openOrders``): every documented field, quantities at the step's
+    decimals, prices at the tick's, ``avgPrice`` with at least 5 decimals, numeric ids; the
+    cancel answer has no ``avgPrice``, the query answers carry ``time``."""
+    qd, pd_ = _decimals(rules.step_size), _decimals(rules.tick_size)
+    row: dict[str, object] = {
+        "avgPrice": padded(o.avg_price, max(5, pd_)),
+        "clientOrderId": o.client_order_id,
+        "cumQty": padded(o.executed_qty, qd),
+        "cumQuote": padded(o.executed_qty * o.avg_price, 5),
+        "executedQty": padded(o.executed_qty, qd),
+        "orderId": o.order_id,
+        "origQty": padded(o.orig_qty, qd),
+        "origType": o.type,
+        "price": padded(o.price, pd_) if o.price else "0",
+        "reduceOnly": o.reduce_only,
+        "side": o.side,
+        "positionSide": "BOTH",
+        "status": o.status,
+        "stopPrice": padded(o.stop_price, pd_) if o.stop_price else "0",
+        "closePosition": o.close_position,
+        "symbol": o.symbol,
+        "timeInForce": "GTC",
+        "type": o.type,
+        "updateTime": o.update_time_ms,
+        "workingType": "CONTRACT_PRICE",
+        "priceProtect": False,
+        "priceMatch": "NONE",
+        "selfTradePreventionMode": "NONE",
+        "goodTillDate": 0,
+    }
+    if endpoint == "order DELETE":
+        del row["avgPrice"]
+    if endpoint in ("order GET", "openOrders"):
+        del row["cumQty"]
+        row["time"] = o.update_time_ms
+    return row
+
+
+def trailing_stop_json(
+    symbol: str,
+    client_order_id: str,
+    order_id: int,
+    *,
+    side: str = "SELL",
+    quantity: str = "0.010",
+    activate_price: str = "9020",
+    price_rate: str = "0.3",
+    time_ms: int = 1_579_276_756_075,
+) -> dict[str, object]:
+    """A resting TRAILING_STOP_MARKET order placed by hand, as Binance's Query Order
+    documents it."""
+    return {
+        "avgPrice": "0.00000",
+        "clientOrderId": client_order_id,
+        "cumQuote": "0",
+        "executedQty": "0",
+        "orderId": order_id,
+        "origQty": quantity,
+        "origType": "TRAILING_STOP_MARKET",
+        "price": "0",
+        "reduceOnly": False,
+        "side": side,
+        "positionSide": "BOTH",
+        "status": "NEW",
+        "stopPrice": "9300",
+        "closePosition": False,
+        "symbol": symbol,
+        "time": time_ms,
+        "timeInForce": "GTC",
+        "type": "TRAILING_STOP_MARKET",
+        "activatePrice": activate_price,
+        "priceRate": price_rate,
+        "updateTime": time_ms,
+        "workingType": "CONTRACT_PRICE",
+        "priceProtect": False,
+        "priceMatch": "NONE",
+        "selfTradePreventionMode": "NONE",
+        "goodTillDate": 0,
     }

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from types import TracebackType
@@ -41,7 +42,7 @@ from tenacity import (
 from atra.adapters.exchange.wire import one_line
 from atra.adapters.ratelimit import Clock, RateLimiter, shared_limiter
 from atra.core.types import Market
-from atra.errors import ExchangeError, RateLimited, TransientExchangeError
+from atra.errors import ConfigError, ExchangeError, RateLimited, TransientExchangeError
 
 DEFAULT_BAN_S: Final[float] = 120.0
 _BANNED_UNTIL_RE: Final = re.compile(r"banned until (\d{12,})")
@@ -86,11 +87,15 @@ class BinanceTransport:
         limiter: RateLimiter | None = None,
         clock: Clock | None = None,
         timeout_s: float = 10.0,
+        connect_timeout_s: float | None = None,
         max_attempts: int = 5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         max_connections: int = 10,
     ) -> None:
+        check_timeout(timeout_s, "timeout_s")
+        if connect_timeout_s is not None:
+            check_timeout(connect_timeout_s, "connect_timeout_s")
         self.market = market
         self.base_url = base_url.rstrip("/")
         self.host = urlsplit(self.base_url).netloc
@@ -101,6 +106,9 @@ class BinanceTransport:
         )
         self.clock: Clock = clock or self.limiter.clock
         self.timeout_s = timeout_s
+        """The whole-request deadline (connect, send and every read of the answer), and the
+        read/write/pool timeout of each phase."""
+        self.connect_timeout_s = min(connect_timeout_s or timeout_s, timeout_s)
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -111,7 +119,7 @@ class BinanceTransport:
         n = self.limiter.max_connections
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            timeout=httpx.Timeout(self.timeout_s),
+            timeout=httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s),
             limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
             headers={"Accept": "application/json", "User-Agent": "atra"},
         )
@@ -184,19 +192,32 @@ class BinanceTransport:
         is sent exactly as given (a signed query must reach the server byte for byte).
         Timeouts and dropped connections are :class:`TransientExchangeError` naming ``where``
         (which must not hold secrets); the answer is returned unchecked (see
-        :meth:`check_status`)."""
+        :meth:`check_status`).
+
+        The whole request (connect, send, every read of the body) must end within
+        ``timeout_s``: httpx's timeouts are per phase and per read, so a server dripping a byte
+        a second would otherwise hold the request for ever. A request that passed the limiter
+        is held back (not sent) while a 429 pause, learnt meanwhile from another answer, runs.
+        """
         http = self._http
         if http is None:
             raise ExchangeError("BinanceClient is not open: use `async with BinanceClient(...)`")
         url = f"{path}?{query}" if query else path
         async with self.limiter.slot(charges):
+            await self.limiter.hold_while_paused()
             try:
-                return await http.request(
-                    method,
-                    url,
-                    params=dict(params) if params is not None else None,
-                    headers=dict(headers) if headers is not None else None,
-                )
+                async with asyncio.timeout(self.timeout_s):
+                    return await http.request(
+                        method,
+                        url,
+                        params=dict(params) if params is not None else None,
+                        headers=dict(headers) if headers is not None else None,
+                    )
+            except TimeoutError as exc:
+                raise TransientExchangeError(
+                    f"{where}: no answer within {self.timeout_s:g} s "
+                    "(whole-request deadline: connect, send and every read)"
+                ) from exc
             except httpx.TimeoutException as exc:
                 raise TransientExchangeError(
                     f"{where}: no answer within {self.timeout_s:g} s ({type(exc).__name__})"
@@ -256,6 +277,13 @@ class BinanceTransport:
         if match:
             return max(0.0, int(match.group(1)) / 1000 - self.clock.time())
         return DEFAULT_BAN_S
+
+
+def check_timeout(value: float, name: str) -> float:
+    """``value`` if it is a finite number of seconds above 0, else a one-line ConfigError."""
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} {value!r}: expected a finite number of seconds above 0")
+    return value
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import aiosqlite
 
+from atra.adapters.filelocks import ExclusiveLock
 from atra.adapters.journal.records import (
     CycleRecord,
     EquityRecord,
@@ -47,8 +48,20 @@ from atra.adapters.journal.schema import (
     UPSERT_STATE,
     Migration,
 )
-from atra.errors import DataError
+from atra.core.symbols import check_symbol
+from atra.errors import ConfigError, DataError
 
+JOURNAL_TABLES: Final[tuple[str, ...]] = (
+    "signals",
+    "orders",
+    "fills",
+    "positions",
+    "equity",
+    "cycles",
+    "guard_events",
+    "symbol_state",
+)
+"""The tables :meth:`Journal.row_counts` counts."""
 _NOW_MS: Final[str] = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
 
@@ -89,21 +102,33 @@ class Journal:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, path: Path | str, *, target_version: int = SCHEMA_VERSION
+        cls, path: Path | str, *, target_version: int = SCHEMA_VERSION, exclusive: bool = False
     ) -> AsyncIterator[Journal]:
         """Open ``path`` (created with its folder when missing), migrate it to
-        ``target_version`` (tests stop at an older version) and close it on exit."""
+        ``target_version`` (tests stop at an older version) and close it on exit.
+
+        ``exclusive`` (a live run or a replay: one loop per journal) first takes the journal's
+        inter-process lock (``.{name}.lock`` next to it) and holds it until the journal is
+        closed; when another process holds it, a one-line DataError names the journal and the
+        holder's pid, at once. Readers (reports, explain) open without it."""
         p = Path(path)
         if not 1 <= target_version <= SCHEMA_VERSION:
             raise DataError(f"journal {p}: no schema version {target_version}")
         p.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(p, isolation_level=None)
+        lock = ExclusiveLock(p, "journal") if exclusive else None
+        if lock is not None:
+            lock.acquire()
         try:
-            journal = cls(db, p)
-            await journal._setup(target_version)
-            yield journal
+            db = await aiosqlite.connect(p, isolation_level=None)
+            try:
+                journal = cls(db, p)
+                await journal._setup(target_version)
+                yield journal
+            finally:
+                await db.close()
         finally:
-            await db.close()
+            if lock is not None:
+                lock.release()
 
     async def _setup(self, target_version: int) -> None:
         try:
@@ -236,7 +261,30 @@ class Journal:
         row = await self._one("SELECT value FROM meta WHERE key = ?", (key,))
         return str(row[0])
 
+    async def set_meta(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` (replacing what was there)."""
+        await self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
     # ---- reads -----------------------------------------------------------------------------
+
+    async def meta_value(self, key: str) -> str | None:
+        """The value stored under ``key``, None when there is none (nothing is written)."""
+        rows = await self._all("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def row_counts(self, tables: Sequence[str] = JOURNAL_TABLES) -> dict[str, int]:
+        """Rows per table of ``tables`` (names of :data:`JOURNAL_TABLES`)."""
+        unknown = [t for t in tables if t not in JOURNAL_TABLES]
+        if unknown:
+            raise DataError(f"journal {self.path}: no table {', '.join(unknown)}")
+        out: dict[str, int] = {}
+        for table in tables:  # names checked against a constant list above
+            out[table] = int((await self._one(f"SELECT count(*) FROM {table}"))[0])  # noqa: S608
+        return out
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
         async with self._db.execute(sql, params) as cur:
@@ -344,7 +392,14 @@ class Journal:
     async def symbol_state(self) -> dict[str, int]:
         """The last bar (open time, ms) processed per symbol."""
         rows = await self._all("SELECT symbol, last_bar_ms FROM symbol_state")
-        return {str(r[0]): int(r[1]) for r in rows}
+        return {self._symbol(r[0], "symbol_state"): int(r[1]) for r in rows}
+
+    def _symbol(self, value: object, table: str) -> str:
+        """A symbol read back from ``table``, through the one symbol validator."""
+        try:
+            return check_symbol(value, f"journal {self.path} table {table}")
+        except ConfigError as exc:  # the file is bad, not the command line
+            raise DataError(str(exc)) from None
 
     async def realized_fills(self) -> list[tuple[int, float, str, str]]:
         """``(time_ms, pnl, client_order_id, leg)`` of every fill, in time order: the realised

@@ -11,9 +11,11 @@ parameters and the parsing of the answers are in :mod:`atra.adapters.trading.wir
 A POST is never blindly retried. When its answer is lost (timeout, dropped connection, 5xx,
 a garbled body, a 429) the outcome is unknown: the order is looked up by its client id and
 returned when the venue has it; only when the venue does not know the id is the POST sent
-again, with the same id. A ``-4116`` (client id already used) is answered by the lookup too,
-so a retried placement never makes a second order. Reads and cancels are idempotent and are
-simply retried.
+again, with the same id. An HTTP 200 whose JSON is not a readable order means the venue took
+the order: it is looked up by client id and never POSTed again (the id is remembered, so a
+later ``place_order`` of it only looks it up). A ``-4116`` (client id already used) is
+answered by the lookup too, so a retried placement never makes a second order. Reads and
+cancels are idempotent and are simply retried.
 
 The API secret only reaches the HMAC. Requests are described in errors as
 ``binance perp POST /fapi/v1/order symbol=BTCUSDT ... newClientOrderId=...``: plain
@@ -41,6 +43,7 @@ from atra.adapters.orders import (
     ERR_CANCEL_UNKNOWN,
     ERR_DUPLICATE_ORDER,
     ERR_UNKNOWN_ORDER,
+    AssetBalance,
     OrderRequest,
     OrderState,
     SymbolRules,
@@ -51,6 +54,7 @@ from atra.adapters.ratelimit import WEIGHT
 from atra.adapters.trading.wire import (
     describe,
     order_params,
+    parse_balances,
     parse_filters,
     parse_order,
     parse_orders,
@@ -58,13 +62,18 @@ from atra.adapters.trading.wire import (
 )
 from atra.core.types import Market
 from atra.errors import ConfigError, ExchangeError, OrderRejected, TransientExchangeError
+from atra.obs import get_logger
 
 ORDER_PATH: Final[str] = "/fapi/v1/order"
 OPEN_ORDERS_PATH: Final[str] = "/fapi/v1/openOrders"
 POSITION_RISK_PATH: Final[str] = "/fapi/v2/positionRisk"
+BALANCE_PATH: Final[str] = "/fapi/v2/balance"
 EXCHANGE_INFO_PATH: Final[str] = "/fapi/v1/exchangeInfo"
 API_KEY_ENV: Final[str] = "ATRA__EXCHANGE__API_KEY"
 API_SECRET_ENV: Final[str] = "ATRA__EXCHANGE__API_SECRET"  # noqa: S105  (a variable name)
+_ACCEPTED_KEPT: Final[int] = 10_000  # accepted-but-unreadable client ids remembered
+
+log = get_logger("atra.adapters.trading")
 
 
 def credentials_from_env(env: Mapping[str, str]) -> tuple[str, str]:
@@ -113,6 +122,8 @@ class BinanceTrader:
         self.max_attempts = max_attempts or client.max_attempts
         self._rules: dict[str, SymbolRules] = {}
         self._rng = random.Random()
+        self._accepted: dict[str, None] = {}
+        """Client ids the venue accepted with an unreadable answer: never POSTed again."""
 
     def __repr__(self) -> str:  # never the key or the secret
         return f"BinanceTrader({self.client.base_url!r})"
@@ -123,6 +134,8 @@ class BinanceTrader:
         params = order_params(order, self._rules.get(order.symbol))
         where = describe("POST", ORDER_PATH, params)
         head = f"{order.symbol} {order.type} {order.client_order_id}"
+        if order.client_order_id in self._accepted:  # the venue took it: look it up only
+            return await self._confirm(order, where, "an earlier answer was unreadable")
         last: TransientExchangeError | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -138,7 +151,17 @@ class BinanceTrader:
                     return known
                 continue
             if code is None:
-                return parse_order(body, where)
+                try:
+                    return parse_order(body, where)
+                except ExchangeError as exc:  # accepted, answer unreadable: never send again
+                    self._accept(order.client_order_id)
+                    log.warning(
+                        "order_answer_unreadable",
+                        symbol=order.symbol,
+                        client_order_id=order.client_order_id,
+                        error=str(exc),
+                    )
+                    return await self._confirm(order, where, str(exc))
             if code == ERR_DUPLICATE_ORDER:
                 known = await self.get_order(order.symbol, order.client_order_id)
                 if known is not None:
@@ -146,6 +169,30 @@ class BinanceTrader:
             raise OrderRejected(f"{head}: Binance error {code}: {_msg(body)}")
         raise TransientExchangeError(
             f"{where}: outcome unknown after {self.max_attempts} attempts ({last})"
+        )
+
+    def _accept(self, client_order_id: str) -> None:
+        self._accepted[client_order_id] = None
+        while len(self._accepted) > _ACCEPTED_KEPT:
+            del self._accepted[next(iter(self._accepted))]
+
+    async def _confirm(self, order: OrderRequest, where: str, reason: str) -> OrderState:
+        """The venue accepted ``order`` (HTTP 200) but its answer could not be read: look it up
+        by client id (up to ``max_attempts`` times, with the backoff), never POST it again.
+        Still not found: TransientExchangeError (the next call looks it up again)."""
+        error: Exception | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                known = await self.get_order(order.symbol, order.client_order_id)
+            except ExchangeError as exc:  # a transient failure, or an unreadable answer again
+                known, error = None, exc
+            if known is not None:
+                return known
+            if attempt < self.max_attempts:
+                await self._backoff(attempt)
+        found = f"the look-up failed: {error}" if error else "the venue does not report it yet"
+        raise TransientExchangeError(
+            f"{where}: accepted (HTTP 200), answer unreadable ({reason}); {found}; not sent again"
         )
 
     async def get_order(self, symbol: str, client_order_id: str) -> OrderState | None:
@@ -177,6 +224,12 @@ class BinanceTrader:
         code, body = await self._read("GET", POSITION_RISK_PATH, {}, 5)
         ok = self._ok(code, body, "GET", POSITION_RISK_PATH, {})
         return parse_positions(ok, describe("GET", POSITION_RISK_PATH, {}))
+
+    async def balances(self) -> Sequence[AssetBalance]:
+        """The futures wallet, one row per asset (``GET /fapi/v2/balance``, weight 5)."""
+        code, body = await self._read("GET", BALANCE_PATH, {}, 5)
+        ok = self._ok(code, body, "GET", BALANCE_PATH, {})
+        return parse_balances(ok, describe("GET", BALANCE_PATH, {}))
 
     async def symbol_rules(self, symbol: str) -> SymbolRules:
         """PRICE_FILTER / LOT_SIZE of ``symbol`` (exchangeInfo fetched once, then cached). A

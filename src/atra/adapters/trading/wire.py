@@ -1,5 +1,6 @@
 """Binance USDT-M futures order wire formats: numbers at the venue's precision, the POST
-parameters of an order, and the parsing of order, positionRisk and exchangeInfo filter JSON.
+parameters of an order, and the parsing of order, positionRisk, balance and exchangeInfo
+filter JSON, in every shape Binance documents (tests/fixtures/binance/orders/).
 
 Numbers are handled in decimal arithmetic: :func:`round_step` / :func:`round_tick` bring a
 quantity or a price to a lot size or a tick, :func:`format_decimal` writes it as Binance wants it
@@ -13,25 +14,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Final, cast
+from typing import Any, Final, cast, get_args
 
 from atra.adapters.orders import (
+    TRADED_TYPES,
+    AssetBalance,
     OrderRequest,
     OrderSide,
     OrderState,
     OrderStatus,
-    OrderType,
     SymbolRules,
     VenuePosition,
 )
 from atra.errors import DataError, ExchangeError, OrderRejected
 
 _SIDES: Final[frozenset[str]] = frozenset({"BUY", "SELL"})
-_TYPES: Final[frozenset[str]] = frozenset({"MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET"})
+_TYPES: Final[frozenset[str]] = TRADED_TYPES
 _STOP_TYPES: Final[frozenset[str]] = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
-_STATUSES: Final[frozenset[str]] = frozenset(
-    {"NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "REJECTED"}
-)
+_STATUSES: Final[frozenset[str]] = frozenset(get_args(OrderStatus))
+_ID_DIGITS: Final[int] = 20  # an order id as a string: at most 20 digits (int64 range)
 _HIDDEN: Final[frozenset[str]] = frozenset(
     {"timestamp", "recvWindow", "signature", "newOrderRespType"}
 )
@@ -173,6 +174,31 @@ def _integer(row: Mapping[str, Any], key: str, where: str) -> int:
     return value
 
 
+def _order_id(row: Mapping[str, Any], key: str, where: str) -> int:
+    """An order id: a JSON integer, or a string of digits (both occur in Binance's answers)."""
+    value = row.get(key)
+    if isinstance(value, str) and value.isdigit() and len(value) <= _ID_DIGITS:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ExchangeError(f"{where}: field {key} is not an order id: {value!r:.40}")
+
+
+def _avg_price(row: Mapping[str, Any], executed: float, where: str) -> float:
+    """``avgPrice``; a cancel answer has none: nothing executed means 0.0 (as Binance writes
+    it), an executed part means ``cumQuote / executedQty`` (the definition of the average
+    price of a linear contract); without ``cumQuote`` either it is an ExchangeError."""
+    if "avgPrice" in row:
+        return _number(row, "avgPrice", where)
+    if executed == 0.0:
+        return 0.0
+    if "cumQuote" not in row:
+        raise ExchangeError(
+            f"{where}: executedQty {executed} without avgPrice or cumQuote: no fill price"
+        )
+    return _number(row, "cumQuote", where) / executed
+
+
 def _flag(row: Mapping[str, Any], key: str, where: str) -> bool:
     value = row.get(key)
     if not isinstance(value, bool):
@@ -181,19 +207,32 @@ def _flag(row: Mapping[str, Any], key: str, where: str) -> bool:
 
 
 def parse_order(payload: object, where: str) -> OrderState:
-    """A Binance futures order object -> :class:`OrderState`. Strict: a missing or malformed
-    field is a one-line :class:`ExchangeError` naming ``where`` and the field."""
+    """A Binance futures order object (New Order, Query Order, Cancel Order, Current Open
+    Orders) -> :class:`OrderState`. Every documented type is read, and any other type too: an
+    order of a type ATRA does not place is kept with its raw type string
+    (:attr:`OrderState.foreign`), never an error. ``orderId`` may be a number or a string of
+    digits; ``avgPrice`` may be absent (a cancel answer: see :func:`_avg_price`). Otherwise
+    strict: a missing or malformed field is a one-line :class:`ExchangeError` naming ``where``
+    and the field."""
     row = _mapping(payload, where, "an order object")
+    symbol = _text(row, "symbol", where)  # fields read in this order: errors name the first
+    client_order_id = _text(row, "clientOrderId", where)
+    order_id = _order_id(row, "orderId", where)
+    side = cast(OrderSide, _choice(row, "side", _SIDES, where))
+    type_ = _text(row, "type", where)
+    status = cast(OrderStatus, _choice(row, "status", _STATUSES, where))
+    orig_qty = _number(row, "origQty", where)
+    executed = _number(row, "executedQty", where)
     return OrderState(
-        symbol=_text(row, "symbol", where),
-        client_order_id=_text(row, "clientOrderId", where),
-        order_id=_integer(row, "orderId", where),
-        side=cast(OrderSide, _choice(row, "side", _SIDES, where)),
-        type=cast(OrderType, _choice(row, "type", _TYPES, where)),
-        status=cast(OrderStatus, _choice(row, "status", _STATUSES, where)),
-        orig_qty=_number(row, "origQty", where),
-        executed_qty=_number(row, "executedQty", where),
-        avg_price=_number(row, "avgPrice", where),
+        symbol=symbol,
+        client_order_id=client_order_id,
+        order_id=order_id,
+        side=side,
+        type=type_,
+        status=status,
+        orig_qty=orig_qty,
+        executed_qty=executed,
+        avg_price=_avg_price(row, executed, where),
         price=_number(row, "price", where),
         stop_price=_number(row, "stopPrice", where),
         reduce_only=_flag(row, "reduceOnly", where),
@@ -222,6 +261,24 @@ def parse_positions(payload: object, where: str) -> list[VenuePosition]:
             out.append(
                 VenuePosition(_text(row, "symbol", here), qty, _number(row, "entryPrice", here))
             )
+    return out
+
+
+def parse_balances(payload: object, where: str) -> list[AssetBalance]:
+    """Futures Account Balance V2 rows -> one :class:`AssetBalance` per asset listed."""
+    if not isinstance(payload, list):
+        raise ExchangeError(f"{where}: expected a list of balances, got {type(payload).__name__}")
+    out: list[AssetBalance] = []
+    for i, item in enumerate(payload):
+        here = f"{where} [{i}]"
+        row = _mapping(item, here, "a balance object")
+        out.append(
+            AssetBalance(
+                _text(row, "asset", here),
+                _number(row, "balance", here),
+                _number(row, "availableBalance", here),
+            )
+        )
     return out
 
 

@@ -28,9 +28,16 @@ Two entry points:
   f_entry)`` (the loss at the stop with both fees and the stop fill's slippage). The loss a
   stopped trade realises differs from it by the gap between ``close[t]`` and ``open[t + 1]``
   (none on most 24/7 bars, where the next open is the last close).
-* Limits, checked in this order: ``max_positions`` open at once, ``max_per_symbol``, and the
-  gross notional (open positions at their last close + the new one at ``R``) <=
-  ``max_gross_leverage`` x equity. An event that breaks one is not traded; its ``outcome`` says why.
+* Risk guards, after the sizing (a size the sizing refuses is ``blocked_by = "sizing"``, as
+  live), with the live guards' own rule (:func:`atra.core.risk.entry_guard_nb`) in their
+  order: the daily loss (equity at the signal bar's close minus the equity at 00:00 UTC of
+  that bar's day at or below ``-max_daily_loss`` x the latter), ``max_positions`` open at once,
+  ``max_per_symbol``, and the gross notional (open positions at their last close + the new one
+  at ``R``) <= ``max_gross_leverage`` x equity. An event that breaks one is not traded; its
+  ``outcome`` says why and its ``blocked_by`` names the guard as the live journal does
+  (``daily_loss``, ``max_positions``, ``max_per_symbol``, ``leverage``). The kill switch is
+  live-only (there is no kill switch file in the past): the backtest never trips it, and a live
+  block by it is journalled with its reason.
 * Costs: ``CostModel`` taker fee on entry, stop, time and liquidation fills, maker fee on
   take-profits when ``tp_maker`` (else taker); slippage on market fills (entry, stops, time
   exit). Funding on perpetual symbols from real funding history: at each funding time ``ft``
@@ -77,6 +84,7 @@ from atra.core.backtest.portfolio_nb import portfolio_nb
 from atra.core.backtest.position_nb import EV_NO_ENTRY_BAR, EV_TAKEN
 from atra.core.backtest.results import (
     ALL_REASON_NAMES,
+    BLOCKED_BY,
     EVENT_COLUMNS,
     NOT_TAKEN_DECISION,
     OUTCOME_NAMES,
@@ -242,6 +250,7 @@ def run_backtest(
         float(cfg.maintenance_margin_rate),
         int(cfg.max_positions),
         int(cfg.max_per_symbol),
+        float(cfg.max_daily_loss),
         float(cfg.tp1_fraction),
         bool(cfg.move_to_be),
         float(costs.taker_fee_rate),
@@ -284,6 +293,15 @@ def run_backtest(
     events_out["outcome"] = pd.Categorical(
         outcome_all, categories=[*OUTCOME_NAMES.values(), NOT_TAKEN_DECISION]
     )
+    # who blocked each event: the decision stage's own name where its column said no
+    blocked: npt.NDArray[np.object_] = np.full(n_ev, NOT_TAKEN_DECISION, dtype=object)
+    if "blocked_by" in events.columns:
+        stage = events["blocked_by"].to_numpy(dtype=object)
+        named = ~pd.isna(stage)
+        blocked[named] = stage[named]
+    blocked[~has_entry] = BLOCKED_BY[EV_NO_ENTRY_BAR]
+    blocked[order] = [BLOCKED_BY.get(int(c)) for c in outcome]
+    events_out["blocked_by"] = pd.Series(blocked, index=events.index, dtype=object)
 
     taken = np.flatnonzero(outcome == EV_TAKEN)
     rows = order[taken]

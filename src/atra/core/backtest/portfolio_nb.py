@@ -25,6 +25,8 @@ import numpy.typing as npt
 from numba import njit
 
 from atra.core.backtest.position_nb import (
+    EV_DAILY_LOSS,
+    EV_KILL_SWITCH,
     EV_MAX_GROSS_LEVERAGE,
     EV_MAX_PER_SYMBOL,
     EV_MAX_POSITIONS,
@@ -37,6 +39,15 @@ from atra.core.backtest.position_nb import (
     size_nb,
 )
 from atra.core.exits.kernel import REASON_NONE, REASON_TIME, STATUS_DONE, simulate_exit_nb
+from atra.core.risk import (
+    GUARD_DAILY_LOSS,
+    GUARD_KILL_SWITCH,
+    GUARD_MAX_PER_SYMBOL,
+    GUARD_MAX_POSITIONS,
+    GUARD_NONE,
+    day_start_ms_nb,
+    entry_guard_nb,
+)
 
 __all__ = ["B1", "F64", "I8", "I64", "portfolio_nb"]
 
@@ -81,6 +92,7 @@ def portfolio_nb(
     mmr: float,
     max_positions: int,
     max_per_symbol: int,
+    max_daily_loss: float,
     tp1_fraction: float,
     move_to_be: bool,
     fee_entry: float,
@@ -125,8 +137,10 @@ def portfolio_nb(
        so is the margin interest of spot shorts for the hours up to the next grid bar (see
        below); positions whose time exit is at this open close;
     2. entries at this open, in event order: sized from the equity marked at the previous
-       grid close, checked against the limits, then the exit kernel (and the liquidation scan)
-       fixes the trade's legs;
+       grid close, checked against the risk guards (:func:`atra.core.risk.entry_guard_nb`, the
+       live guards' rule: daily loss, max positions, per symbol, gross leverage; the kill
+       switch never trips here), then the exit kernel (and the liquidation scan) fixes the
+       trade's legs;
     3. inside the bar: take-profit partials, barrier exits and liquidations of this bar;
     4. the equity is marked at the close (last close of symbols without a bar at ``g``).
 
@@ -170,6 +184,14 @@ def portfolio_nb(
     equity_curve = np.empty(n_grid)
     gross_curve = np.empty(n_grid)
     n_open_curve = np.empty(n_grid, np.int64)
+    # the daily-loss guard: realised cash at each grid bar's open (every fill of an earlier
+    # bar) and the first grid bar of each bar's UTC day; a day's starting equity is the
+    # realised cash at its first bar's open
+    start_real = np.empty(n_grid)
+    day_first = np.zeros(n_grid, np.int64)
+    for g in range(1, n_grid):
+        same_day = day_start_ms_nb(grid_time[g]) == day_start_ms_nb(grid_time[g - 1])
+        day_first[g] = day_first[g - 1] if same_day else g
 
     n_slots = max(1, min(max_positions, n_ev))
     slot_ev = np.full(n_slots, -1, np.int64)  # event of the position in the slot, -1 free
@@ -188,6 +210,7 @@ def portfolio_nb(
     n_open = 0
     for g in range(n_grid):
         gt = grid_time[g]
+        start_real[g] = realized
         # 1) funding up to this open, then time exits at this open
         for k in range(n_slots):
             i = slot_ev[k]
@@ -240,12 +263,6 @@ def portfolio_nb(
             eb = ev_entry[i]
             s = ev_sym[i]
             side = int(ev_side[i])
-            if n_open >= max_positions:
-                outcome[i] = EV_MAX_POSITIONS
-                continue
-            if per_symbol[s] >= max_per_symbol:
-                outcome[i] = EV_MAX_PER_SYMBOL
-                continue
             entry = open_[eb] * (1.0 + side * slippage)
             # sized with what the decision knows: the signal bar's close (moved by the
             # slippage), not the next open it fills at
@@ -265,16 +282,40 @@ def portfolio_nb(
                 fee_stop,
                 slippage,
             )
-            if code != EV_TAKEN:
+            if code != EV_TAKEN:  # the decision's sizing says no before the guards look
                 outcome[i] = code
                 continue
-            gross = qty * ref
+            gross = 0.0
             for k in range(n_slots):
                 j = slot_ev[k]
                 if j >= 0:  # open positions at their symbol's last close
                     gross += qty_out[j] * slot_rem[k] * last_close[ev_sym[j]]
-            if gross > max_gross_leverage * eq_prev * (1.0 + 1e-12):
-                outcome[i] = EV_MAX_GROSS_LEVERAGE
+            # the day of the signal bar (the decision): its starting equity
+            day_eq = start_real[day_first[bar_grid[eb - 1]]]
+            guard = entry_guard_nb(
+                False,  # no kill switch file in the past
+                eq_prev,
+                day_eq,
+                n_open,
+                per_symbol[s],
+                gross,
+                qty * ref,
+                max_positions,
+                max_per_symbol,
+                max_gross_leverage,
+                max_daily_loss,
+            )
+            if guard != GUARD_NONE:
+                if guard == GUARD_KILL_SWITCH:
+                    outcome[i] = EV_KILL_SWITCH
+                elif guard == GUARD_DAILY_LOSS:
+                    outcome[i] = EV_DAILY_LOSS
+                elif guard == GUARD_MAX_POSITIONS:
+                    outcome[i] = EV_MAX_POSITIONS
+                elif guard == GUARD_MAX_PER_SYMBOL:
+                    outcome[i] = EV_MAX_PER_SYMBOL
+                else:
+                    outcome[i] = EV_MAX_GROSS_LEVERAGE
                 continue
             r = simulate_exit_nb(
                 open_,

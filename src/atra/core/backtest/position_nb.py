@@ -23,6 +23,8 @@ from atra.core.exits.kernel import REASON_TIME
 
 __all__ = [
     "EV_BAD_STOP",
+    "EV_DAILY_LOSS",
+    "EV_KILL_SWITCH",
     "EV_MAX_GROSS_LEVERAGE",
     "EV_MAX_PER_SYMBOL",
     "EV_MAX_POSITIONS",
@@ -61,6 +63,9 @@ EV_NO_EDGE: Final[int] = 5
 EV_NO_EQUITY: Final[int] = 6
 EV_BAD_STOP: Final[int] = 7
 EV_ZERO_SIZE: Final[int] = 8
+EV_DAILY_LOSS: Final[int] = 9
+EV_KILL_SWITCH: Final[int] = 10
+"""Never an outcome of a backtest: the kill switch is live-only (no file in the past)."""
 
 
 @njit(cache=True)

@@ -19,6 +19,8 @@ import pandas as pd
 
 from atra.core.backtest.position_nb import (
     EV_BAD_STOP,
+    EV_DAILY_LOSS,
+    EV_KILL_SWITCH,
     EV_MAX_GROSS_LEVERAGE,
     EV_MAX_PER_SYMBOL,
     EV_MAX_POSITIONS,
@@ -32,6 +34,14 @@ from atra.core.backtest.position_nb import (
 )
 from atra.core.costs import CostModel
 from atra.core.exits.kernel import REASON_NAMES
+from atra.core.risk import (
+    DAILY_LOSS,
+    GUARDS,
+    KILL_SWITCH,
+    LEVERAGE,
+    MAX_PER_SYMBOL,
+    MAX_POSITIONS,
+)
 from atra.core.sizing import SizingConfig
 from atra.core.stats.report import PerformanceReport, compute_stats
 from atra.core.stats.trades import TradeRecord, trade_records_of
@@ -52,7 +62,26 @@ OUTCOME_NAMES: Final[dict[int, str]] = {
     EV_NO_EQUITY: "no_equity",
     EV_BAD_STOP: "stop_not_positive",
     EV_ZERO_SIZE: "zero_size",
+    EV_DAILY_LOSS: "daily_loss",
+    EV_KILL_SWITCH: "kill_switch",
 }
+BLOCKED_SIZING: Final[str] = "sizing"
+"""``blocked_by`` of an event the sizing refused (the decision's name,
+:data:`atra.core.decision.BLOCKED_SIZING`)."""
+BLOCKED_BY: Final[dict[int, str]] = {
+    EV_KILL_SWITCH: KILL_SWITCH,
+    EV_DAILY_LOSS: DAILY_LOSS,
+    EV_MAX_POSITIONS: MAX_POSITIONS,
+    EV_MAX_PER_SYMBOL: MAX_PER_SYMBOL,
+    EV_MAX_GROSS_LEVERAGE: LEVERAGE,
+    EV_NO_EDGE: BLOCKED_SIZING,
+    EV_NO_EQUITY: BLOCKED_SIZING,
+    EV_BAD_STOP: BLOCKED_SIZING,
+    EV_ZERO_SIZE: BLOCKED_SIZING,
+    EV_NO_ENTRY_BAR: OUTCOME_NAMES[EV_NO_ENTRY_BAR],
+}
+"""Outcome code -> ``blocked_by`` of a not-taken event: the live guards' names
+(:data:`atra.core.risk.GUARDS`) for the guards, ``sizing`` for the sizing's refusals."""
 NOT_TAKEN_DECISION: Final[str] = "decision_false"
 """``outcome`` of an event whose decision column is False."""
 EVENT_COLUMNS: Final[tuple[str, ...]] = (
@@ -120,6 +149,9 @@ class BacktestConfig:
     max_positions: int = 10
     max_per_symbol: int = 1
     max_gross_leverage: float = 1.0
+    max_daily_loss: float = 1.0
+    """The daily-loss guard (``risk.max_daily_loss``): no new entry once the P&L since 00:00
+    UTC is at or below this share of the day's starting equity; 1.0 = only a wiped-out day."""
     leverage: float = 1.0
     """Margin leverage of perpetual positions (isolated margin = notional / leverage)."""
     maintenance_margin_rate: float = 0.005
@@ -144,6 +176,9 @@ class BacktestConfig:
         gross = self.max_gross_leverage
         if not (math.isfinite(gross) and gross > 0.0):
             raise ConfigError(f"max_gross_leverage must be a finite number > 0, got {gross}")
+        daily = self.max_daily_loss
+        if not (math.isfinite(daily) and 0.0 < daily <= 1.0):
+            raise ConfigError(f"max_daily_loss must be in (0, 1], got {daily}")
         if not (math.isfinite(self.leverage) and self.leverage >= 1.0):
             raise ConfigError(f"leverage must be a finite number >= 1, got {self.leverage}")
         mmr = self.maintenance_margin_rate
@@ -163,7 +198,10 @@ class BacktestResult:
     candles, ``exit_*`` the final leg, ``label`` / ``label_ret`` what the triple-barrier label
     of the event says (exit kernel, no leverage or liquidation)."""
     events: pd.DataFrame
-    """The input events with an ``outcome`` column (``taken``, a limit's name, ...)."""
+    """The input events with an ``outcome`` column (``taken``, a limit's name, ...) and a
+    ``blocked_by`` column (None when taken; else the live guard's name that blocked it, the
+    same names the live loop journals, ``sizing``, or the decision stage's own
+    ``blocked_by`` when the decision column was False)."""
     open_time_ms: I64
     equity: F64
     """Equity marked at every close of the grid."""
@@ -193,6 +231,11 @@ class BacktestResult:
                 "n_open": self.n_open,
             }
         )
+
+    def blocks_by_guard(self) -> dict[str, int]:
+        """Events each risk guard blocked, by guard name (every guard, zeros included)."""
+        counts = self.events["blocked_by"].value_counts()
+        return {name: int(counts.get(name, 0)) for name in GUARDS}
 
     def trade_records(self) -> list[TradeRecord]:
         tr = self.trades

@@ -1,6 +1,6 @@
 """The built-in features (:mod:`atra.core.features.registry`): one function per feature and the
-table
-that names them, with family, warm-up, inputs and definition."""
+table that names them, with family, warm-up, inputs and definition. The sentiment and on-chain
+features on external daily series are in :mod:`atra.core.features.external`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pandas as pd
 import talib
 
+from atra.core.features.external import external_specs
 from atra.core.features.frame import FeatureFrame, FeatureSpec, roll, shift, to_f64
 from atra.core.features.sources import (
     F64,
@@ -281,7 +282,8 @@ def builtin_specs() -> dict[str, FeatureSpec]:
          "beta to BTC: cov(r, r_btc) / var(r_btc) over 168 bars"),
     ]
     # fmt: on
-    return {
+    specs = {
         name: FeatureSpec(name, fam, definition, warmup, ("candles", *extra), fn)
         for name, fam, warmup, fn, extra, definition in rows
     }
+    return {**specs, **external_specs()}

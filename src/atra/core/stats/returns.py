@@ -229,12 +229,17 @@ def _return_stats_from_equity(
 ) -> ReturnStats:
     bpy = timeframe.bars_per_year
     ann = math.sqrt(bpy)
-    r = equity[1:] / equity[:-1] - 1.0
+    prev = equity[:-1]
+    # after a liquidation (equity 0 to the end) the account holds nothing: returns 0
+    r = np.divide(equity[1:], prev, out=np.ones_like(prev), where=prev > 0.0) - 1.0
     n = len(r)
     years = n / bpy
     total = float(equity[-1] / equity[0] - 1.0)
-    log_growth = math.log1p(total) / years
-    cagr = math.expm1(log_growth) if log_growth < _MAX_LOG_FLOAT else math.inf
+    if total <= -1.0:
+        cagr = -1.0
+    else:
+        log_growth = math.log1p(total) / years
+        cagr = math.expm1(log_growth) if log_growth < _MAX_LOG_FLOAT else math.inf
     mean = float(r.mean())
     std = float(r.std(ddof=1)) if n > 1 else math.nan
     # zero variance (up to float noise of a constant return) leaves the Sharpe undefined
@@ -276,12 +281,19 @@ def _return_stats_from_equity(
 
 
 def _checked_equity(equity: ArrayLike) -> FloatArray:
+    """A curve > 0 at every point, or > 0 up to a liquidation and exactly 0 from it to the end
+    (a liquidated account holds nothing afterwards); anything else is a :class:`DataError`."""
     eq = _as_float_array(equity, "equity")
     if len(eq) < 2:
         raise DataError(f"equity: expected at least 2 points, got {len(eq)}")
     bad = np.flatnonzero(eq <= 0.0)
     if bad.size:
-        raise DataError(f"equity: value {eq[bad[0]]!r} at row {int(bad[0])}: expected > 0")
+        row = int(bad[0])
+        if row == 0 or eq[row] < 0.0 or np.any(eq[row:] != 0.0):
+            raise DataError(
+                f"equity: value {eq[row]!r} at row {row}: expected > 0 (or 0 from a "
+                "liquidation to the end)"
+            )
     return eq
 
 

@@ -122,7 +122,8 @@ def evaluate_walkforward(
     primary = run_backtest(
         candles,
         events,
-        replace(backtest_config, decision_column=None),  # every OOS event
+        # every OOS event; no p(take) without the filter: the fixed fraction
+        replace(backtest_config, decision_column=None, probability_column=None),
         funding=funding,
         markets=markets,
         timeframe=tf,
@@ -176,8 +177,17 @@ def evaluate_walkforward(
         "oos_events_without_decision": oos.without_decision,
         "excluded_incomplete": wf.excluded_incomplete,
         "untested_training_warmup": wf.untested,
-        "sizing": "fixed-fractional risk per trade, same for primary and filtered",
+        "sizing": (
+            "fixed-fractional risk per trade, same for primary and filtered"
+            if backtest_config.probability_column is None
+            else "primary: fixed-fractional risk per trade; filtered: "
+            f"{backtest_config.sizing.kelly_multiplier:g} x Kelly from p(take), 2% cap"
+        ),
         "buy_hold": BUY_HOLD_RULE,
+        "blocks_by_guard": {
+            "primary": primary.blocks_by_guard(),
+            "filtered": filtered.blocks_by_guard(),
+        },
         "buy_hold_costs": {"fees": bh.fees, "slippage": bh.slippage, "funding": bh.funding},
         "walkforward_oos_metrics": all_metrics,
         **dict(notes or {}),

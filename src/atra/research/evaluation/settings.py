@@ -13,8 +13,8 @@ import pandas as pd
 from atra.config import AtraConfig
 from atra.core.backtest.engine import BacktestConfig
 from atra.core.costs import CostModel
+from atra.core.risk import kelly_multiplier_of, limits_of, sizing_of
 from atra.core.signals.spec import BarrierMode, Rule, SignalSpec
-from atra.core.sizing import SizingConfig
 from atra.core.types import Market
 from atra.errors import DataError
 from atra.research.evaluation.oos import OOSEvents
@@ -62,23 +62,34 @@ def data_label_of(exchange: str) -> str:
 
 
 def backtest_config_from(cfg: AtraConfig) -> BacktestConfig:
-    """The backtest settings of the config: taker / maker fees, slippage and the margin interest
-    of spot shorts (``costs``), fixed-fractional risk per trade and the position limits
-    (``risk``). Every fill pays the
-    taker fee (take-profits too), as the labels assume. Kelly sizing is not used here, so the
-    primary and filtered legs are sized alike and differ by the filter only."""
+    """The backtest settings of the config, the live loop's own: taker / maker fees, slippage
+    and the margin interest of spot shorts (``costs``); the sizing and every risk guard from
+    ``[risk]`` through the mappings the live loop uses (:func:`atra.core.risk.sizing_of`,
+    :func:`atra.core.risk.limits_of`): ``risk_per_trade``, one position's notional <=
+    ``max_gross_leverage`` x equity, ``max_open_positions``, ``max_per_symbol``, the gross
+    leverage cap and the daily loss. Every fill pays the taker fee (take-profits too), as the
+    labels assume.
+
+    ``risk.kelly`` = ``half`` / ``full``: events with a ``p_take`` (the meta model's) are sized
+    with that share of Kelly from p(take) and the TP1/SL payoff, under the 2% cap; the
+    primary-only leg, which has no p(take), runs with ``probability_column=None`` and the fixed
+    fraction (see :func:`atra.research.evaluation.loop.evaluate_walkforward`). ``none``: the
+    fixed fraction everywhere."""
     c, r = cfg.costs, cfg.risk
+    limits = limits_of(r)
     return BacktestConfig(
-        sizing=SizingConfig(risk_fraction=r.risk_per_trade),
+        sizing=sizing_of(r),
         costs=CostModel(
             maker_fee_rate=c.maker_fee_bps / 1e4,
             taker_fee_rate=c.taker_fee_bps / 1e4,
             slippage_bps=c.slippage_bps,
         ),
-        max_positions=r.max_open_positions,
-        max_per_symbol=r.max_per_symbol,
-        max_gross_leverage=r.max_gross_leverage,
+        max_positions=limits.max_open_positions,
+        max_per_symbol=limits.max_per_symbol,
+        max_gross_leverage=limits.max_gross_leverage,
+        max_daily_loss=limits.max_daily_loss,
         spot_borrow_rate_per_hour=c.spot_borrow_bps_per_hour / 1e4,
+        probability_column=None if kelly_multiplier_of(r.kelly) is None else "p_take",
     )
 
 
@@ -190,6 +201,7 @@ def run_setup(
             max_positions=bt.max_positions,
             max_per_symbol=bt.max_per_symbol,
             margin_leverage=bt.leverage if perp else None,
+            max_daily_loss=bt.max_daily_loss,
         ),
         dates=DateRange(
             first_signal_ms=int(signal_ms.min()),

@@ -219,7 +219,11 @@ def setup_rows(setup: RunSetup) -> list[tuple[str, str]]:
     b, c, s, d, wf = setup.barriers, setup.costs, setup.sizing, setup.dates, setup.walkforward
     unit = f" x ATR({b.atr_window})" if b.mode == "atr" else " of the entry"
     params = ", ".join(f"{k} {v}" for k, v in setup.rule_params.items())
-    kelly = "not used" if s.kelly_fraction is None else f"{_num(s.kelly_fraction)} x Kelly"
+    kelly = (
+        "not used"
+        if s.kelly_fraction is None
+        else f"{_num(s.kelly_fraction)} x Kelly from p(take) (filtered leg; primary fixed)"
+    )
     margin = "" if s.margin_leverage is None else f"; margin leverage {_num(s.margin_leverage)}x"
     rows = [
         ("Exchange", setup.exchange),
@@ -241,6 +245,8 @@ def setup_rows(setup: RunSetup) -> list[tuple[str, str]]:
         ("Leverage caps", f"position {_num(s.max_leverage)}x equity, gross "
                           f"{_num(s.max_gross_leverage)}x equity; {s.max_positions} positions, "
                           f"{s.max_per_symbol} per symbol{margin}"),
+        ("Daily loss stop", NA if s.max_daily_loss is None
+                            else f"{s.max_daily_loss:.0%} of the day's starting equity (UTC)"),
         ("Signal bars", f"{utc_text(d.first_signal_ms)} to {utc_text(d.last_signal_ms)}"),
         ("Out-of-sample", f"{utc_text(d.oos_start_ms)} to {utc_text(d.oos_end_ms)}"),
     ]  # fmt: skip

@@ -2,15 +2,14 @@
 variance for the DSR and the realised costs per year.
 
 A liquidated leg (its equity reaches zero at some bar and stays there) is measured on that curve
-by :func:`liquidated_report`: the return into the liquidation bar is -100%, the leg holds
-nothing afterwards (returns 0), so its total return and CAGR are -100%, its maximum drawdown
--100% and never recovered; Sharpe, Sortino, PSR and DSR use the same per-bar returns.
+by the core statistics (:func:`atra.core.stats.report.compute_stats`): the return into the
+liquidation bar is -100%, the leg holds nothing afterwards (returns 0), so its total return and
+CAGR are -100%, its maximum drawdown -100% and never recovered.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -18,17 +17,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from atra.core.costs import ANNUAL_COST_UNIT, CostBreakdown, format_percent
-from atra.core.stats.report import PerformanceReport, compute_stats, exposure_from_trades
-from atra.core.stats.returns import ReturnStats, expected_max_sharpe, probabilistic_sharpe_ratio
-from atra.core.stats.trades import TradeRecord, per_symbol_stats, trade_records_of, trade_stats
+from atra.core.stats.report import PerformanceReport, compute_stats
+from atra.core.stats.trades import TradeRecord, trade_records_of
 from atra.core.types import Timeframe
 from atra.errors import DataError
-from atra.research.runrecord.legs import liquidation_row
 
 __all__ = [
     "leg_metrics",
-    "liquidated_report",
-    "liquidated_return_stats",
     "sharpe_estimator_variance",
     "trade_records",
 ]
@@ -90,114 +85,6 @@ def sharpe_estimator_variance(report: PerformanceReport, bars_per_year: int) -> 
 
 
 # --------------------------------------------------------------------------------------------
-# a liquidated leg
-
-
-def _liquidated(equity: F64) -> int:
-    """The liquidation row of a curve that starts above zero and is 0 from that row on."""
-    row = liquidation_row(equity)
-    if row is None or row == 0 or np.any(equity[row:] != 0.0) or not np.all(np.isfinite(equity)):
-        raise DataError("equity: expected a positive curve that is 0 from its liquidation on")
-    return row
-
-
-def _drawdown_bars(equity: F64) -> tuple[int, int]:
-    """(bars of the spell of the deepest drawdown, bars of the longest spell), each from the
-    peak before it to its recovery or the last bar (the core statistics' definition)."""
-    dd = equity / np.maximum.accumulate(equity) - 1.0
-    n = len(equity)
-    under = np.diff(np.concatenate(([0], (dd < 0.0).astype(np.int8), [0])))
-    starts, stops = np.flatnonzero(under == 1), np.flatnonzero(under == -1)
-    durations = np.where(stops < n, stops + 1, n) - starts
-    spell = int(np.searchsorted(starts, int(np.argmin(dd)), side="right")) - 1
-    return int(durations[spell]), int(durations.max())
-
-
-def liquidated_return_stats(
-    equity: F64, timeframe: Timeframe, n_trials: int = 1, trials_sharpe_variance: float = 0.0
-) -> ReturnStats:
-    """:class:`ReturnStats` of an equity curve that reaches zero and stays there (see the module
-    docstring); the same definitions as :func:`atra.core.stats.returns.equity_stats` otherwise."""
-    row = _liquidated(equity)
-    bpy = timeframe.bars_per_year
-    ann = math.sqrt(bpy)
-    r = np.zeros(len(equity) - 1)
-    r[: row - 1] = equity[1:row] / equity[: row - 1] - 1.0
-    r[row - 1] = -1.0
-    n = r.size
-    mean = float(r.mean())
-    std = float(r.std(ddof=1)) if n > 1 else math.nan
-    sharpe_bar = mean / std if n > 1 and std > _ZERO_STD_REL * abs(mean) else math.nan
-    c = r - mean
-    m2 = float(np.mean(c * c))
-    skew = float(np.mean(c**3)) / m2**1.5 if m2 > 0.0 else math.nan
-    kurt = float(np.mean(c**4)) / (m2 * m2) if m2 > 0.0 else math.nan
-    dd_bars, longest = _drawdown_bars(equity)
-    days_per_bar = timeframe.minutes / _MINUTES_PER_DAY
-    sr0_bar = expected_max_sharpe(n_trials, trials_sharpe_variance / bpy)
-    return ReturnStats(
-        timeframe=timeframe.value,
-        n_returns=n,
-        bars_per_year=bpy,
-        annualization_factor=ann,
-        years=n / bpy,
-        total_return=-1.0,
-        cagr=-1.0,
-        volatility=std * ann,
-        sharpe=sharpe_bar * ann,
-        sortino=mean / math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2))) * ann,
-        calmar=-1.0,
-        max_drawdown=-1.0,
-        max_drawdown_bars=dd_bars,
-        max_drawdown_days=dd_bars * days_per_bar,
-        max_drawdown_recovered=False,
-        longest_drawdown_bars=longest,
-        longest_drawdown_days=longest * days_per_bar,
-        skew=skew,
-        kurtosis=kurt,
-        benchmark_sharpe=0.0,
-        psr=probabilistic_sharpe_ratio(sharpe_bar, 0.0, n, skew, kurt),
-        n_trials=n_trials,
-        trials_sharpe_variance=trials_sharpe_variance,
-        expected_max_sharpe=sr0_bar * ann,
-        dsr=probabilistic_sharpe_ratio(sharpe_bar, sr0_bar, n, skew, kurt),
-    )
-
-
-def liquidated_report(
-    equity: F64,
-    timeframe: Timeframe,
-    trades: Sequence[TradeRecord],
-    open_time_ms: npt.NDArray[np.int64],
-    n_trials: int = 1,
-    trials_sharpe_variance: float = 0.0,
-) -> PerformanceReport:
-    """:func:`atra.core.stats.report.compute_stats` for a liquidated curve: its return
-    statistics from :func:`liquidated_return_stats`, the trade figures as usual."""
-    rs = liquidated_return_stats(equity, timeframe, n_trials, trials_sharpe_variance)
-    ts = trade_stats(trades)
-    exposure = exposure_from_trades(trades, open_time_ms, timeframe) if trades else 0.0
-    traded = math.fsum(abs(t.quantity) * (abs(t.entry_price) + abs(t.exit_price)) for t in trades)
-    turnover = traded / float(equity.mean())
-    days = rs.n_returns * timeframe.minutes / _MINUTES_PER_DAY
-    return PerformanceReport(
-        returns=rs,
-        trades=ts,
-        per_symbol=per_symbol_stats(trades),
-        initial_equity=float(equity[0]),
-        final_equity=0.0,
-        exposure=exposure,
-        turnover=turnover,
-        turnover_per_year=turnover / rs.years,
-        trades_per_day=ts.n_trades / days,
-        costs_fraction_of_initial_equity=(
-            ts.fees_paid + ts.slippage_paid + ts.funding_paid + ts.borrow_paid
-        )
-        / float(equity[0]),
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # metrics.json of a leg
 
 
@@ -208,17 +95,14 @@ def leg_metrics(
     n_trials: int,
     trials_sharpe_variance: float | None,
 ) -> dict[str, Any]:
-    """``metrics.json`` of one leg: :func:`compute_stats` as a dict (:func:`liquidated_report`
-    for a leg that is 0 from its liquidation on), the source of the trials' Sharpe variance,
+    """``metrics.json`` of one leg: :func:`compute_stats` as a dict (a leg that is 0 from its
+    liquidation on included), the source of the trials' Sharpe variance,
     the costs paid and per year, and the period."""
     records = [] if trades is None else trade_records(trades)
     times = series.index.to_numpy(dtype=np.int64)
     values = series.to_numpy(dtype=np.float64)
-    liquidated = liquidation_row(values) is not None
 
     def stats(var: float) -> PerformanceReport:
-        if liquidated:
-            return liquidated_report(values, timeframe, records, times, n_trials, var)
         return compute_stats(
             values, timeframe, records, open_time_ms=times, n_trials=n_trials,
             trials_sharpe_variance=var,

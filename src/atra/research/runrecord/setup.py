@@ -76,7 +76,9 @@ class SizingSetup:
     risk_cap: float
     """No trade risks more than this share of equity, whatever Kelly says."""
     kelly_fraction: float | None
-    """Share of full Kelly (``kelly`` mode only; None when fixed-fractional)."""
+    """Share of full Kelly (``kelly`` mode only; None when fixed-fractional). Kelly sizes from
+    the meta model's p(take), so it applies to the meta-filtered leg; the primary leg, which has
+    no p(take), is sized fixed-fractionally."""
     max_leverage: float
     """Notional of one position / equity, at most."""
     max_gross_leverage: float
@@ -85,6 +87,10 @@ class SizingSetup:
     max_per_symbol: int
     margin_leverage: float | None
     """Isolated-margin leverage of perpetual positions (None on spot)."""
+    max_daily_loss: float | None = None
+    """New entries stop for the rest of the UTC day once the day's P&L reaches minus this share
+    of the day's starting equity (the live guard's rule); None in runs written before it was
+    recorded."""
 
 
 @dataclass(frozen=True, slots=True)
