@@ -217,7 +217,9 @@ def test_rich_model_replay_equals_research_and_backtest(
     handle, _, _ = trained
     decided = _research(market, handle)
     assert 0 < int(decided["take"].sum()) < len(decided)
-    candles = {s: market.perp[s] for s in SYMBOLS}
+    # the frames the events' bar rows index into: the universe research decided on
+    uni = market.universe(FROM_MS, TO_MS)
+    candles = {s: uni.symbols[s].candles for s in SYMBOLS}
     bt = run_backtest(
         candles,
         decided,
@@ -258,11 +260,37 @@ def test_rich_model_replay_equals_research_and_backtest(
     meta_blocked = {k for k in key if by_key[k].blocked_by == "meta_model"}
     assert meta_blocked == {k for k, take in zip(key, decided["take"], strict=True) if not take}
     bt_taken = (bt.events["outcome"] == "taken").to_numpy()
-    closed = [p for p in positions if p.status == "closed"]
-    assert len(closed) > 10
+    # ... and what the risk guards then did is the backtest's, with the same reasons
+    np.testing.assert_array_equal([by_key[k].take for k in key], bt_taken)
+    bt_blocked = bt.events["blocked_by"].tolist()
+    assert [by_key[k].blocked_by for k in key] == [
+        None if take else b for take, b in zip(bt_taken, bt_blocked, strict=True)
+    ]
+    rtol = 1e-6 if orders else 1e-9  # the venue rounds quantities to its 1e-9 step
+    trades = bt.trades[bt.trades["exit_time_ms"] < TO_MS].sort_values(
+        ["signal_time_ms", "symbol"], ignore_index=True
+    )
+    closed = sorted(
+        (p for p in positions if p.status == "closed"), key=lambda p: (p.signal_time_ms, p.symbol)
+    )
+    assert len(closed) == len(trades) > 10
+    assert [(p.symbol, p.signal_time_ms, p.entry_time_ms, p.exit_time_ms, p.reason)
+            for p in closed] == list(
+        trades[["symbol", "signal_time_ms", "entry_time_ms", "exit_time_ms", "reason"]]
+        .itertuples(index=False, name=None)
+    )  # fmt: skip
+    for col, got in (
+        ("entry_price", [p.entry_price for p in closed]),
+        ("exit_price", [p.exit_price for p in closed]),
+        ("quantity", [p.quantity for p in closed]),
+        ("pnl", [p.pnl for p in closed]),
+    ):
+        np.testing.assert_allclose(got, trades[col].to_numpy(), rtol=rtol, err_msg=col)
     curve = bt.equity_frame().set_index("open_time")["equity"]
     ours_eq = pd.Series({e.bar_time_ms: e.equity for e in equity})
     ours_eq = ours_eq[(ours_eq.index >= FROM_MS) & (ours_eq.index < TO_MS)]
+    assert len(ours_eq) == (TO_MS - FROM_MS) // TF.ms
+    np.testing.assert_allclose(ours_eq.to_numpy(), curve.loc[ours_eq.index].to_numpy(), rtol=rtol)
     blocks = bt.events["blocked_by"].value_counts(dropna=True).to_dict()
     with capsys.disabled():
         print(
