@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from atra.core.costs import CostBearing
 from atra.core.stats.returns import _json_value
 from atra.errors import DataError
 
 
-class TradeLike(Protocol):
-    """A closed trade as the statistics need it. ``pnl`` is net of fees, slippage, funding and
-    borrow; ``fees``/``slippage``/``funding``/``borrow`` are the amounts paid (quote currency;
-    ``borrow``: a spot short's margin interest)."""
+class TradeLike(CostBearing, Protocol):
+    """A closed trade as the statistics need it: its costs paid (``fees``, ``slippage``,
+    ``funding``, ``borrow``: :class:`~atra.core.costs.CostBearing`) and ``pnl``, net of them."""
 
     @property
     def symbol(self) -> str: ...
@@ -40,14 +40,6 @@ class TradeLike(Protocol):
     def exit_time_ms(self) -> int: ...
     @property
     def pnl(self) -> float: ...
-    @property
-    def fees(self) -> float: ...
-    @property
-    def slippage(self) -> float: ...
-    @property
-    def funding(self) -> float: ...
-    @property
-    def borrow(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
