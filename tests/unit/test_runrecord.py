@@ -486,6 +486,7 @@ def test_spot_shorts_borrow_is_a_cost_of_the_run(tmp_path: Path) -> None:
 def test_leg_from_an_empty_backtest() -> None:
     class Empty:
         trades = pd.DataFrame()
+        events = pd.DataFrame({"blocked_by": []})
         open_time_ms = np.zeros(0, np.int64)
         equity = np.zeros(0)
         initial_equity = 1.0
@@ -559,6 +560,7 @@ def test_trades_after_a_liquidation_are_not_counted_and_say_so() -> None:
         trades = fake_trades(3, Timeframe.H1).rename(
             columns={"entry_ms": "entry_time_ms", "exit_ms": "exit_time_ms"}
         )
+        events = pd.DataFrame({"blocked_by": [None, None, None]})
         open_time_ms = bar_times(80, Timeframe.H1)
         equity = np.concatenate((np.full(30, 100.0), [-5.0], np.full(49, 50.0)))
         initial_equity = 100.0

@@ -35,6 +35,8 @@ from atra.research.report.figures import (
     pnl_figure,
 )
 from atra.research.report.tables import (
+    blocked_lines,
+    blocked_rows,
     costs_rows,
     liquidation_lines,
     metrics_table,
@@ -66,6 +68,7 @@ SCOPE_SENTENCE: Final[str] = (
 SECTIONS: Final[tuple[tuple[str, str], ...]] = (
     ("setup", "What was run"),
     ("metrics", "Metrics"),
+    ("blocked", "Signals taken and blocked, by what"),
     ("equity", "Equity and drawdown"),
     ("monthly", "Monthly returns"),
     ("pnl", "Trade P&L distribution"),
@@ -163,6 +166,20 @@ def _setup_html(run: LoadedRun) -> str:
     return f'{setup}\n<table class="meta">{rows}</table>'
 
 
+def _blocked_html(run: LoadedRun) -> str:
+    """Each leg's signals: taken, and blocked by the meta model, each risk guard (the live
+    loop's names and ``[risk]`` keys), the sizing."""
+    table = blocked_rows(run)
+    if table is None:
+        return "<p>This run did not record what became of its signals.</p>"
+    note = (
+        "Every primary signal of a leg is either taken or blocked by the first stage that "
+        "refused it, under the names the live journal uses (blocked_by); buy-and-hold has no "
+        "signals."
+    )
+    return f"<p>{html.escape(note)}</p>" + _table_html(*table, "data blocked")
+
+
 def render_html(run: LoadedRun) -> str:
     """The report as one self-contained HTML document."""
     figures = {
@@ -175,6 +192,7 @@ def render_html(run: LoadedRun) -> str:
     body: dict[str, str] = {"setup": _setup_html(run)}
     header, rows = metrics_table(run)
     body["metrics"] = _table_html(header, rows, "data metrics")
+    body["blocked"] = _blocked_html(run)
     for key, fig in figures.items():
         body[key] = _figure_block(key, fig)
     if not run.trades:
@@ -231,7 +249,7 @@ def terminal_summary(run: LoadedRun) -> Table:
     lines = [f"{rec.annualization}. {SCOPE_SENTENCE}"]
     if rec.setup is not None and rec.setup.sides is not None:
         lines.append(f"Sides: {rec.setup.sides}.")
-    caption = "\n".join([*lines, *liquidation_lines(run)])
+    caption = "\n".join([*lines, *liquidation_lines(run), *blocked_lines(run)])
     table = Table(
         title=Text(f"ATRA run {rec.run_id} ({rec.data_label.upper()} data, {rec.timeframe} bars)"),
         caption=Text(caption),

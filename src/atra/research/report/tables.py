@@ -19,9 +19,12 @@ from atra.research.runrecord.record import LoadedRun
 from atra.research.runrecord.setup import RunSetup
 
 __all__ = [
+    "BLOCKER_MEANINGS",
     "COST_KINDS",
     "NA",
     "QUOTE_UNIT",
+    "blocked_lines",
+    "blocked_rows",
     "costs_rows",
     "format_value",
     "liquidation_lines",
@@ -37,6 +40,18 @@ QUOTE_UNIT: Final[str] = "quote ccy"
 NA: Final[str] = "n/a"
 COST_KINDS: Final[tuple[str, ...]] = ("fees", "slippage", "funding", "borrow")
 """The costs a leg pays, in display order (``metrics.json`` ``costs.paid``)."""
+BLOCKER_MEANINGS: Final[dict[str, str]] = {
+    "meta_model": "p(take) below the model's threshold",
+    "kill_switch": "kill-switch file present (live only)",
+    "daily_loss": "the day's loss reached risk.max_daily_loss (UTC day)",
+    "max_positions": "risk.max_open_positions already open",
+    "max_per_symbol": "risk.max_per_symbol already open on the symbol",
+    "leverage": "would exceed risk.max_gross_leverage",
+    "sizing": "no tradeable size (no edge, zero size, no equity)",
+    "no_entry_bar": "signal on the last bar: no bar to enter on",
+    "decision_false": "the decision column said no (stage not named)",
+}
+"""What each ``blocked_by`` name means, as the report explains it."""
 _TRADE_ROW: Final[str] = "trades"
 _LIQUIDATED_ROW: Final[str] = "Liquidated at (UTC)"
 _Getter = Callable[[dict[str, Any]], Any]
@@ -261,3 +276,39 @@ def setup_rows(setup: RunSetup) -> list[tuple[str, str]]:
     models = ", ".join(f"fold {m.fold}: {m.model_id}" for m in setup.models)
     rows.append(("Models", models or "none (primary signals only)"))
     return rows
+
+
+def blocked_rows(run: LoadedRun) -> tuple[list[str], list[list[str]]] | None:
+    """The signals of each leg that recorded them (``metrics.json`` ``blocked_by``): signals,
+    taken, then one row per blocker (count and share of the leg's signals); None when no leg
+    recorded them."""
+    counts = run.blocked
+    if not counts:
+        return None
+    legs = list(counts)
+    names: list[str] = []
+    for c in counts.values():
+        names.extend(n for n in c.blocked if n not in names)
+
+    def share(n: int, of: int) -> str:
+        return f"{n:,} ({n / of:.1%})" if of else f"{n:,}"
+
+    rows = [
+        ["signals", "primary signals the leg saw", *(f"{counts[g].signals:,}" for g in legs)],
+        ["taken", "entered", *(share(counts[g].taken, counts[g].signals) for g in legs)],
+    ]
+    for name in names:
+        cells = [share(counts[g].blocked.get(name, 0), counts[g].signals) for g in legs]
+        rows.append([name, BLOCKER_MEANINGS.get(name, ""), *cells])
+    return ["Blocked by", "Meaning", *legs], rows
+
+
+def blocked_lines(run: LoadedRun) -> list[str]:
+    """One sentence per leg that recorded its signals, e.g. ``filtered: 120 signals, 80 taken;
+    blocked by meta_model 30, max_positions 10`` (blockers that blocked nothing left out)."""
+    lines = []
+    for leg, c in run.blocked.items():
+        hits = ", ".join(f"{name} {n:,}" for name, n in c.blocked.items() if n)
+        lines.append(f"{leg}: {c.signals:,} signals, {c.taken:,} taken"
+                     + (f"; blocked by {hits}" if hits else ""))  # fmt: skip
+    return lines

@@ -136,9 +136,10 @@ def write_run(
     ``sqrt(timeframe.bars_per_year)``. The DSR uses ``n_trials`` configurations tried and
     ``trials_sharpe_variance`` (annualised); when that is ``None`` and ``n_trials > 1`` the
     leg's own Sharpe estimator variance stands in (``trials_sharpe_variance_source`` in
-    ``metrics.json`` says which). All legs share one equity index. ``setup`` (what was run) and
-    the legs' liquidations go to ``run.json``. Writing an identical run again returns the
-    existing directory untouched.
+    ``metrics.json`` says which). All legs share one equity index. Each leg's signals counted by
+    what blocked them (:attr:`RunLeg.blocked`) go to ``metrics.json`` as ``blocked_by`` (null
+    for a leg without them). ``setup`` (what was run) and the legs' liquidations go to
+    ``run.json``. Writing an identical run again returns the existing directory untouched.
     """
     if data_label not in DATA_LABELS:
         raise ConfigError(f"data_label={data_label!r}: expected 'synthetic' or 'real'")
@@ -177,6 +178,9 @@ def write_run(
         "equity": {leg.name: equity_sha256(s) for leg, (s, _) in zip(legs, checked, strict=True)},
         "oos_predictions": None if oos_predictions is None else hash_frames([oos_predictions]),
     }
+    blocked = {leg.name: leg.blocked.to_json() for leg in legs if leg.blocked is not None}
+    if blocked:  # runs written without the counts keep their identity
+        identity["blocked_by"] = blocked
     run_id = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:RUN_ID_HEX]
     root = Path(root)
     final = root / run_id
@@ -213,7 +217,10 @@ def write_run(
         "out_of_sample_only": True,
         "costs_included": True,
         "legs": {
-            leg.name: leg_metrics(series, trades, timeframe, n_trials, trials_sharpe_variance)
+            leg.name: {
+                **leg_metrics(series, trades, timeframe, n_trials, trials_sharpe_variance),
+                "blocked_by": blocked.get(leg.name),
+            }
             for leg, (series, trades) in zip(legs, checked, strict=True)
         },
     }
@@ -302,4 +309,6 @@ def read_run(path: Path) -> LoadedRun:
         trades[leg] = frame
     oos_path = path / "oos_predictions.csv"
     oos = _read_csv(oos_path) if oos_path.exists() else None
-    return LoadedRun(path, record, metrics, equity, trades, oos)
+    run = LoadedRun(path, record, metrics, equity, trades, oos)
+    _ = run.blocked  # a malformed blocked_by is an error on reading, not on display
+    return run

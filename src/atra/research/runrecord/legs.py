@@ -19,6 +19,7 @@ import pandas as pd
 
 from atra.core.types import Timeframe
 from atra.errors import DataError
+from atra.research.runrecord.blocked import BlockedCounts, blocked_counts
 
 __all__ = [
     "LEG_NAMES",
@@ -62,6 +63,9 @@ class RunLeg:
     liquidations: tuple[Liquidation, ...] = ()
     """The leg's liquidation (``symbol`` None; its equity is 0 from ``time_ms`` on) and those
     of its symbols' holdings (buy-and-hold)."""
+    blocked: BlockedCounts | None = None
+    """The leg's signals, those taken and the rest by what blocked them (None: the leg has no
+    signals, as buy-and-hold, or they were not recorded)."""
 
     @property
     def liquidated_ms(self) -> int | None:
@@ -74,6 +78,8 @@ class BacktestLike(Protocol):
 
     @property
     def trades(self) -> pd.DataFrame: ...
+    @property
+    def events(self) -> pd.DataFrame: ...
     @property
     def open_time_ms(self) -> npt.NDArray[np.int64]: ...
     @property
@@ -93,12 +99,14 @@ def liquidation_row(values: npt.NDArray[np.float64]) -> int | None:
 def leg_from_backtest(name: str, result: BacktestLike) -> RunLeg:
     """A :class:`RunLeg` from a backtest result: its equity (marked at each bar's close,
     indexed by the bar's open time) with the initial equity prepended one bar earlier (the
-    close before the first bar), and its trade list.
+    close before the first bar), its trade list and its signals counted by what blocked them
+    (:func:`~atra.research.runrecord.blocked.blocked_counts` of its events).
 
     When the equity reaches zero or below, the leg is liquidated at that bar: its equity is 0
     from there on, and trades entered after that bar (possible only if open positions pulled
     the marked equity back above zero) are left out of the leg and counted in its
-    :class:`Liquidation`. A non-finite equity is a :class:`DataError`."""
+    :class:`Liquidation` (the blocked counts stay the backtest's decisions: such a trade is
+    counted taken). A non-finite equity is a :class:`DataError`."""
     times = np.asarray(result.open_time_ms, dtype=np.int64)
     if times.size == 0:
         raise DataError(f"leg {name}: the backtest has no bars")
@@ -108,16 +116,17 @@ def leg_from_backtest(name: str, result: BacktestLike) -> RunLeg:
     if bad.size:
         raise DataError(f"leg {name}: equity at row {int(bad[0])} is {values[bad[0]]!r}")
     trades = result.trades
+    blocked = blocked_counts(result.events, f"leg {name}: events")
     row = liquidation_row(values)
     if row is None:
-        return RunLeg(name, pd.Series(values, index=index), trades)
+        return RunLeg(name, pd.Series(values, index=index), trades, (), blocked)
     at = int(index[row])
     values[row:] = 0.0
     entry = "entry_time_ms" if "entry_time_ms" in trades.columns else "entry_ms"
     later = trades[entry].to_numpy(dtype=np.int64) > at
     liq = Liquidation(name, None, at, int(later.sum()))
     kept = trades.loc[~later].reset_index(drop=True)
-    return RunLeg(name, pd.Series(values, index=index), kept, (liq,))
+    return RunLeg(name, pd.Series(values, index=index), kept, (liq,), blocked)
 
 
 def ordered_legs(names: Iterable[str]) -> list[str]:

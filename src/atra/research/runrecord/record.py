@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 
 from atra.core.types import Timeframe
 from atra.errors import ConfigError, DataError
+from atra.research.runrecord.blocked import BlockedCounts
 from atra.research.runrecord.legs import Liquidation, ordered_legs
 from atra.research.runrecord.setup import RunSetup, read_typed
 
@@ -82,6 +83,19 @@ class LoadedRun:
     @property
     def timeframe(self) -> Timeframe:
         return Timeframe.parse(self.record.timeframe)
+
+    @property
+    def blocked(self) -> dict[str, BlockedCounts]:
+        """Leg name -> its signals by what blocked them (``metrics.json`` ``blocked_by``), for
+        the legs that recorded them, in display order. A malformed entry is a one-line
+        :class:`DataError` naming the file and leg."""
+        legs = self.metrics["legs"]
+        where = self.path / "metrics.json"
+        return {
+            leg: BlockedCounts.from_json(raw, f"{where}: legs.{leg}.blocked_by")
+            for leg in self.leg_names
+            if (raw := legs[leg].get("blocked_by")) is not None
+        }
 
 
 def annualization_sentence(timeframe: Timeframe) -> str:
