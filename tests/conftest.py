@@ -16,3 +16,12 @@ def shared_data_dir() -> Path:
     if not (SHARED_DATA / "README.md").exists():
         pytest.skip("../shared/data is not beside the project")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_series_dir(shared_data_dir: Path) -> Path:
+    """``../shared/series`` (real daily sentiment and on-chain series); skipped where absent."""
+    path = shared_data_dir.parent / "series"
+    if not (path / "README.md").exists():
+        pytest.skip("../shared/series is not beside the project")
+    return path

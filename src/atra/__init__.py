@@ -12,6 +12,14 @@
     result = atra.backtest(wf)                            # OOS span, meta-filtered
     print(atra.stats(result).returns.sharpe)              # annualised x sqrt(8760) at 1h
 
+Plug-ins add the user's own entry rule and features (``examples/plugins/``)::
+
+    @atra.rule("breakout", params=BreakoutParams, warmup=lambda p: p.n + 1)
+    def breakout(bars: pd.DataFrame, p: BreakoutParams) -> np.ndarray: ...
+
+    @atra.feature("range_pos_48", family="price", warmup=47)
+    def range_pos_48(ff: atra.FeatureFrame) -> np.ndarray: ...
+
 The names load on first use, so importing the package stays light (the CLI reads only
 ``__version__``).
 """
@@ -52,6 +60,11 @@ _LAZY: dict[str, str] = {
     "MetaParams": "atra.core.meta",
     "WalkForwardConfig": "atra.research.walkforward",
     "BacktestConfig": "atra.core.backtest.engine",
+    # plug-ins: the user's own rules and features
+    "rule": "atra.core.signals.rules",
+    "feature": "atra.core.features.registry",
+    "FeatureFrame": "atra.core.features.frame",
+    "Family": "atra.core.features.sources",
     # errors, grouped by what the caller does
     "AtraError": "atra.errors",
     "ConfigError": "atra.errors",
@@ -68,6 +81,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ExitSpec",
+    "Family",
+    "FeatureFrame",
     "Market",
     "MetaParams",
     "ModelError",
@@ -80,11 +95,13 @@ __all__ = [
     "__version__",
     "backtest",
     "dataset",
+    "feature",
     "features",
     "labels",
     "load_candles",
     "parse_symbol",
     "report",
+    "rule",
     "settings",
     "signals",
     "stats",
@@ -111,7 +128,11 @@ if TYPE_CHECKING:
     )
     from atra.core.backtest.engine import BacktestConfig
     from atra.core.exits.api import ExitSpec
+    from atra.core.features.frame import FeatureFrame
+    from atra.core.features.registry import feature
+    from atra.core.features.sources import Family
     from atra.core.meta import MetaParams
+    from atra.core.signals.rules import rule
     from atra.core.signals.spec import BarrierMode, Rule, SignalSpec
     from atra.core.symbols import parse_symbol
     from atra.core.types import Market, Timeframe

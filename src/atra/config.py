@@ -25,8 +25,9 @@ import os
 import tomllib
 import types
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -39,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from atra.core.bounds import MAX_ABS_FUNDING_RATE, MAX_PRICE, MIN_PRICE, Limits
 from atra.core.symbols import check_symbol
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
@@ -53,11 +55,33 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class BoundsConfig(_Frozen):
+    """``[data.bounds]``: a price outside ``[min_price, max_price)`` or a funding rate beyond
+    ``+-max_abs_funding_rate`` is refused by ``data import / download / resample / check``,
+    naming the file, the row and the key (:class:`~atra.core.bounds.Limits`)."""
+
+    min_price: float = Field(default=MIN_PRICE, gt=0, allow_inf_nan=False)
+    max_price: float = Field(default=MAX_PRICE, gt=0, allow_inf_nan=False)
+    max_abs_funding_rate: float = Field(default=MAX_ABS_FUNDING_RATE, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BoundsConfig:
+        if self.min_price >= self.max_price:
+            raise ValueError(f"min_price ({self.min_price:g}) must be below max_price")
+        return self
+
+    def limits(self) -> Limits:
+        """The core's :class:`~atra.core.bounds.Limits` with these bounds (no clock)."""
+        return Limits(min_price=self.min_price, max_price=self.max_price,
+                      max_abs_funding_rate=self.max_abs_funding_rate)  # fmt: skip
+
+
 class DataConfig(_Frozen):
-    """Where candles and funding live."""
+    """Where candles and funding live, and what a plausible stored value is."""
 
     data_dir: Path = Path("data")
     exchange: Literal["binance"] = "binance"
+    bounds: BoundsConfig = Field(default_factory=BoundsConfig)
 
 
 RULE_PARAMS: Final[dict[str, dict[str, int]]] = {
@@ -180,6 +204,15 @@ class LiveConfig(_Frozen):
     model: str | None = None
     """The meta model that decides (a model directory or an id in the models folder); None:
     every primary signal is taken. ``atra live --model`` overrides it."""
+    retrain_days: int | None = Field(default=None, ge=0)
+    """Retrain the model every N days while running (``--retrain-days``), as ``atra walkforward``
+    trains a fold, in a worker; swapped in at a bar. None or 0: off. Needs a model."""
+    retrain_anchor: datetime | None = None
+    """Retrains at ``anchor + k * retrain_days`` (UTC); None: the first bar the run decides."""
+    retrain_from: datetime | None = None
+    """First signal time of the training data (UTC); None: the starting model's."""
+    retrain_min_events: int = Field(default=200, ge=1)
+    """Fewer labelled training events: the retrain fails, the old model keeps deciding."""
 
     @field_validator("symbols")
     @classmethod
@@ -238,6 +271,65 @@ class ObsConfig(_Frozen):
         return value.upper() if isinstance(value, str) else value
 
 
+class SeriesConfig(_Frozen):
+    """A ``[[features.series]]`` entry: one daily series (keys: ``examples/series.toml``)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
+    path: Path | None = None
+    source: Literal["fear_greed", "coinmetrics"] | None = None
+    asset: str | None = Field(default=None, pattern=r"^[a-z0-9]{2,12}$")
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    columns: tuple[str, ...] = ()
+    time_col: str = Field(default="time", pattern=r"^\w+$")
+    lag_hours: float = Field(ge=0, le=720, allow_inf_nan=False)
+    max_age_hours: float = Field(gt=0, le=8760, allow_inf_nan=False)
+    family: Literal["alternative", "fundamental"]
+    applies_to: tuple[str, ...] = ()
+
+    @field_validator("applies_to", mode="before")
+    @classmethod
+    def _market(cls, value: object) -> object:
+        if isinstance(value, str) and value != "market":
+            raise ValueError('expected "market" or a list of base assets such as ["ETH"]')
+        return () if value == "market" else value
+
+    @model_validator(mode="after")
+    def _rules(self) -> SeriesConfig:
+        from atra.core.features.context import series_config_problem  # loads pandas: only here
+
+        problem = series_config_problem(
+            self.name, self.family, self.lag_hours * 3_600_000, self.columns, self.applies_to,
+            self.source, self.asset, has_url=self.url is not None,
+        )  # fmt: skip
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+
+class FeaturesConfig(_Frozen):
+    """Inputs of the features beside the candles."""
+
+    series: tuple[SeriesConfig, ...] = ()
+    """External daily series, read by every deciding command (``examples/series.toml``)."""
+
+    @field_validator("series")
+    @classmethod
+    def _unique(cls, value: tuple[SeriesConfig, ...]) -> tuple[SeriesConfig, ...]:
+        names = [s.name for s in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"series names must be unique, got {names}")
+        return value
+
+
+class PluginsConfig(_Frozen):
+    """The user's own rules and features (``@atra.rule`` / ``@atra.feature``): ``modules`` to
+    import (``["my_pkg.rules"]``, installed or on ``PYTHONPATH``) and, with ``entry_points``,
+    every installed package's ``atra.plugins`` entry point; loaded by the CLI."""
+
+    modules: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")], ...] = ()
+    entry_points: bool = True
+
+
 class AtraConfig(_Frozen):
     """The whole configuration tree; every section has working defaults."""
 
@@ -249,6 +341,8 @@ class AtraConfig(_Frozen):
     live: LiveConfig = Field(default_factory=LiveConfig)
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
     obs: ObsConfig = Field(default_factory=ObsConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
     @model_validator(mode="after")
     def _spot_borrow_stated(self) -> AtraConfig:

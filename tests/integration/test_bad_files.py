@@ -10,6 +10,7 @@ datasets with implausible times (written by older versions) make ``data list`` a
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -267,3 +268,89 @@ def test_stored_funding_in_seconds_is_reported_by_check(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "funding_time looks like seconds (1.7e+09 at row 1); multiply by 1,000" in err
+
+
+# ---- sane bounds from the config ([data.bounds]) ------------------------------------------
+
+
+def fine_candles(d: Path) -> Path:
+    path = d / "BTCUSDT_spot_1h.parquet"
+    candles(6).to_parquet(path, index=False)  # prices 99 (a low) .. 106
+    return path
+
+
+def fine_funding(d: Path) -> Path:
+    path = d / "BTCUSDT_perp_funding.parquet"
+    funding(4).to_parquet(path, index=False)  # rates -1e-4 .. 3e-4
+    return path
+
+
+BOUND_CASES: dict[str, tuple[Callable[[Path], Path], str, str]] = {
+    # key: (a file every default bound accepts, the narrowed bound, the refusal)
+    "max_price": (
+        fine_candles,
+        "max_price = 105.0",
+        r"row 5 \(open_time 2024-01-01T04:00:00Z\): price >= 105 \(implausible; prices must "
+        r"be below data\.bounds\.max_price = 105\)$",
+    ),
+    "min_price": (
+        fine_candles,
+        "min_price = 99.5",
+        r"row 1 \(open_time 2024-01-01T00:00:00Z\): price < 99\.5 \(implausible; prices must "
+        r"be at least data\.bounds\.min_price = 99\.5\)$",
+    ),
+    "max_abs_funding_rate": (
+        fine_funding,
+        "max_abs_funding_rate = 0.0002",
+        r"row 4 \(funding_time 2024-01-02T00:00:00Z\): \|funding_rate\| > 0\.0002 per interval "
+        r"\(implausible; the bound is data\.bounds\.max_abs_funding_rate = 0\.0002;",
+    ),
+}
+
+
+@pytest.mark.parametrize("key", sorted(BOUND_CASES))
+def test_a_narrowed_bound_refuses_an_otherwise_fine_file(
+    key: str,
+    filled_store: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in os.environ if n.upper().startswith("ATRA__")]:
+        monkeypatch.delenv(name)
+    make, bound, rule = BOUND_CASES[key]
+    files = tmp_path / "files"
+    files.mkdir()
+    path = make(files)
+    config = tmp_path / "narrow.toml"
+    config.write_text(f"[data.bounds]\n{bound}\n")
+    before = store_hashes(filled_store)
+    capsys.readouterr()
+    args = ["data", "import", str(path), "--data-dir", str(filled_store)]
+    assert main([*args, "--config", str(config)]) == DataError.exit_code
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"DataError: {path}: "), line
+    assert re.search(rule, line), line
+    assert store_hashes(filled_store) == before
+    # the same bound from the environment, and the file is fine under the defaults
+    monkeypatch.setenv(f"ATRA__DATA__BOUNDS__{key.upper()}", bound.split(" = ")[1])
+    assert main(args) == DataError.exit_code
+    assert re.search(rule, capsys.readouterr().err)
+    monkeypatch.delenv(f"ATRA__DATA__BOUNDS__{key.upper()}")
+    assert main(args) == 0
+    assert store_hashes(filled_store) != before
+
+
+def test_data_check_applies_the_narrowed_bound_to_stored_rows(
+    filled_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "narrow.toml"
+    config.write_text("[data.bounds]\nmax_price = 120.0\n")  # the stored 1h bars reach 148
+    capsys.readouterr()
+    assert main(["data", "check", "--data-dir", str(filled_store)]) == 0
+    args = ["data", "check", "--data-dir", str(filled_store), "--config", str(config)]
+    assert main(args) == DataError.exit_code
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "data.bounds.max_price = 120" in line
+    assert line.startswith(f"DataError: {filled_store}"), line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import threading
 import time
 from collections import Counter
@@ -592,3 +593,39 @@ def test_cli_refuses_non_finite_or_non_positive_times(
     assert line.startswith(f"ConfigError: {flag} ")
     assert "expected a finite number of seconds above 0" in line
     assert not (tmp_path / "data").exists()
+
+
+def test_cli_download_refuses_rows_outside_the_configured_bounds(
+    tmp_path: Path,
+    spot: dict[str, pd.DataFrame],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``[data.bounds]`` reaches the store the download writes: BTCUSDT (above 50,000 in
+    November 2024) is refused with the key named and nothing of it stored; ETHUSDT is in
+    bounds and stored."""
+    for name in [n for n in os.environ if n.upper().startswith("ATRA__")]:
+        monkeypatch.delenv(name)
+    config = tmp_path / "narrow.toml"
+    config.write_text("[data.bounds]\nmax_price = 50000\n")
+    data_dir = tmp_path / "data"
+    capsys.readouterr()
+    with serving(fake_for({s: spot[s] for s in ("BTCUSDT", "ETHUSDT")}, time_scale=1.0)) as fx:
+        code = cli(fx.url, data_dir, "--config", str(config))
+    assert code == 4  # DataError
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "BTCUSDT: failed, 0 candles added",
+        "ETHUSDT: ok, 720 candles added",
+    ]
+    (line,) = error_lines(captured.err)
+    assert line.startswith(
+        "DataError: BTCUSDT: binance spot BTCUSDT 1h: row 1 (open_time 2024-11-"
+    ), line
+    assert (
+        "price >= 50000 (implausible; prices must be below data.bounds.max_price = 50000)" in line
+    )
+    assert line.endswith("(1 of 2 symbols failed; the others are stored)")
+    store = CandleStore(data_dir)
+    assert not store.candle_path(DatasetKey("binance", Market.SPOT, "BTCUSDT", H1)).exists()
+    assert store.count_candles(DatasetKey("binance", Market.SPOT, "ETHUSDT", H1)) == 720

@@ -21,6 +21,7 @@ from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.ratelimit import ManualClock, RateLimiter, ScaledClock, forget_shared_limiters
 from atra.core.types import Market, Timeframe
 from atra.errors import ExchangeError, IPBanned, TransientExchangeError
+from atra.obs.metrics import Metrics
 from atra.sim.exchange import FakeExchange, Faults
 from helpers_http import local_server
 from helpers_logging import json_log_lines
@@ -456,6 +457,56 @@ async def test_retries_429s_errors_and_bans_stay_at_info(canned: Canned) -> None
         "400",
         "418",
     ]
+
+
+async def test_metrics_count_answers_retries_and_the_stated_limit(canned: Canned) -> None:
+    metrics = Metrics()
+    stated = "Too much request weight used; current limit is 1200 request weight per 1 MINUTE."
+    canned.reply(503, {"code": -1001, "msg": "Internal error"})
+    canned.reply(429, {"code": -1003, "msg": stated}, **{"Retry-After": "1"})
+    canned.reply(200, GOOD, **{"X-MBX-USED-WEIGHT-1m": "7"})
+    canned.reply(400, {"code": -1121, "msg": "Invalid symbol."})
+    canned.reply(418, text="{}", **{"Retry-After": "300"})
+    async with client(canned.url, metrics=metrics) as c:
+        assert c.limiter.limit() == (6000, 60.0)
+        assert len(await c.fetch_klines("BTCUSDT", Timeframe.H1)) == 1  # 503, 429, 200
+        assert c.limiter.limit() == (1200, 60.0)  # the 429 stated the venue's own limit
+        with pytest.raises(ExchangeError, match="-1121"):
+            await c.fetch_klines("NOPE", Timeframe.H1)
+        with pytest.raises(IPBanned):
+            await c.fetch_klines("BTCUSDT", Timeframe.H1)
+        with pytest.raises(IPBanned):  # during the ban: nothing sent, nothing counted
+            await c.fetch_klines("BTCUSDT", Timeframe.H1)
+    assert canned.hits == 5
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    endpoint = "/api/v3/klines"
+    counted = {
+        status: value("atra_exchange_requests_total", endpoint=endpoint, status=status)
+        for status in ("2xx", "4xx", "418", "429", "5xx")
+    }
+    assert counted == {"2xx": 1.0, "4xx": 1.0, "418": 1.0, "429": 1.0, "5xx": 1.0}
+    duration = value("atra_exchange_request_duration_seconds_count", endpoint=endpoint)
+    assert duration == 5.0
+    assert value("atra_retries_total", endpoint=endpoint) == 2.0  # after the 503 and the 429
+    assert value("atra_ratelimit_weight_used", market="spot") == 7.0
+    assert value("atra_ratelimit_weight_limit", market="spot") == 1200.0
+    waited = value("atra_ratelimit_wait_seconds_total", market="spot")
+    assert waited is not None
+    assert 0.0 < waited <= 1.0  # the 1 s pause, less the backoff sleep
+
+
+async def test_no_answer_is_counted_as_error(canned: Canned) -> None:
+    metrics = Metrics()
+    canned.hang()
+    async with client(canned.url, timeout_s=0.2, max_attempts=1, metrics=metrics) as c:
+        with pytest.raises(TransientExchangeError):
+            await c.fetch_klines("BTCUSDT", Timeframe.H1)
+    labels = {"endpoint": "/api/v3/klines", "status": "error"}
+    assert metrics.registry.get_sample_value("atra_exchange_requests_total", labels) == 1.0
+    assert metrics.registry.get_sample_value("atra_retries_total", labels) is None
 
 
 async def test_timeouts_and_refused_connections_are_transient(canned: Canned) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -144,25 +146,30 @@ async def test_order_life_cycle(fake: FakeExchange, client: Client, clock: Marke
         "updateTime": T0 + 5,
     }
     assert int(r.headers["X-MBX-USED-WEIGHT-1m"]) == 1
-    sl = order("SELL", "STOP_MARKET", "sl", stopPrice=97.5, closePosition="true")
+    # the stop is a conditional order: the Algo Order API (New Algo Order weighs 0)
+    sl = {"algoType": "CONDITIONAL", "symbol": "BTCUSDT", "side": "SELL", "type": "STOP_MARKET",
+          "clientAlgoId": "sl", "triggerPrice": 97.5, "closePosition": "true"}  # fmt: skip
+    r = await client.call("POST", "/fapi/v1/algoOrder", sl)
+    assert (r.status_code, r.json()["algoStatus"]) == (200, "NEW")
     tp = order("SELL", "LIMIT", "tp", quantity=1, price=102.5, reduceOnly="true", timeInForce="GTC")
-    for params in (sl, tp):
-        r = await client.call("POST", "/fapi/v1/order", params)
-        assert (r.status_code, r.json()["status"]) == (200, "NEW")
+    r = await client.call("POST", "/fapi/v1/order", tp)
+    assert (r.status_code, r.json()["status"]) == (200, "NEW")
     r = await client.call("GET", "/fapi/v1/openOrders", {"symbol": "BTCUSDT"})
-    assert [o["clientOrderId"] for o in r.json()] == ["sl", "tp"]
+    assert [o["clientOrderId"] for o in r.json()] == ["tp"]
+    r = await client.call("GET", "/fapi/v1/openAlgoOrders", {"symbol": "BTCUSDT"})
+    assert [o["clientAlgoId"] for o in r.json()] == ["sl"]
     assert r.json()[0]["closePosition"] is True
-    assert r.json()[0]["stopPrice"] == "97.5"
+    assert r.json()[0]["triggerPrice"] == "97.5"
     r = await client.call("GET", "/fapi/v1/openOrders")  # every symbol: weight 40
-    assert len(r.json()) == 2
-    assert int(r.headers["X-MBX-USED-WEIGHT-1m"]) == 1 + 2 + 1 + 40
+    assert len(r.json()) == 1
+    assert int(r.headers["X-MBX-USED-WEIGHT-1m"]) == 1 + 0 + 1 + 1 + 1 + 40
     # bar 0 (high 102) closes: nothing; bar 1 (high 103) closes: tp fills at 102.5
     clock.to_bar(2)
     r = await client.call("GET", "/fapi/v1/order", {"symbol": "BTCUSDT", "origClientOrderId": "tp"})
     got = r.json()
     assert (got["status"], got["avgPrice"], got["updateTime"]) == ("FILLED", "102.5", T0 + HOUR)
     r = await client.call("GET", "/fapi/v2/positionRisk")
-    assert int(r.headers["X-MBX-USED-WEIGHT-1m"]) == 1 + 2 + 1 + 40 + 1 + 5
+    assert int(r.headers["X-MBX-USED-WEIGHT-1m"]) == 1 + 0 + 1 + 1 + 1 + 40 + 1 + 5
     risk = {row["symbol"]: row for row in r.json()}
     assert set(risk) == {"BTCUSDT", "ETHUSDT"}
     assert risk["BTCUSDT"] == {
@@ -177,16 +184,14 @@ async def test_order_life_cycle(fake: FakeExchange, client: Client, clock: Marke
     assert risk["ETHUSDT"]["positionAmt"] == "0"
     r = await client.call("GET", "/fapi/v2/positionRisk", {"symbol": "ETHUSDT"})
     assert [row["symbol"] for row in r.json()] == ["ETHUSDT"]
-    # cancel the stop; cancelling again (final) is -2011
-    r = await client.call(
-        "DELETE", "/fapi/v1/order", {"symbol": "BTCUSDT", "origClientOrderId": "sl"}
-    )
-    assert (r.status_code, r.json()["status"]) == (200, "CANCELED")
-    r = await client.call(
-        "DELETE", "/fapi/v1/order", {"symbol": "BTCUSDT", "origClientOrderId": "sl"}
-    )
+    # cancel the stop (by clientAlgoId, no symbol); cancelling again (final) is -2011
+    r = await client.call("DELETE", "/fapi/v1/algoOrder", {"clientAlgoId": "sl"})
+    assert (r.status_code, r.json()["code"], r.json()["clientAlgoId"]) == (200, "200", "sl")
+    r = await client.call("DELETE", "/fapi/v1/algoOrder", {"clientAlgoId": "sl"})
     assert (r.status_code, r.json()) == (400, {"code": -2011, "msg": "Unknown order sent."})
-    r = await client.call("GET", "/fapi/v1/openOrders", {"symbol": "BTCUSDT"})
+    r = await client.call("GET", "/fapi/v1/algoOrder", {"clientAlgoId": "sl"})
+    assert r.json()["algoStatus"] == "CANCELED"
+    r = await client.call("GET", "/fapi/v1/openAlgoOrders", {"symbol": "BTCUSDT"})
     assert r.json() == []
     assert [f.client_order_id for f in fake.engine.fills] == ["e1", "tp"]
     # no signature (nor key) is recorded
@@ -196,6 +201,8 @@ async def test_order_life_cycle(fake: FakeExchange, client: Client, clock: Marke
         "/fapi/v1/order",
         "/fapi/v1/openOrders",
         "/fapi/v2/positionRisk",
+        "/fapi/v1/algoOrder",
+        "/fapi/v1/openAlgoOrders",
     }
 
 
@@ -261,7 +268,7 @@ async def test_duplicate_client_id(fake: FakeExchange, client: Client) -> None:
         (order("BUY", "MARKET", "x", quantity="inf"), -1100),
         (order("SELL", "MARKET", "x", quantity=1, reduceOnly="maybe"), -1100),
         (order("SELL", "MARKET", "x", quantity=1, reduceOnly="true"), -2022),
-        (order("SELL", "STOP_MARKET", "x", quantity=1, stopPrice=100.5), -2021),
+        (order("SELL", "STOP_MARKET", "x", quantity=1, stopPrice=100.5), -4120),  # algo only
         (order("BUY", "LIMIT", "x", quantity=1), -1102),
         (order("BUY", "MARKET", "x", quantity=0), -4003),
         (order("BUY", "MARKET", "x", quantity=1) | {"symbol": "DOGEUSDT"}, -1121),
@@ -412,3 +419,45 @@ def test_order_settings_are_read_through_the_exchange(clock: MarketClock) -> Non
     assert fx.engine is fx.orders.engine
     bare = FakeExchange()
     assert (bare.api_key, bare.api_secret, bare.market_clock) == (None, None, time.time)
+
+
+DOCUMENTED = Path(__file__).resolve().parents[1] / "fixtures" / "binance" / "orders"
+TRAILING_ONLY = {"activatePrice", "priceRate"}  # returned with TRAILING_STOP_MARKET orders only
+
+
+def documented_keys(name: str) -> set[str]:
+    example = json.loads((DOCUMENTED / name).read_text(encoding="utf-8"))
+    return set(example[0] if isinstance(example, list) else example) - TRAILING_ONLY
+
+
+async def test_documented_mode_answers_with_the_documented_keys(
+    fake: FakeExchange, client: Client, clock: MarketClock
+) -> None:
+    """Every answer of the documented mode carries exactly the fields of Binance's example for
+    that endpoint (tests/fixtures/binance/orders), numbers as fixed-decimal strings at the
+    symbol's precision (ETHUSDT: step 0.001, tick 0.01)."""
+    fake.orders.documented = True
+    eth = {"symbol": "ETHUSDT"}
+    entry = order("BUY", "MARKET", "e1", quantity=2, newOrderRespType="RESULT") | eth
+    tp = order("SELL", "LIMIT", "tp", quantity=1, price=102.5, reduceOnly="true",
+               timeInForce="GTC") | eth  # fmt: skip
+    for params in (entry, tp):
+        r = await client.call("POST", "/fapi/v1/order", params)
+        assert r.status_code == 200, r.text
+        assert set(r.json()) == documented_keys("new_order.json")
+    assert r.json()["avgPrice"] == "0.00000"  # the resting tp: nothing executed yet
+    r = await client.call("GET", "/fapi/v1/order", {"symbol": "ETHUSDT", "origClientOrderId": "e1"})
+    assert set(r.json()) == documented_keys("query_order.json")
+    assert r.json()["avgPrice"] == "100.00000"
+    r = await client.call("GET", "/fapi/v1/openOrders", {"symbol": "ETHUSDT"})
+    assert [set(row) for row in r.json()] == [documented_keys("open_orders.json")]
+    r = await client.call(
+        "DELETE", "/fapi/v1/order", {"symbol": "ETHUSDT", "origClientOrderId": "tp"}
+    )
+    assert set(r.json()) == documented_keys("cancel_order.json")
+    assert "avgPrice" not in r.json()
+    r = await client.call("GET", "/fapi/v2/positionRisk")
+    rows = r.json()
+    assert [set(row) for row in rows] == [documented_keys("position_risk_oneway.json")] * 2
+    eth_row = next(row for row in rows if row["symbol"] == "ETHUSDT")
+    assert (eth_row["positionAmt"], eth_row["positionSide"]) == ("2.000", "BOTH")

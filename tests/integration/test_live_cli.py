@@ -313,7 +313,9 @@ def test_live_sends_signed_orders_to_the_exchange(
     engine = fake.engine
     (fill,) = engine.fills  # the entry, at the forming bar's open
     assert fill.price == float(frame["open"].iloc[-1])  # this fake has no slippage
-    assert {o.type for o in engine.open_orders("AAAUSDT")} == {"STOP_MARKET", "LIMIT"}
+    assert {o.type for o in engine.open_orders("AAAUSDT")} == {"LIMIT"}
+    # the stop is a conditional order: on the Algo Order API (/fapi/v1/order refuses it)
+    assert {a.order_type for a in engine.open_algo_orders("AAAUSDT")} == {"STOP_MARKET"}
     posted = [r for r in fake.requests if r.path == "/fapi/v1/order" and r.status == 200]
     assert posted
     assert all("signature" not in r.params for r in fake.requests)
@@ -329,7 +331,9 @@ def test_strategy_and_costs_from_config(workdir: Path) -> None:
     assert ex.fee_entry == pytest.approx(cfg.costs.taker_fee_bps / 1e4)
     assert ex.slippage_bps == cfg.costs.slippage_bps
     bad = load_config(env={"ATRA__STRATEGY__RULE": "martingale"})
-    with pytest.raises(ConfigError, match=r"strategy\.rule: 'martingale' is not one of"):
+    with pytest.raises(
+        ConfigError, match=r"strategy\.rule: 'martingale' is not a known rule \(known: ema_cross, "
+    ):
         cli_live.signal_spec(bad)
     assert math.isinf(cli_live.parse_speed("MAX"))
     assert cli_live.parse_speed("60") == 60.0

@@ -1,12 +1,15 @@
-"""Replay == research with the richest model: funding, basis (spot counterpart) and BTC
-cross-asset features, trained by ``atra train``'s own code.
+"""Replay == research with the richest model: funding, basis (spot counterpart), BTC
+cross-asset and the external series' sentiment and on-chain features, trained by
+``atra train``'s own code.
 
 The model is trained on 2023 with :func:`atra.research.pipeline.build_dataset` /
 :func:`train_model` on every built-in feature family of the five shared perpetuals (their
-funding history and their spot candles as counterparts), saved to a registry and loaded back
-the way ``atra live --model`` loads it. January and February 2024 are then replayed through the
-live loop against the fake exchange (perp and spot klines, funding, over HTTP), once with the
-paper broker and once through the order path, and compared with the research path on the same
+funding history, their spot candles as counterparts and the four shared external series as
+``examples/series.toml`` configures them), saved to a registry and loaded back the way
+``atra live --model`` loads it. January and February 2024 are then replayed through the live
+loop against the fake exchange (perp and spot klines, funding, over HTTP) and the fake series
+sources (Fear & Greed and Coin Metrics, on the replay's clock), once with the paper broker and
+once through the order path, and compared with the research path on the same
 bars (``atra signals``: the universe's features, :func:`decide_events`) and with the backtest:
 every decision (p(take) to 1e-12), every trade, the ending equity. A live side that lacks one
 input (BTC) is shown to differ.
@@ -29,7 +32,8 @@ from atra.config import AtraConfig
 from atra.core.backtest.engine import BacktestConfig, run_backtest
 from atra.core.costs import CostModel
 from atra.core.decision import Decision, ModelHandle, decide_events
-from atra.core.features.context import ModelInputs
+from atra.core.features.context import ModelInputs, SeriesInput
+from atra.core.features.external import SERIES, external_specs
 from atra.core.features.registry import HISTORY_BARS, FeatureContext, feature_registry
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
@@ -44,6 +48,7 @@ from atra.research.pipeline import (
     train_model,
 )
 from helpers_logging import quiet_structlog
+from helpers_series import shared_series
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -76,6 +81,7 @@ class Market5:
     perp: dict[str, pd.DataFrame]
     spot: dict[str, pd.DataFrame]
     funding: dict[str, pd.DataFrame]
+    series: tuple[SeriesInput, ...]
 
     def universe(self, lo_ms: int, hi_ms: int) -> Universe:
         """What ``load_universe`` reads for ``[lo_ms, hi_ms)`` (warm-up bars before it)."""
@@ -94,11 +100,13 @@ class Market5:
             )
             for s in SYMBOLS
         }
-        return Universe("binance", Market.PERP, TF, lo_ms, hi_ms, data, data["BTCUSDT"].candles)
+        return Universe(
+            "binance", Market.PERP, TF, lo_ms, hi_ms, data, data["BTCUSDT"].candles, self.series
+        )
 
 
 @pytest.fixture(scope="module")
-def market(shared_data_dir: Path) -> Market5:
+def market(shared_data_dir: Path, shared_series_dir: Path) -> Market5:
     def read(name: str, col: str = "open_time") -> pd.DataFrame:
         frame = pd.read_parquet(shared_data_dir / name)
         keep = (frame[col] >= LOAD_FROM - 40 * 86_400_000) & (frame[col] < LOAD_TO)
@@ -108,6 +116,7 @@ def market(shared_data_dir: Path) -> Market5:
         {s: read(f"{s}_perp_1h.parquet") for s in SYMBOLS},
         {s: read(f"{s}_spot_1h.parquet") for s in SYMBOLS},
         {s: read(f"{s}_perp_funding.parquet", "funding_time") for s in SYMBOLS},
+        shared_series(shared_series_dir),
     )
 
 
@@ -117,7 +126,7 @@ def trained(
 ) -> tuple[ModelHandle, ModelInputs, Path]:
     """Every built-in feature (all five families), trained as ``atra train`` trains, saved
     and loaded back as ``atra live --model`` loads it."""
-    served = {"candles", "funding", "counterpart", "btc"}  # no external series in the data
+    served = {"candles", "funding", "counterpart", "btc", *(f"series:{s}" for s in SERIES)}
     names = [n for n, spec in feature_registry().items() if set(spec.inputs) <= served]
     dataset = build_dataset(
         market.universe(TRAIN_FROM, TRAIN_TO), SETTINGS.signal, SETTINGS.exit, names
@@ -134,7 +143,8 @@ def trained(
         signal=SETTINGS.signal,
         exit_spec=SETTINGS.exit,
     )
-    assert inputs == ModelInputs(True, True, True, (), 720)
+    assert inputs == ModelInputs(True, True, True, tuple(sorted(SERIES)), 720)
+    assert {n for n in names if n in external_specs()} == set(external_specs())
     assert model.registered.metadata["inputs"] == inputs.to_dict()
     return handle, inputs, out
 
@@ -183,6 +193,8 @@ def _replay(
             setup=ReplaySetup(weight_limit=2400, orders=orders),
             funding=market.funding,
             context_candles=spot,
+            series=market.series,
+            series_sources=set(SERIES),  # through their live sources against the fakes
         )
     )
     assert report.cycles == (stop_ms - FROM_MS) // TF.ms

@@ -5,7 +5,8 @@ over HTTP and replayed bar by bar with a simulated clock; the journal must hold 
 backtest's primary signals, the same take / block decisions, and the same trades (entry and
 exit bars, prices and reasons) as :func:`atra.core.backtest.engine.run_backtest` on the full
 history. The backtest is the one ``atra live --replay --compare`` runs
-(:func:`atra.live.compare.backtest_replay`), and its comparison finds the two identical.
+(:func:`atra.cli.replay_output.backtest_of_replay`), and its comparison finds the two
+identical.
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ import pandas as pd
 import pytest
 
 from atra.adapters.journal.database import Journal
+from atra.cli.replay_output import (
+    backtest_of_replay,
+    compare_replay,
+    decide_replayed,
+    replay_universe,
+)
 from atra.core.exits.api import ExitSpec
 from atra.core.signals.spec import SignalSpec
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
-from atra.live.compare import BacktestPlan, backtest_replay, compare_journal, decided_events
+from atra.live.compare import BacktestPlan
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LoopSettings, StrategyDecider
 from atra.live.replay import ReplaySetup, run_replay
@@ -97,7 +104,7 @@ def test_replay_equals_backtest(candles: dict[str, pd.DataFrame], tmp_path: Path
     plan = BacktestPlan.of_replay(
         settings, decider=decider, exit_spec=exit_spec, limits=limits, market=Market.PERP
     )
-    events = decided = decided_events(plan, candles)
+    events = decided = decide_replayed(plan, replay_universe(plan, candles, None))
     assert len(events) >= 100  # a real test: many signals over two months
 
     # 1) signals: same bars and sides, same prices (ATR seeds decay inside the window)
@@ -130,7 +137,7 @@ def test_replay_equals_backtest(candles: dict[str, pd.DataFrame], tmp_path: Path
     assert decided["take"].all()  # primary-only: the decision function takes every signal
 
     # 2) decisions after the limits: taken / blocked as in the backtest
-    bt = backtest_replay(plan, candles, None)
+    bt = backtest_of_replay(plan, candles, None)
     bt_taken = (bt.events["outcome"] == "taken").to_numpy()
     journal_take = {(s.symbol, s.bar_time_ms): s.take for s in signals}
     ours = np.array(
@@ -180,6 +187,6 @@ def test_replay_equals_backtest(candles: dict[str, pd.DataFrame], tmp_path: Path
     )
 
     # 4) the whole comparison (decisions, trades with fees and P&L, equity bar by bar)
-    result = asyncio.run(compare_journal(journal_path, plan, candles, None))
+    result = asyncio.run(compare_replay(journal_path, plan, candles, None))
     assert result.differences == ()
     assert result.trades == len(closed)

@@ -23,11 +23,12 @@ import pytest
 from atra.adapters.journal.database import Journal
 from atra.adapters.journal.records import CycleRecord, JournalBatch
 from atra.cli import main
+from atra.cli.replay_output import compare_replay
 from atra.core.exits.api import ExitSpec
 from atra.core.signals.spec import SignalSpec
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
-from atra.live.compare import BacktestPlan, compare_journal
+from atra.live.compare import BacktestPlan
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LoopSettings, StrategyDecider
 from atra.live.replay import ReplayReport, ReplaySetup, run_replay
@@ -186,7 +187,7 @@ def test_summary_is_what_the_journal_holds(replayed: Path) -> None:
 
 
 def test_compare_finds_a_normal_replay_identical(replayed: Path) -> None:
-    result = asyncio.run(compare_journal(replayed, _plan(), CANDLES, None))
+    result = asyncio.run(compare_replay(replayed, _plan(), CANDLES, None))
     assert result.differences == ()
     assert result.identical
     assert result.decisions > 10
@@ -204,7 +205,7 @@ def test_compare_reports_a_tampered_journal(replayed: Path, tmp_path: Path) -> N
         ).fetchone()
         db.execute("UPDATE positions SET exit_price = exit_price * 1.001 WHERE position_id = ?",
                    (pid,))  # fmt: skip
-    result = asyncio.run(compare_journal(path, _plan(), CANDLES, None))
+    result = asyncio.run(compare_replay(path, _plan(), CANDLES, None))
     assert not result.identical
     assert result.differences[0].startswith("trade ")
     assert "exit_price" in result.differences[0]
@@ -218,7 +219,7 @@ def test_compare_reports_a_flipped_decision(replayed: Path, tmp_path: Path) -> N
             "UPDATE signals SET take = 0, blocked_by = 'meta_model' WHERE id ="
             " (SELECT min(id) FROM signals WHERE take = 1)"
         )
-    result = asyncio.run(compare_journal(path, _plan(), CANDLES, None))
+    result = asyncio.run(compare_replay(path, _plan(), CANDLES, None))
     assert "replay blocked by meta_model, backtest take" in result.differences[0]
 
 
@@ -233,7 +234,7 @@ def test_compare_reports_a_flipped_decision(replayed: Path, tmp_path: Path) -> N
 def test_compare_reports_a_backtest_with_other_settings(
     replayed: Path, exit_spec: ExitSpec, limits: GuardLimits
 ) -> None:
-    result = asyncio.run(compare_journal(replayed, _plan(exit_spec, limits), CANDLES, None))
+    result = asyncio.run(compare_replay(replayed, _plan(exit_spec, limits), CANDLES, None))
     assert not result.identical
     assert result.replay_equity != pytest.approx(result.backtest_equity, rel=1e-9)
 
@@ -445,7 +446,7 @@ def test_compare_with_a_model_and_kelly_sizing(tmp_path: Path) -> None:
     plan = BacktestPlan.of_replay(
         _settings(), decider=decider, exit_spec=EXIT, limits=LIMITS, market=Market.PERP
     )
-    result = asyncio.run(compare_journal(path, plan, CANDLES, None))
+    result = asyncio.run(compare_replay(path, plan, CANDLES, None))
     assert result.differences == ()
     summary = asyncio.run(read_summary(path))
     assert summary.blocked.get("meta_model", 0) > 0
@@ -454,5 +455,5 @@ def test_compare_with_a_model_and_kelly_sizing(tmp_path: Path) -> None:
     other = MetaModel(meta.params).fit(X, pd.Series(ys))
     other.threshold = 0.01
     plan2 = replace(plan, decider=replace(decider, model=ModelHandle(other, "tiny-model")))
-    result2 = asyncio.run(compare_journal(path, plan2, CANDLES, None))
+    result2 = asyncio.run(compare_replay(path, plan2, CANDLES, None))
     assert result2.differences[0].startswith("decision ")

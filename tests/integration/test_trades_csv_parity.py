@@ -6,7 +6,7 @@ A month of three real USDT-M perpetuals with their funding (../shared/data) is s
 fake exchange and replayed through the live loop with a meta model, half-Kelly sizing, a TP1
 partial with break-even and maker take-profits. The backtest runs on the same candles up to
 the replay's end (the plan ``atra live --replay --compare`` builds,
-:func:`atra.live.compare.backtest_replay`): trades still open at the end are open in the
+:func:`atra.cli.replay_output.backtest_of_replay`): trades still open at the end are open in the
 journal and ``END`` in the backtest, and neither file lists them.
 """
 
@@ -25,6 +25,7 @@ import pytest
 
 from atra.adapters.trades_csv import write_trades_csv
 from atra.cli import main
+from atra.cli.replay_output import backtest_of_replay
 from atra.core.closed_trades import closed_trades_of_backtest
 from atra.core.decision import EVENT_FEATURES, ModelHandle, bar_features, decision_features
 from atra.core.exits.api import ExitSpec
@@ -34,7 +35,7 @@ from atra.core.signals.events import generate_events
 from atra.core.signals.spec import SignalSpec
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
-from atra.live.compare import BacktestPlan, backtest_replay
+from atra.live.compare import BacktestPlan
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LoopSettings, StrategyDecider
 from atra.live.replay import ReplaySetup, run_replay
@@ -127,7 +128,7 @@ def test_journal_and_backtest_write_the_same_trades_csv(
     plan = BacktestPlan.of_replay(
         settings, decider=decider, exit_spec=EXIT, limits=LIMITS, market=Market.PERP
     )
-    bt = backtest_replay(plan, candles, funding)
+    bt = backtest_of_replay(plan, candles, funding)
     trades, still_open = closed_trades_of_backtest(bt.trades)
     from_backtest = tmp_path / "backtest_trades.csv"
     write_trades_csv(from_backtest, trades)

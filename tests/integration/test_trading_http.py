@@ -108,8 +108,14 @@ async def test_round_trip() -> None:
         )
         assert (tp.status, tp.price, tp.reduce_only) == ("NEW", 41_000.5, True)
         assert (stop.stop_price, stop.close_position) == (39_000.0, True)
-        assert [o.client_order_id for o in await trader.open_orders("BTCUSDT")] == ["t1", "s1"]
-        assert len(await trader.open_orders()) == 2
+        assert (stop.status, stop.algo_status, stop.conditional) == ("NEW", "NEW", True)
+        # the stop is an algo order: listed by openAlgoOrders, never by openOrders
+        assert [o.client_order_id for o in await trader.open_orders("BTCUSDT")] == ["t1"]
+        assert len(await trader.open_orders()) == 1
+        listed = await trader.open_conditional_orders("BTCUSDT")
+        assert [(o.client_order_id, o.type) for o in listed] == [("s1", "STOP_MARKET")]
+        assert await trader.get_order("BTCUSDT", "s1") is None  # not on /fapi/v1/order
+        assert await trader.get_order("BTCUSDT", "s1", conditional=True) == stop
         (pos,) = await trader.positions()
         assert (pos.symbol, pos.quantity) == ("BTCUSDT", 0.3)
         assert pos.entry_price == entry.avg_price
@@ -125,7 +131,8 @@ async def test_round_trip() -> None:
         assert filled is not None
         assert filled.status == "FILLED"
         assert await trader.cancel_order("BTCUSDT", "never-placed") is None
-        assert [o.client_order_id for o in await trader.open_orders()] == ["s1"]
+        assert await trader.open_orders() == []
+        assert [o.client_order_id for o in await trader.open_conditional_orders()] == ["s1"]
         same = await trader.place_order(_order("e1", quantity=0.3))  # -4116 -> the known order
         assert same.order_id == entry.order_id
         assert len(fake.engine.fills) == 1
@@ -134,6 +141,9 @@ async def test_round_trip() -> None:
         assert ("/fapi/v1/openOrders", 40) in paths
         assert ("/fapi/v1/openOrders", 1) in paths
         assert ("/fapi/v2/positionRisk", 5) in paths
+        assert ("/fapi/v1/algoOrder", 0) in paths  # New Algo Order: 0 on the IP weight
+        assert ("/fapi/v1/openAlgoOrders", 1) in paths
+        assert ("/fapi/v1/openAlgoOrders", 40) in paths
         assert {r.status for r in fake.requests} == {200, 400}
 
 

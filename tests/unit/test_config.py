@@ -416,3 +416,40 @@ def test_borrow_rate_must_be_a_finite_rate(tmp_path: Path, value: str, fragment:
         "ATRA__COSTS__SPOT_BORROW_BPS_PER_HOUR: costs.spot_borrow_bps_per_hour: "
     ), msg
     assert fragment in msg
+
+
+# ------------------------------------------------------------------ [data.bounds]
+
+
+def test_data_bounds_build_the_cores_limits(tmp_path: Path) -> None:
+    from atra.core.bounds import DEFAULT_LIMITS
+
+    assert load_config(None, env={}).data.bounds.limits() == DEFAULT_LIMITS
+    toml = "[data.bounds]\nmin_price = 0.5\nmax_price = 2e5\nmax_abs_funding_rate = 0.01\n"
+    limits = load_config(write(tmp_path, toml), env={}).data.bounds.limits()
+    assert (limits.min_price, limits.max_price, limits.max_abs_funding_rate) == (0.5, 2e5, 0.01)
+    assert limits.now_ms is None  # the clock is the caller's
+    env = {"ATRA__DATA__BOUNDS__MAX_PRICE": "1e6"}
+    assert load_config(write(tmp_path, toml), env=env).data.bounds.max_price == 1e6
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "fragment"),
+    [
+        ("max_price = inf", "data.bounds.max_price", "finite number"),
+        ("max_price = nan", "data.bounds.max_price", "finite number"),
+        ("max_price = 0", "data.bounds.max_price", "greater than 0"),
+        ("min_price = -1e-8", "data.bounds.min_price", "greater than 0"),
+        ('min_price = "cheap"', "data.bounds.min_price", "valid number"),
+        ("max_abs_funding_rate = -0.01", "data.bounds.max_abs_funding_rate", "greater than 0"),
+        ("max_abs_funding_rate = inf", "data.bounds.max_abs_funding_rate", "finite number"),
+        ("min_price = 10\nmax_price = 5", "data.bounds", "min_price (10) must be below max_price"),
+        ("max_prize = 5", "data.bounds.max_prize", "unknown key"),
+    ],
+)
+def test_a_bad_bound_is_refused_at_load_naming_the_key(
+    tmp_path: Path, toml: str, key: str, fragment: str
+) -> None:
+    msg = error_of(write(tmp_path, f"[data.bounds]\n{toml}\n"))
+    assert msg.startswith(f"config.toml: {key}: "), msg
+    assert fragment in msg

@@ -23,7 +23,8 @@ from atra.core.types import Timeframe
 from atra.errors import DataError
 from atra.live.execution import CANCELLED, ExchangeBroker, round_step, round_tick
 from atra.live.paper import Broker, BrokerUpdate, EntryRequest, client_order_id
-from atra.sim.venue import LocalVenue, MatchingEngine
+from atra.sim.local_venue import LocalVenue
+from atra.sim.venue import MatchingEngine
 
 TF = Timeframe.H1
 STEP = TF.ms
@@ -112,6 +113,13 @@ def flat(n: int = FLAT) -> tuple[list[float], list[float], list[float]]:
 ENTRY_MS = T0 + (SIG + 1) * STEP  # the entry bar's open: when the broker submits
 
 
+def resting_ids(engine: MatchingEngine, symbol: str | None = None) -> set[str]:
+    """Client ids of everything resting at the venue: matching-engine orders (``openOrders``)
+    and algo orders (``openAlgoOrders``)."""
+    regular = {o.client_order_id for o in engine.open_orders(symbol)}
+    return regular | {a.client_algo_id for a in engine.open_algo_orders(symbol)}
+
+
 def engine_for(df: pd.DataFrame, spec: ExitSpec, rules: SymbolRules = RULES) -> MatchingEngine:
     return MatchingEngine({SYM: df}, STEP, slippage_bps=spec.slippage_bps, rules={SYM: rules})
 
@@ -145,7 +153,7 @@ class Rig:
     def assert_flat(self) -> None:
         """Nothing left behind at the venue: no position, no resting order."""
         assert self.engine.position(SYM).quantity == 0.0
-        assert self.engine.open_orders(SYM) == []
+        assert resting_ids(self.engine, SYM) == set()
 
 
 def make_rig(
@@ -275,7 +283,7 @@ def assert_matches_kernel(book: Book, engine: MatchingEngine, df: pd.DataFrame,
     assert (pos.exit_time_ms, pos.reason) == (int(times[legs[-1][0]]), legs[-1][2])
     # nothing left behind at the venue
     assert engine.position(SYM).quantity == 0.0
-    assert engine.open_orders(SYM) == []
+    assert resting_ids(engine, SYM) == set()
     assert all(o.status in ("filled", "cancelled", "rejected") for o in book.orders.values())
 
 
@@ -440,7 +448,9 @@ async def test_split_falls_back_to_one_take_profit_below_min_qty() -> None:
     rig = make_rig(spec=replace(SPEC, tp1_fraction=0.5), rules=rules)
     await rig.broker.submit(request(qty=0.015, tp1=1.004, tp2=2.0))
     resting = {o.client_order_id: o for o in rig.engine.open_orders(SYM)}
-    assert set(resting) == {cid("sl"), cid("tp1")}
+    assert set(resting) == {cid("tp1")}
+    # the stop is an algo order (the Algo Order API), never in openOrders
+    assert [a.client_algo_id for a in rig.engine.open_algo_orders(SYM)] == [cid("sl")]
     assert resting[cid("tp1")].orig_qty == 0.015
     assert resting[cid("tp1")].price == 101.0  # rounded to the tick
     (pos,) = rig.broker.positions()
@@ -458,7 +468,7 @@ async def test_lost_entry_answer_is_found_not_doubled() -> None:
     assert pos.status == "open"
     assert rig.engine.position(SYM).quantity == 1.0
     assert [f.client_order_id for f in rig.engine.fills] == [cid("entry")]
-    assert {o.client_order_id for o in rig.engine.open_orders(SYM)} == {cid("sl"), cid("tp1")}
+    assert resting_ids(rig.engine, SYM) == {cid("sl"), cid("tp1")}
     # the same decision again books nothing
     assert await rig.broker.submit(request(qty=1.0)) == BrokerUpdate()
 
@@ -472,7 +482,7 @@ async def test_pending_entry_found_at_recover() -> None:
     assert [f.leg for f in upd.fills] == ["entry"]
     assert upd.positions[-1].status == "open"
     assert rig.engine.position(SYM).quantity == 1.0
-    assert len(rig.engine.open_orders(SYM)) == 2
+    assert len(resting_ids(rig.engine, SYM)) == 2
 
 
 async def test_pending_entry_placed_again_in_its_bar() -> None:
@@ -532,7 +542,7 @@ async def test_recover_places_protection_that_never_made_it() -> None:
     rig.broker.load([pending_record(status="open", entry_time_ms=ENTRY_MS, entry_price=100.0)])
     upd = await rig.broker.recover()
     assert upd.fills == []
-    assert {o.client_order_id for o in rig.engine.open_orders(SYM)} == {cid("sl"), cid("tp1")}
+    assert resting_ids(rig.engine, SYM) == {cid("sl"), cid("tp1")}
     # a second recover changes nothing
     again = await rig.broker.recover()
     assert again.fills == []
@@ -592,7 +602,7 @@ async def test_external_cancel_closes_at_market() -> None:
     rig = make_rig()
     book = Book()
     book.add(await rig.broker.submit(request(horizon=5)))
-    rig.engine.cancel(SYM, cid("sl"), ENTRY_MS + 60_000)  # by hand, on the venue
+    rig.engine.cancel_algo(cid("sl"), ENTRY_MS + 60_000)  # by hand, on the venue
     with capture_logs() as logs:
         book.add(await rig.close_bar(SIG + 1))
     assert "protective_order_lost" in events(logs)
@@ -642,7 +652,7 @@ async def test_unmanaged_venue_position_is_only_reported() -> None:
     (warn,) = [e for e in logs if e["event"] == "unmanaged_position"]
     assert (warn["symbol"], warn["qty"], warn["log_level"]) == ("ETHUSDT", 2.0, "warning")
     assert engine.position("ETHUSDT").quantity == 2.0
-    assert engine.open_orders() == []
+    assert resting_ids(engine) == set()
 
 
 async def test_sync_failure_is_logged_and_retried() -> None:
@@ -677,11 +687,11 @@ async def test_protection_placed_before_a_crash_is_not_doubled() -> None:
     # the previous process placed the entry and the stop, then died before journaling
     enter_by_hand(rig.engine)
     stop = OrderRequest(SYM, "SELL", "STOP_MARKET", cid("sl"), stop_price=99.0, close_position=True)
-    rig.engine.place(stop, ENTRY_MS)
+    rig.engine.place_algo(stop, ENTRY_MS)
     upd = await rig.broker.submit(request(qty=1.0))
     assert upd.positions[-1].status == "open"
-    resting = sorted(o.client_order_id for o in rig.engine.open_orders(SYM))
-    assert resting == sorted([cid("sl"), cid("tp1")])
+    assert resting_ids(rig.engine, SYM) == {cid("sl"), cid("tp1")}
+    assert len(rig.engine.open_algo_orders(SYM)) == 1  # the stop was found, not placed again
 
 
 async def test_entry_cancelled_or_resting_at_the_venue() -> None:
@@ -724,3 +734,61 @@ def test_is_a_broker() -> None:
     """The live loop's protocol (mypy checks the assignment; the loop reads ``spec``)."""
     broker: Broker = make_rig().broker
     assert broker.spec is SPEC
+
+
+# ---- conditional (algo) orders -------------------------------------------------------------
+
+
+async def test_stops_are_algo_orders_and_their_fill_is_booked() -> None:
+    """The stop rests in the algo service (never in openOrders); when it triggers, the fill of
+    the MARKET order it put in the matching engine closes the position at the stop."""
+    df = frame([100.0] * 6, [100.2] * 6, [99.8, 99.8, 99.8, 99.8, 98.5, 99.8])  # bar 4 hits 99
+    rig = make_rig(df)
+    book = Book()
+    book.add(await rig.broker.submit(request(horizon=5)))
+    assert [o.client_order_id for o in rig.engine.open_orders(SYM)] == [cid("tp1")]
+    (sl,) = rig.engine.open_algo_orders(SYM)
+    assert (sl.client_algo_id, sl.order_type, sl.close_position, sl.trigger_price) == (
+        cid("sl"), "STOP_MARKET", True, 99.0
+    )  # fmt: skip
+    for k in range(SIG + 1, 5):
+        book.add(await rig.close_bar(k))
+    (pos,) = book.positions.values()
+    assert (pos.status, pos.reason, pos.exit_price, pos.exit_time_ms) == (
+        "closed", "SL", 99.0, T0 + 4 * STEP
+    )  # fmt: skip
+    algo = rig.engine.get_algo(cid("sl"))
+    assert algo is not None
+    assert algo.algo_status == "FINISHED"
+    assert book.orders[cid("sl")].status == "filled"
+    rig.assert_flat()
+
+
+async def test_a_manual_algo_order_is_reported_once_and_left_alone() -> None:
+    """A take-profit placed by hand on the Algo Order API (another client id, a type ATRA never
+    places): reported at the start and not again, never cancelled, never booked; one placed
+    later on a symbol with a position is found by the next bar's read of its openOrders and
+    openAlgoOrders."""
+    rig = make_rig()
+    await rig.broker.submit(request(horizon=5))
+    manual = OrderRequest(SYM, "SELL", "TAKE_PROFIT_MARKET", "web_tp", quantity=0.5,
+                          stop_price=150.0, reduce_only=True)  # fmt: skip
+    rig.engine.place_algo(manual, ENTRY_MS + 1)
+    held = rig.broker.positions()
+    rig.restart().load(held)
+    with capture_logs() as logs:
+        await rig.broker.recover()
+        await rig.close_bar(SIG + 1)
+    seen = [e for e in logs if e["event"] == "foreign_order_seen"]
+    assert [(e["client_order_id"], e["type"], e["algo"]) for e in seen] == [
+        ("web_tp", "TAKE_PROFIT_MARKET", True)
+    ]
+    later = OrderRequest(SYM, "SELL", "STOP_MARKET", "web_sl", stop_price=50.0, close_position=True)
+    rig.engine.place_algo(later, T0 + (SIG + 2) * STEP + 1)
+    with capture_logs() as logs:
+        await rig.close_bar(SIG + 2)
+        await rig.close_bar(SIG + 2)  # the same bar again: no second scan, no second report
+    seen = [e for e in logs if e["event"] == "foreign_order_seen"]
+    assert [e["client_order_id"] for e in seen] == ["web_sl"]
+    resting = {a.client_algo_id for a in rig.engine.open_algo_orders(SYM)}
+    assert {"web_tp", "web_sl", cid("sl")} <= resting  # nothing of the manual orders touched

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atra.adapters.orders import OrderRequest, OrderSide, SymbolRules, VenuePosition
+from atra.adapters.orders import (
+    OrderRequest,
+    OrderSide,
+    SymbolRules,
+    VenuePosition,
+    is_conditional,
+)
 from atra.core.exits.kernel import (
     REASON_BE,
     REASON_NONE,
@@ -24,7 +30,8 @@ from atra.core.exits.kernel import (
 )
 from atra.errors import DataError, OrderRejected
 from atra.sim.book import Fill, VenueReject
-from atra.sim.venue import LocalVenue, MatchingEngine
+from atra.sim.local_venue import LocalVenue
+from atra.sim.venue import MatchingEngine
 
 STEP = 3_600_000
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % STEP)
@@ -127,8 +134,8 @@ def run_broker(
     qty = 1.0
 
     def stop_or_close(cid: str, stop: float, t: int) -> None:
-        try:
-            eng.place(req(closing, "STOP_MARKET", cid, stop=stop, close_position=True), t)
+        try:  # a stop is an algo order (the Algo Order API)
+            eng.place_algo(req(closing, "STOP_MARKET", cid, stop=stop, close_position=True), t)
         except VenueReject as rej:
             if rej.code != -2021:
                 raise
@@ -156,6 +163,8 @@ def run_broker(
         if j == e + tr.horizon:
             for st_ in eng.open_orders("X", t):
                 eng.cancel("X", st_.client_order_id, t)
+            for algo in eng.open_algo_orders("X", t):
+                eng.cancel_algo(algo.client_algo_id, t)
             pos = abs(eng.position("X").quantity)
             eng.place(req(closing, "MARKET", "time", pos, reduce_only=True), t)
             break
@@ -163,10 +172,12 @@ def run_broker(
         assert tp1_state is not None
         if tr.move_to_be and not be_done and tp1_state.status == "FILLED":
             be_done = True
-            eng.cancel("X", "sl", t)
+            eng.cancel_algo("sl", t)
             stop_or_close("be", entry, t)
     for st_ in eng.open_orders("X"):
         eng.cancel("X", st_.client_order_id, eng.now_ms)
+    for algo in eng.open_algo_orders("X"):
+        eng.cancel_algo(algo.client_algo_id, eng.now_ms)
     assert eng.positions() == []
     legs = []
     times = T0 + STEP * np.arange(o.size)
@@ -330,8 +341,8 @@ def test_placement_in_a_gap_or_outside_the_data_is_rejected(engine: MatchingEngi
 def test_placement_checks(order: OrderRequest, code: int) -> None:
     rules = {"X": SymbolRules("X", step_size=0.001, min_qty=0.005, tick_size=0.1)}
     eng = MatchingEngine({"X": frame([100.0], [101.0], [99.0])}, STEP, rules=rules)
-    with pytest.raises(VenueReject) as info:
-        eng.place(order, at(0))
+    with pytest.raises(VenueReject) as info:  # a conditional type on the Algo Order API
+        (eng.place_algo if is_conditional(order.type) else eng.place)(order, at(0))
     assert (info.value.status, info.value.code) == (400, code)
     assert eng.get("X", "x") is None
     assert eng.rules("X") == rules["X"]
@@ -382,20 +393,27 @@ def test_order_placed_in_a_bar_is_evaluated_on_it_and_cancel_skips_the_bar(
     assert st1 is not None
     assert (st1.status, st1.avg_price, st1.update_time_ms) == ("FILLED", 102.5, T0 + STEP)
     # a stop cancelled in bar 2 is not evaluated on bar 2 (low 97 would hit it)
-    engine.place(req("SELL", "STOP_MARKET", "sl", 1.0, stop=98.0, reduce_only=True), at(1, 9))
-    assert engine.get("X", "sl", at(2, 5)).status == "NEW"  # type: ignore[union-attr]
-    engine.cancel("X", "sl", at(2, 10))
+    engine.place_algo(req("SELL", "STOP_MARKET", "sl", 1.0, stop=98.0, reduce_only=True), at(1, 9))
+    assert engine.get_algo("sl", at(2, 5)).algo_status == "NEW"  # type: ignore[union-attr]
+    engine.cancel_algo("sl", at(2, 10))
     engine.advance(at(6))
-    assert engine.get("X", "sl").status == "CANCELED"  # type: ignore[union-attr]
+    assert engine.get_algo("sl").algo_status == "CANCELED"  # type: ignore[union-attr]
+    assert engine.get("X", "sl") is None  # never triggered: no order in the matching engine
     assert engine.positions() == [VenuePosition("X", 1.0, 100.0)]
 
 
 def test_gap_through_fills_at_the_open(engine: MatchingEngine) -> None:
     engine.place(req("BUY", "MARKET", "a", 2.0), at(2))  # at 99
     engine.place(req("SELL", "LIMIT", "tp", 1.0, price=103.5, reduce_only=True), at(2))
-    engine.place(req("SELL", "STOP_MARKET", "sl", stop=97.5, close_position=True), at(2))
+    engine.place_algo(req("SELL", "STOP_MARKET", "sl", stop=97.5, close_position=True), at(2))
     engine.advance(at(3))  # bar 2: low 97 -> the stop at 97.5; tp expires (flat)
     assert engine.get("X", "sl").avg_price == 97.5  # type: ignore[union-attr]
+    algo = engine.get_algo("sl")  # the algo order finished; its MARKET order holds the fill
+    assert algo is not None
+    child = engine.get_by_id("X", algo.actual_order_id or -1)
+    assert child is not None
+    assert (algo.algo_status, child.type, child.client_order_id) == ("FINISHED", "MARKET", "sl")
+    assert (algo.actual_qty, algo.actual_price, algo.update_time_ms) == (2.0, 97.5, T0 + 2 * STEP)
     tp = engine.get("X", "tp")
     assert tp is not None
     assert (tp.status, tp.executed_qty) == ("NEW", 0.0)
@@ -406,7 +424,7 @@ def test_gap_through_fills_at_the_open(engine: MatchingEngine) -> None:
     # a long stop gapped through at the bar-5 open (96 after the hole)
     eng = make_engine()
     eng.place(req("BUY", "MARKET", "b", 1.0), at(3))
-    eng.place(req("SELL", "STOP_MARKET", "sl2", 1.0, stop=100.0, reduce_only=True), at(3))
+    eng.place_algo(req("SELL", "STOP_MARKET", "sl2", 1.0, stop=100.0, reduce_only=True), at(3))
     eng.place(req("SELL", "LIMIT", "tp2", 1.0, price=110.0, reduce_only=True), at(3))
     eng.advance(at(6))
     assert eng.fills[-1] == Fill("sl2", T0 + 5 * STEP, 96.0, 1.0)
@@ -418,8 +436,8 @@ def test_short_side_stops_and_take_profits_with_slippage() -> None:
     eng = MatchingEngine({"X": frame(o, h, lo)}, STEP, slippage_bps=100.0)
     eng.place(req("SELL", "MARKET", "e", 3.0), at(0))
     assert eng.fills[-1].price == 99.0
-    eng.place(req("BUY", "STOP_MARKET", "sl", 1.0, stop=103.0, reduce_only=True), at(1))
-    eng.place(req("BUY", "TAKE_PROFIT_MARKET", "tpm", 1.0, stop=94.0, reduce_only=True), at(1))
+    eng.place_algo(req("BUY", "STOP_MARKET", "sl", 1.0, stop=103.0, reduce_only=True), at(1))
+    eng.place_algo(req("BUY", "TAKE_PROFIT_MARKET", "tpm", 1.0, stop=94.0, reduce_only=True), at(1))
     eng.place(req("BUY", "LIMIT", "tpl", 5.0, price=93.5, reduce_only=True), at(1))
     eng.advance(at(2))  # bar 1: high 104 >= 103: buy stop at 103 * 1.01
     assert eng.fills[-1] == Fill("sl", T0 + STEP, 103.0 * 1.01, 1.0)
@@ -438,7 +456,7 @@ def test_buy_stop_gapped_and_limit_entries() -> None:
     o, h, lo = [100.0, 105.0, 96.0], [101.0, 106.0, 97.0], [99.0, 104.0, 90.0]
     eng = MatchingEngine({"X": frame(o, h, lo)}, STEP)
     eng.place(req("SELL", "MARKET", "e", 1.0), at(0))
-    eng.place(req("BUY", "STOP_MARKET", "sl", stop=102.0, close_position=True), at(0))
+    eng.place_algo(req("BUY", "STOP_MARKET", "sl", stop=102.0, close_position=True), at(0))
     eng.place(req("BUY", "LIMIT", "buy-low", 2.0, price=95.0), at(0))
     eng.advance(at(2))  # bar 1 opens at 105 above the stop: fills at the open
     assert eng.fills[-1] == Fill("sl", T0 + STEP, 105.0, 1.0)
@@ -462,8 +480,8 @@ def test_stops_before_take_profits_and_nearest_first() -> None:
     eng.place(req("BUY", "MARKET", "e", 2.0), at(0))
     eng.place(req("SELL", "LIMIT", "tp2", 1.0, price=108.0, reduce_only=True), at(0))
     eng.place(req("SELL", "LIMIT", "tp1", 1.0, price=104.0, reduce_only=True), at(0))
-    eng.place(req("SELL", "STOP_MARKET", "sl-far", 1.0, stop=92.0, reduce_only=True), at(0))
-    eng.place(req("SELL", "STOP_MARKET", "sl", 1.0, stop=95.0, reduce_only=True), at(0))
+    eng.place_algo(req("SELL", "STOP_MARKET", "sl-far", 1.0, stop=92.0, reduce_only=True), at(0))
+    eng.place_algo(req("SELL", "STOP_MARKET", "sl", 1.0, stop=95.0, reduce_only=True), at(0))
     eng.advance(at(1))
     assert [f.client_order_id for f in eng.fills] == ["e", "sl", "sl-far"]
     assert {st.client_order_id: st.status for st in map(eng.get, "XX", ("tp1", "tp2")) if st} == {

@@ -534,3 +534,28 @@ def test_bar_spacing_against_the_name() -> None:
 def test_ms_to_iso_never_raises() -> None:
     assert ms_to_iso(T0 * 1000) == f"{T0 * 1000} ms"
     assert ms_to_iso(-H) == "1969-12-31T23:00:00Z"
+
+
+def test_price_floor_is_configurable_and_named() -> None:
+    frame = make_candles(4)
+    low = float(frame["low"].min())
+    validate_candles(frame, Timeframe.H1, source="f", limits=Limits(min_price=low))
+    with pytest.raises(DataError, match=r"price < .* data\.bounds\.min_price = "):
+        validate_candles(frame, Timeframe.H1, source="f", limits=Limits(min_price=low * 1.001))
+    tiny = make_candles(4).assign(low=5e-9)  # below what Binance can quote
+    with pytest.raises(DataError, match=r"row 1 .*price < 1e-08 \(implausible"):
+        validate_candles(tiny, Timeframe.H1, source="f")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "rule"),
+    [
+        ({"min_price": 0.0}, r"data\.bounds\.min_price must be a positive finite number"),
+        ({"min_price": float("nan")}, r"data\.bounds\.min_price must be a positive finite"),
+        ({"min_price": 10.0, "max_price": 10.0}, r"min_price \(10\) must be below .*max_price"),
+        ({"max_price": True}, r"data\.bounds\.max_price must be a number"),
+    ],
+)
+def test_bounds_refuse_nonsense_naming_the_key(kwargs: dict[str, float], rule: str) -> None:
+    with pytest.raises(ConfigError, match=rule):
+        Limits(**kwargs)  # type: ignore[arg-type]

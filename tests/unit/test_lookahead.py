@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atra.adapters.series import read_series
+from atra.core import lookahead
 from atra.core.features.external import DAY_MS, SERIES
 from atra.core.features.registry import (
     Family,
@@ -32,13 +33,12 @@ from atra.core.features.registry import (
     PointInTimeSeries,
     compute_features,
     feature_registry,
-    feature_specs,
 )
+from atra.core.lookahead import checkable_features, feature_lookahead
 from atra.core.types import Timeframe
 
 H = 3_600_000
 T0 = 1_700_006_400_000  # 2023-11-15 00:00 UTC, a funding time
-RTOL = 1e-9
 
 
 def candles(n: int, seed: int, drop: Sequence[int] = (), start: int = T0) -> pd.DataFrame:
@@ -125,70 +125,26 @@ def builtin_series(start: int, end: int, seed: int) -> tuple[PointInTimeSeries, 
     return tuple(out)
 
 
-def _series_times(series: PointInTimeSeries) -> npt.NDArray[np.int64]:
-    return series.times_ms()
-
-
-def truncate(
-    main: pd.DataFrame, ctx: FeatureContext, cut: int
-) -> tuple[pd.DataFrame, FeatureContext]:
-    """Everything known at the close of bar ``cut``: bars opened at or before it, and records
-    whose time + lag is strictly before its close (the documented rule)."""
-    open_t = int(main.open_time.iloc[cut])
-    close_t = open_t + H
-
-    def bars(frame: pd.DataFrame | None) -> pd.DataFrame | None:
-        return None if frame is None else frame[frame.open_time <= open_t]
-
-    funding = ctx.funding
-    if funding is not None:
-        funding = funding[funding.funding_time + ctx.funding_lag_ms < close_t]
-    series = tuple(
-        dataclasses.replace(s, frame=s.frame[_series_times(s) + s.lag_ms < close_t])
-        for s in ctx.series
-    )
-    new_ctx = dataclasses.replace(
-        ctx, funding=funding, counterpart=bars(ctx.counterpart), btc=bars(ctx.btc), series=series
-    )
-    return main.iloc[: cut + 1], new_ctx
-
-
 def lookahead_mismatches(
     main: pd.DataFrame,
     ctx: FeatureContext,
     cuts: Sequence[int],
     registry: Mapping[str, FeatureSpec] | None = None,
 ) -> dict[str, list[int]]:
-    """Feature name -> the cut bars at which a truncated recomputation disagrees."""
-    full = compute_features(main, ctx, registry=registry)
-    assert set(full.columns) - {"open_time"} == set(feature_specs(ctx, registry))
+    """Feature name -> the cut bars at which a truncated recomputation disagrees (the library's
+    truncation test, :func:`atra.core.lookahead.feature_lookahead`, bit for bit)."""
+    names, uncheckable = checkable_features(ctx, registry)
+    assert uncheckable == []  # the context feeds every registered feature
+    times = main.open_time.to_numpy()
     bad: dict[str, list[int]] = {}
-    for cut in cuts:
-        part_main, part_ctx = truncate(main, ctx, cut)
-        part = compute_features(part_main, part_ctx, registry=registry)
-        want = full.iloc[: cut + 1]
-        for name in full.columns:
-            a, b = part[name].to_numpy(), want[name].to_numpy()
-            same = (np.isnan(a) & np.isnan(b)) | np.isclose(a, b, rtol=RTOL, atol=0.0)
-            if not same.all():
-                bad.setdefault(name, []).append(cut)
+    for f in feature_lookahead(main, ctx, cuts, names=names, registry=registry):
+        bad.setdefault(f.name, []).append(int(np.searchsorted(times, f.cut_ms)))
     return bad
 
 
 def pick_cuts(main: pd.DataFrame, n: int, seed: int) -> list[int]:
-    """Random cuts plus the bars around gaps and the bars closing on a funding time."""
-    rng = np.random.default_rng(seed)
-    step = np.diff(main.open_time.to_numpy())
-    after_gap = np.flatnonzero(step != H) + 1
-    special = [*(after_gap - 1), *after_gap, *(after_gap + 1)]
-    on_funding = np.flatnonzero((main.open_time.to_numpy() + H) % (8 * H) == 0)
-    special += rng.choice(on_funding, 3, replace=False).tolist()
-    # bars closing on a publication instant (Fear & Greed D 01:00, Coin Metrics D 06:00)
-    for hour in (1, 6):
-        on_pub = np.flatnonzero((main.open_time.to_numpy() + H) % DAY_MS == hour * H)
-        special += rng.choice(on_pub, 2, replace=False).tolist()
-    random = rng.choice(len(main), n, replace=False).tolist()
-    return sorted({int(c) for c in [*special, *random, 0, 1, len(main) - 1] if c < len(main)})
+    """Random cuts plus the bars around every gap, on funding times and publication hours."""
+    return lookahead.pick_cuts(main.open_time.to_numpy(), H, n, seed)
 
 
 # synthetic ------------------------------------------------------------------------------------

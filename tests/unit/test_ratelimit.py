@@ -19,12 +19,16 @@ from atra.adapters.ratelimit import (
     RateLimiter,
     ScaledClock,
     SystemClock,
+    add_market_limits,
     forget_shared_limiters,
+    orders_bucket,
     parse_rate_limits,
     shared_limiter,
+    stated_limit,
 )
 from atra.core.types import Market
 from atra.errors import ExchangeError, IPBanned
+from atra.obs.metrics import Metrics
 
 
 @pytest.fixture
@@ -318,6 +322,120 @@ async def test_418_stops_every_request_until_the_ban_ends(clock: ManualClock) ->
     assert lim.stats.requests == 2
 
 
+# ---- ORDERS limits and limits a 429 states ----------------------------------------------
+
+
+def test_configure_takes_the_orders_limits_and_drops_stale_ones(clock: ManualClock) -> None:
+    lim = add_market_limits(make(clock), Market.PERP)
+    assert lim.order_buckets() == ("orders/10s", "orders/60s")
+    lim.configure(
+        [
+            RateLimit("REQUEST_WEIGHT", 60.0, 2400),
+            RateLimit("ORDERS", 10.0, 50),
+            RateLimit("ORDERS", 86_400.0, 160_000),
+        ]
+    )
+    assert lim.order_buckets() == ("orders/10s", "orders/86400s")  # the minute one is gone
+    assert lim.limit("orders/10s") == (50, 10.0)
+    assert lim.limit(FUNDING) == (500, 300.0)  # not an ORDERS bucket: kept
+    lim.configure([RateLimit("REQUEST_WEIGHT", 60.0, 1200)])  # no ORDERS listed: kept
+    assert lim.order_buckets() == ("orders/10s", "orders/86400s")
+
+
+async def test_orders_bucket_spaces_new_orders(clock: ManualClock) -> None:
+    lim = make(clock, 10_000)
+    lim.set_limit(orders_bucket(10.0), 5, 10.0)  # budget 4 per 12 s
+    charges = {WEIGHT: 1, orders_bucket(10.0): 1}
+    for _ in range(4):
+        await lim.acquire(charges)
+    fifth = asyncio.ensure_future(lim.acquire(charges))
+    await settle()
+    assert not fifth.done()
+    clock.advance(12.0)
+    await settle()
+    assert fifth.done()
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "Too much request weight used; current limit is 1200 request weight per 1 MINUTE. "
+            "Please use WebSocket Streams for live updates to avoid polling the API.",
+            RateLimit("REQUEST_WEIGHT", 60.0, 1200),
+        ),
+        (
+            "Too many new orders; current limit is 50 orders per 10 SECOND.",
+            RateLimit("ORDERS", 10.0, 50),
+        ),
+        ("Too many requests queued.", None),
+        ("Too much request weight used; please back off.", None),
+        ("current limit is 0 request weight per 1 MINUTE", None),
+    ],
+)
+def test_stated_limit(message: str, expected: RateLimit | None) -> None:
+    assert stated_limit(message) == expected
+
+
+def test_learn_adopts_only_a_tighter_limit(clock: ManualClock) -> None:
+    lim = make(clock, 2400)
+    assert not lim.learn(RateLimit("REQUEST_WEIGHT", 60.0, 6000))  # looser: kept 2,400
+    assert lim.limit() == (2400, 60.0)
+    assert lim.learn(RateLimit("REQUEST_WEIGHT", 60.0, 300))
+    assert lim.limit() == (300, 60.0)
+    assert lim.budget() == 270
+    assert not lim.learn(RateLimit("REQUEST_WEIGHT", 10.0, 100))  # 10/s is looser than 5/s
+    assert lim.learn(RateLimit("ORDERS", 10.0, 50))  # a new bucket
+    assert lim.order_buckets() == ("orders/10s",)
+    assert not lim.learn(RateLimit("ORDERS", 10.0, 80))
+    assert lim.learn(RateLimit("ORDERS", 10.0, 20))
+    assert lim.limit("orders/10s") == (20, 10.0)
+    assert not lim.learn(RateLimit("RAW_REQUESTS", 60.0, 1))
+
+
+async def test_wire_gate_holds_during_a_pause_and_raises_during_a_ban(clock: ManualClock) -> None:
+    lim = make(clock)
+    assert not lim.must_hold()
+    lim.on_rate_limited(5.0)
+    assert lim.must_hold()
+    assert lim.held == 1
+    clock.advance(5.0)
+    assert not lim.must_hold()
+    lim.on_banned(30.0)
+    with pytest.raises(IPBanned):
+        lim.must_hold()
+
+
+async def test_a_reading_does_not_count_the_request_it_answers(clock: ManualClock) -> None:
+    lim = make(clock)
+    async with lim.slot({WEIGHT: 30}), lim.slot({WEIGHT: 20}):
+        lim.observe_used_weight(40, answered=20)  # the 20 are in the 40, the 30 maybe not
+        assert lim.used() == 70
+    assert lim.used() == 70
+
+
+async def test_limiter_metrics(clock: ManualClock) -> None:
+    m = Metrics()
+    lim = make(clock, 100)
+    lim.report_to(m, "perp")
+    assert lim.reporting_to is m
+
+    def value(name: str) -> float | None:
+        return m.registry.get_sample_value(name, {"market": "perp"})
+
+    assert value("atra_ratelimit_weight_limit") == 100
+    await lim.acquire({WEIGHT: 80})
+    await drive(clock, lim.acquire({WEIGHT: 80}))  # waits for the first 80 to leave the window
+    assert value("atra_ratelimit_wait_seconds_total") == pytest.approx(62.0)
+    lim.observe_used_weight(37)
+    assert value("atra_ratelimit_weight_used") == 37
+    lim.on_rate_limited(3.0)
+    await drive(clock, lim.hold_while_paused())
+    assert value("atra_ratelimit_wait_seconds_total") == pytest.approx(65.0)
+    lim.learn(RateLimit("REQUEST_WEIGHT", 60.0, 50))
+    assert value("atra_ratelimit_weight_limit") == 50
+
+
 # ---- connections ---------------------------------------------------------------------
 
 
@@ -348,6 +466,12 @@ def test_shared_limiter_is_one_per_host_and_market() -> None:
     assert a.limit() == (6000, 60.0)
     assert b.limit() == (2400, 60.0)
     assert b.limit(FUNDING) == (500, 300.0)
+    # Binance's ORDERS limits until exchangeInfo says more: USDT-M 300 / 10 s and 1,200 / min
+    assert b.order_buckets() == ("orders/10s", "orders/60s")
+    assert b.limit("orders/10s") == (300, 10.0)
+    assert b.limit("orders/60s") == (1200, 60.0)
+    assert a.limit("orders/10s") == (100, 10.0)
+    assert a.limit("orders/86400s") == (200_000, 86_400.0)
     forget_shared_limiters()
     assert shared_limiter("registry.test", Market.SPOT) is not a
     forget_shared_limiters()

@@ -17,6 +17,7 @@ from atra.adapters.orders import (
     VENUE_TYPES,
     OrderState,
     SymbolRules,
+    VenuePosition,
 )
 from atra.adapters.trading.wire import parse_balances, parse_order, parse_orders, parse_positions
 from atra.errors import ExchangeError
@@ -39,7 +40,7 @@ def load(name: str) -> Any:
 def test_every_fixture_file_is_listed_in_the_readme() -> None:
     readme = (SHAPES / "README.md").read_text(encoding="utf-8")
     files = sorted(p.name for p in SHAPES.glob("*.json"))
-    assert len(files) == 7
+    assert len(files) == 13  # 8 order-endpoint answers, 5 of the Algo Order API
     assert all(f"`{name}`" in readme for name in files)
 
 
@@ -62,6 +63,18 @@ def test_the_documented_cancel_answer_has_no_avg_price() -> None:
     assert parse_order(row, WHERE).status == "CANCELED"
 
 
+def test_the_newer_new_order_example_parses_without_avg_price_or_cum_quote() -> None:
+    row = load("new_order_limit.json")
+    assert not {"avgPrice", "cumQuote"} & set(row)
+    st = parse_order(row, "binance perp POST /fapi/v1/order")
+    assert (st.type, st.side, st.status, st.foreign) == ("LIMIT", "SELL", "NEW", False)
+    assert (st.orig_qty, st.executed_qty, st.avg_price, st.price) == (10.0, 0.0, 0.0, 0.0)
+    assert (st.order_id, st.update_time_ms) == (22542179, 1566818724722)
+    filled = row | {"executedQty": "10"}  # executed without a price: refused, never guessed
+    with pytest.raises(ExchangeError, match=r"executedQty 10\.0 without avgPrice or cumQuote"):
+        parse_order(filled, WHERE)
+
+
 def test_documented_open_orders_parse() -> None:
     (st,) = parse_orders(load("open_orders.json"), "binance perp GET /fapi/v1/openOrders")
     assert (st.client_order_id, st.order_id, st.orig_qty) == ("abc", 1917641, 0.4)
@@ -69,14 +82,15 @@ def test_documented_open_orders_parse() -> None:
     assert not st.is_final
 
 
-@pytest.mark.parametrize("name", ["position_risk_oneway.json", "position_risk_hedge.json"])
-def test_documented_position_risk_parses(name: str) -> None:
-    rows = load(name)
-    assert parse_positions(rows, WHERE) == []  # the examples are flat
+def test_documented_position_risk_parses() -> None:
+    rows = load("position_risk_oneway.json")
+    assert parse_positions(rows, WHERE) == []  # the one-way example is flat
     rows[-1]["positionAmt"] = "-0.250"
     rows[-1]["entryPrice"] = "6679.10000"
     (pos,) = parse_positions(rows, WHERE)
     assert (pos.symbol, pos.quantity, pos.entry_price) == ("BTCUSDT", -0.25, 6679.1)
+    hedge = load("position_risk_hedge.json")  # a LONG of 0.001 and a flat SHORT
+    assert parse_positions(hedge, WHERE) == [VenuePosition("BTCUSDT", 0.001, 22185.2)]
 
 
 def test_documented_balance_parses() -> None:

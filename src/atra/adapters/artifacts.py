@@ -36,6 +36,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from atra.adapters.plugins import check_plugin_record, plugin_record
 from atra.core.features.context import ModelInputs
 from atra.core.meta import Calibration, MetaModel, MetaParams
 from atra.errors import AtraError, ModelError
@@ -155,10 +156,15 @@ def save_model(
     ``train_start_ms``/``train_end_ms`` is the training window, ``data_hash`` identifies the
     training data (e.g. :func:`dataset_hash`), ``oos_metrics`` is stored as plain numbers
     (e.g. ``oos_metrics_by_year`` output), ``extra`` holds further plain provenance fields,
-    ``inputs`` the side data and history the features read (stored as ``inputs``).
-    Saving an identical model again returns the existing entry.
+    ``inputs`` the side data and history the features read (stored as ``inputs``). The
+    plug-ins its features and rule (``extra["signal_spec"]["rule"]``) come from are stored as
+    ``plugins`` (:func:`atra.adapters.plugins.plugin_record`); loading refuses the model where
+    they are not registered. Saving an identical model again returns the existing entry.
     """
     booster = model.booster
+    spec = (extra or {}).get("signal_spec")
+    rule = spec.get("rule") if isinstance(spec, Mapping) else None
+    plugins = plugin_record(model.feature_names, rule if isinstance(rule, str) else None)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
@@ -177,6 +183,7 @@ def save_model(
                 "extra": dict(extra or {}),
                 "model_sha256": model_sha,
                 **({} if inputs is None else {"inputs": inputs.to_dict()}),
+                **({"plugins": plugins} if plugins else {}),
             }
         )
         model_id = _content_id(model_sha, meta)
@@ -263,7 +270,8 @@ def load_model(path: str | Path, feature_names: Sequence[str]) -> RegisteredMode
     """Load ``path`` (a model directory or its ``meta.json``) for callers with ``feature_names``.
 
     Refuses with a one-line :class:`ModelError`: missing or corrupt files, a hash mismatch,
-    an unreadable booster, or a feature schema (names and order) different from the caller's.
+    an unreadable booster, a plug-in feature or rule it was trained with that is not loaded,
+    or a feature schema (names and order) different from the caller's.
     """
     path = Path(path)
     directory = path.parent if path.name == META_FILE else path
@@ -281,6 +289,7 @@ def load_model(path: str | Path, feature_names: Sequence[str]) -> RegisteredMode
             raise ModelError(f"model file {model_file} is corrupt: sha256 differs from metadata")
         if _content_id(meta["model_sha256"], meta) != model_id:
             raise ModelError(f"metadata {directory / META_FILE} is corrupt: model_id mismatch")
+        check_plugin_record(model_id, meta.get("plugins"))
         names = [str(n) for n in meta["feature_names"]]
         problem = _schema_error(model_id, names, [str(n) for n in feature_names])
         if problem is not None:

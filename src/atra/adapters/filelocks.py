@@ -96,6 +96,10 @@ class ExclusiveLock:
         try:
             self._lock.acquire(blocking=False)
         except Timeout:
+            if not self.lock_file.is_file():  # not held: it could not be created at all
+                raise DataError(
+                    f"{self.what} {self.path}: cannot create the lock file {self.lock_file}"
+                ) from None
             pid = holder_pid(self.lock_file)
             by = f"process {pid}" if pid is not None else "another process"
             raise DataError(

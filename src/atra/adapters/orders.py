@@ -3,10 +3,11 @@
 What the live execution broker (:mod:`atra.live.execution`) needs from a venue, whatever serves it:
 the signed REST client (:class:`atra.adapters.trading.trader.BinanceTrader`) against Binance or the
 fake exchange, or the in-process venue over the fake's matching engine
-(:class:`atra.sim.venue.LocalVenue`).
+(:class:`atra.sim.local_venue.LocalVenue`).
 
 Wire format (``POST /fapi/v1/order``, ``GET /fapi/v1/order``, ``DELETE /fapi/v1/order``,
-``GET /fapi/v1/openOrders``, ``GET /fapi/v2/positionRisk``, ``GET /fapi/v2/balance``): every
+``GET /fapi/v1/openOrders``, ``GET /fapi/v2/positionRisk``, ``GET /fapi/v2/balance``, and the
+Algo Order API: ``POST/GET/DELETE /fapi/v1/algoOrder``, ``GET /fapi/v1/openAlgoOrders``): every
 call is SIGNED: the query string holds the parameters plus ``timestamp`` (ms) and
 ``recvWindow``, then ``signature`` = hex HMAC-SHA256 of that query string (the exact bytes
 sent, parameters in the order sent) with the API secret; the key goes in the ``X-MBX-APIKEY``
@@ -17,6 +18,17 @@ Idempotency: every order carries a deterministic ``newClientOrderId``
 client id is already known to the venue is refused with :data:`ERR_DUPLICATE_ORDER`; a client
 that lost the answer to a POST therefore looks the order up by ``origClientOrderId`` and
 never places it twice.
+
+Conditional orders (:data:`CONDITIONAL_TYPES`: the stop-loss and break-even STOP_MARKET orders
+ATRA places) live in Binance's Algo Service since 2025-12-09: ``POST /fapi/v1/order`` refuses
+them with :data:`ERR_ALGO_ONLY` (-4120, "Order type not supported for this endpoint. Please
+use the Algo Order API endpoints instead."). They are placed with ``POST /fapi/v1/algoOrder``
+(``algoType=CONDITIONAL``, ``triggerPrice``, ``clientAlgoId`` = the same deterministic id),
+looked up and cancelled by ``clientAlgoId``, and listed by ``GET /fapi/v1/openAlgoOrders``,
+never by ``openOrders``. The venue reports them as :class:`AlgoState` (``algoStatus``: NEW,
+TRIGGERING, TRIGGERED, FINISHED, CANCELED, REJECTED, EXPIRED); once triggered, the order it put
+in the matching engine (``actualOrderId``) holds the fill. :func:`conditional_state` gives the
+broker one :class:`OrderState` for both, so a stop reads the same whichever service holds it.
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 from urllib.parse import urlencode
+
+from atra.errors import ExchangeError
 
 OrderSide = Literal["BUY", "SELL"]
 OrderType = Literal["MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET"]
@@ -50,6 +64,20 @@ still read (kept with its raw type string), only logged as undocumented."""
 FINAL_STATUSES: Final[frozenset[str]] = frozenset(
     {"FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"}
 )
+CONDITIONAL_TYPES: Final[frozenset[str]] = frozenset(
+    {"STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"}
+)
+"""USDT-M order types placed on the Algo Order API only (``algoType=CONDITIONAL``)."""
+AlgoStatus = Literal[
+    "NEW", "CANCELED", "TRIGGERING", "TRIGGERED", "FINISHED", "REJECTED", "EXPIRED"
+]
+"""Binance's ``algoStatus``: NEW (resting in the Algo Service), TRIGGERING (condition met, on
+its way to the matching engine), TRIGGERED (its order is in the matching engine), FINISHED
+(that order filled or was cancelled there), CANCELED, REJECTED (refused by the matching
+engine, e.g. margin), EXPIRED (cancelled by the system)."""
+ALGO_STATUSES: Final[frozenset[str]] = frozenset(
+    {"NEW", "CANCELED", "TRIGGERING", "TRIGGERED", "FINISHED", "REJECTED", "EXPIRED"}
+)
 
 # Binance error codes the order path must tell apart
 ERR_INVALID_SIGNATURE: Final[int] = -1022
@@ -63,6 +91,15 @@ ERR_REDUCE_ONLY_REJECT: Final[int] = -2022  # "ReduceOnly Order is rejected."
 ERR_WOULD_TRIGGER: Final[int] = -2021  # "Order would immediately trigger."
 ERR_INSUFFICIENT_MARGIN: Final[int] = -2019
 ERR_INVALID_QTY: Final[int] = -4003  # quantity below the minimum / not a step multiple
+ERR_ALGO_ONLY: Final[int] = -4120  # STOP_ORDER_SWITCH_ALGO: a conditional type on /fapi/v1/order
+ALGO_ONLY_MSG: Final[str] = (
+    "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."
+)
+
+
+def is_conditional(order_type: str) -> bool:
+    """Whether ``order_type`` goes to the Algo Order API (:data:`CONDITIONAL_TYPES`)."""
+    return order_type in CONDITIONAL_TYPES
 
 
 def side_of(position_side: int, *, closing: bool) -> OrderSide:
@@ -101,7 +138,8 @@ def _wire(value: str | int | float) -> str:
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
     """A new order. ``price`` for LIMIT (GTC), ``stop_price`` for STOP_MARKET /
-    TAKE_PROFIT_MARKET (mark price = last price in the fake). ``quantity`` is in base units,
+    TAKE_PROFIT_MARKET (the ``triggerPrice`` of the Algo Order API, compared with the contract
+    price; mark price = last price in the fake). ``quantity`` is in base units,
     already rounded to the symbol's step; ``close_position`` orders carry no quantity and
     close whatever is open when they trigger."""
 
@@ -123,7 +161,11 @@ class OrderState:
 
     ``type`` is the venue's type string as reported: one of :data:`TRADED_TYPES` for the orders
     ATRA places; any other type (a TRAILING_STOP_MARKET placed by hand, ...) makes the order
-    :attr:`foreign`: read and reported, never managed."""
+    :attr:`foreign`: read and reported, never managed.
+
+    A conditional order (:attr:`conditional`) is an algo order seen through
+    :func:`conditional_state`: ``order_id`` is its ``algoId``, ``algo_status`` its
+    ``algoStatus`` and ``actual_order_id`` the matching-engine order it triggered (None before)."""
 
     symbol: str
     client_order_id: str
@@ -139,15 +181,111 @@ class OrderState:
     reduce_only: bool
     close_position: bool
     update_time_ms: int
+    algo_status: str | None = None
+    actual_order_id: int | None = None
 
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 
     @property
+    def conditional(self) -> bool:
+        """An algo (conditional) order: placed, listed and cancelled on the Algo Order API."""
+        return self.algo_status is not None
+
+    @property
     def foreign(self) -> bool:
         """An order of a type ATRA never places (so never one of its own)."""
         return self.type not in TRADED_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class AlgoState:
+    """A conditional order as the Algo Service reports it (``GET /fapi/v1/algoOrder``).
+
+    ``quantity`` is 0.0 for a ``close_position`` order; ``actual_order_id`` is the order it put
+    in the matching engine once triggered (None before: Binance sends ``""``);
+    ``actual_qty`` / ``actual_price`` are the executed quantity and average price Binance adds
+    once that order (partly) filled (None when the answer does not carry them)."""
+
+    symbol: str
+    client_algo_id: str
+    algo_id: int
+    side: OrderSide
+    order_type: str
+    algo_status: AlgoStatus
+    quantity: float
+    trigger_price: float
+    price: float
+    reduce_only: bool
+    close_position: bool
+    update_time_ms: int
+    actual_order_id: int | None = None
+    actual_qty: float | None = None
+    actual_price: float | None = None
+    create_time_ms: int = 0
+
+    @property
+    def needs_order(self) -> bool:
+        """Triggered into the matching engine: the fill is that order's (``actual_order_id``)."""
+        return self.algo_status in ("TRIGGERED", "FINISHED") and self.actual_order_id is not None
+
+
+_ALGO_FINAL: Final[dict[str, OrderStatus]] = {
+    "CANCELED": "CANCELED",
+    "EXPIRED": "EXPIRED",
+    "REJECTED": "REJECTED",
+}
+
+
+def conditional_state(algo: AlgoState, order: OrderState | None, where: str) -> OrderState:
+    """The :class:`OrderState` of a conditional order: its ids, type, side and trigger price
+    with the status and fill of what it became.
+
+    * NEW / TRIGGERING: NEW, nothing executed (a TRIGGERING order has no order yet).
+    * TRIGGERED / FINISHED: the status, quantities, average price and update time of ``order``
+      (the order it put in the matching engine, ``actualOrderId``). Without it, Binance's
+      ``actualQty`` / ``actualPrice`` at the algo order's update time: FINISHED is FILLED
+      (something executed) or EXPIRED (nothing did), TRIGGERED is PARTIALLY_FILLED or NEW.
+      Neither known: an :class:`~atra.errors.ExchangeError` naming ``where`` (a fill is never
+      guessed).
+    * CANCELED / EXPIRED / REJECTED: that status, nothing executed."""
+    status: OrderStatus
+    orig, executed, avg, updated = algo.quantity, 0.0, 0.0, algo.update_time_ms
+    if order is not None and algo.algo_status in ("TRIGGERED", "FINISHED"):
+        status, orig = order.status, order.orig_qty
+        executed, avg, updated = order.executed_qty, order.avg_price, order.update_time_ms
+    elif algo.algo_status in ("TRIGGERED", "FINISHED"):
+        if algo.actual_qty is None or algo.actual_price is None:
+            raise ExchangeError(
+                f"{where}: algo order {algo.client_algo_id} is {algo.algo_status} but neither its "
+                f"order (actualOrderId {algo.actual_order_id}) nor actualQty/actualPrice is known"
+            )
+        executed, avg = algo.actual_qty, algo.actual_price if algo.actual_qty > 0.0 else 0.0
+        if algo.algo_status == "FINISHED":
+            status = "FILLED" if executed > 0.0 else "EXPIRED"
+        else:
+            status = "PARTIALLY_FILLED" if executed > 0.0 else "NEW"
+    else:
+        status = _ALGO_FINAL.get(algo.algo_status, "NEW")
+    return OrderState(
+        symbol=algo.symbol,
+        client_order_id=algo.client_algo_id,
+        order_id=algo.algo_id,
+        side=algo.side,
+        type=algo.order_type,
+        status=status,
+        orig_qty=orig,
+        executed_qty=executed,
+        avg_price=avg,
+        price=algo.price,
+        stop_price=algo.trigger_price,
+        reduce_only=algo.reduce_only,
+        close_position=algo.close_position,
+        update_time_ms=updated,
+        algo_status=algo.algo_status,
+        actual_order_id=algo.actual_order_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,22 +320,37 @@ class SymbolRules:
 class OrderApi(Protocol):
     """What a venue offers the execution broker. Errors: :class:`atra.errors.OrderRejected`
     for a refused order (its message names the Binance code), :class:`atra.errors.ExchangeError`
-    and subclasses for everything else."""
+    and subclasses for everything else.
+
+    Conditional orders (:func:`is_conditional`) are placed on the Algo Order API by
+    :meth:`place_order`; ``conditional=True`` looks them up and cancels them there (by their
+    client id, ``clientAlgoId``), :meth:`open_conditional_orders` lists them. Their states are
+    :func:`conditional_state`'s."""
 
     async def place_order(self, order: OrderRequest) -> OrderState:
-        """Place ``order``; if the venue already has its client id, return that order's state
-        (never a second order)."""
+        """Place ``order`` (a conditional type on the Algo Order API); if the venue already has
+        its client id, return that order's state (never a second order)."""
         ...
 
-    async def get_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+    async def get_order(
+        self, symbol: str, client_order_id: str, *, conditional: bool = False
+    ) -> OrderState | None:
         """The order's state, None when the venue does not know the client id."""
         ...
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, conditional: bool = False
+    ) -> OrderState | None:
         """Cancel; returns the final state (a FILLED order stays FILLED), None if unknown."""
         ...
 
-    async def open_orders(self, symbol: str | None = None) -> Sequence[OrderState]: ...
+    async def open_orders(self, symbol: str | None = None) -> Sequence[OrderState]:
+        """Resting orders of the matching engine (``openOrders``): never a conditional one."""
+        ...
+
+    async def open_conditional_orders(self, symbol: str | None = None) -> Sequence[OrderState]:
+        """Conditional orders not final yet (``openAlgoOrders``)."""
+        ...
 
     async def positions(self) -> Sequence[VenuePosition]:
         """Non-zero positions only."""

@@ -5,7 +5,8 @@ Layout under ``root``::
     {root}/{exchange}/{market}/{symbol}/{timeframe}.parquet     candles
     {root}/{exchange}/perp/{symbol}/funding.parquet             funding events
 
-Writes validate first (a :class:`DataError` leaves the store untouched), merge idempotently
+Writes validate first, against the store's :class:`~atra.core.bounds.Limits` (the config's
+``[data.bounds]``; a :class:`DataError` leaves the store untouched), merge idempotently
 (writing the same rows again changes nothing, not even the file; a different value for a time
 already stored is a DataError naming that time) and are atomic (temp file in the same folder,
 then ``os.replace``).
@@ -43,6 +44,7 @@ from atra.adapters.filelocks import (
     dataset_lock,
     remove_stale_temps,
 )
+from atra.core.bounds import DEFAULT_LIMITS, Limits
 from atra.core.types import Market, Timeframe
 from atra.errors import DataError
 
@@ -127,10 +129,15 @@ class DatasetInfo:
 
 
 class CandleStore:
-    """Parquet candle and funding store rooted at ``root``."""
+    """Parquet candle and funding store rooted at ``root``; every write is validated against
+    ``limits`` (the sane bounds of ``[data.bounds]``)."""
 
     def __init__(
-        self, root: Path | str = "data", *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+        self,
+        root: Path | str = "data",
+        *,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         if not (math.isfinite(lock_timeout_s) and lock_timeout_s >= 0):
             raise DataError(
@@ -138,6 +145,7 @@ class CandleStore:
             )
         self.root = Path(root)
         self.lock_timeout_s = float(lock_timeout_s)
+        self.limits = limits
 
     # ---- paths -------------------------------------------------------------------------
 
@@ -180,7 +188,7 @@ class CandleStore:
         """Validate ``frame`` and merge it into the dataset of ``key`` (atomic, idempotent)."""
         from atra.core.frames import normalize_candles, validate_candles
 
-        validate_candles(frame, key.timeframe, source=source or str(key))
+        validate_candles(frame, key.timeframe, source=source or str(key), limits=self.limits)
         new = normalize_candles(frame)
         path = self.candle_path(key)
         return _merge_write(
@@ -223,7 +231,7 @@ class CandleStore:
         from atra.core.frames import normalize_funding, validate_funding
 
         name = f"{exchange}/perp/{symbol}/funding"
-        validate_funding(frame, source=source or name)
+        validate_funding(frame, source=source or name, limits=self.limits)
         new = normalize_funding(frame)
         path = self.funding_path(exchange, symbol)
         return _merge_write(
@@ -428,6 +436,10 @@ def _merge_write(
     with dataset_lock(path, name, lock_timeout_s):
         remove_stale_temps(path)
         return _merge_locked(path, new, time_col, schema, name, source)
+
+
+merge_write = _merge_write
+"""The locked, atomic, idempotent merge, for the store's other datasets (external series)."""
 
 
 def _merge_locked(

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from atra.adapters.plugins import load_plugins
 from atra.api.candles import Candles, universe
 from atra.config import AtraConfig, load_config
 from atra.core.backtest.engine import BacktestConfig, BacktestResult, run_backtest
@@ -103,6 +104,7 @@ def settings(
         cfg = config
     else:
         cfg = load_config(Path(config))
+    load_plugins(cfg.plugins)  # the rules and features of [plugins] (once per process)
     rs = settings_from_config(cfg, market)
     return Settings(rs.signal, rs.exit, rs.meta, rs.walkforward, backtest_config_from(cfg))
 

@@ -60,11 +60,13 @@ def _root(
 
 def _register() -> None:
     """Import the command modules; each attaches its commands to ``app``."""
+    from atra.cli import ablation as _ablation  # noqa: F401  (registers `atra ablation`)
     from atra.cli import backtest as _backtest  # noqa: F401  (registers `atra backtest`)
     from atra.cli import data as _data  # noqa: F401  (registers `atra data ...`)
     from atra.cli import demo as _demo  # noqa: F401  (registers `atra demo`)
     from atra.cli import download as _download  # noqa: F401  (registers `atra data download`)
     from atra.cli import explain as _explain  # noqa: F401  (registers `atra explain`)
+    from atra.cli import features as _features  # noqa: F401  (registers `atra features ...`)
     from atra.cli import journal as _journal  # noqa: F401  (registers `atra journal ...`)
     from atra.cli import live as _live  # noqa: F401  (registers `atra live`)
     from atra.cli import report as _report  # noqa: F401  (registers `atra report`)

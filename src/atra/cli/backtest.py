@@ -137,15 +137,17 @@ def backtest_cmd(
         raise ConfigError("--start is required: the first signal time of the evaluation range")
     path = model_path_of(model, models_dir)
     from atra.adapters.trades_csv import write_trades_csv
-    from atra.config import load_config
+    from atra.cli.plugins import load_run_config
     from atra.core.closed_trades import closed_trades_of_backtest
     from atra.research.evaluation.frozen import run_frozen_backtest
     from atra.research.evaluation.settings import backtest_config_from
     from atra.research.pipeline import settings_from_config
 
-    cfg = load_config(selection.config)
+    cfg = load_run_config(selection.config)
     settings = settings_from_config(cfg, selection.market)
     sel = resolve(selection)
+    from atra.cli.series import configured_inputs
+
     start_ms = sel.range.start_ms
     if start_ms is None:  # pragma: no cover  (--start was given, so it parsed to a time)
         raise ConfigError("--start is required")
@@ -166,6 +168,7 @@ def backtest_cmd(
             control_seeds=range(control_seeds),
             allow_overlap=allow_overlap,
             progress=progress,
+            series=configured_inputs(cfg, sel.store.root),
         )
     print_frozen(console, result)
     if trades_csv is not None:

@@ -1,7 +1,9 @@
 """`atra data ...`: import, check, list, resample candles.
 
 Start-up stays light: the import / validation stack (pandas) loads inside the commands that
-need it; ``data list`` reads the Parquet footers only.
+need it; ``data list`` reads the Parquet footers only. The commands that validate rows
+(``import``, ``check``, ``resample``, ``download``) take ``--config`` for the sane bounds of
+``[data.bounds]`` (``ATRA__DATA__BOUNDS__*`` overrides them too).
 """
 
 from __future__ import annotations
@@ -23,12 +25,31 @@ from atra.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from atra.adapters.series import SeriesReport
+    from atra.core.bounds import Limits
     from atra.data.ingest import DatasetCheck
 
 data_app = typer.Typer(help="Import, check, list and resample candle data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 _MAX_PARTIALS_SHOWN = 50
+
+BoundsConfig = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML config whose [data.bounds] (min_price, max_price, max_abs_funding_rate) "
+        "rows must meet (default: the built-in bounds).",
+    ),
+]
+
+
+def store_bounds(config: Path | None) -> Limits:
+    """The sane bounds rows must meet: ``[data.bounds]`` of ``config`` (with its
+    ``ATRA__DATA__BOUNDS__*`` overrides); a bad bound is a one-line ConfigError naming it."""
+    from atra.config import load_config
+
+    return load_config(config).data.bounds.limits()
 
 
 @data_app.command("import")
@@ -41,13 +62,15 @@ def import_cmd(
     ] = None,
     symbol: Annotated[str | None, typer.Option(help="Override the symbol.")] = None,
     timeframe: Annotated[str | None, typer.Option(help="Override the bar size.")] = None,
+    config: BoundsConfig = None,
 ) -> None:
     """Import Parquet/CSV files or Binance public-data dumps (validated, merged, atomic)."""
     from atra.adapters.store import CandleStore
     from atra.data.ingest import import_files
 
+    limits = store_bounds(config)
     console = make_console()
-    store = CandleStore(data_dir)  # created on the first write
+    store = CandleStore(data_dir, limits=limits)  # created on the first write
     with progress_bar(console, "importing") as progress:
         outcomes = import_files(
             store,
@@ -76,6 +99,43 @@ def import_cmd(
     console.print(f"{len(outcomes)} file(s) imported, {added:,} new row(s).", markup=False)
 
 
+@data_app.command("import-series")
+def import_series_cmd(
+    path: Annotated[Path, typer.Argument(help="A daily series file (CSV or Parquet).")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Series name (default: the file stem without _daily)."),
+    ] = None,
+    time_col: Annotated[str, typer.Option("--time-col", help="The time column.")] = "time",
+    columns: Annotated[
+        str | None,
+        typer.Option("--columns", help="Value columns to keep, comma-separated (default: all)."),
+    ] = None,
+) -> None:
+    """Import an external daily series (sentiment, on-chain) into the store's series/ area:
+    validated (day grid, no duplicate day, finite values), merged atomically; every missing
+    day is reported, never filled."""
+    from atra.adapters.series_store import SeriesStore
+    from atra.core.frames import ms_to_iso
+    from atra.data.series import import_series
+
+    cols = tuple(c.strip() for c in columns.split(",") if c.strip()) if columns else ()
+    out = import_series(SeriesStore(data_dir), path, name=name, time_col=time_col, columns=cols)
+    r, m = out.report, out.merge
+    console = make_console()
+    console.print(
+        f"series {r.name}: {r.rows:,} row(s) from {path.name} ({when(r.first_ms)} .. "
+        f"{when(r.last_ms)} UTC; columns {', '.join(r.columns)}), {m.rows_added:,} new, "
+        f"{m.rows_after:,} stored; {r.gap_count} gap(s), {r.missing_days:,} missing day(s).",
+        markup=False,
+        soft_wrap=True,
+    )
+    for g in r.gaps:
+        first, last = ms_to_iso(g.first_missing_ms)[:10], ms_to_iso(g.last_missing_ms)[:10]
+        console.print(f"  gap: {first}..{last} ({g.missing} day(s) missing)", markup=False)
+
+
 @data_app.command("check")
 def check_cmd(
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -91,6 +151,7 @@ def check_cmd(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="List every gap and zero-volume bar.")
     ] = False,
+    config: BoundsConfig = None,
 ) -> None:
     """Validate stored datasets: per dataset its rows, span, gaps, missing bars, largest gap
     and zero-volume bars (--verbose lists every gap)."""
@@ -98,7 +159,7 @@ def check_cmd(
 
     mkt = Market.parse(market) if market else None
     tf = Timeframe.parse(timeframe) if timeframe else None
-    store = open_store(data_dir)
+    store = open_store(data_dir, limits=store_bounds(config))
     console = make_console()
     with progress_bar(console, "checking") as progress:
         checks = check_datasets(
@@ -109,16 +170,53 @@ def check_cmd(
             exchange=exchange,
             progress=progress,
         )
-    if not checks:
+    series = [] if (symbol or market or timeframe or exchange) else _check_series(data_dir)
+    if not checks and not series:
         exc = ConfigError(f"no datasets in the store at {data_dir}: nothing to check")
         exc.hint = f"import data first: atra data import FILES --data-dir {data_dir}"
         raise exc
-    print_wide(console, check_table(checks, f"Datasets in {data_dir}"))
+    if checks:
+        print_wide(console, check_table(checks, f"Datasets in {data_dir}"))
+    if series:
+        print_wide(console, _series_table(series, f"External series in {data_dir}"))
     if verbose:
         _print_every_gap(console, checks)
-    elif any(c.report.gaps or c.report.zero_volume_ms for c in checks):
+        _print_series_gaps(console, series)
+    elif any(c.report.gaps or c.report.zero_volume_ms for c in checks) or any(
+        r.gaps for r in series
+    ):
         console.print("Every gap and zero-volume bar: atra data check --verbose", markup=False)
-    console.print(f"{len(checks)} dataset(s) valid.", markup=False)
+    said = (f"{len(checks)} dataset(s) valid." if checks else "",
+            f"{len(series)} series valid." if series else "")  # fmt: skip
+    console.print(" ".join(p for p in said if p), markup=False)
+
+
+def _check_series(data_dir: Path) -> list[SeriesReport]:
+    from atra.adapters.series_store import SeriesStore
+    from atra.data.series import check_series
+
+    return check_series(SeriesStore(data_dir))
+
+
+def _series_table(reports: list[SeriesReport], title: str) -> Table:
+    """One row per stored series: rows, span, columns, gaps and missing days."""
+    table = Table(title=title)
+    for col in ("series", "rows", "first (UTC)", "last (UTC)", "gaps", "missing days", "columns"):
+        table.add_column(
+            col, justify="right" if col in ("rows", "gaps", "missing days") else "left"
+        )
+    for r in reports:
+        table.add_row(r.name, f"{r.rows:,}", when(r.first_ms), when(r.last_ms), str(r.gap_count),
+                      f"{r.missing_days:,}", ", ".join(r.columns))  # fmt: skip
+    return table
+
+
+def _print_series_gaps(console: Console, reports: list[SeriesReport]) -> None:
+    for r in reports:
+        if r.gaps:
+            console.print(f"series {r.name}: {r.gap_count} gap(s), missing (UTC):", markup=False)
+            for g in r.gaps:
+                console.print(f"  {g}", markup=False)
 
 
 def check_table(checks: list[DatasetCheck], title: str) -> Table:
@@ -179,8 +277,11 @@ def list_cmd(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
             reason = implausible_time(ts, 0) if ts is not None else None
             if reason is not None:
                 raise DataError(f"{info.path}: stored {label} {col} {reason}")
+    from atra.adapters.series_store import SeriesStore
+
+    series = SeriesStore(data_dir).infos()
     console = make_console()
-    if not infos:
+    if not infos and not series:
         console.print(f"No datasets in {data_dir}.", markup=False)
         return
     table = Table(title=f"Datasets in {data_dir}")
@@ -188,6 +289,9 @@ def list_cmd(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         table.add_column(col, justify="right" if col == "rows" else "left")
     for i in infos:
         table.add_row(i.name, i.kind, f"{i.rows:,}", when(i.first_ms), when(i.last_ms), str(i.path))
+    for s in series:
+        table.add_row(f"series/{s.name}", "series", f"{s.rows:,}", when(s.first_ms),
+                      when(s.last_ms), str(s.path))  # fmt: skip
     print_wide(console, table)
 
 
@@ -199,12 +303,13 @@ def resample_cmd(
     market: Annotated[str, typer.Option(help="spot or perp.")] = "spot",
     data_dir: DataDir = DEFAULT_DATA_DIR,
     exchange: Annotated[str, typer.Option(help="Exchange.")] = "binance",
+    config: BoundsConfig = None,
 ) -> None:
     """Resample a stored dataset (complete buckets only) and store the result."""
     from atra.data.ingest import resample_dataset, select_datasets
 
     mkt, src, dst = Market.parse(market), Timeframe.parse(from_tf), Timeframe.parse(to_tf)
-    store = open_store(data_dir)
+    store = open_store(data_dir, limits=store_bounds(config))
     sym = symbol.strip().upper()
     select_datasets(store, symbols=[sym])
     out = resample_dataset(store, symbol=sym, market=mkt, src=src, dst=dst, exchange=exchange)

@@ -13,12 +13,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from atra.cli.data import data_app
+from atra.cli.data import BoundsConfig, data_app, store_bounds
 from atra.cli.options import DEFAULT_DATA_DIR, DataDir
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, TransientExchangeError
 
 if TYPE_CHECKING:  # the HTTP client stack loads when the command runs
+    from atra.core.bounds import Limits
     from atra.data.download import DownloadReport, DownloadSpec
 
 _EXCHANGES = ("binance",)
@@ -65,6 +66,7 @@ def download_cmd(
     ] = None,
     retries: Annotated[int, typer.Option("--retries", help="Attempts per request.")] = 5,
     max_connections: Annotated[int, typer.Option("--max-connections")] = 10,
+    config: BoundsConfig = None,
 ) -> None:
     """Download candles into the store: all symbols at once, resumable, rate limited."""
     if exchange.strip().lower() not in _EXCHANGES:
@@ -80,6 +82,7 @@ def download_cmd(
             raise ConfigError(f"{flag} {value!r}: expected a finite number of seconds above 0")
     from atra.data.download import DownloadSpec, parse_utc_ms, split_symbols
 
+    bounds = store_bounds(config)
     spec = DownloadSpec(
         exchange="binance",
         market=Market.parse(market),
@@ -90,7 +93,7 @@ def download_cmd(
     )
     console = Console(stderr=True)
     limits = _Limits(timeout_s, retries, max_connections, deadline_s, symbol_deadline_s)
-    report = asyncio.run(_run(spec, base_url, data_dir, limits, console))
+    report = asyncio.run(_run(spec, base_url, data_dir, limits, console, bounds))
     _finish(spec, report)
 
 
@@ -111,12 +114,13 @@ async def _run(
     data_dir: Path,
     limits: _Limits,
     console: Console,
+    bounds: Limits,
 ) -> DownloadReport:
     from atra.adapters.exchange.client import BinanceClient
     from atra.adapters.store import CandleStore
     from atra.data.download import download
 
-    store = CandleStore(data_dir)  # created by the first write
+    store = CandleStore(data_dir, limits=bounds)  # created by the first write
     client = BinanceClient(
         spec.market,
         base_url=base_url,
@@ -125,7 +129,8 @@ async def _run(
         max_connections=limits.max_connections,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
+    quiet = not console.is_terminal  # a log or a pipe gets the result lines and errors only
+    with Progress(*columns, console=console, transient=False, disable=quiet) as bar:
         tasks: dict[str, TaskID] = {
             s: bar.add_task(f"{s} {spec.timeframe}", total=None) for s in spec.symbols
         }

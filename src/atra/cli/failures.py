@@ -63,7 +63,9 @@ def _map_one(exc: BaseException) -> AtraError | None:
         text = _one_line(exc)
         low = text.lower()
         if "disk is full" in low or "disk i/o" in low:
-            return DataError(f"SQLite: {text}; free space and rerun (nothing was committed)")
+            return DataError(
+                f"SQLite: {text}; free space and rerun (the failed write was not committed)"
+            )
         if "unable to open database" in low or "readonly" in low or "read-only" in low:
             return ConfigError(f"SQLite: {text} (is the path a folder, or not writable?)")
         if "not a database" in low or "malformed" in low:

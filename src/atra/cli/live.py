@@ -10,17 +10,17 @@ import asyncio
 import contextlib
 import math
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
 from atra.cli import app
-from atra.cli.console import when
-from atra.cli.selection import open_store
+from atra.cli.replay_data import DATA_DIR_SETTING, read_candles, read_funding
 from atra.core.symbols import split_symbols
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
@@ -35,13 +35,13 @@ if TYPE_CHECKING:
     from atra.core.signals.spec import SignalSpec
     from atra.live.guards import RiskGuards
     from atra.live.loop import LoopSettings, StrategyDecider
+    from atra.live.retrain import Retrainer
     from atra.obs import Metrics
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 WINDOW_BARS_HELP: Final[int] = 1500
 """``atra.core.features.registry.HISTORY_BARS``, repeated for the help text only (importing it
 loads pandas at start-up); a test keeps the two equal. The command uses HISTORY_BARS itself."""
-DATA_DIR_SETTING: Final[str] = "data.data_dir in the config / ATRA__DATA__DATA_DIR"
 
 
 def _log() -> structlog.stdlib.BoundLogger:
@@ -90,83 +90,6 @@ def exit_spec(cfg: AtraConfig) -> ExitSpec:
     return settings_from_config(cfg, cfg.live.market).exit
 
 
-def read_candles(
-    cfg: AtraConfig,
-    symbols: tuple[str, ...],
-    start_ms: int,
-    end_ms: int,
-    data: Path | None,
-    asked: str = "",
-) -> dict[str, pd.DataFrame]:
-    """Candles for a replay: from ``data`` (``{SYMBOL}_{market}_{tf}.parquet`` files) or the
-    store under ``data.data_dir``. ``asked`` is the range as the user typed it, for errors."""
-    import pandas as pd
-
-    from atra.adapters.store import DatasetKey
-
-    lv = cfg.live
-    out: dict[str, pd.DataFrame] = {}
-    for sym in symbols:
-        if data is not None:
-            path = data / f"{sym}_{lv.market.value}_{lv.timeframe.value}.parquet"
-            if not path.exists():
-                raise DataError(f"replay data {path} does not exist")
-            frame = pd.read_parquet(path)
-            keep = (frame["open_time"] >= start_ms) & (frame["open_time"] < end_ms)
-            frame = frame[keep].reset_index(drop=True)
-            where = str(data)
-        else:
-            store = open_store(cfg.data.data_dir, DATA_DIR_SETTING)
-            key = DatasetKey(cfg.data.exchange, lv.market, sym, lv.timeframe)
-            if not store.candle_path(key).exists():
-                raise ConfigError(f"replay: {store.describe_missing(key)}")
-            frame = store.read_candles(key, start_ms, end_ms)
-            where = str(store.root)
-        if frame.empty:
-            raise ConfigError(
-                f"replay data for {sym} {lv.market} {lv.timeframe} in {where}: no candles in the "
-                f"requested range{', ' + asked if asked else ''} (read {when(start_ms)} .. "
-                f"{when(end_ms)} UTC)"
-            )
-        out[sym] = frame
-    return out
-
-
-def read_funding(
-    cfg: AtraConfig,
-    symbols: tuple[str, ...],
-    start_ms: int,
-    end_ms: int,
-    data: Path | None,
-) -> dict[str, pd.DataFrame] | None:
-    """Funding history of perpetuals for a replay (``{SYMBOL}_perp_funding.parquet`` files in
-    ``data``, or the store); None when no symbol has any, an error when only some have."""
-    if cfg.live.market is not Market.PERP:
-        return None
-    import pandas as pd
-
-    from atra.adapters.store import CandleStore
-
-    out: dict[str, pd.DataFrame] = {}
-    store = CandleStore(cfg.data.data_dir)
-    for sym in symbols:
-        if data is not None:
-            path = data / f"{sym}_perp_funding.parquet"
-            if not path.exists():
-                continue
-            frame = pd.read_parquet(path)
-            frame = frame[(frame["funding_time"] >= start_ms) & (frame["funding_time"] < end_ms)]
-            out[sym] = frame.reset_index(drop=True)
-        elif store.funding_path(cfg.data.exchange, sym).exists():
-            out[sym] = store.read_funding(cfg.data.exchange, sym, start_ms, end_ms)
-    if not out:
-        return None
-    missing = sorted(set(symbols) - set(out))
-    if missing:
-        raise DataError(f"replay funding: no funding history for {', '.join(missing)}")
-    return out
-
-
 def _settings(
     cfg: AtraConfig,
     symbols: tuple[str, ...],
@@ -199,6 +122,7 @@ async def _run_live(
     guards: RiskGuards,
     metrics: Metrics,
     live: bool = False,
+    retrain: Callable[..., Retrainer] | None = None,
 ) -> int:
     from atra.adapters.exchange.client import BinanceClient
     from atra.adapters.journal.database import Journal
@@ -218,14 +142,17 @@ async def _run_live(
         connect_timeout_s=ex.connect_timeout_s,
         max_attempts=ex.max_retries + 1,
         max_connections=ex.max_connections,
+        metrics=metrics,
     )
     from atra.cli.models import side_client as make_side_client
+    from atra.cli.series import live_series
 
     side_client = make_side_client(cfg, decider.inputs)
     async with (
         client,
         side_client or contextlib.nullcontext(),
         Journal.open(journal_path, exclusive=True) as journal,
+        live_series(cfg, decider.inputs, settings.symbol_timeout_s) as series,
     ):
         run_id = await journal.meta("run_id", settings.run_id)
         clock = SystemClock()
@@ -255,6 +182,8 @@ async def _run_live(
             metrics=metrics,
             broker=broker,
             side_client=side_client,
+            series=series,
+            retrainer=None if retrain is None else retrain(until_ms=int(clock.time() * 1000)),
         )
         return await run_until_signal(loop, STOP_SIGNALS)
 
@@ -324,6 +253,14 @@ def live_cmd(
     models_dir: Annotated[
         Path, typer.Option("--models-dir", help="Where model ids are looked up (atra train --out).")
     ] = Path("models"),
+    retrain_days: Annotated[
+        int | None,
+        typer.Option(
+            "--retrain-days",
+            help="Retrain the model every N days on the data seen so far and swap it in at a "
+            "bar (default: live.retrain_days; 0: off). Models are saved in --models-dir.",
+        ),
+    ] = None,
 ) -> None:
     """Run the signal loop: paper trading at every bar close, or a replay of history.
 
@@ -333,14 +270,14 @@ def live_cmd(
         raise ConfigError("--compare needs --replay (it compares a replay with the backtest)")
     if window_bars is not None and window_bars < 1:
         raise ConfigError(f"--window-bars must be >= 1, got {window_bars}")
-    from atra.config import load_config
+    from atra.cli.plugins import load_run_config
     from atra.core.features.registry import HISTORY_BARS
     from atra.core.risk import kelly_multiplier_of, sizing_of
     from atra.live.guards import GuardLimits, RiskGuards
     from atra.live.loop import StrategyDecider
     from atra.obs import Metrics, configure_logging_from, start_metrics_server
 
-    cfg = load_config(config)
+    cfg = load_run_config(config)
     configure_logging_from(cfg)
     if live:
         if cfg.live.market is not Market.PERP:
@@ -374,6 +311,7 @@ def live_cmd(
         )
         check_servable_config(cfg, inputs)
     need = HISTORY_BARS if inputs is None else inputs.history_bars
+    need = max(need, spec.warmup + 1)  # a rule (e.g. a plug-in's) warming up on more bars
     bars = need if window_bars is None else window_bars
     settings = _settings(cfg, syms, run_id, bars, max_cycles)
     # the backtest's [risk] mapping: risk_per_trade, the Kelly share, the gross cap per position
@@ -389,21 +327,36 @@ def live_cmd(
     )
     guards = RiskGuards(GuardLimits.from_config(cfg.risk, base_dir=Path.cwd()))
     journal_path = journal or cfg.live.journal_path
+    from atra.adapters.journal.paths import check_journal_path
+
+    if journal is not None:  # typed: its folder must exist (a typo creates nothing)
+        check_journal_path(journal, "--journal")
+    else:  # configured: its folder is created when the journal opens
+        check_journal_path(journal_path, "live.journal_path", folder_may_be_new=True)
     registry = Metrics()
     server = (
         start_metrics_server(registry, cfg.live.metrics_host, cfg.live.metrics_port)
         if metrics
         else None
     )
+    from atra.cli.retraining import check_retraining, make_retrainer, retrain_days_of
+
+    days = retrain_days_of(cfg, retrain_days)
+    check_retraining(days, model_ref=model_ref, compare=compare)
+    retrain = None  # built once the run's first bar is known (its history ends there)
+    if days and model_ref is not None:
+        retrain = partial(make_retrainer, cfg, days=days, model_ref=model_ref,
+                          models_dir=models_dir, decider=decider, symbols=syms, data=data,
+                          wait=replay)  # fmt: skip
     done: ReplayDone | None = None
     try:
         if replay:
             done = _replay(cfg, settings, journal_path, decider, guards, registry, from_, to,
-                           speed, data, orders=live)  # fmt: skip
+                           speed, data, orders=live, retrain=retrain)  # fmt: skip
             cycles = done.report.cycles
         else:
             cycles = asyncio.run(
-                _run_live(cfg, settings, journal_path, decider, guards, registry, live)
+                _run_live(cfg, settings, journal_path, decider, guards, registry, live, retrain)
             )
     finally:
         if server is not None:
@@ -413,6 +366,10 @@ def live_cmd(
         from atra.cli.replay_output import finish_replay
 
         finish_replay(done, journal_path, compare=compare)
+        if retrain is not None:
+            from atra.cli.retraining import print_retrains
+
+            print_retrains(journal_path)
 
 
 def _replay(
@@ -428,6 +385,7 @@ def _replay(
     data: Path | None,
     *,
     orders: bool = False,
+    retrain: Callable[..., Retrainer] | None = None,
 ) -> ReplayDone:
     if from_ is None or to is None:
         raise ConfigError("--replay needs --from and --to (UTC dates)")
@@ -450,8 +408,10 @@ def _replay(
     )
     funding = read_funding(cfg, settings.symbols, start_ms - lead, stop_ms + tail, data)
     from atra.cli.models import read_context_candles
+    from atra.cli.series import replay_series
 
     inputs = decider.inputs
+    series, sourced = replay_series(cfg, inputs)  # sourced: through the fake series server
     context_candles = read_context_candles(
         cfg, settings.symbols, inputs, start_ms - lead, stop_ms + tail, data
     )
@@ -479,7 +439,10 @@ def _replay(
             stop_signals=STOP_SIGNALS,
             funding=funding,
             context_candles=context_candles,
+            series=series,
+            series_sources=sourced,
+            retrainer=None if retrain is None else retrain(until_ms=stop_ms),
         )
     )
     return ReplayDone(report, settings, candles, funding, decider, exit_spec(cfg), guards.limits,
-                      cfg.live.market, orders)  # fmt: skip
+                      cfg.live.market, orders, context_candles, series)  # fmt: skip

@@ -140,10 +140,11 @@ def check_servable_config(cfg: AtraConfig, inputs: ModelInputs) -> None:
             f"the model needs funding rates; live.market = {cfg.live.market.value!r} serves none "
             '(a model trained with --market perp needs live.market = "perp")'
         )
-    if inputs.series:
+    lacking = [n for n in inputs.series if n not in {s.name for s in cfg.features.series}]
+    if lacking:
         raise ModelError(
-            f"the model reads the external series {', '.join(inputs.series)}, which the live "
-            "loop cannot fetch"
+            f"the model reads the external series {', '.join(lacking)}, which the config does "
+            "not define (add a [[features.series]] entry; examples/series.toml)"
         )
 
 

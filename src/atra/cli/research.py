@@ -38,6 +38,7 @@ from atra.errors import ConfigError
 if TYPE_CHECKING:  # the research stack (pandas, LightGBM, ...) loads when a command runs
     import pandas as pd
 
+    from atra.core.features.context import SeriesInput
     from atra.core.meta import Reason
     from atra.research.pipeline import ResearchDataset, ResearchSettings
 
@@ -65,10 +66,10 @@ NJobs = Annotated[int, typer.Option("--n-jobs", help="Parallel fold fits.")]
 
 def _settings(selection: Selection) -> ResearchSettings:
     """The strategy / costs / meta settings of ``--config`` (the defaults when absent)."""
-    from atra.config import load_config
+    from atra.cli.plugins import load_run_config
     from atra.research.pipeline import settings_from_config
 
-    return settings_from_config(load_config(selection.config), selection.market)
+    return settings_from_config(load_run_config(selection.config), selection.market)
 
 
 def _prepare(
@@ -79,8 +80,9 @@ def _prepare(
     settings = settings if settings is not None else _settings(selection)
     sel = resolve(selection)
     exchange, mkt, tf, syms = sel.exchange, sel.market, sel.timeframe, sel.symbols
+    series = _series(selection, sel.store.root)
     universe = load_universe(
-        sel.store, exchange, syms, mkt, tf, sel.range.start_ms, sel.range.end_ms
+        sel.store, exchange, syms, mkt, tf, sel.range.start_ms, sel.range.end_ms, series=series
     )
     with progress_bar(console, "features + labels") as progress:
         dataset = build_dataset(universe, settings.signal, settings.exit, progress=progress)
@@ -96,7 +98,19 @@ def _prepare(
         console.print(
             f"{sym}: no {', '.join(absent)} data stored: those features are NaN.", markup=False
         )
+    if series:
+        shown = ", ".join(f"{s.name} ({len(s.series.frame):,} days)" for s in series)
+        console.print(f"external series: {shown}.", markup=False)
     return dataset, settings
+
+
+def _series(selection: Selection, data_dir: Path) -> tuple[SeriesInput, ...]:
+    """The external series of ``--config`` ([[features.series]]), from their files or the store
+    at ``data_dir``."""
+    from atra.cli.series import configured_inputs
+    from atra.config import load_config
+
+    return configured_inputs(load_config(selection.config), data_dir)
 
 
 @contextmanager

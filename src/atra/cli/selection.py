@@ -20,6 +20,7 @@ from pathlib import Path
 from atra.adapters.store import CandleStore, DatasetInfo, DatasetKey, listing
 from atra.cli.console import when
 from atra.cli.options import Selection
+from atra.core.bounds import DEFAULT_LIMITS, Limits
 from atra.core.symbols import split_symbols as parse_symbol_list
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
@@ -27,14 +28,17 @@ from atra.errors import ConfigError
 DATA_DIR_OPTION = "--data-dir / ATRA_DATA_DIR"
 
 
-def open_store(data_dir: Path, option: str = DATA_DIR_OPTION) -> CandleStore:
-    """The store at ``data_dir``, which must be an existing folder."""
+def open_store(
+    data_dir: Path, option: str = DATA_DIR_OPTION, *, limits: Limits = DEFAULT_LIMITS
+) -> CandleStore:
+    """The store at ``data_dir``, which must be an existing folder; its writes are validated
+    against ``limits`` (``[data.bounds]``)."""
     if not data_dir.is_dir():
         what = "is not a folder" if data_dir.exists() else "does not exist"
         exc = ConfigError(f"data dir {data_dir} {what} ({option})")
         exc.hint = f"import data first: atra data import FILES --data-dir {data_dir}"
         raise exc
-    return CandleStore(data_dir)
+    return CandleStore(data_dir, limits=limits)
 
 
 def split_symbols(given: Sequence[str] | None, where: str = "--symbols") -> list[str]:

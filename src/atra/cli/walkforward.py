@@ -104,12 +104,12 @@ def walkforward_cmd(
         raise ConfigError(f"--n-trials must be >= 1, got {n_trials}")
     check_min_train(min_train_days, min_train_events)
     first_test_ms = None if first_test is None else parse_time(first_test, "--first-test")
-    from atra.config import load_config
+    from atra.cli.plugins import load_run_config
     from atra.research.evaluation.loop import run_research_loop
     from atra.research.evaluation.settings import backtest_config_from
     from atra.research.pipeline import settings_from_config
 
-    cfg = load_config(selection.config)
+    cfg = load_run_config(selection.config)
     settings = settings_from_config(cfg, selection.market)
     base = settings.walkforward
     settings = dataclasses.replace(
@@ -124,6 +124,8 @@ def walkforward_cmd(
         ),
     )
     sel = resolve(selection)
+    from atra.cli.series import configured_inputs
+
     console = make_console()
     with stage_progress(console) as progress:
         ev = run_research_loop(
@@ -141,5 +143,6 @@ def walkforward_cmd(
             n_trials=n_trials,
             n_jobs=n_jobs,
             progress=progress,
+            series=configured_inputs(cfg, sel.store.root),
         )
     print_evaluation(console, ev)

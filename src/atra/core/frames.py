@@ -4,8 +4,9 @@ Pure: frames in, values out. Every broken rule is a one-line :class:`DataError` 
 source, the row (1-based data row, header excluded), its time in UTC and the rule. Gaps and
 zero-volume bars are *reported* in a :class:`ValidationReport`, never filled or dropped.
 
-Plausibility (:class:`~atra.core.plausibility.Limits`): times between the exchange's launch
-and one bar past the caller's clock, prices below a ceiling, funding rates within a cap.
+Plausibility (:class:`~atra.core.bounds.Limits`): times between the exchange's launch and
+one bar past the caller's clock, prices within ``[min_price, max_price)`` and funding rates
+within a cap; a refusal of a price or a rate names the ``data.bounds`` key that sets it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from atra.core.plausibility import (
+    BOUNDS_SECTION,
     DEFAULT_LIMITS,
     EXCHANGE_LAUNCH_MS,
     LATEST_MS,
     MAX_ABS_FUNDING_RATE,
     MAX_PRICE,
+    MIN_PRICE,
     Limits,
     check_bar_spacing,
     check_times_plausible,
@@ -33,6 +36,7 @@ from atra.core.types import Timeframe
 from atra.errors import ConfigError, DataError
 
 __all__ = [
+    "BOUNDS_SECTION",
     "CANDLE_COLUMNS",
     "DEFAULT_LIMITS",
     "EXCHANGE_LAUNCH_MS",
@@ -41,6 +45,7 @@ __all__ = [
     "LATEST_MS",
     "MAX_ABS_FUNDING_RATE",
     "MAX_PRICE",
+    "MIN_PRICE",
     "PRICE_COLUMNS",
     "Gap",
     "Limits",
@@ -218,22 +223,29 @@ def validate_candles(
 
     Rules: exactly the columns ``open_time, open, high, low, close, volume``; open times
     plausible (see :class:`Limits`; checked first, so a file in another unit is named as
-    such), unique, strictly increasing and aligned to ``timeframe``; no NaN/inf;
-    ``0 < price < limits.max_price``; ``low <= open, close <= high``; volume >= 0. The first
-    offending row (lowest row number) is reported.
+    such), unique, strictly increasing and aligned to ``timeframe``; no NaN/inf; prices
+    positive and in ``[limits.min_price, limits.max_price)`` (a refusal names the
+    ``data.bounds`` key); ``low <= open, close <= high``; volume >= 0. The first offending row
+    (lowest row number) is reported.
     """
     _check_columns(frame, CANDLE_COLUMNS, source)
     times = frame["open_time"].to_numpy(dtype=np.int64)
     check_times_plausible(times, timeframe.ms, time_name="open_time", source=source, limits=limits)
     o, h, lo, c, v = (frame[col].to_numpy(dtype=np.float64) for col in CANDLE_COLUMNS[1:])
     finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
-    top = limits.max_price
+    top, bottom = limits.max_price, limits.min_price
     rules = [
         (~finite, "NaN or infinite value (every price and volume must be finite)"),
         ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "price <= 0 (prices must be positive)"),
         (
+            (o < bottom) | (h < bottom) | (lo < bottom) | (c < bottom),
+            f"price < {bottom:g} (implausible; prices must be at least "
+            f"{BOUNDS_SECTION}.min_price = {bottom:g})",
+        ),
+        (
             (o >= top) | (h >= top) | (lo >= top) | (c >= top),
-            f"price >= {top:g} (implausible; prices must be below {top:g})",
+            f"price >= {top:g} (implausible; prices must be below "
+            f"{BOUNDS_SECTION}.max_price = {top:g})",
         ),
         (lo > h, "low > high"),
         ((o < lo) | (o > h), "open outside [low, high]"),
@@ -280,7 +292,8 @@ def validate_funding(
         (~np.isfinite(rate), "NaN or infinite funding_rate"),
         (
             np.abs(rate) > cap,
-            f"|funding_rate| > {cap:g} per interval (implausible; Binance caps rates near 0.03)",
+            f"|funding_rate| > {cap:g} per interval (implausible; the bound is "
+            f"{BOUNDS_SECTION}.max_abs_funding_rate = {cap:g}; Binance caps rates near 0.03)",
         ),
         *_time_rules(times, None),
     ]

@@ -5,33 +5,47 @@ the exchange's launch (:data:`EXCHANGE_LAUNCH_MS`; ``Limits.earliest_ms``) and o
 step past ``now_ms`` (or :data:`LATEST_MS`, 2100-01-01, without a clock). A time that looks
 like seconds (~1e9), microseconds (~1e15) or nanoseconds (~1e18) rather than milliseconds
 (1.5e12..4.1e12 for 2017..2100) is refused with the unit it looks like and how to convert.
-Prices must be below :data:`MAX_PRICE`, funding rates within :data:`MAX_ABS_FUNDING_RATE`.
+Prices and funding rates are bounded by :class:`~atra.core.bounds.Limits` (the config's
+``[data.bounds]``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from atra.core.bounds import (
+    BOUNDS_SECTION,
+    DEFAULT_LIMITS,
+    EXCHANGE_LAUNCH_MS,
+    LATEST_MS,
+    MAX_ABS_FUNDING_RATE,
+    MAX_PRICE,
+    MIN_PRICE,
+    Limits,
+)
 from atra.core.types import Timeframe
-from atra.errors import ConfigError, DataError
+from atra.errors import DataError
+
+__all__ = [
+    "BOUNDS_SECTION",
+    "DEFAULT_LIMITS",
+    "EXCHANGE_LAUNCH_MS",
+    "LATEST_MS",
+    "MAX_ABS_FUNDING_RATE",
+    "MAX_PRICE",
+    "MIN_PRICE",
+    "Limits",
+    "check_bar_spacing",
+    "check_times_plausible",
+    "implausible_time",
+    "ms_to_iso",
+]
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-EXCHANGE_LAUNCH_MS: Final[int] = 1_499_990_400_000
-"""2017-07-14 00:00 UTC, Binance's launch: no Binance time is earlier."""
-LATEST_MS: Final[int] = 4_102_444_800_000
-"""2100-01-01 00:00 UTC: the latest plausible time when no clock is given."""
-MAX_PRICE: Final[float] = 1e9
-"""Prices at or above this are refused (``Limits.max_price``)."""
-MAX_ABS_FUNDING_RATE: Final[float] = 0.05
-"""Funding rates beyond +-5 % per interval are refused (``Limits.max_abs_funding_rate``);
-Binance caps them near +-3 % even on small coins."""
 
 _UNITS: Final[tuple[tuple[str, float, str], ...]] = (
     ("seconds", 1e-3, "multiply by 1,000"),
@@ -39,41 +53,6 @@ _UNITS: Final[tuple[tuple[str, float, str], ...]] = (
     ("nanoseconds", 1e6, "divide by 1,000,000"),
 )
 """Other epoch units: name, size of one of our milliseconds in that unit, the conversion."""
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What a plausible row is: times in ``[earliest_ms, now_ms + one bar]`` (or before
-    :data:`LATEST_MS` without a clock), ``0 < price < max_price``, ``|funding_rate| <=
-    max_abs_funding_rate``. The core has no clock: callers that have one pass ``now_ms``."""
-
-    earliest_ms: int = EXCHANGE_LAUNCH_MS
-    now_ms: int | None = None
-    max_price: float = MAX_PRICE
-    max_abs_funding_rate: float = MAX_ABS_FUNDING_RATE
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.earliest_ms < LATEST_MS:
-            raise ConfigError(
-                f"earliest plausible time must be in 1970..2100, got {self.earliest_ms} ms"
-            )
-        if self.now_ms is not None and self.now_ms < self.earliest_ms:
-            raise ConfigError(
-                f"clock {self.now_ms} ms is before the earliest plausible time "
-                f"{self.earliest_ms} ms"
-            )
-        if not (math.isfinite(self.max_price) and self.max_price > 0):
-            raise ConfigError(f"max_price must be a positive finite number, got {self.max_price}")
-        rate = self.max_abs_funding_rate
-        if not (math.isfinite(rate) and rate > 0):
-            raise ConfigError(f"max_abs_funding_rate must be a positive finite number, got {rate}")
-
-    def latest_ms(self, step_ms: int) -> int:
-        """The latest plausible time: one step past the clock, else :data:`LATEST_MS`."""
-        return LATEST_MS if self.now_ms is None else self.now_ms + step_ms
-
-
-DEFAULT_LIMITS: Final = Limits()
 
 
 def _latest_text(limits: Limits, step_ms: int) -> str:

@@ -30,7 +30,15 @@ import numpy.typing as npt
 
 from atra.errors import ConfigError, DataError
 
-__all__ = ["DAY_MS", "Fold", "purge_and_embargo", "walk_forward_splits"]
+__all__ = [
+    "DAY_MS",
+    "Fold",
+    "purge_and_embargo",
+    "schedule_windows",
+    "training_fold",
+    "walk_forward_splits",
+    "window_start_ms",
+]
 
 DAY_MS = 86_400_000
 """One day in milliseconds: ``test_span_ms=30 * DAY_MS`` retrains every 30 days."""
@@ -99,6 +107,94 @@ def purge_and_embargo(
     return kept, int(purged.sum()), int(embargoed.sum())
 
 
+def schedule_windows(times_ms: npt.ArrayLike, start_ms: int, span_ms: int) -> IntArray:
+    """The schedule window of each time: ``k`` with ``start_ms + k*span_ms <= t <
+    start_ms + (k+1)*span_ms`` (negative before ``start_ms``). The one schedule of the
+    walk-forward's test windows and of the live loop's retrains."""
+    if span_ms <= 0:
+        raise ConfigError(f"test_span_ms must be positive, got {span_ms}")
+    t = np.asarray(times_ms, dtype=np.int64)
+    out: IntArray = (t - np.int64(start_ms)) // np.int64(span_ms)
+    return out
+
+
+def window_start_ms(t_ms: int, start_ms: int, span_ms: int) -> int:
+    """The start of the schedule window holding ``t_ms`` (:func:`schedule_windows`)."""
+    k = int(schedule_windows(np.array([t_ms], dtype=np.int64), start_ms, span_ms)[0])
+    return start_ms + k * span_ms
+
+
+def _rolling_span(train: str, train_span_ms: int | None) -> int | None:
+    if train == "rolling":
+        if train_span_ms is None or train_span_ms <= 0:
+            raise ConfigError("train='rolling' needs a positive train_span_ms")
+        return train_span_ms
+    if train != "expanding":
+        raise ConfigError(f"train must be 'expanding' or 'rolling', got {train!r}")
+    return None
+
+
+def _window_fold(
+    a: IntArray,
+    b: IntArray,
+    order: IntArray,
+    sorted_t0: IntArray,
+    test_start: int,
+    test_end: int,
+    rolling_span: int | None,
+    embargo_ms: int,
+    fold_id: int,
+) -> Fold:
+    """The fold of the test window ``[test_start, test_end)``: training candidates decided
+    before it (rolling: within ``rolling_span``), purged and embargoed; its test events."""
+    lo, hi = np.searchsorted(sorted_t0, [test_start, test_end], side="left")
+    if rolling_span is not None:
+        train_start = test_start - rolling_span
+    else:
+        train_start = int(sorted_t0[0]) if sorted_t0.size else test_start
+    c_lo = np.searchsorted(sorted_t0, train_start, side="left")
+    candidates = np.sort(order[c_lo:lo])
+    kept, n_purged, n_emb = purge_and_embargo(a, b, candidates, test_start, test_end, embargo_ms)
+    return Fold(
+        fold_id=fold_id,
+        train_idx=kept,
+        test_idx=np.sort(order[lo:hi]),
+        train_start_ms=train_start,
+        train_end_ms=test_start - embargo_ms,
+        test_start_ms=test_start,
+        test_end_ms=test_end,
+        n_purged=n_purged,
+        n_embargoed=n_emb,
+    )
+
+
+def training_fold(
+    t0: npt.ArrayLike,
+    t1: npt.ArrayLike,
+    *,
+    test_start_ms: int,
+    test_span_ms: int,
+    train: Literal["expanding", "rolling"] = "expanding",
+    train_span_ms: int | None = None,
+    embargo_ms: int = 0,
+) -> Fold:
+    """The walk-forward fold of the one test window starting at ``test_start_ms``: exactly
+    the fold :func:`walk_forward_splits` builds for that window (same candidates, purge and
+    embargo), whether or not any event falls in it. A model retrained at ``test_start_ms``
+    (the live loop's retrain) trains on ``train_idx``: every label ended ``embargo_ms``
+    before that time."""
+    a, b = _check_events(t0, t1)
+    if test_span_ms <= 0:
+        raise ConfigError(f"test_span_ms must be positive, got {test_span_ms}")
+    if embargo_ms < 0:
+        raise ConfigError(f"embargo_ms must be >= 0, got {embargo_ms}")
+    rolling = _rolling_span(train, train_span_ms)
+    order = np.argsort(a, kind="stable")
+    return _window_fold(
+        a, b, order, a[order], test_start_ms, test_start_ms + test_span_ms, rolling, embargo_ms, 0
+    )
+
+
 def walk_forward_splits(
     t0: npt.ArrayLike,
     t1: npt.ArrayLike,
@@ -113,12 +209,13 @@ def walk_forward_splits(
 ) -> list[Fold]:
     """Walk-forward folds over events ``[t0, t1]`` (int64 ms, any row order).
 
-    Test windows ``[start_ms + k*test_span_ms, start_ms + (k+1)*test_span_ms)`` run until the
-    window holding the last ``t0`` (or until ``end_ms``, exclusive). ``train="expanding"``
-    trains on every earlier event, ``"rolling"`` on events with
-    ``t0 >= test_start - train_span_ms``. Windows with no test event are skipped, and so are
-    windows whose purged training set has fewer than ``min_train_events`` events (the warm-up):
-    their events get no out-of-sample prediction. ``fold_id`` counts emitted folds from 0.
+    Test windows ``[start_ms + k*test_span_ms, start_ms + (k+1)*test_span_ms)``
+    (:func:`schedule_windows`) run until the window holding the last ``t0`` (or until
+    ``end_ms``, exclusive). ``train="expanding"`` trains on every earlier event,
+    ``"rolling"`` on events with ``t0 >= test_start - train_span_ms``. Windows with no test
+    event are skipped, and so are windows whose purged training set has fewer than
+    ``min_train_events`` events (the warm-up): their events get no out-of-sample prediction.
+    ``fold_id`` counts emitted folds from 0.
     """
     a, b = _check_events(t0, t1)
     if test_span_ms <= 0:
@@ -127,45 +224,23 @@ def walk_forward_splits(
         raise ConfigError(f"embargo_ms must be >= 0, got {embargo_ms}")
     if min_train_events < 1:
         raise ConfigError(f"min_train_events must be >= 1, got {min_train_events}")
-    rolling_span: int | None = None
-    if train == "rolling":
-        if train_span_ms is None or train_span_ms <= 0:
-            raise ConfigError("train='rolling' needs a positive train_span_ms")
-        rolling_span = train_span_ms
-    elif train != "expanding":
-        raise ConfigError(f"train must be 'expanding' or 'rolling', got {train!r}")
+    rolling_span = _rolling_span(train, train_span_ms)
     folds: list[Fold] = []
     order = np.argsort(a, kind="stable")
     sorted_t0 = a[order]
     in_range = sorted_t0 >= start_ms
     if end_ms is not None:
         in_range &= sorted_t0 < end_ms
-    windows = np.unique((sorted_t0[in_range] - start_ms) // test_span_ms)
+    windows = np.unique(schedule_windows(sorted_t0[in_range], start_ms, test_span_ms))
     for k in windows.tolist():
         test_start = start_ms + k * test_span_ms
         test_end = test_start + test_span_ms
         if end_ms is not None:
             test_end = min(test_end, end_ms)
-        lo, hi = np.searchsorted(sorted_t0, [test_start, test_end], side="left")
-        train_start = test_start - rolling_span if rolling_span is not None else int(sorted_t0[0])
-        c_lo = np.searchsorted(sorted_t0, train_start, side="left")
-        candidates = np.sort(order[c_lo:lo])
-        kept, n_purged, n_emb = purge_and_embargo(
-            a, b, candidates, test_start, test_end, embargo_ms
+        fold = _window_fold(
+            a, b, order, sorted_t0, test_start, test_end, rolling_span, embargo_ms, len(folds)
         )
-        if kept.size < min_train_events:
+        if fold.train_idx.size < min_train_events:
             continue
-        folds.append(
-            Fold(
-                fold_id=len(folds),
-                train_idx=kept,
-                test_idx=np.sort(order[lo:hi]),
-                train_start_ms=train_start,
-                train_end_ms=test_start - embargo_ms,
-                test_start_ms=test_start,
-                test_end_ms=test_end,
-                n_purged=n_purged,
-                n_embargoed=n_emb,
-            )
-        )
+        folds.append(fold)
     return folds

@@ -1,6 +1,7 @@
 """Import files into the candle store, check stored datasets, resample datasets.
 
-Every file is all-or-nothing: it is read, validated and merged atomically, or the store stays
+Every file is all-or-nothing: it is read, validated (against the store's sane bounds,
+``[data.bounds]``) and merged atomically, or the store stays
 exactly as it was and a one-line :class:`DataError` names the file. A batch stops at the
 first bad file; the files before it stay imported (each one complete). Long work reports
 progress through an optional ``progress(done, total, label)`` callback.
@@ -92,14 +93,18 @@ def import_record(store: CandleStore, record: ImportRecord, *, exchange: str) ->
                 f"{record.source}: funding events belong to the perp market, got {record.market}"
             )
         interval_ms = record.funding_interval_ms or FUNDING_INTERVAL_MS
-        report = validate_funding(record.frame, source=record.source, interval_ms=interval_ms)
+        report = validate_funding(
+            record.frame, source=record.source, interval_ms=interval_ms, limits=store.limits
+        )
         merge = store.write_funding(exchange, record.symbol, record.frame, source=record.source)
         name = f"{exchange}/{Market.PERP}/{record.symbol}/funding"
         return ImportOutcome(record.source, "funding", name, merge, report)
     if record.timeframe is None:  # pragma: no cover  (readers always set it for candles)
         raise DataError(f"{record.source}: candle file without a timeframe")
     key = DatasetKey(exchange, record.market, record.symbol, record.timeframe)
-    report = validate_candles(record.frame, key.timeframe, source=record.source)
+    report = validate_candles(
+        record.frame, key.timeframe, source=record.source, limits=store.limits
+    )
     merge = store.write_candles(key, record.frame, source=record.source)
     return ImportOutcome(record.source, "candles", str(key), merge, report)
 
@@ -120,7 +125,9 @@ def import_files(
         raise DataError(f"no data files found in {', '.join(str(p) for p in paths) or '(none)'}")
     outcomes: list[ImportOutcome] = []
     for i, path in enumerate(files):
-        record = read_file(path, market=market, symbol=symbol, timeframe=timeframe)
+        record = read_file(
+            path, market=market, symbol=symbol, timeframe=timeframe, limits=store.limits
+        )
         outcomes.append(import_record(store, record, exchange=exchange))
         if progress is not None:
             progress(i + 1, len(files), path.name)
@@ -184,7 +191,8 @@ def check_datasets(
     exchange: str | None = None,
     progress: ProgressFn | None = None,
 ) -> list[DatasetCheck]:
-    """Re-validate stored datasets and report their gaps and zero-volume bars."""
+    """Re-validate stored datasets (against the store's bounds) and report their gaps and
+    zero-volume bars."""
     chosen = select_datasets(
         store, symbols=symbols, market=market, timeframe=timeframe, exchange=exchange
     )
@@ -194,10 +202,10 @@ def check_datasets(
         key = info.key
         if key is None:
             frame = store.read_funding(info.exchange, info.symbol)
-            report = validate_funding(frame, source=source)
+            report = validate_funding(frame, source=source, limits=store.limits)
         else:
             frame = store.read_candles(key)
-            report = validate_candles(frame, key.timeframe, source=source)
+            report = validate_candles(frame, key.timeframe, source=source, limits=store.limits)
         checks.append(DatasetCheck(info, report))
         if progress is not None:
             progress(n + 1, len(chosen), info.name)

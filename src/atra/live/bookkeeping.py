@@ -85,7 +85,7 @@ class Bookkeeper:
         self._live: dict[str, Track] = {}
         self._done: set[str] = set()
         self._journalled: dict[str, str] = {}  # client order id -> status last journalled
-        self._foreign: set[tuple[str, int]] = set()  # (symbol, order id) reported foreign
+        self._foreign: set[tuple[str, int, bool]] = set()  # (symbol, id, algo?) reported
 
     # ---- positions -------------------------------------------------------------------------
 
@@ -146,16 +146,18 @@ class Bookkeeper:
     def report_foreign(self, resting: Iterable[OrderState]) -> None:
         """Log, once each, the resting orders that are none of the managed positions' orders
         (``foreign_order_seen``: placed by hand or by another program, or of a type ATRA never
-        places). They are reported only: never cancelled, never booked."""
+        places), regular or conditional (algo ids and order ids are apart). They are reported
+        only: never cancelled, never booked."""
         ours = {self.cid(t.pos, kind) for t in self._live.values() for kind in (ENTRY, *EXIT_KINDS)}
         for st in resting:
-            key = (st.symbol, st.order_id)
+            key = (st.symbol, st.order_id, st.conditional)
             if (st.client_order_id in ours and not st.foreign) or key in self._foreign:
                 continue
             self._foreign.add(key)
             order_event(log.warning, "foreign_order_seen", st.symbol, st.client_order_id, None,
                         st.status, order_id=st.order_id, type=st.type, side=st.side,
-                        qty=st.orig_qty, price=st.price or st.stop_price)  # fmt: skip
+                        qty=st.orig_qty, price=st.price or st.stop_price,
+                        algo=st.conditional)  # fmt: skip
 
     # ---- booking ---------------------------------------------------------------------------
 

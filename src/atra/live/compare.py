@@ -1,10 +1,14 @@
 """A replay against the backtest of the same range: are they the same run?
 
 :func:`backtest_replay` runs :func:`atra.core.backtest.engine.run_backtest` on the candles the
-replay was served (full history: the warm-up before ``--from`` and the tail after ``--to``),
-with the primary events of the range decided by the replay's own decider settings (model,
-sizing, Kelly), its fees and slippage, its risk limits and its starting equity.
-:func:`compare_records` then holds the journal against it:
+replay was served (full history: the warm-up before ``--from`` and the tail after ``--to``)
+with its fees and slippage, its sizing (Kelly from p(take) when the decider uses it), its risk
+limits and its starting equity, on the primary events of the range as the research path
+decided them. Those decisions are not made here: the live app does not import research, so
+the caller (``atra live --replay --compare``, :mod:`atra.cli.replay_output`) builds them the
+way ``atra backtest --model`` does (the universe of the frames the replay was served, its
+features through the one decision context, :func:`atra.core.decision.decide_events`).
+:func:`compare_records` then holds the journal against the backtest:
 
 - decisions: the same primary signals (symbol, bar), each taken or blocked alike, blocked by
   the same stage or limit, and the same p(take) when a model decides;
@@ -39,16 +43,7 @@ from atra.adapters.journal.records import EquityRecord, FillRecord, PositionReco
 from atra.core.backtest.engine import BacktestConfig, run_backtest
 from atra.core.backtest.results import BacktestResult
 from atra.core.costs import CostModel
-from atra.core.decision import (
-    ModelHandle,
-    bar_features,
-    decide_events,
-    decision_features,
-    model_bar_features,
-)
 from atra.core.exits.api import ExitSpec
-from atra.core.features.registry import FeatureContext
-from atra.core.signals.events import generate_events
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
 from atra.live.deciders import DecisionFn, StrategyDecider
@@ -142,39 +137,57 @@ def backtest_config(plan: BacktestPlan) -> BacktestConfig:
     )
 
 
-def decided_events(plan: BacktestPlan, candles: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """The primary events of the range on the full history, decided by the replay's model
-    (or taken, without one), in (time, symbol) order."""
-    d = plan.decider
-    names = model_bar_features(d.model) if d.model is not None else []
-    ctx = d.feature_context or FeatureContext(timeframe=plan.timeframe)
-    evs, xs = [], []
-    for sym in plan.symbols:
-        if sym not in candles:
-            raise ConfigError(f"--compare: no candles for {sym}")
-        ev = generate_events(candles[sym], d.spec, symbol=sym, timeframe=plan.timeframe)
-        ev = ev[(ev["time_ms"] >= plan.start_ms) & (ev["time_ms"] < plan.stop_ms)]
-        ev = ev.reset_index(drop=True)
-        evs.append(ev)
-        if d.model is not None:
-            feats, _ = bar_features(candles[sym], ctx, names)
-            xs.append(decision_features(ev, feats, names))
-    events = pd.concat(evs, ignore_index=True)
-    order = np.lexsort((events["symbol"].to_numpy(), events["time_ms"].to_numpy()))
-    events = events.iloc[order].reset_index(drop=True)
-    if d.model is None:
-        return decide_events(events, pd.DataFrame(index=events.index), None)
-    X = pd.concat(xs, ignore_index=True).iloc[order].reset_index(drop=True)
-    meta = d.model.model if isinstance(d.model, ModelHandle) else d.model
-    return decide_events(events, X[list(meta.feature_names)], d.model)
+DECIDED_COLUMNS: Final[tuple[str, ...]] = (
+    "symbol",
+    "t",
+    "time_ms",
+    "side",
+    "p_take",
+    "threshold",
+    "take",
+    "blocked_by",
+)
+"""Columns :func:`backtest_replay` needs of the decided events (those of
+:func:`atra.core.decision.decide_events` on the research dataset's events)."""
+
+
+def check_decided(plan: BacktestPlan, decided: pd.DataFrame) -> None:
+    """Refuse decided events the backtest of ``plan`` cannot be run on (one line each): a
+    missing column, a symbol the replay did not trade, a signal outside ``[start, stop)``, or
+    rows not in (time, symbol) order."""
+    missing = [c for c in DECIDED_COLUMNS if c not in decided.columns]
+    if missing:
+        raise ConfigError(f"--compare: the decided events lack column(s) {', '.join(missing)}")
+    syms = decided["symbol"].astype(str).to_numpy()
+    times = decided["time_ms"].to_numpy(dtype=np.int64)
+    stray = sorted(set(syms) - set(plan.symbols))
+    if stray:
+        raise ConfigError(f"--compare: decided events of {stray[0]}, which the replay did not run")
+    outside = np.flatnonzero((times < plan.start_ms) | (times >= plan.stop_ms))
+    if outside.size:
+        row = int(outside[0])
+        raise ConfigError(
+            f"--compare: decided event row {row} ({syms[row]} {day_text(int(times[row]))}) lies "
+            f"outside the replay's range {day_text(plan.start_ms)} .. {day_text(plan.stop_ms)}"
+        )
+    order = np.lexsort((syms, times))
+    if not np.array_equal(order, np.arange(len(decided))):
+        raise ConfigError("--compare: the decided events are not in (time, symbol) order")
 
 
 def backtest_replay(
     plan: BacktestPlan,
+    decided: pd.DataFrame,
     candles: Mapping[str, pd.DataFrame],
     funding: Mapping[str, pd.DataFrame] | None,
 ) -> BacktestResult:
-    """The backtest of the replay's range, on the candles (and funding) it was served."""
+    """The backtest of the replay's range: the events of ``decided`` (each signal of
+    ``[start, stop)`` with its decision; their ``t`` are rows of ``candles``, the frames they
+    were decided on) traded on those candles (and the funding the replay was charged)."""
+    check_decided(plan, decided)
+    lacking = [s for s in plan.symbols if s not in candles]
+    if lacking:
+        raise ConfigError(f"--compare: no candles for {lacking[0]}")
     charged = funding if plan.funding else None
     markets = (
         dict.fromkeys(plan.symbols, plan.market)
@@ -183,7 +196,7 @@ def backtest_replay(
     )
     return run_backtest(
         {s: candles[s] for s in plan.symbols},
-        decided_events(plan, candles),
+        decided.reset_index(drop=True),
         backtest_config(plan),
         funding=charged,
         markets=markets,
@@ -378,14 +391,13 @@ def compare_records(
 async def compare_journal(
     path: Path,
     plan: BacktestPlan,
-    candles: Mapping[str, pd.DataFrame],
-    funding: Mapping[str, pd.DataFrame] | None,
+    bt: BacktestResult,
     *,
     rtol: float = RTOL_PAPER,
 ) -> Comparison:
-    """Run the backtest of ``plan`` and compare the journal file ``path`` with it."""
+    """Compare the journal file ``path`` with ``bt``, the backtest of ``plan``
+    (:func:`backtest_replay`)."""
     async with Journal.open(path) as j:
         signals, positions = await j.signals(), await j.positions()
         fills, equity = await j.fills(), await j.equity()
-    bt = backtest_replay(plan, candles, funding)
     return compare_records(bt, plan, signals, positions, fills, equity, rtol=rtol)

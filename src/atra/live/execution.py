@@ -8,28 +8,37 @@ bar)``). It places the orders that reproduce the exit kernel (:mod:`atra.core.ex
   close). Its quantity is rounded DOWN to the symbol's step; below ``min_qty`` nothing is sent
   (order ``rejected``, position ``cancelled``).
 * **protection**, placed as soon as the entry is filled, re-anchored at the fill price ``P``:
-  ``sl`` a STOP_MARKET ``close_position`` at ``P - side*sl_dist``; with ``tp1_fraction < 1``
+  ``sl`` a STOP_MARKET ``close_position`` at ``P - side*sl_dist`` (a conditional order: on
+  Binance's Algo Order API, ``clientAlgoId`` = its client order id); with ``tp1_fraction < 1``
   ``tp1`` a reduce-only LIMIT for ``round_step(qty * tp1_fraction)`` at ``P + side*tp1_dist``
   and ``tp2`` a reduce-only LIMIT for the rest at ``P + side*tp2_dist``; with
   ``tp1_fraction == 1`` (or when the split would leave a part below ``min_qty``) one ``tp1``
   LIMIT for the whole quantity. Prices are rounded to the tick.
 * **break-even**: once TP1 has filled (split mode) with ``move_to_be``, ``sl`` is cancelled
-  and ``be``, a STOP_MARKET ``close_position`` at ``P``, replaces it from the next bar on.
+  and ``be``, a STOP_MARKET ``close_position`` at ``P`` (conditional too), replaces it from the
+  next bar on. A triggered stop's fill is that of the market order it put in the matching
+  engine (``actualOrderId``), read through the order API.
 * **stops that would trigger at once** (Binance -2021: the market is already beyond the
   level): the remainder is closed at market right away (reduce-only MARKET, same kind, reason
   SL or BE), which is the kernel's gap-through fill at the bar's open.
 * **time barrier**: at the open of bar ``entry + horizon_bars`` every protective order is
   cancelled and a reduce-only MARKET (``time``) closes the remainder.
 * **safety**: a protective order that the venue reports CANCELED / EXPIRED / REJECTED while
-  the position is open (not cancelled by the broker), or that the venue refuses, is never
-  re-placed: the remainder is closed at market (kind ``close``, reason SL).
+  the position is open (not cancelled by the broker), or that the venue refuses (whatever the
+  code: a -4120 "use the Algo Order API" too), is never re-placed: the refusal is logged
+  (``protective_order_rejected``, with Binance's code and message) and journalled, and the
+  remainder is closed at market (kind ``close``, reason SL).
 
 Client order ids are :func:`atra.live.paper.client_order_id` of ``(run, symbol, signal bar,
 kind)``: every retry, every restart finds the same order instead of placing a second one
 (``OrderApi.place_order`` returns the known order for a known id). Every step is a
 reconciliation with the venue's state (look the orders up, book what filled, cancel what must
 not rest, place what is missing), so running it twice for one bar, or after a restart
-(:meth:`ExchangeBroker.load` + :meth:`ExchangeBroker.recover`), books nothing twice.
+(:meth:`ExchangeBroker.load` + :meth:`ExchangeBroker.recover`), books nothing twice. The
+venue's resting orders (``openOrders``) and conditional orders (``openAlgoOrders``) are read at
+the start for every symbol (weight 40 each) and at every bar for each symbol that holds a
+position (weight 1 each): one that is none of the managed positions' (placed by hand, ...) is
+reported once (``foreign_order_seen``) and left alone.
 
 The order vocabulary, rounding, the protective plan and the fill accounting are plain
 functions in :mod:`atra.live.order_plan`; the positions managed, the records (with the
@@ -54,6 +63,7 @@ from atra.errors import ExchangeError, OrderRejected
 from atra.live.bookkeeping import Bookkeeper, error_text, order_event
 from atra.live.order_plan import (
     CANCELLED,
+    CONDITIONAL,
     ENTRY,
     EXIT_KINDS,
     PROTECTIVE,
@@ -113,6 +123,7 @@ class ExchangeBroker:
         )
         """The positions managed, their records and logs."""
         self._rules: dict[str, SymbolRules] = {}
+        self._scanned: dict[str, int] = {}  # symbol -> the bar its resting orders were read
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -170,6 +181,9 @@ class ExchangeBroker:
         next_open = max(int(open_time[-1]) + self.step_ms, self.books.bar(self.books.now_ms()))
         for pos in self.positions(symbol):
             await self._advance(self.books.track(pos.position_id), out, next_open)
+        if self.positions(symbol) and self._scanned.get(symbol) != next_open:
+            self._scanned[symbol] = next_open  # once per bar: what else rests on this symbol
+            await self._report_resting(symbol)
         return out
 
     async def recover(self) -> BrokerUpdate:
@@ -177,9 +191,9 @@ class ExchangeBroker:
         process was down, put back missing protective orders, apply a passed time barrier;
         then compare the venue's positions with the open ones: a symbol none of them explains
         is logged (``unmanaged_position``, never touched), a net quantity that differs too
-        (``position_mismatch``); a resting order that is not one of the managed positions'
-        (placed by hand, of a type ATRA never places, ...) is logged (``foreign_order_seen``)
-        and left alone."""
+        (``position_mismatch``); a resting order (``openOrders``) or conditional order
+        (``openAlgoOrders``) that is not one of the managed positions' (placed by hand, of a
+        type ATRA never places, ...) is logged (``foreign_order_seen``) and left alone."""
         out = BrokerUpdate()
         now_bar = self.books.bar(self.books.now_ms())
         for pos in self.positions():
@@ -190,13 +204,23 @@ class ExchangeBroker:
             log.warning("positions_unavailable", error=error_text(exc))
         else:
             self.books.compare(venue)
-        try:
-            resting = await self.api.open_orders()
-        except ExchangeError as exc:  # a report only: never fatal to the cycle
-            log.warning("open_orders_unavailable", error=error_text(exc))
-        else:
-            self.books.report_foreign(resting)
+        await self._report_resting()
         return out
+
+    async def _report_resting(self, symbol: str | None = None) -> None:
+        """Read the venue's resting orders and conditional (algo) orders (of ``symbol``, or of
+        every symbol); report those of no managed position (``foreign_order_seen``, once
+        each). A failed read is logged, never fatal to the cycle."""
+        for event, listing in (
+            ("open_orders_unavailable", self.api.open_orders),
+            ("open_conditional_orders_unavailable", self.api.open_conditional_orders),
+        ):
+            try:
+                resting = await listing(symbol)
+            except ExchangeError as exc:  # a report only
+                log.warning(event, error=error_text(exc))
+            else:
+                self.books.report_foreign(resting)
 
     # ---- steps -----------------------------------------------------------------------------
 
@@ -277,7 +301,8 @@ class ExchangeBroker:
             else tuple(k for k, s in track.states.items() if k != ENTRY and not s.is_final)
         )
         for kind in kinds:
-            st = await self.api.get_order(pos.symbol, self.books.cid(pos, kind))
+            cid = self.books.cid(pos, kind)
+            st = await self.api.get_order(pos.symbol, cid, conditional=kind in CONDITIONAL)
             if st is not None:
                 self.books.note(out, track, kind, st)
         if not track.synced:
@@ -352,7 +377,8 @@ class ExchangeBroker:
 
     async def _cancel(self, track: Track, out: BrokerUpdate, kind: str) -> None:
         pos = track.pos
-        st = await self.api.cancel_order(pos.symbol, self.books.cid(pos, kind))
+        cid = self.books.cid(pos, kind)
+        st = await self.api.cancel_order(pos.symbol, cid, conditional=kind in CONDITIONAL)
         if st is not None:
             self.books.note(out, track, kind, st)
 

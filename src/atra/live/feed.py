@@ -13,7 +13,10 @@ cycle, through the same rate limiter: BTCUSDT candles once per cycle for every s
 symbol's candles on its counterpart market (``side_client``, the other market's client sharing
 the limiter) and its funding rates, concurrently with its own candles. A symbol whose side data
 cannot be fetched fails for the cycle like a failed candle fetch (it is decided on a later
-cycle, never with a missing input). :meth:`CandleFeed.context` assembles a decision's
+cycle, never with a missing input). The external series
+(:class:`~atra.live.series_feed.SeriesFeed`) are refreshed once per cycle beside the fetches,
+and every decision of the cycle waits for that refresh. :meth:`CandleFeed.context` assembles a
+decision's
 :class:`~atra.core.features.registry.FeatureContext` from them with
 :func:`~atra.core.features.context.assemble_context`, the function research uses.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -41,6 +44,7 @@ from atra.errors import ConfigError, DataError
 from atra.live.deciders import DecisionFn, decide_one
 from atra.live.ledger import FundingBook
 from atra.live.paper import Broker
+from atra.live.series_feed import SeriesFeed
 from atra.live.settings import CANDLE_COLS, LoopSettings, Window
 from atra.obs import span
 
@@ -52,14 +56,17 @@ FUNDING_LOOKBACK_MS = 31 * DAY_MS
 
 
 def check_servable(inputs: ModelInputs | None, client: ExchangeClient,
-                   side_client: ExchangeClient | None) -> None:  # fmt: skip
-    """Refuse (one-line :class:`ConfigError`) a model whose inputs this venue cannot serve."""
+                   side_client: ExchangeClient | None,
+                   series: Collection[str] = ()) -> None:  # fmt: skip
+    """Refuse (one-line :class:`ConfigError`) a model whose inputs this venue cannot serve;
+    ``series``: the external series the loop is given (:class:`SeriesFeed`)."""
     if inputs is None:
         return
-    if inputs.series:
+    lacking = [name for name in inputs.series if name not in series]
+    if lacking:
         raise ConfigError(
-            f"the model reads the external series {', '.join(inputs.series)}, which the live "
-            "loop cannot fetch"
+            f"the model reads the external series {', '.join(lacking)}, which the live loop "
+            "is not given (configure it: [[features.series]] name = ...)"
         )
     if inputs.needs_funding and not callable(getattr(client, "fetch_funding", None)):
         raise ConfigError(f"the model needs funding rates; {client.market} serves none")
@@ -100,9 +107,11 @@ class CandleFeed:
         executor: Executor | None = None,
         inputs: ModelInputs | None = None,
         side_client: ExchangeClient | None = None,
+        series: SeriesFeed | None = None,
     ) -> None:
-        check_servable(inputs, client, side_client)
+        check_servable(inputs, client, side_client, series.names if series is not None else ())
         self.settings = settings
+        self.series = series
         self.client = client
         self.side_client = side_client
         self.broker = broker
@@ -136,13 +145,17 @@ class CandleFeed:
                 self._fetch_btc(bar_ms, min(done_ms[sym] for sym in s.symbols)), name="btc"
             )
         )
+        series_task = (  # bounded by its own timeout; symbols decide once it is done
+            None if self.series is None else asyncio.create_task(self.series.refresh())
+        )
+        shared = [t for t in (btc_task, series_task) if t is not None]
         tasks = {
             sym: asyncio.create_task(
-                self._fetch_and_decide(sym, bar_ms, done_ms[sym], equity, btc_task), name=sym
+                self._fetch_and_decide(sym, bar_ms, done_ms[sym], equity, shared), name=sym
             )
             for sym in s.symbols
         }
-        everything = [*tasks.values(), *([] if btc_task is None else [btc_task])]
+        everything = [*tasks.values(), *shared]
         try:
             _, pending = await asyncio.wait(tasks.values(), timeout=s.cycle_deadline_s)
         except asyncio.CancelledError:  # stopped: cancel every outstanding request
@@ -157,6 +170,8 @@ class CandleFeed:
             straggler.cancel()
         if stragglers:
             await asyncio.wait(stragglers)
+        if series_task is not None:
+            await series_task  # the bar step's decisions use the refreshed series too
         frames: dict[str, pd.DataFrame] = {}
         failed: dict[str, str] = {}
         pre: dict[str, tuple[Decision, float]] = {}
@@ -182,16 +197,16 @@ class CandleFeed:
         bar_ms: int,
         done_ms: int,
         equity: float | None,
-        btc_task: asyncio.Task[None] | None = None,
+        shared: Sequence[asyncio.Task[None]] = (),
     ) -> tuple[pd.DataFrame, Decision | None]:
         """Fetch ``sym`` and its side data; when its only new bar is ``bar_ms`` and ``equity``
         is known, decide it right away in the executor (the same call the bar step would
-        make)."""
+        make). ``shared``: the cycle's BTC fetch and series refresh, awaited first."""
         frame, _ = await asyncio.gather(
             self._fetch_symbol(sym, bar_ms, done_ms), self._fetch_side(sym, bar_ms, done_ms)
         )
-        if btc_task is not None:
-            await asyncio.shield(btc_task)  # shared by every symbol: never cancelled by one
+        for task in shared:
+            await asyncio.shield(task)  # shared by every symbol: never cancelled by one
         win = self.windows[sym]
         last = win.last_ms
         if equity is None or last is None or len(frame) == 0:
@@ -340,6 +355,8 @@ class CandleFeed:
             funding=funding,
             counterpart=over(self.counterparts.get(sym)),
             btc=over(self.btc),
+            series=() if self.series is None else self.series.for_symbol(sym, hi + self.step_ms),
+            symbol=sym,
         )
 
     async def _fetch_symbol(self, sym: str, bar_ms: int, done_ms: int) -> pd.DataFrame:

@@ -28,7 +28,9 @@ Time comes from an injected :class:`~atra.adapters.ratelimit.Clock`: the system 
 :class:`LiveLoop` runs the cycles, recovers and stops; it composes the candle windows and
 fetches (:class:`~atra.live.feed.CandleFeed`), the books (:class:`~atra.live.portfolio.Portfolio`:
 broker, realised ledger, funding, the equity mark) and the per-bar decisions and journal
-batches (:class:`~atra.live.trader.BarTrader`).
+batches (:class:`~atra.live.trader.BarTrader`). With retraining (``live.retrain_days``), a
+:class:`~atra.live.retrain.Retrainer` swaps the trader's model at bar boundaries; stopping or
+cancelling the loop terminates a retrain still running.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from atra.live.guards import RiskGuards
 from atra.live.ledger import FundingBook, Ledger
 from atra.live.paper import Broker, PaperBroker
 from atra.live.portfolio import Portfolio
+from atra.live.retrain import Retrainer
+from atra.live.series_feed import SeriesFeed
 from atra.live.settings import CycleResult, LoopSettings, SimClock, next_bar_close_ms, race
 from atra.live.trader import BarTrader, cycle_status
 from atra.obs import Metrics, get_logger, span
@@ -87,6 +91,8 @@ class LiveLoop:
         executor: Executor | None = None,
         broker: Broker | None = None,
         side_client: ExchangeClient | None = None,
+        series: SeriesFeed | None = None,
+        retrainer: Retrainer | None = None,
     ) -> None:
         inputs = getattr(decider, "inputs", None)  # the model's side data (StrategyDecider)
         if isinstance(inputs, ModelInputs) and settings.window_bars <= inputs.warmup_bars:
@@ -102,6 +108,8 @@ class LiveLoop:
                     f"window_bars ({settings.window_bars}) must exceed the signal horizon "
                     f"({horizon}) + 2 so open positions stay inside the candle window"
                 )
+        if retrainer is not None and retrainer.decider is not decider:
+            raise ConfigError("the retrainer must start from the loop's own decider")
         self.settings = settings
         self.client = client
         self.journal = journal
@@ -126,6 +134,7 @@ class LiveLoop:
             executor=executor,
             inputs=inputs if isinstance(inputs, ModelInputs) else None,
             side_client=side_client,
+            series=series,
         )
         self.portfolio = Portfolio(
             settings, broker=self.broker, ledger=self.ledger, funding=self.funding, feed=self.feed
@@ -140,7 +149,10 @@ class LiveLoop:
             metrics=self.metrics,
             clock=clock,
             executor=executor,
+            retrainer=retrainer,
         )
+        self.retrainer = retrainer
+        """Retraining while live (``live.retrain_days``): swaps the trader's decider."""
         self._recovered = False
 
     # ---- recovery --------------------------------------------------------------------------
@@ -155,6 +167,12 @@ class LiveLoop:
             batch = JournalBatch()
             self.portfolio.book(batch, upd)
             await self.journal.write(batch)
+        if self.retrainer is not None:  # the retrained model the journal says decides
+            restored = await self.retrainer.attach(
+                self.journal, self.settings.run_id, self.settings, self.feed, self.stop_event
+            )
+            if restored is not None:
+                self.decider = self.trader.decider = self.feed.decider = restored
         self._recovered = True
         log.info(
             "recovery_completed",
@@ -198,21 +216,25 @@ class LiveLoop:
         close_ms = max(first, latest)
         for sym in s.symbols:  # a fresh symbol decides from the first bar of this run on
             self.trader.done_ms.setdefault(sym, first - 2 * self.step_ms)
-        while not self.stop_event.is_set():
-            if s.stop_ms is not None and close_ms - self.step_ms >= s.stop_ms:
-                break
-            if s.max_cycles is not None and self.cycles_done >= s.max_cycles:
-                break
-            wait_s = close_ms / 1000 + s.bar_close_delay_s - self.clock.time()
-            ok, _ = await race(self.clock.sleep(wait_s), self.stop_event)
-            if not ok:
-                break
-            result = await self.run_cycle(close_ms)
-            if result is None:
-                break
-            self.cycles_done += 1
-            latest = next_bar_close_ms(int(self.clock.time() * 1000), self.step_ms) - self.step_ms
-            close_ms = max(close_ms + self.step_ms, latest)
+        try:
+            while not self.stop_event.is_set():
+                if s.stop_ms is not None and close_ms - self.step_ms >= s.stop_ms:
+                    break
+                if s.max_cycles is not None and self.cycles_done >= s.max_cycles:
+                    break
+                wait_s = close_ms / 1000 + s.bar_close_delay_s - self.clock.time()
+                ok, _ = await race(self.clock.sleep(wait_s), self.stop_event)
+                if not ok:
+                    break
+                result = await self.run_cycle(close_ms)
+                if result is None:
+                    break
+                self.cycles_done += 1
+                latest = next_bar_close_ms(int(self.clock.time() * 1000), self.step_ms)
+                close_ms = max(close_ms + self.step_ms, latest - self.step_ms)
+        finally:  # stopped, done or cancelled: a retrain still running is terminated
+            if self.retrainer is not None:
+                self.retrainer.close()
         log.info("loop_stopped", run_id=s.run_id, cycles=self.cycles_done)
         return self.cycles_done
 

@@ -23,6 +23,7 @@ from atra.live.paper import CLOSED, client_order_id
 
 __all__ = [
     "CANCELLED",
+    "CONDITIONAL",
     "ENTRY",
     "EXIT_KINDS",
     "KIND_RANK",
@@ -63,6 +64,9 @@ REASON: Final[dict[str, str]] = {
 """The exit reason (the kernel's name) a fill of each exit kind books."""
 TAKE_PROFITS: Final[frozenset[str]] = frozenset({"tp1", "tp2"})
 STOPS: Final[frozenset[str]] = frozenset({"sl", "be"})
+CONDITIONAL: Final[frozenset[str]] = STOPS
+"""Kinds placed as conditional orders (STOP_MARKET): on Binance's Algo Order API, so looked up
+and cancelled there (``conditional=True``)."""
 TERMINAL: Final[frozenset[str]] = frozenset({"sl", "be", "time", "close"})
 PROTECTIVE: Final[frozenset[str]] = frozenset({"sl", "be", "tp1", "tp2"})
 ORDER_STATUS: Final[dict[str, str]] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,16 +18,10 @@ import pandas as pd
 
 from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.journal.database import Journal
-from atra.adapters.ratelimit import (
-    FUNDING,
-    FUNDING_LIMIT,
-    FUNDING_WINDOW_S,
-    RateLimiter,
-    ScaledClock,
-)
+from atra.adapters.ratelimit import RateLimiter, ScaledClock, add_market_limits
 from atra.adapters.trading.trader import BinanceTrader
 from atra.core.exits.api import ExitSpec
-from atra.core.features.context import ModelInputs, counterpart_market
+from atra.core.features.context import ModelInputs, SeriesInput, counterpart_market
 from atra.core.types import Market
 from atra.errors import ConfigError
 from atra.live.deciders import DecisionFn
@@ -36,6 +30,8 @@ from atra.live.guards import RiskGuards
 from atra.live.loop import LiveLoop, LoopSettings, SimClock, run_until_signal
 from atra.live.paper import Broker
 from atra.live.replay_run import ReplayRun, claim_journal, replay_run
+from atra.live.retrain import Retrainer
+from atra.live.series_feed import replay_series_feed
 from atra.obs import Metrics
 from atra.sim.exchange import FakeExchange, Faults
 
@@ -94,6 +90,9 @@ async def run_replay(
     on_start: Callable[[LiveLoop, FakeExchange], None] | None = None,
     funding: Mapping[str, pd.DataFrame] | None = None,
     context_candles: Mapping[tuple[Market, str], pd.DataFrame] | None = None,
+    series: Sequence[SeriesInput] = (),
+    series_sources: Collection[str] = (),
+    retrainer: Retrainer | None = None,
 ) -> ReplayReport:
     """Run the live loop against a fake exchange serving ``candles`` (and ``funding`` rates of
     perpetuals) with a simulated clock starting at ``settings.start_ms`` (required), until
@@ -105,7 +104,15 @@ async def run_replay(
 
     ``context_candles``: the model's side candles by (market, symbol), served too: each
     symbol's counterpart market (fetched through a second client of that market sharing the
-    rate limiter) and BTCUSDT when it is not replayed itself."""
+    rate limiter) and BTCUSDT when it is not replayed itself.
+
+    ``series``: the configured external series (:func:`atra.adapters.series.configured_series`),
+    given to each decision point in time (:func:`atra.live.series_feed.replay_series_feed`);
+    ``series_sources``: those of these names that are built-in come through their live sources
+    against the fake series server on the replay's clock instead.
+
+    ``retrainer``: retraining while live (``live.retrain_days``); a replay waits for each
+    retrain, so the new model takes over exactly at its scheduled bar (``wait=True``)."""
     if settings.start_ms is None:
         raise ConfigError("replay needs a start time (--from)")
     if settings.stop_ms is None:
@@ -120,6 +127,7 @@ async def run_replay(
         limits=guards.limits,
         market=rs.market,
         orders=rs.orders,
+        retrain=None if retrainer is None else retrainer.identity(),
     )
     clock = SimClock(settings.start_ms / 1000, rs.speed)
     frames = {(rs.market, sym, settings.timeframe): frame for sym, frame in candles.items()}
@@ -146,8 +154,7 @@ async def run_replay(
         name="fake exchange",
         enabled=rs.weight_limit is not None,
     )
-    if rs.market is Market.PERP:
-        limiter.set_limit(FUNDING, FUNDING_LIMIT, FUNDING_WINDOW_S)
+    add_market_limits(limiter, rs.market)
     async with fake:
         client = BinanceClient(
             rs.market,
@@ -157,6 +164,7 @@ async def run_replay(
             timeout_s=rs.client_timeout_s,
             max_attempts=rs.max_attempts,
             backoff_s=rs.backoff_s,
+            metrics=metrics,
         )
         side_client = (
             BinanceClient(
@@ -167,6 +175,7 @@ async def run_replay(
                 timeout_s=rs.client_timeout_s,
                 max_attempts=rs.max_attempts,
                 backoff_s=rs.backoff_s,
+                metrics=metrics,
             )
             if needs_side
             else None
@@ -175,6 +184,7 @@ async def run_replay(
             client,
             side_client or contextlib.nullcontext(),
             Journal.open(journal_path, exclusive=True) as journal,
+            replay_series_feed(series, clock, via_sources=series_sources) as series_feed,
         ):
             resumed = not await claim_journal(journal, run)
             run_id = await journal.meta("run_id", run.run_id)  # kept across restarts
@@ -200,6 +210,8 @@ async def run_replay(
                 metrics=metrics,
                 broker=broker,
                 side_client=side_client,
+                series=series_feed,
+                retrainer=retrainer,
             )
             if on_start is not None:
                 on_start(loop, fake)

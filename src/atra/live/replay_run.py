@@ -4,7 +4,8 @@ never silently reused by another run.
 A replay is identified by what decides its journal's content: the range (``--from`` ..
 ``--to``), the symbols, the market and timeframe, a hash of the settings it trades with
 (signal rule and barriers, sizing, fees and slippage, risk limits, starting equity, candle
-window, funding on or off, paper or order path) and the model id. The run id reads
+window, funding on or off, paper or order path, the retrain schedule and trainer settings when
+retraining) and the model id. The run id reads
 ``{name}-{from}..{to}-{hash}``: ``name`` is ``--run-id`` (default ``paper``), ``hash`` the first
 eight hex digits of the identity, so two runs with the same name and range but other settings
 get other ids.
@@ -144,8 +145,11 @@ def replay_run(
     limits: GuardLimits,
     market: Market,
     orders: bool,
+    retrain: Mapping[str, object] | None = None,
 ) -> ReplayRun:
-    """The identity of a replay of ``settings`` (``start_ms`` and ``stop_ms`` required)."""
+    """The identity of a replay of ``settings`` (``start_ms`` and ``stop_ms`` required).
+    ``retrain``: the schedule and trainer settings of retraining while live (part of the
+    config hash; where the retrained models are saved is not)."""
     if settings.start_ms is None or settings.stop_ms is None:
         raise ConfigError("replay needs a start and an end (--from, --to)")
     decided, model_id = decider_settings(decider)
@@ -161,6 +165,13 @@ def replay_run(
         "limits": limits_plain,
         **decided,
     }
+    if retrain is not None:  # absent without retraining: older journals keep their ids
+        plain = _plain(retrain)
+        assert isinstance(plain, dict)
+        trainer = plain.get("trainer")
+        if isinstance(trainer, dict):
+            trainer.pop("out", None)
+        config["retrain"] = plain
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     symbols = tuple(sorted(settings.symbols))
     execution = "orders" if orders else "paper"

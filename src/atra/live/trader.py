@@ -31,6 +31,7 @@ from atra.live.feed import CandleFeed
 from atra.live.guards import GuardBreach, RiskGuards, day_start_ms
 from atra.live.paper import EntryRequest
 from atra.live.portfolio import Leaving, Portfolio, leaving_after
+from atra.live.retrain import Retrainer, RetrainStopped
 from atra.live.settings import LoopSettings
 from atra.obs import Metrics, get_logger, span
 
@@ -63,6 +64,7 @@ class BarTrader:
         metrics: Metrics,
         clock: Clock,
         executor: Executor | None = None,
+        retrainer: Retrainer | None = None,
     ) -> None:
         self.settings = settings
         self.feed = feed
@@ -77,6 +79,7 @@ class BarTrader:
         self.done_ms: dict[str, int] = {}
         """Open time of the last bar processed, per symbol."""
         self._executor = executor
+        self.retrainer = retrainer
 
     def early_equity(self, bar_ms: int) -> float | None:
         """The equity to size bar ``bar_ms``'s decisions with before the cycle's fetch ends,
@@ -113,8 +116,18 @@ class BarTrader:
                 )
         times = sorted(todo)
         decisions = signals = 0
+        if self.retrainer is not None:
+            self.retrainer.fetched(bar_ms, frames)
         for k, t_ms in enumerate(times):
             early = pre if t_ms == bar_ms else {}
+            if self.retrainer is not None:  # a retrained model takes over at a bar boundary
+                try:
+                    swapped = await self.retrainer.before_bar(t_ms, self.done_ms)
+                except RetrainStopped:  # stopped while a replay waited: not decided
+                    break
+                if swapped is not None:
+                    self.decider = self.feed.decider = swapped
+                    early = {}  # decided early by the previous model
             batch, n_sig = await self._step(t_ms, sorted(todo[t_ms]), early)
             decisions += len(todo[t_ms])
             signals += n_sig
@@ -122,6 +135,8 @@ class BarTrader:
                 batch.cycle = self._cycle_record(bar_ms, frames, failed, started, started_wall_ms)
             with span("live.journal_write", open_time=t_ms, signals=len(batch.signals)):
                 await self.journal.write(batch)
+            if self.retrainer is not None:
+                self.retrainer.after_bar(t_ms, self.done_ms)
         if not times:
             batch = JournalBatch(
                 cycle=self._cycle_record(bar_ms, frames, failed, started, started_wall_ms)

@@ -3,7 +3,9 @@
 Names carry the ``atra_`` prefix and their unit; labels are low-cardinality (symbol, side,
 endpoint path template, market, status class, guard name, error type) — never order ids or
 prices. The live loop creates one :class:`Metrics`, serves it with :func:`start_metrics_server`
-and passes it down; tests create a fresh one each.
+and passes it down, to the exchange client too (``BinanceClient(metrics=...)``: request counts,
+latency, retries; its rate limiter: weight used, limit and waits); tests create a fresh one
+each.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class Metrics:
         # exchange
         self.exchange_requests_total = Counter(
             "atra_exchange_requests_total",
-            "Exchange HTTP requests by endpoint template and status (2xx, 429, 5xx, error).",
+            "Exchange HTTP requests by endpoint template and status (2xx, 4xx, 418, 429, 5xx, "
+            "or error: no answer).",
             ["endpoint", "status"],
             registry=reg,
         )

@@ -15,8 +15,13 @@ import pandas as pd
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.core.decision import EVENT_FEATURES, available_inputs, bar_features, decision_features
 from atra.core.exits.api import ExitSpec
-from atra.core.features.context import assemble_context, counterpart_market
-from atra.core.features.registry import HISTORY_BARS, FeatureContext, feature_specs
+from atra.core.features.context import SeriesInput, assemble_context, counterpart_market
+from atra.core.features.registry import (
+    HISTORY_BARS,
+    FeatureContext,
+    feature_specs,
+    series_feature_specs,
+)
 from atra.core.frames import ms_to_iso
 from atra.core.labels import label_events
 from atra.core.signals.events import generate_events
@@ -74,7 +79,8 @@ class SymbolData:
 @dataclass(frozen=True, slots=True, eq=False)
 class Universe:
     """What :func:`load_universe` read. ``start_ms`` is the first signal time of the research
-    range (bars before it are feature warm-up), ``end_ms`` its exclusive end."""
+    range (bars before it are feature warm-up), ``end_ms`` its exclusive end; ``series`` the
+    configured external series (each symbol's context holds those that apply to it)."""
 
     exchange: str
     market: Market
@@ -83,10 +89,12 @@ class Universe:
     end_ms: int | None
     symbols: dict[str, SymbolData]
     btc: pd.DataFrame | None
+    series: tuple[SeriesInput, ...] = ()
 
     def context(self, symbol: str) -> FeatureContext:
-        """The feature context of ``symbol``: funding, counterpart and BTC where present
-        (:func:`atra.core.features.context.assemble_context`, as the live loop builds it)."""
+        """The feature context of ``symbol``: funding, counterpart, BTC and the external series
+        that apply to it, where present (:func:`atra.core.features.context.assemble_context`,
+        as the live loop builds it)."""
         data = self.symbols[symbol]
         return assemble_context(
             self.timeframe,
@@ -94,6 +102,8 @@ class Universe:
             funding=data.funding,
             counterpart=data.counterpart,
             btc=self.btc,
+            series=self.series,
+            symbol=symbol,
         )
 
 
@@ -108,10 +118,13 @@ def load_universe(
     *,
     warmup_bars: int = HISTORY_BARS,
     btc_symbol: str = BTC_SYMBOL,
+    series: Sequence[SeriesInput] = (),
 ) -> Universe:
     """Read candles of ``symbols`` (``start_ms - warmup_bars`` bars .. ``end_ms``), the
     funding of each symbol and its other market where stored, and ``btc_symbol`` (same market
-    and bar size) as context when stored. A symbol without candles is a :class:`DataError`."""
+    and bar size) as context when stored. A symbol without candles is a :class:`DataError`.
+    ``series``: the configured external series (:func:`atra.adapters.series.configured_series`),
+    whole: their features join each record at the bar where it became known."""
     if not symbols:
         raise ConfigError("load_universe: no symbols given")
     if len(set(symbols)) != len(symbols):
@@ -162,6 +175,7 @@ def load_universe(
         end_ms,
         data,
         btc if btc is not None and not btc.empty else None,
+        tuple(series),
     )
 
 
@@ -231,8 +245,18 @@ def symbol_features(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Features ``names`` of ``symbol`` aligned with its candles
     (:func:`atra.core.decision.bar_features`: features whose inputs the symbol lacks are NaN
-    columns). Returns the frame and the absent inputs."""
-    return bar_features(universe.symbols[symbol].candles, universe.context(symbol), names)
+    columns). Returns the frame and the absent inputs (a series scoped to other base assets,
+    such as ETH's on-chain data for BTCUSDT, is not absent: it does not apply)."""
+    away = [s for s in universe.series if not s.applies(symbol)]
+    scoped_out = {f"series:{s.name}" for s in away}
+    # the own features of a series scoped away are NaN here, like any feature on it
+    nan_names = {f.name for s in away for f in series_feature_specs(s.series)} & set(names)
+    candles = universe.symbols[symbol].candles
+    wanted = [n for n in names if n not in nan_names]
+    feats, absent = bar_features(candles, universe.context(symbol), wanted)
+    for name in nan_names:
+        feats[name] = np.nan
+    return feats.loc[:, ["open_time", *names]], [a for a in absent if a not in scoped_out]
 
 
 def build_dataset(

@@ -35,9 +35,9 @@ import pandas as pd
 from atra.config import RULE_PARAMS, AtraConfig
 from atra.core.exits.api import ExitSpec
 from atra.core.meta import MetaParams
+from atra.core.signals.rules import ParamValue, find_rule
 from atra.core.signals.spec import BarrierMode, Rule, SignalSpec
 from atra.core.types import Market
-from atra.errors import ConfigError
 from atra.research.dataset import (
     BTC_SYMBOL,
     DatasetReport,
@@ -107,7 +107,10 @@ def settings_from_config(cfg: AtraConfig, market: Market | str) -> ResearchSetti
     """Map ``strategy`` / ``costs`` / ``meta`` of the config onto the core specs of ``market``
     (a :class:`~atra.core.types.Market` or its name, ``spot`` / ``perp``).
 
-    strategy: ``rule`` (ema_cross|donchian|tsmom) with ``params`` (fast/slow, n, lookback),
+    strategy: ``rule`` (ema_cross|donchian|tsmom, or a plug-in rule registered by a module of
+    ``[plugins]``: the plug-ins must be loaded first) with ``params`` (fast/slow, n, lookback;
+    a plug-in rule's declared ones, validated by it; an unknown rule is one line listing the
+    known ones),
     ATR barriers ``sl_atr / tp1_atr / tp2_atr`` (tp2 must exceed tp1), ``horizon_bars``; the
     signal spec sells short on perpetuals, on spot only with ``spot_shorts``
     (:func:`shorts_allowed`): spot is long only by default.
@@ -119,15 +122,20 @@ def settings_from_config(cfg: AtraConfig, market: Market | str) -> ResearchSetti
     """
     mkt = Market.parse(market) if isinstance(market, str) else market
     st = cfg.strategy
-    try:
+    rule: Rule | str
+    plugin_params: tuple[tuple[str, ParamValue], ...] = ()
+    if st.rule in RULE_PARAMS:
         rule = Rule(st.rule)
-    except ValueError:
-        raise ConfigError(
-            f"strategy.rule: {st.rule!r} is not one of {', '.join(r.value for r in Rule)}"
-        ) from None
-    p = {**{k: v for d in RULE_PARAMS.values() for k, v in d.items()}, **st.rule_params()}
+        p = {**{k: v for d in RULE_PARAMS.values() for k, v in d.items()}, **st.rule_params()}
+    else:  # a plug-in rule (registered by a module of [plugins]); its own params only
+        defn = find_rule(st.rule)
+        rule = defn.name
+        given = st.params if "params" in st.model_fields_set else {}
+        plugin_params = defn.validate(given, "strategy.params")
+        p = {k: v for d in RULE_PARAMS.values() for k, v in d.items()}
     signal = SignalSpec(
         rule=rule,
+        params=plugin_params,
         ema_fast=p["fast"],
         ema_slow=p["slow"],
         donchian_n=p["n"],

@@ -28,9 +28,13 @@ from atra.errors import ConfigError, DataError, ModelError
 from atra.research.dataset import ResearchDataset
 
 __all__ = [
+    "Labelled",
     "TrainedModel",
     "WalkForwardConfig",
     "WalkForwardResult",
+    "artifact_extra",
+    "fold_spans",
+    "labelled",
     "load_model_for",
     "run_walkforward",
     "spec_to_dict",
@@ -94,11 +98,47 @@ class WalkForwardResult:
     elapsed_s: float
 
 
+def fold_spans(config: WalkForwardConfig) -> tuple[int, int | None, int]:
+    """``(test span, rolling training span or None, embargo)`` in ms: the walk-forward's
+    windows, and the live loop's retrains (:mod:`atra.research.retrain`)."""
+    rolling = None if config.train_days is None else config.train_days * DAY_MS
+    return config.retrain_days * DAY_MS, rolling, round(config.embargo_hours * 3_600_000)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Labelled:
+    """The complete (labelled) events of a dataset as the model's arrays: ``rows`` (their
+    rows in ``dataset.events``), inputs ``X`` (index reset), meta-labels ``y``, label spans
+    ``t0``/``t1``, net returns and symbols."""
+
+    rows: npt.NDArray[np.intp]
+    X: pd.DataFrame
+    y: npt.NDArray[np.int64]
+    t0: npt.NDArray[np.int64]
+    t1: npt.NDArray[np.int64]
+    net: npt.NDArray[np.float64]
+    symbols: npt.NDArray[np.str_]
+
+
+def labelled(dataset: ResearchDataset) -> Labelled:
+    """The complete events of ``dataset`` (what a fold trains and is scored on)."""
+    rows = np.flatnonzero(dataset.complete)
+    ev = dataset.events.iloc[rows]
+    return Labelled(
+        rows,
+        dataset.X.iloc[rows].reset_index(drop=True),
+        ev["meta_label"].to_numpy(dtype=np.int64),
+        ev["t0_ms"].to_numpy(dtype=np.int64),
+        ev["t1_ms"].to_numpy(dtype=np.int64),
+        ev["ret_net"].to_numpy(dtype=np.float64),
+        ev["symbol"].to_numpy(dtype=str),
+    )
+
+
 def _split_config(
     t0: npt.NDArray[np.int64], config: WalkForwardConfig
 ) -> tuple[int, int, int | None, int]:
-    span = config.retrain_days * DAY_MS
-    embargo = round(config.embargo_hours * 3_600_000)
+    span, rolling, embargo = fold_spans(config)
     earliest = (int(t0.min()) // DAY_MS) * DAY_MS + config.min_train_days * DAY_MS
     first = config.first_test_ms
     if first is None:
@@ -109,7 +149,6 @@ def _split_config(
             f"{config.min_train_days} of data (first event {ms_to_iso(int(t0.min()))}; "
             f"earliest first test window {ms_to_iso(earliest)})"
         )
-    rolling = None if config.train_days is None else config.train_days * DAY_MS
     return first, span, rolling, embargo
 
 
@@ -129,16 +168,11 @@ def run_walkforward(
     ``progress(done, total)`` is called after each fold."""
     cfg = config or WalkForwardConfig()
     started = time.perf_counter()
-    rows = np.flatnonzero(dataset.complete)
+    lab = labelled(dataset)
+    rows = lab.rows
     if rows.size == 0:
         raise DataError("walk-forward: the dataset has no complete (labelled) event")
-    ev = dataset.events.iloc[rows]
-    X = dataset.X.iloc[rows].reset_index(drop=True)
-    y = ev["meta_label"].to_numpy(dtype=np.int64)
-    t0 = ev["t0_ms"].to_numpy(dtype=np.int64)
-    t1 = ev["t1_ms"].to_numpy(dtype=np.int64)
-    net = ev["ret_net"].to_numpy(dtype=np.float64)
-    symbols = ev["symbol"].to_numpy(dtype=str)
+    X, y, t0, t1, net, symbols = lab.X, lab.y, lab.t0, lab.t1, lab.net, lab.symbols
     first, span, rolling, embargo = _split_config(t0, cfg)
     folds = walk_forward_splits(
         t0,
@@ -190,10 +224,17 @@ def run_walkforward(
 
 
 def spec_to_dict(spec: SignalSpec | ExitSpec) -> dict[str, Any]:
-    """Plain JSON-ready fields of a spec (enums as their values)."""
-    return {
+    """Plain JSON-ready fields of a spec (enums as their values). A plug-in rule's ``params``
+    are an object (absent for a built-in rule, as in models saved before plug-ins)."""
+    out = {
         k: (v.value if isinstance(v, Rule | BarrierMode) else v) for k, v in asdict(spec).items()
     }
+    if "params" in out:
+        if out["params"]:
+            out["params"] = dict(out["params"])
+        else:
+            del out["params"]
+    return out
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -235,20 +276,7 @@ def train_model(
         y, t0, t1, ev["symbol"].to_numpy(dtype=str), decay, bar_ms=dataset.universe.timeframe.ms
     )
     model = MetaModel(params or MetaParams()).fit(X, y, w, t0=t0, t1=t1, net_return=net)
-    uni = dataset.universe
-    extra = {
-        "exchange": uni.exchange,
-        "market": uni.market.value,
-        "timeframe": uni.timeframe.value,
-        "symbols": list(uni.symbols),
-        "signal_spec": spec_to_dict(dataset.signal_spec),
-        "exit_spec": spec_to_dict(dataset.exit_spec),
-        "bar_features": list(dataset.bar_features),
-        "n_train": int(y.size),
-        "excluded_incomplete": dataset.report.incomplete,
-        "meta_positive_rate": float(y.mean()),
-        "decay": decay,
-    }
+    extra = artifact_extra(dataset, y, decay)
     start, end = int(t0.min()), int(t1.max())
     reg = save_model(
         model,
@@ -258,9 +286,35 @@ def train_model(
         data_hash=dataset_hash(X, y, t0, t1),
         oos_metrics=oos_metrics,
         extra=extra,
-        inputs=ModelInputs.from_features(dataset.bar_features),
+        inputs=ModelInputs.from_features(
+            dataset.bar_features, series=[s.series for s in dataset.universe.series]
+        ),
     )
     return TrainedModel(reg, int(y.size), dataset.report.incomplete, start, end)
+
+
+def artifact_extra(
+    dataset: ResearchDataset, y: npt.NDArray[np.int64], decay: float | None
+) -> dict[str, Any]:
+    """The provenance a registered model keeps (``extra`` of its metadata): the universe,
+    specs and features it was trained with, the first signal time of its data
+    (``data_start_ms``: ``--start``; a retrain rebuilds the same dataset from it), its
+    training size and positive rate (``y``: its meta-labels) and the weights' decay."""
+    uni = dataset.universe
+    return {
+        "exchange": uni.exchange,
+        "market": uni.market.value,
+        "timeframe": uni.timeframe.value,
+        "symbols": list(uni.symbols),
+        "signal_spec": spec_to_dict(dataset.signal_spec),
+        "exit_spec": spec_to_dict(dataset.exit_spec),
+        "bar_features": list(dataset.bar_features),
+        "data_start_ms": uni.start_ms,
+        "n_train": int(y.size),
+        "excluded_incomplete": dataset.report.incomplete,
+        "meta_positive_rate": float(y.mean()),
+        "decay": decay,
+    }
 
 
 def load_model_for(path: Path, dataset: ResearchDataset) -> ModelHandle:

@@ -1,9 +1,11 @@
 """What the matching engine (:class:`~atra.sim.venue.MatchingEngine`) keeps and checks.
 
 A symbol's book (:class:`SymbolBook`: its candles, the next bar to evaluate, the net position
-with its average entry price), an order as the venue holds it (:class:`VenueOrder`), a fill
-(:class:`Fill`), a refusal (:class:`VenueReject`: HTTP status, Binance code and message), and
-the checks an order passes at placement (:func:`check_order`, Binance's error codes).
+with its average entry price), an order as the venue holds it (:class:`VenueOrder`: a
+matching-engine order, or an algo (conditional) order of the Algo Service with the order it put
+in the matching engine once triggered), a fill (:class:`Fill`), a refusal (:class:`VenueReject`:
+HTTP status, Binance code and message), and the checks an order passes at placement
+(:func:`check_order`, Binance's error codes).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pandas as pd
 
 from atra.adapters.orders import (
     ERR_INVALID_QTY,
+    AlgoState,
+    AlgoStatus,
     OrderRequest,
     OrderSide,
     OrderState,
@@ -71,7 +75,11 @@ class Fill(NamedTuple):
 
 @dataclass(slots=True)
 class VenueOrder:
-    """An order as the venue holds it, from placement to its final status."""
+    """An order as the venue holds it, from placement to its final status.
+
+    An algo order has an ``algo_status`` (None for a matching-engine order; ``order_id`` is then
+    its ``algoId``) and, once triggered, ``child``: the MARKET order it put in the matching
+    engine (same client id, its own order id), which holds the fill."""
 
     symbol: str
     cid: str
@@ -87,6 +95,32 @@ class VenueOrder:
     executed: float
     avg_price: float
     update_ms: int
+    algo_status: AlgoStatus | None = None
+    child: VenueOrder | None = None
+    create_ms: int = 0
+
+    def algo_state(self) -> AlgoState:
+        """The algo order as the Algo Service reports it."""
+        assert self.algo_status is not None  # an algo order
+        child = self.child
+        return AlgoState(
+            symbol=self.symbol,
+            client_algo_id=self.cid,
+            algo_id=self.order_id,
+            side=self.side,
+            order_type=self.type,
+            algo_status=self.algo_status,
+            quantity=self.qty,
+            trigger_price=self.stop_price,
+            price=self.price,
+            reduce_only=self.reduce_only,
+            close_position=self.close_position,
+            update_time_ms=self.update_ms,
+            actual_order_id=None if child is None else child.order_id,
+            actual_qty=None if child is None else child.executed,
+            actual_price=None if child is None else child.avg_price,
+            create_time_ms=self.create_ms,
+        )
 
     def state(self) -> OrderState:
         return OrderState(
@@ -153,10 +187,11 @@ def trigger_distance(o: VenueOrder, open_: float) -> float:
     return level - open_ if o.side == "SELL" else open_ - level
 
 
-def check_order(order: OrderRequest, rules: SymbolRules) -> None:
+def check_order(order: OrderRequest, rules: SymbolRules, trigger_name: str = "stopPrice") -> None:
     """The parameter checks of a placement: side, type, the prices and the quantity its type
     needs, quantity on the step and above the minimum, prices on the tick. A failed check
-    raises :class:`VenueReject` with Binance's code."""
+    raises :class:`VenueReject` with Binance's code. ``trigger_name`` is the name of the
+    trigger price's parameter (``triggerPrice`` on the Algo Order API)."""
     if order.side not in ("BUY", "SELL"):
         raise VenueReject(400, -1117, "Invalid side.")
     if order.type not in ORDER_TYPES:
@@ -164,7 +199,8 @@ def check_order(order: OrderRequest, rules: SymbolRules) -> None:
     if order.type == "LIMIT" and order.price is None:
         raise VenueReject(400, ERR_MANDATORY_PARAM, "Mandatory parameter 'price' was not sent.")
     if order.type in STOP_TYPES and order.stop_price is None:
-        raise VenueReject(400, ERR_MANDATORY_PARAM, "Mandatory parameter 'stopPrice' was not sent.")
+        msg = f"Mandatory parameter '{trigger_name}' was not sent."
+        raise VenueReject(400, ERR_MANDATORY_PARAM, msg)
     if order.close_position:
         if order.type not in STOP_TYPES:
             raise VenueReject(400, ERR_MANDATORY_PARAM, "closePosition is only for stop orders.")
@@ -188,7 +224,7 @@ def check_order(order: OrderRequest, rules: SymbolRules) -> None:
             raise VenueReject(
                 400, ERR_INVALID_QTY, f"Quantity {qty} less than min_qty {rules.min_qty}."
             )
-    for name, value in (("price", order.price), ("stopPrice", order.stop_price)):
+    for name, value in (("price", order.price), (trigger_name, order.stop_price)):
         if value is None:
             continue
         if not (math.isfinite(value) and value > 0.0):

@@ -5,13 +5,15 @@ Spot ``/api/v3/klines`` and ``/api/v3/exchangeInfo`` and USDT-M ``/fapi/v1/kline
 from candle and funding frames (in memory, or Parquet files named like ``../shared/data``) by
 :class:`~atra.sim.market_desk.FakeMarketDesk` (:attr:`FakeExchange.market_data`); the SIGNED
 USDT-M order endpoints (``POST/GET/DELETE /fapi/v1/order``, ``GET /fapi/v1/openOrders``, ``GET
-/fapi/v2/positionRisk``) by :class:`~atra.sim.order_desk.FakeOrderDesk`
+/fapi/v2/positionRisk``, and the Algo Order API ``POST/GET/DELETE /fapi/v1/algoOrder``, ``GET
+/fapi/v1/openAlgoOrders``) by :class:`~atra.sim.order_desk.FakeOrderDesk`
 (:attr:`FakeExchange.orders`) on a :class:`~atra.sim.venue.MatchingEngine`, whose market time
 comes from ``market_clock`` (seconds; a replay passes its simulated clock).
 
 Every request is weighed and admitted by :class:`~atra.sim.limits.WeightLimits`
 (:attr:`FakeExchange.limits`): the ``X-MBX-USED-WEIGHT-1m`` header, 429 + ``Retry-After`` past
-the limit, 418 + ban when the client keeps sending during the back-off. Time runs
+the limit, 418 + ban when the client keeps sending during the back-off, 429 ``-1015`` past the
+account's new-order limits (``order_limits``, per window; ``()``: none). Time runs
 ``time_scale`` times faster than real time (``time_scale=60``: a one-minute window lasts one
 second; ``Retry-After`` and ban durations are in these scaled seconds). Faults are drawn from a
 seeded RNG (:class:`Faults`); a ``lost`` fault processes the request and then drops the
@@ -42,7 +44,7 @@ from aiohttp import web
 
 from atra.adapters.orders import SymbolRules
 from atra.core.types import Market
-from atra.sim.limits import WeightLimits, refusal_body, request_weight
+from atra.sim.limits import DEFAULT_ORDER_LIMITS, WeightLimits, request_weight
 from atra.sim.market_desk import FakeMarketDesk, read_data_dir
 from atra.sim.order_desk import SIGNED_ENDPOINTS, FakeOrderDesk, signed_weight
 from atra.sim.venue import MatchingEngine
@@ -118,7 +120,8 @@ class RequestRecord:
 class FakeExchange:
     """The fake server. ``async with FakeExchange(...) as fx:`` then point a client at ``fx.url``.
 
-    ``weight_limit=None`` turns weight enforcement off (the header is still sent).
+    ``weight_limit=None`` turns weight enforcement off (the header is still sent);
+    ``order_limits`` are the new-order limits, ``(count, per_seconds)`` each.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class FakeExchange:
         ban_after: int = 20,
         funding_limit: int = 500,
         funding_window_s: float = 300.0,
+        order_limits: Sequence[tuple[int, float]] = DEFAULT_ORDER_LIMITS,
         faults: Faults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -150,6 +154,7 @@ class FakeExchange:
             ban_after=ban_after,
             funding_limit=funding_limit,
             funding_window_s=funding_window_s,
+            order_limits=order_limits,
         )
         """Request weight per window, back-off and bans of the client IP."""
         self.time_scale = time_scale
@@ -198,6 +203,11 @@ class FakeExchange:
         app.router.add_get("/fapi/v1/order", order)
         app.router.add_delete("/fapi/v1/order", order)
         app.router.add_get("/fapi/v1/openOrders", self._handler(Market.PERP, "openOrders"))
+        algo = self._handler(Market.PERP, "algoOrder")  # the Algo Order API (conditional)
+        app.router.add_post("/fapi/v1/algoOrder", algo)
+        app.router.add_get("/fapi/v1/algoOrder", algo)
+        app.router.add_delete("/fapi/v1/algoOrder", algo)
+        app.router.add_get("/fapi/v1/openAlgoOrders", self._handler(Market.PERP, "openAlgoOrders"))
         app.router.add_get("/fapi/v2/positionRisk", self._handler(Market.PERP, "positionRisk"))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -267,18 +277,22 @@ class FakeExchange:
         except Reject:
             limit = None
         default = 500 if endpoint == "klines" else 100
-        weight = signed_weight(endpoint, params)
+        weight = signed_weight(endpoint, params, request.method)
         if weight is None:
             weight = request_weight(market, endpoint, limit or default)
         conn = request.transport.get_extra_info("peername") if request.transport else None
-        status, wait_s = self.limits.admit(now, weight, endpoint == "fundingRate", conn)
+        orders = 1 if endpoint in ("order", "algoOrder") and request.method == "POST" else 0
+        verdict = self.limits.admit(now, weight, endpoint == "fundingRate", conn, orders=orders)
         record = {"t_s": now, "path": request.path, "params": params, "weight": weight}
         headers = {"X-MBX-USED-WEIGHT-1m": str(self.limits.used)}
-        if status != 200:
-            headers["Retry-After"] = str(math.ceil(wait_s or 0.0))
-            body = refusal_body(status, wait_s or 0.0, self.time_scale)
-            self._log(record, status)
-            return web.json_response(body, status=status, headers=headers)
+        if verdict.status != 200:
+            if verdict.retry_after_s is not None:
+                headers["Retry-After"] = str(math.ceil(verdict.retry_after_s))
+            self._log(record, verdict.status)
+            body = verdict.body(self.time_scale)
+            return web.json_response(body, status=verdict.status, headers=headers)
+        if orders:
+            headers.update(self.limits.order_headers())
         fault = self.faults.draw(self._rng)
         lo, hi = self.faults.latency_s
         if hi > 0:

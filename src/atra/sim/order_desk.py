@@ -1,12 +1,19 @@
 """The signed USDT-M order endpoints of the fake exchange (:mod:`atra.sim.exchange`).
 
-``POST/GET/DELETE /fapi/v1/order``, ``GET /fapi/v1/openOrders``, ``GET /fapi/v2/positionRisk``,
-all SIGNED (see :mod:`atra.adapters.orders`: ``X-MBX-APIKEY``, HMAC-SHA256 ``signature`` over
-the raw query string, ``timestamp`` within ``recvWindow`` of the wall clock). They run on a
+``POST/GET/DELETE /fapi/v1/order``, ``GET /fapi/v1/openOrders``, ``GET /fapi/v2/positionRisk``
+and the Algo Order API (``POST/GET/DELETE /fapi/v1/algoOrder``, ``GET /fapi/v1/openAlgoOrders``:
+:mod:`atra.sim.algo_desk`), all SIGNED (see :mod:`atra.adapters.orders`: ``X-MBX-APIKEY``,
+HMAC-SHA256 ``signature`` over the raw query string, ``timestamp`` within ``recvWindow`` of the
+wall clock). They run on a
 :class:`~atra.sim.venue.MatchingEngine` built on first use over the PERP candles of
 ONE timeframe, that of the first PERP candle key given; market time comes from
 ``market_clock`` (seconds; a replay passes its simulated clock). Order fields and error codes
-are Binance's.
+are Binance's. As on Binance since 2025-12-09, ``POST /fapi/v1/order`` refuses the conditional
+types (STOP_MARKET, TAKE_PROFIT_MARKET, STOP, TAKE_PROFIT, TRAILING_STOP_MARKET) with HTTP 400
+``{"code": -4120, "msg": "Order type not supported for this endpoint. Please use the Algo Order
+API endpoints instead."}``; they are placed on ``/fapi/v1/algoOrder``. ``GET /fapi/v1/order``
+finds an order by ``origClientOrderId`` or ``orderId`` (a triggered algo order's
+``actualOrderId``).
 
 Answer shapes: by default compact (every field the order client reads, numbers as the shortest
 string that reads back). With :attr:`FakeOrderDesk.documented` the answers are the shapes
@@ -15,8 +22,10 @@ numbers as fixed-decimal strings at the symbol's precision (``"0.40"``, ``"0.000
 order ids, and cancel answers without ``avgPrice``. Orders placed by hand (e.g. a
 TRAILING_STOP_MARKET, :func:`trailing_stop_json`) can be held in the account
 (:meth:`FakeOrderDesk.hold_manual_order`): listed by openOrders, found by a query, cancelled
-by a DELETE, never matched. :attr:`FakeOrderDesk.unreadable_posts` answers the next accepted
-POSTs with HTTP 200 and a JSON body that is not an order (the order is placed).
+by a DELETE, never matched; algo orders placed by hand likewise
+(:meth:`FakeOrderDesk.hold_manual_algo_order`, :func:`atra.sim.algo_desk.manual_algo_json`).
+:attr:`FakeOrderDesk.unreadable_posts` answers the next accepted POSTs (of either API) with HTTP
+200 and a JSON body that is not an order (the order is placed).
 
 The weight table below is kept apart from the client's on purpose: the fake is the oracle.
 """
@@ -26,13 +35,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from typing import Final
 
 import pandas as pd
 from aiohttp import web
 
 from atra.adapters.orders import (
+    ALGO_ONLY_MSG,
+    CONDITIONAL_TYPES,
+    ERR_ALGO_ONLY,
     ERR_CANCEL_UNKNOWN,
     ERR_INVALID_SIGNATURE,
     ERR_TIMESTAMP,
@@ -44,27 +55,45 @@ from atra.adapters.orders import (
     verify_signature,
 )
 from atra.core.types import Market, Timeframe
+from atra.sim.algo_desk import ALGO_ENDPOINTS, AlgoDesk, algo_weight
 from atra.sim.book import VenueReject
 from atra.sim.venue import MatchingEngine
 from atra.sim.wire import (
     CandleKey,
     Reject,
     bool_param,
+    decimals,
     fixed,
     float_param,
     fmt,
     int_param,
+    padded,
 )
 
-SIGNED_ENDPOINTS: Final[frozenset[str]] = frozenset({"order", "openOrders", "positionRisk"})
+__all__ = [
+    "SIGNED_ENDPOINTS",
+    "FakeOrderDesk",
+    "documented_order_json",
+    "order_json",
+    "padded",
+    "signed_weight",
+    "trailing_stop_json",
+]
+
+SIGNED_ENDPOINTS: Final[frozenset[str]] = (
+    frozenset({"order", "openOrders", "positionRisk"}) | ALGO_ENDPOINTS
+)
 _WEIGHTS: Final[dict[str, int]] = {"order": 1, "positionRisk": 5}  # openOrders: signed_weight
 
 
-def signed_weight(endpoint: str, params: Mapping[str, str]) -> int | None:
-    """Request weight of a signed endpoint (``openOrders``: 1 for one symbol, 40 for all);
-    None for an endpoint that is not signed."""
+def signed_weight(endpoint: str, params: Mapping[str, str], method: str = "GET") -> int | None:
+    """Request weight of a signed endpoint (``openOrders``: 1 for one symbol, 40 for all; the
+    Algo Order API's: :func:`atra.sim.algo_desk.algo_weight`); None for an endpoint that is not
+    signed."""
     if endpoint == "openOrders":
         return 1 if params.get("symbol") else 40
+    if endpoint in ALGO_ENDPOINTS:
+        return algo_weight(endpoint, params, method)
     return _WEIGHTS.get(endpoint)
 
 
@@ -100,6 +129,8 @@ class FakeOrderDesk:
         self.unreadable_posts = 0
         """How many of the next accepted POSTs get an unreadable (not an order) 200 answer."""
         self._manual: dict[str, dict[str, object]] = {}  # client id -> order JSON
+        self.algos = AlgoDesk(self.symbol_rules)
+        """The Algo Order API (conditional orders)."""
 
     def hold_manual_order(self, order: Mapping[str, object]) -> None:
         """Put an order placed by hand (Binance order JSON, any type) in the account."""
@@ -107,6 +138,10 @@ class FakeOrderDesk:
         if not isinstance(cid, str) or not cid:
             raise ValueError(f"a manual order needs a clientOrderId, got {cid!r}")
         self._manual[cid] = dict(order)
+
+    def hold_manual_algo_order(self, order: Mapping[str, object]) -> None:
+        """Put an algo order placed by hand (Binance algo order JSON) in the account."""
+        self.algos.hold_manual(order)
 
     def _manual_open(self, symbol: str | None) -> list[dict[str, object]]:
         return [
@@ -167,6 +202,8 @@ class FakeOrderDesk:
         now_ms = int(self.market_clock() * 1000)
         symbol = params.get("symbol")
         try:
+            if endpoint in ALGO_ENDPOINTS:
+                return self._algo_answer(request.method, endpoint, params, now_ms)
             if endpoint == "positionRisk":
                 return self._position_risk(engine, symbol, now_ms)
             if endpoint == "openOrders":
@@ -182,6 +219,8 @@ class FakeOrderDesk:
                     return json.dumps({"orderId": placed.order_id, "symbol": placed.symbol})
                 return json.dumps(self._order(placed, "order POST"))
             cid = params.get("origClientOrderId")
+            if not cid and params.get("orderId") and request.method == "GET":
+                return self._order_by_id(engine, symbol, params, now_ms)
             if not cid:
                 msg = (
                     "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
@@ -200,6 +239,37 @@ class FakeOrderDesk:
         except VenueReject as rej:
             raise Reject(rej.status, rej.code, rej.msg) from None
 
+    def _order_by_id(
+        self, engine: MatchingEngine, symbol: str, params: Mapping[str, str], now_ms: int
+    ) -> str:
+        order_id = int_param(params, "orderId")
+        engine.rules(symbol)  # -1121 for an unknown symbol
+        state = None if order_id is None else engine.get_by_id(symbol, order_id, now_ms)
+        if state is not None:
+            return json.dumps(self._order(state, "order GET"))
+        manual = next(
+            (o for o in self._manual.values() if o.get("orderId") == order_id
+             and o.get("symbol") == symbol), None,
+        )  # fmt: skip
+        if manual is None:
+            raise Reject(400, ERR_UNKNOWN_ORDER, "Order does not exist.")
+        return json.dumps(manual)
+
+    def _algo_answer(
+        self, method: str, endpoint: str, params: Mapping[str, str], now_ms: int
+    ) -> str:
+        engine = self.engine
+        if method == "POST":
+            placed = self.algos.place(engine, params, now_ms)
+            if self.unreadable_posts > 0:
+                self.unreadable_posts -= 1
+                return json.dumps({"algoId": placed.algo_id, "symbol": placed.symbol})
+            return json.dumps(self.algos.new_answer(placed, self.documented))
+        answer = self.algos.answer(
+            engine, method, endpoint, params, now_ms, documented=self.documented
+        )
+        return json.dumps(answer)
+
     def _manual_answer(
         self, order: dict[str, object], method: str, now_ms: int
     ) -> dict[str, object]:
@@ -217,7 +287,9 @@ class FakeOrderDesk:
         side, type_ = params["side"], params["type"]
         if side not in ("BUY", "SELL"):
             raise Reject(400, -1117, "Invalid side.")
-        if type_ not in ("MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET"):
+        if type_ in CONDITIONAL_TYPES:  # since 2025-12-09: the Algo Order API only
+            raise Reject(400, ERR_ALGO_ONLY, ALGO_ONLY_MSG)
+        if type_ not in ("MARKET", "LIMIT"):
             raise Reject(400, -1116, "Invalid orderType.")
         if params.get("positionSide", "BOTH") != "BOTH":
             raise Reject(400, -4061, "Order's position side does not match user's setting.")
@@ -261,7 +333,7 @@ class FakeOrderDesk:
             }
             if self.documented:
                 rules = self.symbol_rules(sym)
-                qd, pd_ = _decimals(rules.step_size), _decimals(rules.tick_size)
+                qd, pd_ = decimals(rules.step_size), decimals(rules.tick_size)
                 row = {
                     "entryPrice": padded(pos.entry_price, max(pd_, 5)),
                     "breakEvenPrice": padded(pos.entry_price, 1),
@@ -309,28 +381,12 @@ def order_json(o: OrderState) -> dict[str, object]:
     }
 
 
-def _decimals(step: float) -> int:
-    exponent = Decimal(repr(float(step))).normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
-
-
-def padded(x: float, decimals: int) -> str:
-    """``x`` as a fixed-decimal string with at least ``decimals`` decimals (``0.4`` at 2 ->
-    ``"0.40"``, ``0`` at 5 -> ``"0.00000"``), never rounded: it reads back to ``x``."""
-    text = fixed(x)
-    if text.startswith("-") and float(text) == 0.0:
-        text = text[1:]
-    whole, _, frac = text.partition(".")
-    frac = frac.rstrip("0").ljust(decimals, "0")
-    return f"{whole}.{frac}" if frac else whole
-
-
 def documented_order_json(o: OrderState, rules: SymbolRules, endpoint: str) -> dict[str, object]:
     """An order in the shape Binance documents for ``endpoint`` (``order POST``, ``order GET``,
     ``order DELETE``, ``openOrders``): every documented field, quantities at the step's
     decimals, prices at the tick's, ``avgPrice`` with at least 5 decimals, numeric ids; the
     cancel answer has no ``avgPrice``, the query answers carry ``time``."""
-    qd, pd_ = _decimals(rules.step_size), _decimals(rules.tick_size)
+    qd, pd_ = decimals(rules.step_size), decimals(rules.tick_size)
     row: dict[str, object] = {
         "avgPrice": padded(o.avg_price, max(5, pd_)),
         "clientOrderId": o.client_order_id,

@@ -24,33 +24,47 @@ TP limits, time-barrier MARKET exit) gets exactly the kernel's fills:
   is reduced to that, as Binance does); with no position to reduce it is EXPIRED.
   ``close_position`` orders close the whole position (EXPIRED when flat).
 * A marketable LIMIT is not filled at placement: it fills when the bar closes, at the open.
+* Two services, as on Binance since 2025-12-09: :meth:`MatchingEngine.place` takes MARKET and
+  LIMIT orders and refuses the conditional types with -4120 ("Please use the Algo Order API
+  endpoints instead."); :meth:`MatchingEngine.place_algo` takes STOP_MARKET and
+  TAKE_PROFIT_MARKET algo orders (``algoStatus`` NEW). An algo order rests and is evaluated
+  exactly as a stop order was: when it triggers it puts a MARKET order with its client id and
+  flags (reduce-only, close-position) in the matching engine, filled at the trigger price of
+  the rules above, and becomes FINISHED with that order as ``actualOrderId``. Algo orders are
+  queried, cancelled and listed apart (:meth:`MatchingEngine.get_algo`,
+  :meth:`MatchingEngine.cancel_algo`, :meth:`MatchingEngine.open_algo_orders`); ``algoId`` and
+  order ids come from one counter.
 
-:class:`LocalVenue` serves the :class:`~atra.adapters.orders.OrderApi` protocol over an engine
-and a clock, in process (broker tests, replays). The engine's records (books, orders, fills,
-refusals) and its placement checks are in :mod:`atra.sim.book`.
+:class:`~atra.sim.local_venue.LocalVenue` serves the :class:`~atra.adapters.orders.OrderApi`
+protocol over an engine and a clock, in process (broker tests). The engine's records (books,
+orders, fills, refusals) and its placement checks are in :mod:`atra.sim.book`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Final
 
 import numpy as np
 import pandas as pd
 
 from atra.adapters.orders import (
+    ALGO_ONLY_MSG,
+    ERR_ALGO_ONLY,
     ERR_CANCEL_UNKNOWN,
     ERR_DUPLICATE_ORDER,
     ERR_REDUCE_ONLY_REJECT,
     ERR_WOULD_TRIGGER,
     FINAL_STATUSES,
+    AlgoState,
     OrderRequest,
     OrderState,
     SymbolRules,
     VenuePosition,
+    is_conditional,
 )
-from atra.errors import DataError, OrderRejected
+from atra.errors import DataError
 from atra.sim.book import (
     REL_TOL,
     STOP_TYPES,
@@ -64,10 +78,11 @@ from atra.sim.book import (
     trigger_distance,
 )
 
-__all__ = ["ERR_INVALID_SYMBOL", "ERR_NO_MARKET", "LocalVenue", "MatchingEngine"]
+__all__ = ["ERR_INVALID_ORDER_TYPE", "ERR_INVALID_SYMBOL", "ERR_NO_MARKET", "MatchingEngine"]
 
 ERR_NO_MARKET: Final[int] = -1
 ERR_INVALID_SYMBOL: Final[int] = -1121
+ERR_INVALID_ORDER_TYPE: Final[int] = -1116
 
 
 class MatchingEngine:
@@ -102,6 +117,8 @@ class MatchingEngine:
                 raise DataError(f"matching engine: rules for {symbol}, which has no candles")
             self._rules[symbol] = rule
         self._orders: dict[str, VenueOrder] = {}  # every order ever placed, by client id
+        self._by_id: dict[int, VenueOrder] = {}  # the same, by order id
+        self._algos: dict[str, VenueOrder] = {}  # every algo order ever placed, by client id
         self._resting: dict[str, list[VenueOrder]] = {s: [] for s in self._books}
         self._next_id = 1
         self._now_ms = -(2**62)
@@ -152,15 +169,30 @@ class MatchingEngine:
     # ---- orders ----------------------------------------------------------------------------
 
     def place(self, order: OrderRequest, now_ms: int) -> OrderState:
-        """Place ``order`` at ``now_ms``; a refusal raises :class:`VenueReject`."""
+        """Place a MARKET or LIMIT ``order`` at ``now_ms``; a refusal raises
+        :class:`VenueReject` (a conditional type: -4120, it belongs to :meth:`place_algo`)."""
+        if is_conditional(order.type):
+            raise VenueReject(400, ERR_ALGO_ONLY, ALGO_ONLY_MSG)
+        return self._place(order, now_ms, algo=False).state()
+
+    def place_algo(self, order: OrderRequest, now_ms: int) -> AlgoState:
+        """Place a STOP_MARKET / TAKE_PROFIT_MARKET algo order (``algoStatus`` NEW) at
+        ``now_ms``; a refusal raises :class:`VenueReject` (the other conditional types are not
+        modelled: -1116)."""
+        if order.type not in STOP_TYPES:
+            raise VenueReject(400, ERR_INVALID_ORDER_TYPE, "Invalid orderType.")
+        return self._place(order, now_ms, algo=True).algo_state()
+
+    def _place(self, order: OrderRequest, now_ms: int, *, algo: bool) -> VenueOrder:
         self.advance(now_ms)
         tau = self._now_ms
         symbol = order.symbol
         book = self._book_of(symbol)
         rules = self._rules[symbol]
-        if order.client_order_id in self._orders:
+        cid = order.client_order_id
+        if cid in self._orders or cid in self._algos:
             raise VenueReject(400, ERR_DUPLICATE_ORDER, "ClientOrderId is duplicated.")
-        check_order(order, rules)
+        check_order(order, rules, "triggerPrice" if algo else "stopPrice")
         bar = self._bar_at(symbol, tau)
         if bar is None:
             raise VenueReject(400, ERR_NO_MARKET, f"no market for {symbol} at {tau}")
@@ -177,8 +209,8 @@ class MatchingEngine:
                 raise VenueReject(400, ERR_WOULD_TRIGGER, "Order would immediately trigger.")
         o = VenueOrder(
             symbol=symbol,
-            cid=order.client_order_id,
-            order_id=self._next_id,
+            cid=cid,
+            order_id=self._take_id(),
             side=order.side,
             type=order.type,
             qty=float(order.quantity or 0.0),
@@ -190,14 +222,27 @@ class MatchingEngine:
             executed=0.0,
             avg_price=0.0,
             update_ms=tau,
+            algo_status="NEW" if algo else None,
+            create_ms=tau,
         )
-        self._next_id += 1
-        self._orders[o.cid] = o
+        if algo:
+            self._algos[cid] = o
+        else:
+            self._register(o)
         if order.type == "MARKET":
             self._fill(o, current * (1.0 + sign * self.slippage), tau)
         else:
             self._resting[symbol].append(o)
-        return o.state()
+        return o
+
+    def _take_id(self) -> int:
+        """The next order id (algo ids and order ids share the counter)."""
+        self._next_id += 1
+        return self._next_id - 1
+
+    def _register(self, o: VenueOrder) -> None:
+        self._orders[o.cid] = o
+        self._by_id[o.order_id] = o
 
     def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderState:
         """Cancel an open order; unknown or already final -> ``VenueReject(-2011)``."""
@@ -214,14 +259,61 @@ class MatchingEngine:
     def get(
         self, symbol: str, client_order_id: str, now_ms: int | None = None
     ) -> OrderState | None:
-        """The order's state (open or final), None when unknown."""
+        """The order's state (open or final), None when unknown. A triggered algo order's
+        MARKET order carries its client id: it is found here too."""
         if now_ms is not None:
             self.advance(now_ms)
         o = self._orders.get(client_order_id)
         return o.state() if o is not None and o.symbol == symbol else None
 
+    def get_by_id(self, symbol: str, order_id: int, now_ms: int | None = None) -> OrderState | None:
+        """The state of the order with ``order_id`` (``GET /fapi/v1/order?orderId=``)."""
+        if now_ms is not None:
+            self.advance(now_ms)
+        o = self._by_id.get(order_id)
+        return o.state() if o is not None and o.symbol == symbol else None
+
+    def get_algo(self, client_algo_id: str, now_ms: int | None = None) -> AlgoState | None:
+        """The algo order's state (by ``clientAlgoId``, of any symbol), None when unknown."""
+        if now_ms is not None:
+            self.advance(now_ms)
+        o = self._algos.get(client_algo_id)
+        return o.algo_state() if o is not None else None
+
+    def algo_client_id(self, algo_id: int) -> str | None:
+        """The ``clientAlgoId`` of the algo order ``algo_id`` (None when unknown)."""
+        return next((o.cid for o in self._algos.values() if o.order_id == algo_id), None)
+
+    def cancel_algo(self, client_algo_id: str, now_ms: int) -> AlgoState:
+        """Cancel an algo order not triggered yet; unknown or no longer NEW ->
+        ``VenueReject(-2011)``."""
+        self.advance(now_ms)
+        o = self._algos.get(client_algo_id)
+        if o is None or o.algo_status != "NEW":
+            raise VenueReject(400, ERR_CANCEL_UNKNOWN, "Unknown order sent.")
+        o.algo_status = "CANCELED"
+        o.update_ms = self._now_ms
+        self._resting[o.symbol].remove(o)
+        return o.algo_state()
+
+    def open_algo_orders(
+        self, symbol: str | None = None, now_ms: int | None = None
+    ) -> list[AlgoState]:
+        """Algo orders not triggered yet, of ``symbol`` or of every symbol, oldest first."""
+        if now_ms is not None:
+            self.advance(now_ms)
+        if symbol is not None:
+            self._book_of(symbol)
+        found = [
+            o.algo_state()
+            for o in self._algos.values()
+            if o.algo_status == "NEW" and (symbol is None or o.symbol == symbol)
+        ]
+        return sorted(found, key=lambda a: a.algo_id)
+
     def open_orders(self, symbol: str | None = None, now_ms: int | None = None) -> list[OrderState]:
-        """Orders still resting, of ``symbol`` or of every symbol, oldest first."""
+        """Matching-engine orders still resting (never an algo order), of ``symbol`` or of
+        every symbol, oldest first."""
         if now_ms is not None:
             self.advance(now_ms)
         if symbol is not None:
@@ -231,6 +323,7 @@ class MatchingEngine:
             for s, orders in self._resting.items()
             if symbol is None or s == symbol
             for o in orders
+            if o.algo_status is None
         ]
         return sorted(found, key=lambda st: st.order_id)
 
@@ -294,7 +387,31 @@ class MatchingEngine:
 
     def _trigger(self, o: VenueOrder, price: float, t_ms: int) -> None:
         self._resting[o.symbol].remove(o)
-        self._fill(o, price, t_ms)
+        if o.algo_status is None:
+            self._fill(o, price, t_ms)
+            return
+        # an algo order puts its MARKET order in the matching engine, filled at ``price``
+        child = VenueOrder(
+            symbol=o.symbol,
+            cid=o.cid,
+            order_id=self._take_id(),
+            side=o.side,
+            type="MARKET",
+            qty=o.qty,
+            price=0.0,
+            stop_price=0.0,
+            reduce_only=o.reduce_only,
+            close_position=o.close_position,
+            status="NEW",
+            executed=0.0,
+            avg_price=0.0,
+            update_ms=t_ms,
+        )
+        self._register(child)
+        self._fill(child, price, t_ms)
+        o.child = child
+        o.algo_status = "FINISHED"
+        o.update_ms = t_ms
 
     def _fill(self, o: VenueOrder, price: float, t_ms: int) -> None:
         book = self._books[o.symbol]
@@ -324,60 +441,3 @@ class MatchingEngine:
         o.status = "FILLED"
         o.update_ms = t_ms
         self.fills.append(Fill(o.cid, t_ms, price, qty))
-
-
-class LocalVenue:
-    """The :class:`~atra.adapters.orders.OrderApi` in process: ``engine`` at ``clock()``
-    seconds (market time). A refused order raises :class:`atra.errors.OrderRejected`."""
-
-    def __init__(self, engine: MatchingEngine, clock: Callable[[], float]) -> None:
-        self.engine = engine
-        self.clock = clock
-
-    def _now_ms(self) -> int:
-        return int(self.clock() * 1000)
-
-    async def place_order(self, order: OrderRequest) -> OrderState:
-        now = self._now_ms()
-        try:
-            return self.engine.place(order, now)
-        except VenueReject as rej:
-            if rej.code == ERR_DUPLICATE_ORDER:
-                known = self.engine.get(order.symbol, order.client_order_id, now)
-                if known is not None:
-                    return known
-            raise OrderRejected(
-                f"{order.symbol} {order.type} {order.client_order_id}: "
-                f"Binance error {rej.code}: {rej.msg}"
-            ) from None
-
-    async def get_order(self, symbol: str, client_order_id: str) -> OrderState | None:
-        return self.engine.get(symbol, client_order_id, self._now_ms())
-
-    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:
-        now = self._now_ms()
-        try:
-            return self.engine.cancel(symbol, client_order_id, now)
-        except VenueReject as rej:
-            if rej.code != ERR_CANCEL_UNKNOWN:
-                raise OrderRejected(
-                    f"{symbol} cancel {client_order_id}: Binance error {rej.code}: {rej.msg}"
-                ) from None
-            return self.engine.get(symbol, client_order_id, now)
-
-    async def open_orders(self, symbol: str | None = None) -> Sequence[OrderState]:
-        try:
-            return self.engine.open_orders(symbol, self._now_ms())
-        except VenueReject as rej:
-            raise OrderRejected(
-                f"open orders {symbol}: Binance error {rej.code}: {rej.msg}"
-            ) from None
-
-    async def positions(self) -> Sequence[VenuePosition]:
-        return self.engine.positions(self._now_ms())
-
-    async def symbol_rules(self, symbol: str) -> SymbolRules:
-        try:
-            return self.engine.rules(symbol)
-        except VenueReject as rej:
-            raise OrderRejected(f"rules {symbol}: Binance error {rej.code}: {rej.msg}") from None

@@ -1,10 +1,11 @@
 """Binance's wire format, as the fake exchange's endpoints write and read it.
 
 An error answer (:class:`Reject`: HTTP status and Binance's ``{"code", "msg"}``), numbers as
-Binance writes them (:func:`fmt`, :func:`fixed`), the query parameters it parses (``-1100
-Illegal characters`` for a value that does not parse), and candle / funding rows serialised
-once (:class:`Series`) and paged by ``startTime`` / ``endTime`` / ``limit`` (:func:`page`).
-Used by :mod:`atra.sim.exchange`, :mod:`atra.sim.market_desk` and :mod:`atra.sim.order_desk`.
+Binance writes them (:func:`fmt`, :func:`fixed`, :func:`padded` at a precision), the query
+parameters it parses (``-1100 Illegal characters`` for a value that does not parse), and
+candle / funding rows serialised once (:class:`Series`) and paged by ``startTime`` /
+``endTime`` / ``limit`` (:func:`page`). Used by :mod:`atra.sim.exchange`,
+:mod:`atra.sim.market_desk`, :mod:`atra.sim.order_desk` and :mod:`atra.sim.algo_desk`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,23 @@ def int_param(params: Mapping[str, str], name: str) -> int | None:
 def fixed(x: float) -> str:
     """``x`` in plain decimal notation (``0.000000001``, not ``1e-09``), as Binance sends it."""
     return format(Decimal(repr(float(x))), "f")
+
+
+def decimals(step: float) -> int:
+    """The decimals of a step or tick (``0.001`` -> 3, ``1`` -> 0)."""
+    exponent = Decimal(repr(float(step))).normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def padded(x: float, places: int) -> str:
+    """``x`` as a fixed-decimal string with at least ``places`` decimals (``0.4`` at 2 ->
+    ``"0.40"``, ``0`` at 5 -> ``"0.00000"``), never rounded: it reads back to ``x``."""
+    text = fixed(x)
+    if text.startswith("-") and float(text) == 0.0:
+        text = text[1:]
+    whole, _, frac = text.partition(".")
+    frac = frac.rstrip("0").ljust(places, "0")
+    return f"{whole}.{frac}" if frac else whole
 
 
 @dataclass(slots=True)

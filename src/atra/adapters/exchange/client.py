@@ -5,7 +5,7 @@
 client for other exchanges can implement it later). :class:`BinanceClient` is one market of
 Binance: ``async with BinanceClient(Market.SPOT) as client: ...`` opens one
 ``httpx.AsyncClient`` and closes it on the way out, also on error or cancellation. Its requests
-(rate limiting, timeouts, retries, errors) go through
+(rate limiting, timeouts, retries, errors, metrics with ``metrics=``) go through
 :class:`~atra.adapters.exchange.transport.BinanceTransport`; the answers are parsed by
 :mod:`atra.adapters.exchange.wire`, which also holds the request weights.
 
@@ -16,7 +16,7 @@ Binance: ``async with BinanceClient(Market.SPOT) as client: ...`` opens one
 from __future__ import annotations
 
 import asyncio
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ from atra.adapters.exchange.wire import (
 from atra.adapters.ratelimit import FUNDING, WEIGHT, Clock, RateLimiter
 from atra.core.types import Market, Timeframe
 from atra.errors import ExchangeError, IPBanned
+
+if TYPE_CHECKING:
+    from atra.obs.metrics import Metrics
 
 SPOT_BASE_URL: Final[str] = "https://api.binance.com"
 FUTURES_BASE_URL: Final[str] = "https://fapi.binance.com"
@@ -113,6 +116,7 @@ class BinanceClient(BinanceTransport):
         max_backoff_s: float = 30.0,
         max_connections: int = 10,
         page_limit: int = 1000,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             market,
@@ -125,6 +129,7 @@ class BinanceClient(BinanceTransport):
             backoff_s=backoff_s,
             max_backoff_s=max_backoff_s,
             max_connections=max_connections,
+            metrics=metrics,
         )
         self.max_klines = min(page_limit, MAX_KLINES[market])
 
@@ -142,7 +147,7 @@ class BinanceClient(BinanceTransport):
         return parse_exchange_info(payload, where=self._where(path, {}))
 
     async def sync_limits(self) -> ExchangeInfo:
-        """Fetch exchangeInfo and take the REQUEST_WEIGHT limit from its ``rateLimits``."""
+        """Fetch exchangeInfo and take its ``rateLimits`` (REQUEST_WEIGHT and ORDERS)."""
         info = await self.exchange_info()
         self.limiter.configure(info.rate_limits)
         return info

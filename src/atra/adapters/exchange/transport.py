@@ -13,6 +13,20 @@ a body that is not JSON at all (a proxy page, a truncated transfer). Anything el
 error such as ``-1121 Invalid symbol.``, JSON of the wrong shape) fails at once with a
 one-line :class:`~atra.errors.ExchangeError`.
 
+A 429 stops what is not yet on the wire. The limiter learns of it (and of a 418) in an httpx
+response hook, as soon as the answer's headers are in and before its connection can carry
+another request; every request passes the limiter's wire gate (an httpcore ``trace`` callback
+at ``send_request_headers``) after it got its connection and before its first byte is written,
+so a request that passed the limiter before the 429 and then waited for a connection is held
+back, unsent, until the pause ends. A new order is also charged to the limiter's ORDERS
+buckets.
+
+With ``metrics`` (:class:`~atra.obs.metrics.Metrics`; None emits nothing) the transport counts
+``atra_exchange_requests_total{endpoint, status}`` (``status``: 2xx, 4xx, 418, 429, 5xx, or
+``error`` when no answer came), times ``atra_exchange_request_duration_seconds{endpoint}``,
+counts ``atra_retries_total{endpoint}`` and has its limiter report ``atra_ratelimit_*``
+(``market`` label). ``endpoint`` is the path template (``/fapi/v1/klines``), never a query.
+
 httpx logs every answer at INFO (``HTTP Request: GET ... "HTTP/1.1 200 OK"``), thousands of
 lines in a replay. An open transport re-levels those lines to DEBUG for answers below 400;
 429s, bans (418), Binance error answers and 5xx stay at INFO.
@@ -25,28 +39,46 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import urlsplit
 
 import httpx
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential,
     wait_random,
 )
 
-from atra.adapters.exchange.wire import one_line
-from atra.adapters.ratelimit import Clock, RateLimiter, shared_limiter
+from atra.adapters.exchange.wire import one_line, order_count
+from atra.adapters.ratelimit import WEIGHT, Clock, RateLimiter, shared_limiter, stated_limit
 from atra.core.types import Market
 from atra.errors import ConfigError, ExchangeError, RateLimited, TransientExchangeError
+from atra.obs import get_logger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from atra.obs.metrics import Metrics
 
 DEFAULT_BAN_S: Final[float] = 120.0
 _BANNED_UNTIL_RE: Final = re.compile(r"banned until (\d{12,})")
 _HTTPX_LOGGER: Final[str] = "httpx"
+_WIRE_EVENT: Final[str] = "send_request_headers.started"
+"""httpcore's trace event right before a request's first byte is written on its connection."""
+
+log = get_logger("atra.adapters.exchange")
+
+
+class _HeldBack(Exception):
+    """Raised by the wire gate: a 429 pause began while the request waited for its connection.
+    Nothing was written; httpcore closes that connection and the request is sent after the
+    pause."""
 
 
 class RequestLogDemoter(logging.Filter):
@@ -92,6 +124,7 @@ class BinanceTransport:
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         max_connections: int = 10,
+        metrics: Metrics | None = None,
     ) -> None:
         check_timeout(timeout_s, "timeout_s")
         if connect_timeout_s is not None:
@@ -112,6 +145,9 @@ class BinanceTransport:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.metrics = metrics
+        if metrics is not None and self.limiter.reporting_to is not metrics:
+            self.limiter.report_to(metrics, market.value)
         self._http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> Self:
@@ -122,6 +158,7 @@ class BinanceTransport:
             timeout=httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s),
             limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
             headers={"Accept": "application/json", "User-Agent": "atra"},
+            event_hooks={"response": [self._on_answer]},
         )
         return self
 
@@ -149,19 +186,32 @@ class BinanceTransport:
         query = " ".join(f"{k}={v}" for k, v in params.items())
         return f"binance {self.market} {path}" + (f" {query}" if query else "")
 
-    async def _get(
-        self, path: str, params: Mapping[str, str | int], charges: Mapping[str, int]
-    ) -> object:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
+    def retrying(self, endpoint: str, max_attempts: int | None = None) -> AsyncRetrying:
+        """Retries of transient failures (:class:`TransientExchangeError`) with exponential
+        backoff and jitter on this transport's clock, each counted in
+        ``atra_retries_total{endpoint}``; ``max_attempts`` defaults to the transport's."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(max_attempts or self.max_attempts),
             wait=wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s)
             + wait_random(0, self.backoff_s),
             retry=retry_if_exception_type(TransientExchangeError),
             sleep=self.clock.sleep,
+            before_sleep=self._retry_counter(endpoint),
             reraise=True,
         )
+
+    def _retry_counter(self, endpoint: str) -> Callable[[RetryCallState], None]:
+        def count(state: RetryCallState) -> None:
+            if self.metrics is not None:
+                self.metrics.retries_total.labels(endpoint=endpoint).inc()
+
+        return count
+
+    async def _get(
+        self, path: str, params: Mapping[str, str | int], charges: Mapping[str, int]
+    ) -> object:
         try:
-            async for attempt in retrying:
+            async for attempt in self.retrying(path):
                 with attempt:
                     return await self._get_once(path, params, charges)
         except TransientExchangeError as exc:
@@ -197,48 +247,99 @@ class BinanceTransport:
         The whole request (connect, send, every read of the body) must end within
         ``timeout_s``: httpx's timeouts are per phase and per read, so a server dripping a byte
         a second would otherwise hold the request for ever. A request that passed the limiter
-        is held back (not sent) while a 429 pause, learnt meanwhile from another answer, runs.
+        is held back (not sent) while a 429 pause, learnt meanwhile from another answer, runs:
+        before it takes a connection and again at the wire gate, once it has one.
         """
         http = self._http
         if http is None:
             raise ExchangeError("BinanceClient is not open: use `async with BinanceClient(...)`")
         url = f"{path}?{query}" if query else path
+        orders = order_count(method, path)
+        if orders:
+            charges = {**charges, **dict.fromkeys(self.limiter.order_buckets(), orders)}
         async with self.limiter.slot(charges):
-            await self.limiter.hold_while_paused()
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    return await http.request(
-                        method,
-                        url,
-                        params=dict(params) if params is not None else None,
-                        headers=dict(headers) if headers is not None else None,
-                    )
-            except TimeoutError as exc:
-                raise TransientExchangeError(
-                    f"{where}: no answer within {self.timeout_s:g} s "
-                    "(whole-request deadline: connect, send and every read)"
-                ) from exc
-            except httpx.TimeoutException as exc:
-                raise TransientExchangeError(
-                    f"{where}: no answer within {self.timeout_s:g} s ({type(exc).__name__})"
-                ) from exc
-            except httpx.TransportError as exc:
-                raise TransientExchangeError(
-                    f"{where}: connection failed ({type(exc).__name__}: {one_line(str(exc))})"
-                ) from exc
+            while True:
+                await self.limiter.hold_while_paused()
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        resp = await http.request(
+                            method,
+                            url,
+                            params=dict(params) if params is not None else None,
+                            headers=dict(headers) if headers is not None else None,
+                            extensions={"trace": self._wire_gate},
+                        )
+                except _HeldBack:
+                    continue
+                except TimeoutError as exc:
+                    self._count(path, "error", started)
+                    raise TransientExchangeError(
+                        f"{where}: no answer within {self.timeout_s:g} s "
+                        "(whole-request deadline: connect, send and every read)"
+                    ) from exc
+                except httpx.TimeoutException as exc:
+                    self._count(path, "error", started)
+                    raise TransientExchangeError(
+                        f"{where}: no answer within {self.timeout_s:g} s ({type(exc).__name__})"
+                    ) from exc
+                except httpx.TransportError as exc:
+                    self._count(path, "error", started)
+                    raise TransientExchangeError(
+                        f"{where}: connection failed ({type(exc).__name__}: {one_line(str(exc))})"
+                    ) from exc
+                self._count(path, status_class(resp.status_code), started)
+                used = resp.headers.get("x-mbx-used-weight-1m")
+                if used is not None and used.strip().isdigit():
+                    self.limiter.observe_used_weight(int(used), charges.get(WEIGHT, 0))
+                return resp
+
+    async def _wire_gate(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore ``trace`` callback: the request has its connection and nothing is written
+        yet. During a 429 pause it is held back (:class:`_HeldBack`), during a ban it fails."""
+        if event.endswith(_WIRE_EVENT) and self.limiter.must_hold():
+            raise _HeldBack
+
+    async def _on_answer(self, resp: httpx.Response) -> None:
+        """httpx response hook: runs when an answer's headers are in, before its body is read,
+        so before its connection can carry another request. The limiter learns of a 429 pause
+        or a 418 ban here, ahead of any request still to be written, and takes a limit the 429
+        states when it is tighter than its own. (The used-weight header is read in
+        :meth:`send`, which knows the weight of the request it answers.)"""
+        status = resp.status_code
+        if status == 429:
+            self.limiter.on_rate_limited(_retry_after(resp))  # first: the pause, then the body
+            await resp.aread()
+            stated = stated_limit(_error_message(resp))
+            if stated is not None and self.limiter.learn(stated):
+                log.warning(
+                    "rate_limit_lowered",
+                    endpoint=resp.request.url.path,
+                    kind=stated.kind,
+                    limit=stated.limit,
+                    interval_s=stated.interval_s,
+                )
+        elif status == 418:
+            if _retry_after(resp) is None:
+                await resp.aread()  # the ban's end is in the body
+            self.limiter.on_banned(self._ban_seconds(resp))
+
+    def _count(self, endpoint: str, status: str, started: float) -> None:
+        if self.metrics is not None:
+            m = self.metrics
+            m.exchange_requests_total.labels(endpoint=endpoint, status=status).inc()
+            seconds = time.perf_counter() - started
+            m.exchange_request_duration_seconds.labels(endpoint=endpoint).observe(seconds)
 
     def check_status(self, resp: httpx.Response, where: str) -> None:
-        """Feed the used-weight header to the limiter; raise for 418 (ban), 429 (every request
-        paused) and 5xx (transient). Any other status is left to the caller."""
-        used = resp.headers.get("x-mbx-used-weight-1m")
-        if used is not None and used.strip().isdigit():
-            self.limiter.observe_used_weight(int(used))
+        """Raise for 418 (ban), 429 (every request paused) and 5xx (transient); any other
+        status is left to the caller. (The limiter has already learnt of the 429 or 418 from
+        the response hook, before the body was read.)"""
         status = resp.status_code
         if status == 418:
-            raise self.limiter.on_banned(self._ban_seconds(resp))
+            raise self.limiter.ban_error(self._ban_seconds(resp))
         if status == 429:
-            retry_after = _retry_after(resp)
-            pause = self.limiter.on_rate_limited(retry_after)
+            pause = self.limiter.pause_s(_retry_after(resp))
             raise RateLimited(f"{where}: HTTP 429, every request paused {pause:g} s", pause)
         if status >= 500:
             raise TransientExchangeError(f"{where}: HTTP {status} {one_line(resp.text, 60)}")
@@ -284,6 +385,22 @@ def check_timeout(value: float, name: str) -> float:
     if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} {value!r}: expected a finite number of seconds above 0")
     return value
+
+
+def status_class(status: int) -> str:
+    """The ``status`` label of ``atra_exchange_requests_total``: 418 and 429 as they are, else
+    the class (``2xx``, ``4xx``, ``5xx``)."""
+    return str(status) if status in (418, 429) else f"{status // 100}xx"
+
+
+def _error_message(resp: httpx.Response) -> str:
+    """The ``msg`` of a Binance error body, or '' when the body is not one."""
+    try:
+        payload = json.loads(resp.content)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ""
+    msg = payload.get("msg") if isinstance(payload, dict) else None
+    return msg if isinstance(msg, str) else ""
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

@@ -4,7 +4,8 @@ premiumIndex and exchangeInfo parsed into frames and the records they carry.
 Request weights (Binance docs, 2024): spot klines 2; futures klines 1 / 2 / 5 / 10 for
 ``limit`` < 100 / < 500 / <= 1000 / > 1000; spot exchangeInfo 20, futures exchangeInfo 1;
 premiumIndex 1 (with a symbol); fundingRate is charged 1 weight and 1 unit of its own bucket
-(500 requests per 5 minutes per IP).
+(500 requests per 5 minutes per IP). A new order also counts against the account's ORDERS
+limits (:func:`order_count`: one per order, two for a spot OCO).
 
 Every parser is strict: JSON of the wrong shape is a one-line :class:`~atra.errors.ExchangeError`
 naming ``where`` (the request) and what was expected.
@@ -13,7 +14,7 @@ naming ``where`` (the request) and what was expected.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,20 @@ def klines_weight(market: Market, limit: int) -> int:
     if limit < 500:
         return 2
     return 5 if limit <= 1000 else 10
+
+
+_NEW_ORDERS: Final[dict[tuple[str, str], int]] = {
+    ("POST", "/fapi/v1/order"): 1,
+    ("POST", "/fapi/v1/algoOrder"): 1,  # a conditional order (New Algo Order)
+    ("POST", "/api/v3/order"): 1,
+    ("POST", "/api/v3/order/oco"): 2,
+    ("POST", "/api/v3/orderList/oco"): 2,
+}
+
+
+def order_count(method: str, path: str) -> int:
+    """New orders a request places (counted against the ORDERS limits): 0 for any other."""
+    return _NEW_ORDERS.get((method.upper(), path), 0)
 
 
 def exchange_info_weight(market: Market) -> int:

@@ -114,6 +114,8 @@ class Journal:
         p = Path(path)
         if not 1 <= target_version <= SCHEMA_VERSION:
             raise DataError(f"journal {p}: no schema version {target_version}")
+        if p.is_dir():  # refused before its folder, lock or WAL files are created
+            raise ConfigError(f"journal {p}: is a folder, expected a journal file")
         p.parent.mkdir(parents=True, exist_ok=True)
         lock = ExclusiveLock(p, "journal") if exclusive else None
         if lock is not None:
@@ -140,6 +142,12 @@ class Journal:
                 " description TEXT NOT NULL, applied_ms INTEGER NOT NULL)"
             )
         except sqlite3.DatabaseError as exc:
+            low = str(exc).lower()
+            if "disk i/o error" in low or "disk is full" in low:  # the file could not be written
+                raise DataError(
+                    f"journal {self.path}: cannot write it ({exc}): disk full or a file-size "
+                    "limit; free space and rerun"
+                ) from None
             raise DataError(f"journal {self.path}: not a usable SQLite database ({exc})") from None
         current = await self.schema_version()
         if current > SCHEMA_VERSION:

@@ -136,10 +136,21 @@ def parse_asset_metrics(
 
 
 class CoinMetricsSource:
-    """One built-in on-chain series from Coin Metrics (or a fake at ``http.base_url``)."""
+    """One on-chain series from Coin Metrics (or a fake at ``http.base_url``): a built-in one
+    by name, or any ``asset`` and ``columns`` (keys of :data:`METRICS`) under ``name``."""
 
-    def __init__(self, http: SourceHttp, name: str, *, page_size: int = 1000) -> None:
-        if name not in SERIES_ASSET:
+    def __init__(
+        self,
+        http: SourceHttp,
+        name: str,
+        *,
+        page_size: int = 1000,
+        asset: str | None = None,
+        columns: tuple[str, ...] = (),
+    ) -> None:
+        if (asset is None) != (not columns):
+            raise DataError(f"coinmetrics {name}: give both asset and columns, or neither")
+        if asset is None and name not in SERIES_ASSET:
             raise DataError(
                 f"coinmetrics: no series {name!r}; expected one of {', '.join(SERIES_ASSET)}"
             )
@@ -147,7 +158,8 @@ class CoinMetricsSource:
             raise DataError(f"coinmetrics: page_size must be >= 1, got {page_size}")
         self.http = http
         self.name = name
-        self.asset, self.columns = SERIES_ASSET[name]
+        self.asset, self.columns = (asset, columns) if asset is not None else SERIES_ASSET[name]
+        metrics_for(self.columns)  # an unknown column is refused now, not at the first fetch
         self.page_size = page_size
 
     async def fetch(self, since_ms: int) -> pd.DataFrame:

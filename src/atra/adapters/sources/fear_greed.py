@@ -65,10 +65,9 @@ def parse_fng(payload: object, *, where: str = "alternative.me /fng/") -> pd.Dat
 class FearGreedSource:
     """The ``fear_greed`` series from alternative.me (or a fake at ``http.base_url``)."""
 
-    name: Final[str] = "fear_greed"
-
-    def __init__(self, http: SourceHttp) -> None:
+    def __init__(self, http: SourceHttp, name: str = "fear_greed") -> None:
         self.http = http
+        self.name = name
 
     async def fetch(self, since_ms: int) -> pd.DataFrame:
         """Every daily value stamped at or after ``since_ms`` that the API has now."""

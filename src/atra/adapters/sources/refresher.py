@@ -41,7 +41,7 @@ DEFAULT_HISTORY_DAYS: Final[int] = 400
 
 
 class SeriesSource(Protocol):
-    """A live source of one built-in series (``name`` is a key of ``SERIES``)."""
+    """A live source of one series (a built-in one, or one the refresher has a rule for)."""
 
     @property
     def name(self) -> str: ...
@@ -76,7 +76,10 @@ class SeriesRefresher:
         *,
         poll_ms: int = DEFAULT_POLL_MS,
         history_days: int = DEFAULT_HISTORY_DAYS,
+        rules: Mapping[str, SeriesRule] | None = None,
     ) -> None:
+        """``rules``: the point-in-time rule of each source's series (a configured series');
+        a source without one must be a built-in series (:data:`SERIES`)."""
         items = list(sources.values()) if isinstance(sources, Mapping) else list(sources)
         if poll_ms <= 0 or history_days < 1:
             raise ConfigError("series refresher: expected poll_ms > 0 and history_days >= 1")
@@ -85,7 +88,7 @@ class SeriesRefresher:
         self._sources: dict[str, SeriesSource] = {}
         self._state: dict[str, _State] = {}
         for src in items:
-            rule = series_rule(src.name)
+            rule = (rules or {}).get(src.name) or series_rule(src.name)
             if src.name in self._sources:
                 raise ConfigError(f"series refresher: two sources for series {src.name!r}")
             self._sources[src.name] = src

@@ -1,21 +1,33 @@
 """Signed Binance USDT-M futures orders: :class:`BinanceTrader` serves
 :class:`atra.adapters.orders.OrderApi` over an open
 :class:`atra.adapters.exchange.client.BinanceClient`; :func:`credentials_from_env` reads its
-API key and secret.
+API key and secret (:mod:`atra.adapters.trading.signed` signs and sends).
 
 The trader shares the client's HTTP connection pool, its weight-aware rate limiter (order
 calls are charged their Binance weight in the same bucket as market data: order 1,
-openOrders 1 with a symbol / 40 without, positionRisk 5) and its backoff settings. The order
-parameters and the parsing of the answers are in :mod:`atra.adapters.trading.wire`.
+openOrders 1 with a symbol / 40 without, positionRisk 5; on the Algo Order API a new algo
+order 0 (it counts against the ORDERS limits only), a query or a cancel 1, openAlgoOrders 1 /
+40) and its backoff settings. The order parameters and the parsing of the answers are in
+:mod:`atra.adapters.trading.wire` and :mod:`atra.adapters.trading.algo_wire`.
+
+Two routes (Binance, since 2025-12-09): MARKET and LIMIT orders go to ``/fapi/v1/order``
+(:meth:`BinanceTrader.place_regular`); the conditional types (STOP_MARKET, TAKE_PROFIT_MARKET,
+...) to the Algo Order API, ``POST /fapi/v1/algoOrder`` with ``clientAlgoId`` = the order's
+client id (:meth:`BinanceTrader.place_conditional`); ``/fapi/v1/order`` refuses them with
+-4120, which surfaces as an :class:`~atra.errors.OrderRejected` naming the code. A conditional
+order is looked up and cancelled by ``clientAlgoId`` (``conditional=True``); once triggered,
+its fill is read from the order it put in the matching engine (``actualOrderId``) and reported
+through :func:`atra.adapters.orders.conditional_state`.
 
 A POST is never blindly retried. When its answer is lost (timeout, dropped connection, 5xx,
 a garbled body, a 429) the outcome is unknown: the order is looked up by its client id and
 returned when the venue has it; only when the venue does not know the id is the POST sent
 again, with the same id. An HTTP 200 whose JSON is not a readable order means the venue took
 the order: it is looked up by client id and never POSTed again (the id is remembered, so a
-later ``place_order`` of it only looks it up). A ``-4116`` (client id already used) is
-answered by the lookup too, so a retried placement never makes a second order. Reads and
-cancels are idempotent and are simply retried.
+later ``place_order`` of it only looks it up). A ``-4116`` (client id already used), or any
+refusal of a conditional order after an unknown outcome, is answered by the lookup too, so a
+retried placement never makes a second order. Reads and cancels are idempotent and are simply
+retried.
 
 The API secret only reaches the HMAC. Requests are described in errors as
 ``binance perp POST /fapi/v1/order symbol=BTCUSDT ... newClientOrderId=...``: plain
@@ -24,18 +36,9 @@ parameters, never the signature, the timestamp or the key.
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
-
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Final
 
 from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.exchange.wire import exchange_info_weight
@@ -43,14 +46,29 @@ from atra.adapters.orders import (
     ERR_CANCEL_UNKNOWN,
     ERR_DUPLICATE_ORDER,
     ERR_UNKNOWN_ORDER,
+    AlgoState,
     AssetBalance,
     OrderRequest,
     OrderState,
     SymbolRules,
     VenuePosition,
-    signed_query,
+    conditional_state,
+    is_conditional,
 )
 from atra.adapters.ratelimit import WEIGHT
+from atra.adapters.trading.algo_wire import (
+    algo_params,
+    parse_algo_cancel,
+    parse_algo_order,
+    parse_algo_orders,
+)
+from atra.adapters.trading.signed import (
+    API_KEY_ENV,
+    API_SECRET_ENV,
+    SignedSession,
+    credentials_from_env,
+    msg,
+)
 from atra.adapters.trading.wire import (
     describe,
     order_params,
@@ -61,34 +79,35 @@ from atra.adapters.trading.wire import (
     parse_positions,
 )
 from atra.core.types import Market
-from atra.errors import ConfigError, ExchangeError, OrderRejected, TransientExchangeError
+from atra.errors import ExchangeError, OrderRejected, TransientExchangeError
 from atra.obs import get_logger
+
+__all__ = [
+    "ALGO_ORDER_PATH",
+    "API_KEY_ENV",
+    "API_SECRET_ENV",
+    "OPEN_ALGO_ORDERS_PATH",
+    "ORDER_PATH",
+    "BinanceTrader",
+    "credentials_from_env",
+]
 
 ORDER_PATH: Final[str] = "/fapi/v1/order"
 OPEN_ORDERS_PATH: Final[str] = "/fapi/v1/openOrders"
+ALGO_ORDER_PATH: Final[str] = "/fapi/v1/algoOrder"
+OPEN_ALGO_ORDERS_PATH: Final[str] = "/fapi/v1/openAlgoOrders"
 POSITION_RISK_PATH: Final[str] = "/fapi/v2/positionRisk"
 BALANCE_PATH: Final[str] = "/fapi/v2/balance"
 EXCHANGE_INFO_PATH: Final[str] = "/fapi/v1/exchangeInfo"
-API_KEY_ENV: Final[str] = "ATRA__EXCHANGE__API_KEY"
-API_SECRET_ENV: Final[str] = "ATRA__EXCHANGE__API_SECRET"  # noqa: S105  (a variable name)
+ALGO_POST_WEIGHT: Final[int] = 0  # New Algo Order: 0 on the IP weight, 1 on the ORDERS counts
 _ACCEPTED_KEPT: Final[int] = 10_000  # accepted-but-unreadable client ids remembered
 
 log = get_logger("atra.adapters.trading")
 
-
-def credentials_from_env(env: Mapping[str, str]) -> tuple[str, str]:
-    """``(api_key, api_secret)`` from ``env``; a missing or empty variable is a
-    :class:`ConfigError` naming it (values are never echoed)."""
-    for name in (API_KEY_ENV, API_SECRET_ENV):
-        if not env.get(name, "").strip():
-            raise ConfigError(f"signed orders need the environment variable {name} (not set)")
-    return env[API_KEY_ENV].strip(), env[API_SECRET_ENV].strip()
+Reader = Callable[[object, str], Awaitable[OrderState]]
 
 
-# ---- the trader ---------------------------------------------------------------------------
-
-
-class BinanceTrader:
+class BinanceTrader(SignedSession):
     """The order API of one Binance USDT-M futures account (one-way mode), over an open
     :class:`BinanceClient` (its HTTP pool, limiter, clock, timeout and backoff).
 
@@ -106,45 +125,73 @@ class BinanceTrader:
         wall_clock: Callable[[], float] = time.time,
         max_attempts: int | None = None,
     ) -> None:
-        if client.market is not Market.PERP:
-            raise ExchangeError("order execution supports USDT-M futures only")
-        if not api_key or not api_secret:
-            raise ConfigError("signed orders need an API key and an API secret")
-        if not 1 <= recv_window_ms <= 60_000:
-            raise ConfigError(f"recv_window_ms must be in 1..60000, got {recv_window_ms}")
-        if max_attempts is not None and max_attempts < 1:
-            raise ConfigError(f"max_attempts must be >= 1, got {max_attempts}")
-        self.client = client
-        self._api_key = api_key
-        self._api_secret = api_secret
-        self.recv_window_ms = recv_window_ms
-        self.wall_clock = wall_clock
-        self.max_attempts = max_attempts or client.max_attempts
+        super().__init__(
+            client,
+            api_key=api_key,
+            api_secret=api_secret,
+            recv_window_ms=recv_window_ms,
+            wall_clock=wall_clock,
+            max_attempts=max_attempts,
+        )
         self._rules: dict[str, SymbolRules] = {}
-        self._rng = random.Random()
         self._accepted: dict[str, None] = {}
         """Client ids the venue accepted with an unreadable answer: never POSTed again."""
 
-    def __repr__(self) -> str:  # never the key or the secret
-        return f"BinanceTrader({self.client.base_url!r})"
-
-    # ---- OrderApi ------------------------------------------------------------------------
+    # ---- placing ---------------------------------------------------------------------------
 
     async def place_order(self, order: OrderRequest) -> OrderState:
+        """Place ``order`` on its route: a conditional type on the Algo Order API
+        (:meth:`place_conditional`), MARKET / LIMIT on ``/fapi/v1/order``."""
+        if is_conditional(order.type):
+            return await self.place_conditional(order)
+        return await self.place_regular(order)
+
+    async def place_regular(self, order: OrderRequest) -> OrderState:
+        """``POST /fapi/v1/order``. The venue refuses a conditional type there (-4120): an
+        :class:`OrderRejected` naming the code and Binance's message."""
         params = order_params(order, self._rules.get(order.symbol))
-        where = describe("POST", ORDER_PATH, params)
-        head = f"{order.symbol} {order.type} {order.client_order_id}"
-        if order.client_order_id in self._accepted:  # the venue took it: look it up only
+
+        async def read(body: object, where: str) -> OrderState:
+            return parse_order(body, where)
+
+        return await self._place(order, ORDER_PATH, params, 1, read, conditional=False)
+
+    async def place_conditional(self, order: OrderRequest) -> OrderState:
+        """``POST /fapi/v1/algoOrder`` (``algoType=CONDITIONAL``, ``clientAlgoId`` = the
+        order's client id); the answer read through :func:`conditional_state`."""
+        params = algo_params(order, self._rules.get(order.symbol))
+
+        async def read(body: object, where: str) -> OrderState:
+            return await self._algo_view(parse_algo_order(body, where), where)
+
+        return await self._place(
+            order, ALGO_ORDER_PATH, params, ALGO_POST_WEIGHT, read, conditional=True
+        )
+
+    async def _place(
+        self,
+        order: OrderRequest,
+        path: str,
+        params: Mapping[str, str | int],
+        weight: int,
+        read: Reader,
+        *,
+        conditional: bool,
+    ) -> OrderState:
+        where = describe("POST", path, params)
+        cid = order.client_order_id
+        head = f"{order.symbol} {order.type} {cid}"
+        if cid in self._accepted:  # the venue took it: look it up only
             return await self._confirm(order, where, "an earlier answer was unreadable")
         last: TransientExchangeError | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
-                code, body = await self._call("POST", ORDER_PATH, params, 1)
+                code, body = await self._call("POST", path, params, weight)
             except TransientExchangeError as exc:
                 last = exc  # the venue may or may not have the order: ask it
                 await self._backoff(attempt)
                 try:
-                    known = await self.get_order(order.symbol, order.client_order_id)
+                    known = await self.get_order(order.symbol, cid, conditional=conditional)
                 except TransientExchangeError:
                     continue  # still unknown; a second POST is refused as a duplicate
                 if known is not None:
@@ -152,21 +199,21 @@ class BinanceTrader:
                 continue
             if code is None:
                 try:
-                    return parse_order(body, where)
+                    return await read(body, where)
                 except ExchangeError as exc:  # accepted, answer unreadable: never send again
-                    self._accept(order.client_order_id)
+                    self._accept(cid)
                     log.warning(
                         "order_answer_unreadable",
                         symbol=order.symbol,
-                        client_order_id=order.client_order_id,
+                        client_order_id=cid,
                         error=str(exc),
                     )
                     return await self._confirm(order, where, str(exc))
-            if code == ERR_DUPLICATE_ORDER:
-                known = await self.get_order(order.symbol, order.client_order_id)
+            if code == ERR_DUPLICATE_ORDER or (conditional and last is not None):
+                known = await self.get_order(order.symbol, cid, conditional=conditional)
                 if known is not None:
                     return known
-            raise OrderRejected(f"{head}: Binance error {code}: {_msg(body)}")
+            raise OrderRejected(f"{head}: Binance error {code}: {msg(body)}")
         raise TransientExchangeError(
             f"{where}: outcome unknown after {self.max_attempts} attempts ({last})"
         )
@@ -181,9 +228,12 @@ class BinanceTrader:
         by client id (up to ``max_attempts`` times, with the backoff), never POST it again.
         Still not found: TransientExchangeError (the next call looks it up again)."""
         error: Exception | None = None
+        conditional = is_conditional(order.type)
         for attempt in range(1, self.max_attempts + 1):
             try:
-                known = await self.get_order(order.symbol, order.client_order_id)
+                known = await self.get_order(
+                    order.symbol, order.client_order_id, conditional=conditional
+                )
             except ExchangeError as exc:  # a transient failure, or an unreadable answer again
                 known, error = None, exc
             if known is not None:
@@ -195,7 +245,15 @@ class BinanceTrader:
             f"{where}: accepted (HTTP 200), answer unreadable ({reason}); {found}; not sent again"
         )
 
-    async def get_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+    # ---- looking up and cancelling ---------------------------------------------------------
+
+    async def get_order(
+        self, symbol: str, client_order_id: str, *, conditional: bool = False
+    ) -> OrderState | None:
+        """The order's state by client id (``GET /fapi/v1/order``, or ``GET
+        /fapi/v1/algoOrder`` by ``clientAlgoId`` when ``conditional``); None when unknown."""
+        if conditional:
+            return await self._get_algo(symbol, client_order_id)
         params: dict[str, str | int] = {"symbol": symbol, "origClientOrderId": client_order_id}
         code, body = await self._read("GET", ORDER_PATH, params, 1)
         if code == ERR_UNKNOWN_ORDER:
@@ -203,15 +261,63 @@ class BinanceTrader:
         ok = self._ok(code, body, "GET", ORDER_PATH, params)
         return parse_order(ok, describe("GET", ORDER_PATH, params))
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:
-        params: dict[str, str | int] = {"symbol": symbol, "origClientOrderId": client_order_id}
+    async def _get_algo(self, symbol: str, client_algo_id: str) -> OrderState | None:
+        params: dict[str, str | int] = {"clientAlgoId": client_algo_id}
+        code, body = await self._read("GET", ALGO_ORDER_PATH, params, 1)
+        if code == ERR_UNKNOWN_ORDER:
+            return None
+        where = describe("GET", ALGO_ORDER_PATH, params)
+        algo = parse_algo_order(self._ok(code, body, "GET", ALGO_ORDER_PATH, params), where)
+        if algo.symbol != symbol:
+            raise ExchangeError(f"{where}: the algo order is on {algo.symbol}, not {symbol}")
+        return await self._algo_view(algo, where)
+
+    async def _algo_view(self, algo: AlgoState, where: str) -> OrderState:
+        """``algo`` as an :class:`OrderState`; once triggered, with the fill of the order it
+        put in the matching engine (``GET /fapi/v1/order`` by ``actualOrderId``)."""
+        order: OrderState | None = None
+        if algo.needs_order:
+            assert algo.actual_order_id is not None  # needs_order says so
+            params: dict[str, str | int] = {"symbol": algo.symbol, "orderId": algo.actual_order_id}
+            code, body = await self._read("GET", ORDER_PATH, params, 1)
+            if code != ERR_UNKNOWN_ORDER:  # unknown: Binance's actualQty / actualPrice tell
+                ok = self._ok(code, body, "GET", ORDER_PATH, params)
+                order = parse_order(ok, describe("GET", ORDER_PATH, params))
+        return conditional_state(algo, order, where)
+
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, conditional: bool = False
+    ) -> OrderState | None:
         """Cancel; ``-2011`` (unknown or already final) is answered by the order's state (None
-        if the venue never saw it); another Binance refusal is OrderRejected, as in process."""
+        if the venue never saw it); another Binance refusal is OrderRejected, as in process.
+        A conditional order is cancelled on the Algo Order API, whose answer holds no state: it
+        is looked up after the cancel, and after any refusal (a final or unknown order is
+        answered by its state, one still open is OrderRejected)."""
+        if conditional:
+            return await self._cancel_algo(symbol, client_order_id)
+        params: dict[str, str | int] = {"symbol": symbol, "origClientOrderId": client_order_id}
         code, body = await self._read("DELETE", ORDER_PATH, params, 1)
         if code == ERR_CANCEL_UNKNOWN:  # unknown, or already final: its state tells which
             return await self.get_order(symbol, client_order_id)
         ok = self._ok(code, body, "DELETE", ORDER_PATH, params, refusal=OrderRejected)
         return parse_order(ok, describe("DELETE", ORDER_PATH, params))
+
+    async def _cancel_algo(self, symbol: str, client_algo_id: str) -> OrderState | None:
+        params: dict[str, str | int] = {"clientAlgoId": client_algo_id}
+        where = describe("DELETE", ALGO_ORDER_PATH, params)
+        code, body = await self._read("DELETE", ALGO_ORDER_PATH, params, 1)
+        if code is None:
+            parse_algo_cancel(body, where)
+            state = await self._get_algo(symbol, client_algo_id)
+            if state is None:
+                raise ExchangeError(f"{where}: cancelled, then not found by a query")
+            return state
+        known = await self._get_algo(symbol, client_algo_id)  # unknown, final, or still open
+        if known is None or known.is_final:
+            return known
+        raise OrderRejected(f"{where}: Binance error {code}: {msg(body)}")
+
+    # ---- listing -------------------------------------------------------------------------
 
     async def open_orders(self, symbol: str | None = None) -> Sequence[OrderState]:
         """Resting orders; a refusal (``-1121`` for a symbol not listed) is OrderRejected."""
@@ -219,6 +325,16 @@ class BinanceTrader:
         code, body = await self._read("GET", OPEN_ORDERS_PATH, params, 1 if symbol else 40)
         ok = self._ok(code, body, "GET", OPEN_ORDERS_PATH, params, refusal=OrderRejected)
         return parse_orders(ok, describe("GET", OPEN_ORDERS_PATH, params))
+
+    async def open_conditional_orders(self, symbol: str | None = None) -> Sequence[OrderState]:
+        """Algo orders not final yet (``GET /fapi/v1/openAlgoOrders``, weight 1 with a symbol,
+        40 without); a refusal is OrderRejected."""
+        params: dict[str, str | int] = {"symbol": symbol} if symbol else {}
+        path = OPEN_ALGO_ORDERS_PATH
+        code, body = await self._read("GET", path, params, 1 if symbol else 40)
+        where = describe("GET", path, params)
+        ok = self._ok(code, body, "GET", path, params, refusal=OrderRejected)
+        return [await self._algo_view(algo, where) for algo in parse_algo_orders(ok, where)]
 
     async def positions(self) -> Sequence[VenuePosition]:
         code, body = await self._read("GET", POSITION_RISK_PATH, {}, 5)
@@ -250,81 +366,3 @@ class BinanceTrader:
         if symbol in missing:
             raise ExchangeError(f"{where}: symbol {symbol} has no {missing[symbol]} filter")
         raise OrderRejected(f"{where}: no symbol {symbol}: the venue does not list it")
-
-    # ---- transport -----------------------------------------------------------------------
-
-    def _ok(
-        self,
-        code: int | None,
-        body: object,
-        method: str,
-        path: str,
-        params: Mapping[str, Any],
-        *,
-        refusal: type[ExchangeError] = ExchangeError,
-    ) -> object:
-        """``body`` of a successful answer; a Binance error answer raises ``refusal``."""
-        if code is not None:
-            raise refusal(f"{describe(method, path, params)}: Binance error {code}: {_msg(body)}")
-        return body
-
-    async def _backoff(self, attempt: int) -> None:
-        c = self.client
-        delay = min(c.max_backoff_s, c.backoff_s * 2 ** (attempt - 1))
-        await c.clock.sleep(delay + self._rng.uniform(0, c.backoff_s))
-
-    async def _read(
-        self, method: str, path: str, params: Mapping[str, str | int], weight: int
-    ) -> tuple[int | None, object]:
-        """An idempotent call, retried on transient failures with the client's backoff."""
-        c = self.client
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=wait_exponential(multiplier=c.backoff_s, max=c.max_backoff_s)
-            + wait_random(0, c.backoff_s),
-            retry=retry_if_exception_type(TransientExchangeError),
-            sleep=c.clock.sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._call(method, path, params, weight)
-        except TransientExchangeError as exc:
-            raise TransientExchangeError(
-                f"{exc} (gave up after {self.max_attempts} attempts)"
-            ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _call(
-        self, method: str, path: str, params: Mapping[str, str | int], weight: int
-    ) -> tuple[int | None, object]:
-        """One signed request: ``(None, payload)`` on success, ``(code, payload)`` for a
-        Binance error answer. Transport failures, 5xx, 429 and garbled 200 bodies raise
-        :class:`TransientExchangeError`; 418 raises IPBanned."""
-        where = describe(method, path, params)
-        signed: dict[str, str | int] = dict(params)
-        signed["timestamp"] = int(self.wall_clock() * 1000)
-        signed["recvWindow"] = self.recv_window_ms
-        query = signed_query(signed, self._api_secret)
-        resp = await self.client.send(
-            method,
-            path,
-            {WEIGHT: weight},
-            where=where,
-            query=query,
-            headers={"X-MBX-APIKEY": self._api_key},
-        )
-        self.client.check_status(resp, where)
-        payload = self.client.json_body(resp, where)
-        if resp.status_code == 200:
-            return None, payload
-        if isinstance(payload, dict) and isinstance(payload.get("code"), int):
-            return int(payload["code"]), payload
-        raise ExchangeError(f"{where}: HTTP {resp.status_code} without a Binance error code")
-
-
-def _msg(body: object) -> str:
-    text = str(body.get("msg", "")) if isinstance(body, dict) else ""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= 120 else flat[:117] + "..."

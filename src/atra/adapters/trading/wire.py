@@ -1,6 +1,8 @@
 """Binance USDT-M futures order wire formats: numbers at the venue's precision, the POST
 parameters of an order, and the parsing of order, positionRisk, balance and exchangeInfo
-filter JSON, in every shape Binance documents (tests/fixtures/binance/orders/).
+filter JSON, in every shape Binance documents (tests/fixtures/binance/orders/). The field
+readers (:func:`mapping`, :func:`text`, :func:`number`, ...) serve
+:mod:`atra.adapters.trading.algo_wire` too.
 
 Numbers are handled in decimal arithmetic: :func:`round_step` / :func:`round_tick` bring a
 quantity or a price to a lot size or a tick, :func:`format_decimal` writes it as Binance wants it
@@ -136,27 +138,31 @@ def order_params(order: OrderRequest, rules: SymbolRules | None = None) -> dict[
     return params
 
 
-def _mapping(item: object, where: str, what: str = "an object") -> Mapping[str, Any]:
+def mapping(item: object, where: str, what: str = "an object") -> Mapping[str, Any]:
+    """``item`` as a JSON object; anything else is an ExchangeError naming ``where``."""
     if not isinstance(item, dict):
         raise ExchangeError(f"{where}: expected {what}, got {type(item).__name__}")
     return cast(Mapping[str, Any], item)
 
 
-def _text(row: Mapping[str, Any], key: str, where: str) -> str:
+def text(row: Mapping[str, Any], key: str, where: str) -> str:
+    """Field ``key``: a non-empty string."""
     value = row.get(key)
     if not isinstance(value, str) or not value:
         raise ExchangeError(f"{where}: field {key} missing or not a string: {value!r:.40}")
     return value
 
 
-def _choice(row: Mapping[str, Any], key: str, allowed: frozenset[str], where: str) -> str:
-    value = _text(row, key, where)
+def choice(row: Mapping[str, Any], key: str, allowed: frozenset[str], where: str) -> str:
+    """Field ``key``: one of ``allowed``."""
+    value = text(row, key, where)
     if value not in allowed:
         raise ExchangeError(f"{where}: field {key} has unknown value {value!r:.40}")
     return value
 
 
-def _number(row: Mapping[str, Any], key: str, where: str) -> float:
+def number(row: Mapping[str, Any], key: str, where: str) -> float:
+    """Field ``key``: a finite decimal string (Binance writes numbers as strings)."""
     value = row.get(key)
     try:
         out = float(value) if isinstance(value, str) else math.nan
@@ -167,14 +173,15 @@ def _number(row: Mapping[str, Any], key: str, where: str) -> float:
     return out
 
 
-def _integer(row: Mapping[str, Any], key: str, where: str) -> int:
+def integer(row: Mapping[str, Any], key: str, where: str) -> int:
+    """Field ``key``: a JSON integer (times in ms)."""
     value = row.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ExchangeError(f"{where}: field {key} is not an integer: {value!r:.40}")
     return value
 
 
-def _order_id(row: Mapping[str, Any], key: str, where: str) -> int:
+def venue_id(row: Mapping[str, Any], key: str, where: str) -> int:
     """An order id: a JSON integer, or a string of digits (both occur in Binance's answers)."""
     value = row.get(key)
     if isinstance(value, str) and value.isdigit() and len(value) <= _ID_DIGITS:
@@ -189,17 +196,18 @@ def _avg_price(row: Mapping[str, Any], executed: float, where: str) -> float:
     it), an executed part means ``cumQuote / executedQty`` (the definition of the average
     price of a linear contract); without ``cumQuote`` either it is an ExchangeError."""
     if "avgPrice" in row:
-        return _number(row, "avgPrice", where)
+        return number(row, "avgPrice", where)
     if executed == 0.0:
         return 0.0
     if "cumQuote" not in row:
         raise ExchangeError(
             f"{where}: executedQty {executed} without avgPrice or cumQuote: no fill price"
         )
-    return _number(row, "cumQuote", where) / executed
+    return number(row, "cumQuote", where) / executed
 
 
-def _flag(row: Mapping[str, Any], key: str, where: str) -> bool:
+def flag(row: Mapping[str, Any], key: str, where: str) -> bool:
+    """Field ``key``: a JSON boolean."""
     value = row.get(key)
     if not isinstance(value, bool):
         raise ExchangeError(f"{where}: field {key} is not a boolean: {value!r:.40}")
@@ -214,15 +222,15 @@ def parse_order(payload: object, where: str) -> OrderState:
     digits; ``avgPrice`` may be absent (a cancel answer: see :func:`_avg_price`). Otherwise
     strict: a missing or malformed field is a one-line :class:`ExchangeError` naming ``where``
     and the field."""
-    row = _mapping(payload, where, "an order object")
-    symbol = _text(row, "symbol", where)  # fields read in this order: errors name the first
-    client_order_id = _text(row, "clientOrderId", where)
-    order_id = _order_id(row, "orderId", where)
-    side = cast(OrderSide, _choice(row, "side", _SIDES, where))
-    type_ = _text(row, "type", where)
-    status = cast(OrderStatus, _choice(row, "status", _STATUSES, where))
-    orig_qty = _number(row, "origQty", where)
-    executed = _number(row, "executedQty", where)
+    row = mapping(payload, where, "an order object")
+    symbol = text(row, "symbol", where)  # fields read in this order: errors name the first
+    client_order_id = text(row, "clientOrderId", where)
+    order_id = venue_id(row, "orderId", where)
+    side = cast(OrderSide, choice(row, "side", _SIDES, where))
+    type_ = text(row, "type", where)
+    status = cast(OrderStatus, choice(row, "status", _STATUSES, where))
+    orig_qty = number(row, "origQty", where)
+    executed = number(row, "executedQty", where)
     return OrderState(
         symbol=symbol,
         client_order_id=client_order_id,
@@ -233,11 +241,11 @@ def parse_order(payload: object, where: str) -> OrderState:
         orig_qty=orig_qty,
         executed_qty=executed,
         avg_price=_avg_price(row, executed, where),
-        price=_number(row, "price", where),
-        stop_price=_number(row, "stopPrice", where),
-        reduce_only=_flag(row, "reduceOnly", where),
-        close_position=_flag(row, "closePosition", where),
-        update_time_ms=_integer(row, "updateTime", where),
+        price=number(row, "price", where),
+        stop_price=number(row, "stopPrice", where),
+        reduce_only=flag(row, "reduceOnly", where),
+        close_position=flag(row, "closePosition", where),
+        update_time_ms=integer(row, "updateTime", where),
     )
 
 
@@ -255,11 +263,11 @@ def parse_positions(payload: object, where: str) -> list[VenuePosition]:
     out: list[VenuePosition] = []
     for i, item in enumerate(payload):
         here = f"{where} [{i}]"
-        row = _mapping(item, here, "a position object")
-        qty = _number(row, "positionAmt", here)
+        row = mapping(item, here, "a position object")
+        qty = number(row, "positionAmt", here)
         if qty != 0.0:
             out.append(
-                VenuePosition(_text(row, "symbol", here), qty, _number(row, "entryPrice", here))
+                VenuePosition(text(row, "symbol", here), qty, number(row, "entryPrice", here))
             )
     return out
 
@@ -271,12 +279,12 @@ def parse_balances(payload: object, where: str) -> list[AssetBalance]:
     out: list[AssetBalance] = []
     for i, item in enumerate(payload):
         here = f"{where} [{i}]"
-        row = _mapping(item, here, "a balance object")
+        row = mapping(item, here, "a balance object")
         out.append(
             AssetBalance(
-                _text(row, "asset", here),
-                _number(row, "balance", here),
-                _number(row, "availableBalance", here),
+                text(row, "asset", here),
+                number(row, "balance", here),
+                number(row, "availableBalance", here),
             )
         )
     return out
@@ -298,15 +306,15 @@ def missing_filters(payload: object, where: str) -> dict[str, str]:
 def parse_filters(payload: object, where: str) -> tuple[dict[str, SymbolRules], dict[str, str]]:
     """exchangeInfo -> ``(`` :func:`parse_symbol_rules` ``,`` :func:`missing_filters` ``)`` in
     one pass."""
-    info = _mapping(payload, where, "an exchangeInfo object")
+    info = mapping(payload, where, "an exchangeInfo object")
     symbols = info.get("symbols")
     if not isinstance(symbols, list):
         raise ExchangeError(f"{where}: field symbols missing or not a list")
     rules: dict[str, SymbolRules] = {}
     missing: dict[str, str] = {}
     for i, item in enumerate(symbols):
-        row = _mapping(item, f"{where} symbols[{i}]")
-        sym = _text(row, "symbol", f"{where} symbols[{i}]")
+        row = mapping(item, f"{where} symbols[{i}]")
+        sym = text(row, "symbol", f"{where} symbols[{i}]")
         raw = row.get("filters")
         filters = {
             f.get("filterType"): cast(Mapping[str, Any], f)
@@ -320,8 +328,8 @@ def parse_filters(payload: object, where: str) -> tuple[dict[str, SymbolRules], 
         here = f"{where} {sym}"
         rules[sym] = SymbolRules(
             sym,
-            step_size=_number(lot, "stepSize", f"{here} LOT_SIZE"),
-            min_qty=_number(lot, "minQty", f"{here} LOT_SIZE"),
-            tick_size=_number(price, "tickSize", f"{here} PRICE_FILTER"),
+            step_size=number(lot, "stepSize", f"{here} LOT_SIZE"),
+            min_qty=number(lot, "minQty", f"{here} LOT_SIZE"),
+            tick_size=number(price, "tickSize", f"{here} PRICE_FILTER"),
         )
     return rules, missing

@@ -25,7 +25,7 @@ from atra.core.meta.model import MetaModel, MetaParams
 from atra.core.validation import Fold
 from atra.errors import DataError, ModelError
 
-__all__ = ["OOSPredictions", "oos_metrics_by_year", "walk_forward_predict"]
+__all__ = ["OOSPredictions", "fit_fold_model", "oos_metrics_by_year", "walk_forward_predict"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -58,6 +58,32 @@ class _FoldResult:
     importance: FloatArray
 
 
+def fit_fold_model(
+    arr: FloatArray,
+    names: tuple[str, ...],
+    y: IntArray,
+    t0: IntArray,
+    t1: IntArray,
+    net: FloatArray | None,
+    train_idx: IntArray,
+    weights: FloatArray | None,
+    params: MetaParams,
+) -> MetaModel:
+    """The meta model of one fold: fitted on the rows ``train_idx`` of the checked feature
+    matrix ``arr`` (:func:`atra.core.meta.inputs.feature_matrix`) with their ``weights``.
+    The walk-forward's folds and the live loop's retrains fit through this one call."""
+    tr = train_idx
+    X_train = pd.DataFrame(arr[tr], columns=list(names))
+    return MetaModel(params).fit(
+        X_train,
+        y[tr],
+        weights,
+        t0=t0[tr],
+        t1=t1[tr],
+        net_return=None if net is None else net[tr],
+    )
+
+
 def _fit_fold(
     arr: FloatArray,
     names: tuple[str, ...],
@@ -69,16 +95,7 @@ def _fit_fold(
     weights: FloatArray | None,
     params: MetaParams,
 ) -> _FoldResult:
-    tr = fold.train_idx
-    X_train = pd.DataFrame(arr[tr], columns=list(names))
-    model = MetaModel(params).fit(
-        X_train,
-        y[tr],
-        weights,
-        t0=t0[tr],
-        t1=t1[tr],
-        net_return=None if net is None else net[tr],
-    )
+    model = fit_fold_model(arr, names, y, t0, t1, net, fold.train_idx, weights, params)
     p = model.predict_proba(pd.DataFrame(arr[fold.test_idx], columns=list(names)))
     imp = model.feature_importance().reindex(list(names)).to_numpy(dtype=np.float64)
     return _FoldResult(fold.fold_id, fold.test_idx, p, model.threshold, model.threshold_source, imp)

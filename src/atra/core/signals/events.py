@@ -13,6 +13,8 @@ at ``open[t+1]``.
 * ``DONCHIAN``: LONG on the first close above the highest high of the previous ``n`` bars,
   SHORT on the first close below their lowest low.
 * ``TSMOM``: LONG when the ``lookback``-bar return turns positive, SHORT when it turns negative.
+* A plug-in rule (:mod:`atra.core.signals.rules`): LONG / SHORT where the rule's function,
+  called on the segment's candles, returns +1 / -1.
 * Optional trend filter: LONG only when ``close > EMA(trend_ema)``, SHORT only when below.
 
 EMA and ATR are those of :mod:`atra.core.signals.candles`.
@@ -31,6 +33,8 @@ its entry bar has not happened yet).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Final
 
 import numpy as np
@@ -38,12 +42,14 @@ import numpy.typing as npt
 import pandas as pd
 
 from atra.core.signals.candles import (
+    CANDLE_COLUMNS,
     atr_wilder,
     candle_arrays,
     ema,
     infer_step_ms,
     segment_starts,
 )
+from atra.core.signals.rules import find_rule
 from atra.core.signals.spec import BarrierMode, Rule, Signal, SignalSpec
 from atra.core.types import Side, Timeframe
 from atra.errors import DataError
@@ -74,10 +80,17 @@ def _onsets(state: Bools) -> Bools:
     return state & ~prev
 
 
-def _segment_signals(o: F64, h: F64, lo: F64, c: F64, spec: SignalSpec) -> tuple[Bools, Bools, F64]:
-    """Long / short event masks and ATR for one gap-free segment (local indices)."""
+def _segment_signals(
+    o: F64, h: F64, lo: F64, c: F64, spec: SignalSpec, bars: Callable[[], pd.DataFrame]
+) -> tuple[Bools, Bools, F64]:
+    """Long / short event masks and ATR for one gap-free segment (local indices); ``bars``
+    gives the segment's candles (a plug-in rule's input)."""
     n = c.shape[0]
-    if spec.rule is Rule.EMA_CROSS:
+    if not isinstance(spec.rule, Rule):
+        sides = find_rule(spec.rule, "rule").sides(bars(), spec.params)
+        long_ev = sides > 0
+        short_ev = sides < 0
+    elif spec.rule is Rule.EMA_CROSS:
         d = ema(c, spec.ema_fast) - ema(c, spec.ema_slow)
         d_prev = np.concatenate(([np.nan], d[:-1]))
         long_ev = (d > 0.0) & (d_prev <= 0.0)
@@ -88,7 +101,7 @@ def _segment_signals(o: F64, h: F64, lo: F64, c: F64, spec: SignalSpec) -> tuple
         lower = pd.Series(lo).rolling(k).min().shift(1).to_numpy(dtype=np.float64)
         long_ev = _onsets(c > upper)
         short_ev = _onsets(c < lower)
-    else:
+    else:  # Rule.TSMOM
         k = spec.tsmom_lookback
         past = np.concatenate((np.full(min(k, n), np.nan), c[: max(n - k, 0)]))
         mom = c / past - 1.0
@@ -105,6 +118,11 @@ def _segment_signals(o: F64, h: F64, lo: F64, c: F64, spec: SignalSpec) -> tuple
         short_ev[:] = False
     warm = np.arange(n) >= spec.warmup
     return long_ev & warm, short_ev & warm, atr_wilder(h, lo, c, spec.atr_n)
+
+
+def _bars(candles: pd.DataFrame, a: int, b: int) -> pd.DataFrame:
+    """Rows ``a:b`` of the candle columns, index 0..n-1 (a copy: a rule cannot alter them)."""
+    return candles.iloc[a:b].loc[:, list(CANDLE_COLUMNS)].reset_index(drop=True)
 
 
 def _new_empty_events() -> pd.DataFrame:
@@ -167,7 +185,9 @@ def signal_arrays(
     starts = segment_starts(times, step)
     ends = np.concatenate((starts[1:], [n]))
     for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        seg_long, seg_short, seg_atr = _segment_signals(o[a:b], h[a:b], lo[a:b], c[a:b], spec)
+        seg_long, seg_short, seg_atr = _segment_signals(
+            o[a:b], h[a:b], lo[a:b], c[a:b], spec, functools.partial(_bars, candles, a, b)
+        )
         if b < n:  # the entry bar of the segment's last bar would come after the gap
             seg_long[-1] = False
             seg_short[-1] = False

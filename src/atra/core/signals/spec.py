@@ -1,8 +1,10 @@
 """Parameters and output of the primary momentum model.
 
-:class:`SignalSpec` (the entry :class:`Rule`, trend filter, :class:`BarrierMode` and barrier
-sizes, horizon, warm-up; validated on construction) and :class:`Signal`, one trade proposal
-with its barrier levels. The rules themselves are computed in :mod:`atra.core.signals.events`.
+:class:`SignalSpec` (the entry rule: a built-in :class:`Rule` or the name of a plug-in rule of
+:mod:`atra.core.signals.rules` with its ``params``; trend filter, :class:`BarrierMode` and
+barrier sizes, horizon, warm-up; validated on construction) and :class:`Signal`, one trade
+proposal with its barrier levels. The rules themselves are computed in
+:mod:`atra.core.signals.events`.
 """
 
 from __future__ import annotations
@@ -11,16 +13,11 @@ import enum
 import math
 from dataclasses import dataclass
 
+from atra.core.signals.rules import ParamValue, Rule, find_rule
 from atra.core.types import Side
 from atra.errors import ConfigError, DataError
 
-
-class Rule(enum.Enum):
-    """The entry rule of the primary model."""
-
-    EMA_CROSS = "ema_cross"
-    DONCHIAN = "donchian"
-    TSMOM = "tsmom"
+__all__ = ["BarrierMode", "Rule", "Signal", "SignalSpec"]
 
 
 class BarrierMode(enum.Enum):
@@ -36,9 +33,14 @@ class SignalSpec:
 
     ``tp2_*`` only matters when the exit spec closes less than everything at TP1.
     ``warmup_bars`` (default: the longest lookback) is counted from each segment's start.
+
+    ``rule`` is a built-in :class:`Rule` (its value, ``"donchian"``, is accepted too) or the
+    name of a registered plug-in rule; ``params`` are the plug-in rule's parameters, checked
+    and normalised against its declaration (sorted ``(name, value)`` pairs, defaults filled
+    in). Built-in rules take theirs from the fields below and no ``params``.
     """
 
-    rule: Rule = Rule.EMA_CROSS
+    rule: Rule | str = Rule.EMA_CROSS
     ema_fast: int = 20
     ema_slow: int = 50
     donchian_n: int = 20
@@ -56,8 +58,10 @@ class SignalSpec:
     tp2_pct: float = 0.04
     horizon_bars: int = 48
     warmup_bars: int | None = None
+    params: tuple[tuple[str, ParamValue], ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_rule()
         for name in ("ema_fast", "ema_slow", "donchian_n", "tsmom_lookback", "atr_n"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -82,6 +86,32 @@ class SignalSpec:
                 f"tp2_pct must be < 1 (a short's TP2 must stay > 0), got {self.tp2_pct}"
             )
 
+    def _check_rule(self) -> None:
+        if isinstance(self.rule, str) and self.rule in {r.value for r in Rule}:
+            object.__setattr__(self, "rule", Rule(self.rule))
+        if isinstance(self.rule, Rule):
+            if self.params:
+                raise ConfigError(
+                    f"params are for plug-in rules; rule {self.rule.value} takes its "
+                    f"parameters from the spec's fields, got {dict(self.params)}"
+                )
+            return
+        if not isinstance(self.rule, str):
+            raise ConfigError(f"rule must be a Rule or a plug-in rule name, got {self.rule!r}")
+        defn = find_rule(self.rule, "rule")
+        object.__setattr__(self, "params", defn.validate(dict(self.params), "params"))
+        defn.warmup_bars(self.params)  # a broken warm-up declaration fails here, not later
+
+    @property
+    def rule_name(self) -> str:
+        """The rule's name: a built-in's value (``ema_cross``) or the plug-in's name."""
+        return self.rule.value if isinstance(self.rule, Rule) else self.rule
+
+    @property
+    def rule_params(self) -> dict[str, ParamValue]:
+        """A plug-in rule's parameters by name (empty for a built-in rule)."""
+        return dict(self.params)
+
     @classmethod
     def seed(cls) -> SignalSpec:
         """The team's seed: EMA 20/50 entries, TP1 +2%, SL -1%, 5 days (120 bars at 1h).
@@ -95,11 +125,14 @@ class SignalSpec:
         """Bars of warm-up at the start of every gap-free segment."""
         if self.warmup_bars is not None:
             return self.warmup_bars
-        need = {
-            Rule.EMA_CROSS: self.ema_slow,
-            Rule.DONCHIAN: self.donchian_n + 1,
-            Rule.TSMOM: self.tsmom_lookback + 1,
-        }[self.rule]
+        if isinstance(self.rule, Rule):
+            need = {
+                Rule.EMA_CROSS: self.ema_slow,
+                Rule.DONCHIAN: self.donchian_n + 1,
+                Rule.TSMOM: self.tsmom_lookback + 1,
+            }[self.rule]
+        else:
+            need = find_rule(self.rule, "rule").warmup_bars(self.params)
         if self.trend_ema is not None:
             need = max(need, self.trend_ema)
         if self.barrier_mode is BarrierMode.ATR:

@@ -31,6 +31,7 @@ import pandas as pd
 from atra.adapters.store import CandleStore
 from atra.core.backtest.engine import BacktestConfig, BacktestResult, run_backtest
 from atra.core.decision import decide_events
+from atra.core.features.context import SeriesInput
 from atra.core.frames import ms_to_iso
 from atra.core.meta import OOSPredictions, oos_metrics_by_year
 from atra.core.types import Market, Timeframe
@@ -278,6 +279,7 @@ def run_frozen_backtest(
     allow_overlap: bool = False,
     notes: Mapping[str, Any] | None = None,
     progress: StageProgress | None = None,
+    series: Sequence[SeriesInput] = (),
 ) -> FrozenEvaluation:
     """Evaluate the model at ``model_path`` on ``[start_ms, end_ms)`` of the store: legs,
     random-skip control over ``control_seeds``, run record + report under ``runs_dir``."""
@@ -291,7 +293,9 @@ def run_frozen_backtest(
 
         return update
 
-    universe = load_universe(store, exchange, symbols, market, timeframe, start_ms, end_ms)
+    universe = load_universe(
+        store, exchange, symbols, market, timeframe, start_ms, end_ms, series=series
+    )
     dataset = build_dataset(
         universe, settings.signal, settings.exit, progress=stage("features + labels")
     )

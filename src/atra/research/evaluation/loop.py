@@ -31,6 +31,7 @@ import numpy as np
 
 from atra.adapters.store import CandleStore
 from atra.core.backtest.engine import BacktestConfig, run_backtest
+from atra.core.features.context import SeriesInput
 from atra.core.meta import MetaParams
 from atra.core.types import Market, Timeframe
 from atra.errors import DataError
@@ -244,6 +245,7 @@ def run_research_loop(
     n_jobs: int = 2,
     notes: Mapping[str, Any] | None = None,
     progress: StageProgress | None = None,
+    series: Sequence[SeriesInput] = (),
 ) -> Evaluation:
     """The whole research loop on stored data: universe -> features, primary signals and labels
     -> walk-forward meta model (``settings.walkforward``, LightGBM seeded with ``seed``) ->
@@ -256,7 +258,9 @@ def run_research_loop(
 
         return update
 
-    universe = load_universe(store, exchange, symbols, market, timeframe, start_ms, end_ms)
+    universe = load_universe(
+        store, exchange, symbols, market, timeframe, start_ms, end_ms, series=series
+    )
     dataset = build_dataset(
         universe, settings.signal, settings.exit, progress=stage("features + labels")
     )

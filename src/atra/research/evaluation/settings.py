@@ -14,6 +14,7 @@ from atra.config import AtraConfig
 from atra.core.backtest.engine import BacktestConfig
 from atra.core.costs import CostModel
 from atra.core.risk import kelly_multiplier_of, limits_of, sizing_of
+from atra.core.signals.rules import ParamValue
 from atra.core.signals.spec import BarrierMode, Rule, SignalSpec
 from atra.core.types import Market
 from atra.errors import DataError
@@ -95,7 +96,7 @@ def backtest_config_from(cfg: AtraConfig) -> BacktestConfig:
 
 def universe_hash(universe: Universe) -> str:
     """:func:`atra.research.runrecord.hashes.hash_frames` of every frame the run read, symbol by
-    symbol (candles, funding, counterpart market), then the BTC context."""
+    symbol (candles, funding, counterpart market), then the BTC context and the external series."""
     frames: list[pd.DataFrame] = []
     for sym in sorted(universe.symbols):
         data = universe.symbols[sym]
@@ -103,11 +104,15 @@ def universe_hash(universe: Universe) -> str:
         for extra in (data.funding, data.counterpart):
             frames.append(extra if extra is not None else pd.DataFrame())
     frames.append(universe.btc if universe.btc is not None else pd.DataFrame())
+    frames.extend(s.series.frame for s in universe.series)  # none: the hash of before
     return hash_frames(frames)
 
 
-def rule_params_of(spec: SignalSpec) -> dict[str, int]:
-    """The primary rule's parameters in the config's names (``{"fast": 20, "slow": 50}``)."""
+def rule_params_of(spec: SignalSpec) -> dict[str, ParamValue]:
+    """The primary rule's parameters in the config's names (``{"fast": 20, "slow": 50}``; a
+    plug-in rule's own)."""
+    if not isinstance(spec.rule, Rule):
+        return spec.rule_params
     return {name: int(getattr(spec, attr)) for name, attr in RULE_FIELDS[spec.rule].items()}
 
 
@@ -171,7 +176,7 @@ def run_setup(
         market=uni.market.value,
         symbols=tuple(symbols),
         timeframe=uni.timeframe.value,
-        rule=spec.rule.value,
+        rule=spec.rule_name,
         rule_params=rule_params_of(spec),
         barriers=BarrierSetup(
             mode="atr" if atr else "percent",

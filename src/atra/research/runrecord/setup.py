@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from atra.core.signals.rules import ParamValue
 from atra.errors import DataError
 
 __all__ = [
@@ -146,8 +147,9 @@ class RunSetup:
     symbols: tuple[str, ...]
     timeframe: str
     rule: str
-    rule_params: dict[str, int]
-    """The rule's parameters, whole numbers of bars (e.g. ``{"fast": 20, "slow": 50}``)."""
+    rule_params: dict[str, ParamValue]
+    """The rule's parameters: whole numbers of bars for the built-ins (e.g. ``{"fast": 20,
+    "slow": 50}``), a plug-in rule's own values."""
     barriers: BarrierSetup
     costs: CostSetup
     sizing: SizingSetup

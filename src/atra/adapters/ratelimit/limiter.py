@@ -1,164 +1,34 @@
-"""Weight-aware rate limiting shared by every task of the process.
-
-One :class:`RateLimiter` per (host, market) and process, taken from a module-level registry
-with :func:`shared_limiter` (a caller may also build one and pass it explicitly; the
-exchange client accepts ``limiter=``). Every request:
-
-1. takes a connection slot (an ``asyncio.Semaphore`` caps concurrent connections),
-2. is charged its real weight in each bucket it counts against, waiting until the bucket has
-   room (a sliding window of ``window_s + slack_s`` seconds, kept below
-   ``safety * limit`` so that a server counting in fixed windows, with network latency in
-   between, never sees more than ``limit``),
-3. reports back the server's ``X-MBX-USED-WEIGHT-1m``: the server's count (other processes
-   on the same IP included) plus what was sent since is also kept below the budget, so the
-   limiter slows down as the server's count nears the limit.
-
-A 429 pauses every task for ``Retry-After`` seconds; a 418 stops every request until the ban
-ends and raises :class:`~atra.errors.IPBanned` (also for any request tried during the ban:
-nothing is sent). Time comes from an injected :class:`Clock`, so tests can scale a minute
-down to a second (:class:`ScaledClock`) or drive it by hand (:class:`ManualClock`).
-"""
+"""The weight-aware :class:`RateLimiter` and the process-wide registry of limiters
+(:func:`shared_limiter`). See :mod:`atra.adapters.ratelimit` for how a request passes it."""
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import math
-import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING
 
+from atra.adapters.ratelimit.clock import Clock, SystemClock
+from atra.adapters.ratelimit.limits import (
+    DEFAULT_ORDER_LIMITS,
+    DEFAULT_WEIGHT_LIMIT,
+    FUNDING,
+    FUNDING_LIMIT,
+    FUNDING_WINDOW_S,
+    ORDERS_PREFIX,
+    WEIGHT,
+    RateLimit,
+    orders_bucket,
+)
 from atra.core.types import Market
 from atra.errors import ExchangeError, IPBanned
 
-WEIGHT: Final[str] = "weight"
-"""The REQUEST_WEIGHT bucket (per minute unless exchangeInfo says otherwise)."""
-FUNDING: Final[str] = "funding"
-"""USDT-M ``/fapi/v1/fundingRate``: 500 requests per 5 minutes per IP, its own bucket."""
-
-DEFAULT_WEIGHT_LIMIT: Final[dict[Market, int]] = {Market.SPOT: 6_000, Market.PERP: 2_400}
-FUNDING_LIMIT: Final[int] = 500
-FUNDING_WINDOW_S: Final[float] = 300.0
-_INTERVAL_S: Final[dict[str, float]] = {
-    "SECOND": 1.0,
-    "MINUTE": 60.0,
-    "HOUR": 3_600.0,
-    "DAY": 86_400.0,
-}
-
-
-class Clock(Protocol):
-    """Where the limiter reads time and how it waits (seconds, exchange time)."""
-
-    def monotonic(self) -> float:
-        """Seconds on a monotonic clock."""
-
-    def time(self) -> float:
-        """Wall-clock seconds since the epoch (UTC)."""
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` (of this clock)."""
-
-
-class SystemClock:
-    """The real clock: ``time.monotonic``, ``time.time`` and ``asyncio.sleep``."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
-
-
-class ScaledClock:
-    """Real time running ``scale`` times faster: with ``scale=60`` a minute lasts one second.
-
-    ``monotonic`` and ``sleep`` are scaled; ``time`` (the wall clock, used to tell closed from
-    open candles) is not.
-    """
-
-    def __init__(self, scale: float) -> None:
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
-        self.scale = scale
-
-    def monotonic(self) -> float:
-        return time.monotonic() * self.scale
-
-    def time(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self.scale)
-
-
-class ManualClock:
-    """A clock that moves only when :meth:`advance` is called; sleepers wake in time order."""
-
-    def __init__(self, start_s: float = 0.0, wall_s: float = 1.7e9) -> None:
-        self.now = start_s
-        self.wall_offset = wall_s - start_s
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now + self.wall_offset
-
-    @property
-    def sleepers(self) -> int:
-        """Tasks currently sleeping on this clock."""
-        return sum(1 for *_, fut in self._sleepers if not fut.done())
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + seconds, next(self._seq), fut))
-        await fut
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward and wake every sleeper whose time has come."""
-        self.now += seconds
-        while self._sleepers and self._sleepers[0][0] <= self.now:
-            _, _, fut = heapq.heappop(self._sleepers)
-            if not fut.done():
-                fut.set_result(None)
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """One limit from exchangeInfo ``rateLimits``: ``limit`` units per ``interval_s``."""
-
-    kind: str
-    interval_s: float
-    limit: int
-
-
-def parse_rate_limits(raw: object) -> tuple[RateLimit, ...]:
-    """exchangeInfo ``rateLimits`` -> :class:`RateLimit` tuple; a wrong shape is ExchangeError."""
-    if not isinstance(raw, list):
-        raise ExchangeError(f"exchangeInfo rateLimits: expected a list, got {type(raw).__name__}")
-    out: list[RateLimit] = []
-    for i, item in enumerate(raw):
-        try:
-            kind = str(item["rateLimitType"])
-            interval_s = _INTERVAL_S[str(item["interval"])] * int(item["intervalNum"])
-            out.append(RateLimit(kind, interval_s, int(item["limit"])))
-        except (TypeError, KeyError, ValueError) as exc:
-            raise ExchangeError(f"exchangeInfo rateLimits[{i}]: unusable entry {item!r}") from exc
-    return tuple(out)
+if TYPE_CHECKING:
+    from atra.obs.metrics import Metrics
 
 
 class _Bucket:
@@ -204,7 +74,7 @@ class RateLimiter:
 
     ``weight_limit`` per ``window_s`` is the REQUEST_WEIGHT limit; ``safety`` keeps a margin
     below it, ``slack_s`` widens the window by the worst expected network latency. Extra
-    buckets (e.g. :data:`FUNDING`) are added with :meth:`set_limit`.
+    buckets (e.g. :data:`FUNDING`, the ORDERS buckets) are added with :meth:`set_limit`.
     """
 
     def __init__(
@@ -229,6 +99,8 @@ class RateLimiter:
         self.slack_s = slack_s
         self.max_connections = max_connections
         self.enabled = enabled
+        self._metrics: Metrics | None = None
+        self._label = ""
         self._buckets: dict[str, _Bucket] = {}
         self.set_limit(WEIGHT, weight_limit, window_s)
         self.paused_until = -math.inf
@@ -258,13 +130,46 @@ class RateLimiter:
         if old is not None:  # keep what was already charged
             new.sent, new.total = old.sent, old.total
         self._buckets[bucket] = new
+        if bucket == WEIGHT and self._metrics is not None:
+            self._metrics.ratelimit_weight_limit.labels(market=self._label).set(limit)
 
     def configure(self, rate_limits: Iterable[RateLimit]) -> None:
-        """Take the REQUEST_WEIGHT limit from exchangeInfo (the tightest, per its interval)."""
-        weights = [r for r in rate_limits if r.kind == "REQUEST_WEIGHT"]
+        """Take the limits of exchangeInfo ``rateLimits``: REQUEST_WEIGHT (the tightest, per its
+        interval) and every ORDERS limit (they replace the ORDERS buckets held so far)."""
+        limits = list(rate_limits)
+        weights = [r for r in limits if r.kind == "REQUEST_WEIGHT"]
         if weights:
             tight = min(weights, key=lambda r: r.limit / r.interval_s)
             self.set_limit(WEIGHT, tight.limit, tight.interval_s)
+        orders = {orders_bucket(r.interval_s): r for r in limits if r.kind == "ORDERS"}
+        if orders:
+            for name in self.order_buckets():
+                if name not in orders:
+                    del self._buckets[name]
+            for r in orders.values():
+                self.set_limit(orders_bucket(r.interval_s), r.limit, r.interval_s)
+
+    def learn(self, stated: RateLimit) -> bool:
+        """Adopt a limit the exchange stated in a 429 answer when it is tighter than the one
+        held (a configured limit above the venue's own corrects itself); True if adopted."""
+        if stated.kind == "REQUEST_WEIGHT":
+            bucket = WEIGHT
+            held = self._buckets[WEIGHT]
+            if stated.limit / stated.interval_s >= held.limit / held.window_s:
+                return False
+        elif stated.kind == "ORDERS":
+            bucket = orders_bucket(stated.interval_s)
+            old = self._buckets.get(bucket)
+            if old is not None and old.limit <= stated.limit:
+                return False
+        else:
+            return False
+        self.set_limit(bucket, stated.limit, stated.interval_s)
+        return True
+
+    def order_buckets(self) -> tuple[str, ...]:
+        """The ORDERS buckets held (new orders count against each)."""
+        return tuple(b for b in self._buckets if b.startswith(ORDERS_PREFIX))
 
     def limit(self, bucket: str = WEIGHT) -> tuple[int, float]:
         """``(limit, window_s)`` of ``bucket``."""
@@ -304,6 +209,24 @@ class RateLimiter:
         return LimiterStats(
             self._requests, self._waits, self._wait_s, self._rate_limited, self._bans
         )
+
+    # ---- metrics -----------------------------------------------------------------------
+
+    def report_to(self, metrics: Metrics | None, label: str) -> None:
+        """Emit ``atra_ratelimit_*`` into ``metrics`` with ``market=label`` (None: stop)."""
+        self._metrics, self._label = metrics, label
+        if metrics is not None:
+            metrics.ratelimit_weight_limit.labels(market=label).set(self._buckets[WEIGHT].limit)
+
+    @property
+    def reporting_to(self) -> Metrics | None:
+        """The metrics this limiter emits into (None: none)."""
+        return self._metrics
+
+    def _waited(self, seconds: float) -> None:
+        self._wait_s += seconds
+        if self._metrics is not None and seconds > 0:
+            self._metrics.ratelimit_wait_seconds_total.labels(market=self._label).inc(seconds)
 
     # ---- the request path --------------------------------------------------------------
 
@@ -352,7 +275,7 @@ class RateLimiter:
             if not waited:
                 self._waits += 1
                 waited = True
-            self._wait_s += wait
+            self._waited(wait)
             await self.clock.sleep(wait)
         now = self.clock.monotonic()
         for bucket, cost in charges.items():
@@ -363,15 +286,21 @@ class RateLimiter:
         self._requests += 1
         self._since_obs += charges.get(WEIGHT, 0)
 
-    async def hold_while_paused(self) -> None:
-        """The last gate before a request goes on the wire: wait while a 429 pause runs (one
-        may have been learnt after this request was let through) and raise during a ban."""
-        while True:
-            self.check_ban()
-            wait = self.paused_until - self.clock.monotonic()
-            if wait <= 0:
-                return
+    def must_hold(self) -> bool:
+        """The wire gate, asked right before a request's bytes are written: raises during a
+        ban, True (a hold is counted) while a 429 pause runs, False when the request may go."""
+        self.check_ban()
+        if self.paused_until > self.clock.monotonic():
             self._held += 1
+            return True
+        return False
+
+    async def hold_while_paused(self) -> None:
+        """Wait while a 429 pause runs (one may have been learnt after this request was let
+        through) and raise during a ban."""
+        while self.must_hold():
+            wait = self.paused_until - self.clock.monotonic()
+            self._waited(wait)
             await self.clock.sleep(wait)
 
     @property
@@ -398,19 +327,26 @@ class RateLimiter:
 
     # ---- feedback from responses -------------------------------------------------------
 
-    def observe_used_weight(self, used: int) -> None:
+    def observe_used_weight(self, used: int, answered: int = 0) -> None:
         """Sync with the server's ``X-MBX-USED-WEIGHT-1m`` (weight other clients on this IP
         used counts too): until the server's window rolls, the limiter adds what it sends to
-        this reading and waits when the sum nears the limit."""
+        this reading and waits when the sum nears the limit. ``answered``: the weight of the
+        request this reading answers, still in its slot but already in the server's count."""
         self._obs_t = self.clock.monotonic()
         self._obs_used = used
         self._since_obs = 0
-        self._inflight_at_obs = self._inflight
+        self._inflight_at_obs = max(0, self._inflight - answered)
+        if self._metrics is not None:
+            self._metrics.ratelimit_weight_used.labels(market=self._label).set(used)
+
+    def pause_s(self, retry_after_s: float | None) -> float:
+        """How long a 429 pauses every task: ``Retry-After``, else a full weight window."""
+        return retry_after_s if retry_after_s is not None else self._buckets[WEIGHT].window_s
 
     def on_rate_limited(self, retry_after_s: float | None) -> float:
-        """HTTP 429: pause every task for ``retry_after_s`` (a full window when not given)."""
+        """HTTP 429: pause every task for :meth:`pause_s`; returns the pause."""
         self._rate_limited += 1
-        pause = retry_after_s if retry_after_s is not None else self._buckets[WEIGHT].window_s
+        pause = self.pause_s(retry_after_s)
         self.paused_until = max(self.paused_until, self.clock.monotonic() + pause)
         return pause
 
@@ -418,11 +354,25 @@ class RateLimiter:
         """HTTP 418: stop every request for ``ban_s`` seconds; returns the error to raise."""
         self._bans += 1
         self.banned_until = max(self.banned_until, self.clock.monotonic() + ban_s)
+        return self.ban_error(ban_s)
+
+    def ban_error(self, ban_s: float) -> IPBanned:
+        """The error for a 418 answer banning the IP for ``ban_s`` seconds."""
         return IPBanned(
             f"{self.name}: IP banned by the exchange (HTTP 418) for {ban_s:.0f} s; every "
             "request is stopped until the ban ends",
             ban_s,
         )
+
+
+def add_market_limits(limiter: RateLimiter, market: Market) -> RateLimiter:
+    """Give ``limiter`` the other buckets Binance's ``market`` enforces besides the weight:
+    the ORDERS limits (and, on USDT-M, the fundingRate bucket). Returns ``limiter``."""
+    for r in DEFAULT_ORDER_LIMITS[market]:
+        limiter.set_limit(orders_bucket(r.interval_s), r.limit, r.interval_s)
+    if market is Market.PERP:
+        limiter.set_limit(FUNDING, FUNDING_LIMIT, FUNDING_WINDOW_S)
+    return limiter
 
 
 _REGISTRY: dict[tuple[str, Market], RateLimiter] = {}
@@ -438,8 +388,8 @@ def shared_limiter(
     """The process-wide limiter of ``host`` (``"api.binance.com"``) and ``market``.
 
     Created on first use (with ``clock`` and ``max_connections``; later calls return the same
-    object whatever they pass), with Binance's default limit for the market (spot 6,000,
-    USDT-M 2,400 weight a minute; USDT-M also gets the fundingRate bucket of 500 per 5 min).
+    object whatever they pass), with Binance's default limits for the market
+    (:func:`add_market_limits`; weight: spot 6,000, USDT-M 2,400 a minute).
     """
     key = (host, market)
     limiter = _REGISTRY.get(key)
@@ -450,9 +400,7 @@ def shared_limiter(
             max_connections=max_connections,
             name=f"{host} {market}",
         )
-        if market is Market.PERP:
-            limiter.set_limit(FUNDING, FUNDING_LIMIT, FUNDING_WINDOW_S)
-        _REGISTRY[key] = limiter
+        _REGISTRY[key] = add_market_limits(limiter, market)
     return limiter
 
 
