@@ -11,6 +11,12 @@ counted.
 Baseline, measured in the same run on the same bars: the naive loop, one symbol after the
 other (await its request, decide on the event loop, one journal transaction per symbol).
 Its decisions must equal ours. Last line: one JSON object.
+
+The same cycles again with ``live.feed = "ws"`` (skip with ``--no-ws``): the fake exchange's
+market clock is moved to each bar close (``POST /sim/clock``; the latency clock starts before
+that request), its kline stream pushes the closed bars, the cycle ends when every decision is
+journalled; decisions must equal the REST run's. Both runs print a profile: the fetch phase (REST
+requests, or waiting for the pushed bars) and the rest of the cycle (exits, decisions, journal).
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import tempfile
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import structlog
@@ -41,6 +49,7 @@ from atra.core.signals.spec import SignalSpec
 from atra.core.types import Market, Timeframe
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LiveLoop, LoopSettings, SimClock, StrategyDecider
+from atra.live.stream_feed import StreamBars, StreamSettings
 from atra.obs import Metrics
 
 TF = Timeframe.H1
@@ -70,7 +79,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run(
-    n_symbols: int, n_cycles: int, folder: Path, workers: int, latency_ms: float, conns: int
+    n_symbols: int,
+    n_cycles: int,
+    folder: Path,
+    workers: int,
+    latency_ms: float,
+    conns: int,
+    with_ws: bool = True,
 ) -> dict[str, object]:
     symbols = tuple(f"S{k:03d}USDT" for k in range(n_symbols))
     n_bars = WINDOW + 5 + n_cycles + 10
@@ -86,7 +101,7 @@ async def run(
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "atra.sim.exchange", "--data", str(data),
         "--weight-limit", "2400", "--time-scale", "60", "--latency-ms", str(latency_ms),
-        stdout=asyncio.subprocess.PIPE,
+        "--sim-clock-ms", str(T0 + STEP), stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert server.stdout is not None
     line = (await server.stdout.readline()).decode()
@@ -114,6 +129,7 @@ async def run(
                 metrics=Metrics(),
                 executor=executor,
             )
+            fetch_ms = _time_fetches(loop)
             warm = await loop.run_cycle(T0 + STEP)
             assert warm is not None
             lat: list[float] = []
@@ -126,6 +142,12 @@ async def run(
                 assert res.decisions == n_symbols
             ours = [(s.symbol, s.bar_time_ms, s.side) for s in await journal.signals()]
             ours = [o for o in ours if o[1] > T0]  # the warm-up bar is not timed
+        rest_fetch = fetch_ms[1:]
+        ws = None
+        if with_ws:
+            ws = await _run_ws(url, symbols, n_cycles, folder, executor, workers, conns, decider)
+            if sorted(ws.pop("signals")) != sorted(ours):  # type: ignore[arg-type]
+                raise SystemExit("the WebSocket feed decided differently: benchmark invalid")
 
         # the naive baseline on the same bars: one symbol after the other
         base_lat: list[float] = []
@@ -183,11 +205,17 @@ async def run(
         raise SystemExit("the naive loop decided differently: benchmark invalid")
     p50, p99 = pct(lat, 50), pct(lat, 99)
     b50 = pct(base_lat, 50)
+    f50 = pct(rest_fetch, 50)
     print(f"symbols {n_symbols}, cycles {n_cycles}, window {WINDOW} bars, signals {len(ours)}")
     print(f"exchange round trip {latency_ms:g} ms (simulated), {conns} connections")
     mean = statistics.fmean(lat)
     print("cycle latency (bar close -> all decisions journalled):")
     print(f"  p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(lat):.1f} ms, mean {mean:.1f} ms")
+    print(f"  profile (p50): fetch {f50:.1f} ms, exits + decisions + journal {p50 - f50:.1f} ms")
+    if ws is not None:
+        print("WebSocket feed (bar close pushed -> all decisions journalled):")
+        print(f"  p50 {ws['p50_ms']} ms, p99 {ws['p99_ms']} ms, max {ws['max_ms']} ms")
+        print(f"  profile (p50): bars arrive {ws['fetch_p50_ms']} ms, rest {ws['rest_p50_ms']} ms")
     print(f"naive sequential loop: p50 {b50:.1f} ms, p99 {pct(base_lat, 99):.1f} ms")
     met = "met" if p99 < 500 else "MISSED"
     print(f"speed-up vs naive (p50): {b50 / p50:.2f}x; target p99 < 500 ms: {met}")
@@ -208,6 +236,103 @@ async def run(
         "baseline": "naive_sequential_loop",
         "baseline_p50_ms": round(b50, 2),
         "ratio": round(b50 / p50, 2),
+        "fetch_p50_ms": round(f50, 2),
+        "ws": ws,
+    }
+
+
+def _time_fetches(loop: LiveLoop) -> list[float]:
+    """Time each cycle's fetch phase (:meth:`CandleFeed.fetch_all`): the profile's first part."""
+    times: list[float] = []
+    inner = loop.feed.fetch_all
+
+    async def timed(*args: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return await inner(*args)
+        finally:
+            times.append((time.perf_counter() - t) * 1000)
+
+    loop.feed.fetch_all = timed  # type: ignore[method-assign]
+    return times
+
+
+async def _run_ws(
+    url: str,
+    symbols: tuple[str, ...],
+    n_cycles: int,
+    folder: Path,
+    executor: Executor | None,
+    workers: int,
+    conns: int,
+    decider: StrategyDecider,
+) -> dict[str, object]:
+    """The same cycles with ``live.feed = "ws"``: the fake's market clock is moved to each bar
+    close (``POST /sim/clock``), the clock starts at that request; the kline stream pushes the
+    closed bars; the cycle ends when every decision is journalled."""
+    scaled = ScaledClock(60.0)
+    limiter = RateLimiter(2400, clock=scaled, name="fake", max_connections=conns)
+    client = BinanceClient(
+        Market.PERP, base_url=url, limiter=limiter, clock=scaled, max_connections=conns
+    )
+    sim = SimClock(T0 / 1000)
+    settings = LoopSettings(
+        symbols, TF, window_bars=WINDOW, bar_close_delay_s=0.0, early_decisions=workers > 0
+    )
+    stream = StreamBars(
+        Market.PERP,
+        symbols,
+        TF,
+        backfill=client,
+        settings=StreamSettings(url=url.replace("http://", "ws://"), wait_s=5.0),
+        now_s=sim.time,
+    )
+    async with (
+        client,
+        httpx.AsyncClient(base_url=url) as control,
+        Journal.open(folder / "ws.sqlite") as journal,
+        stream,
+    ):
+        assert await stream.wait_connected(10.0)
+        loop = LiveLoop(
+            settings,
+            client=client,
+            journal=journal,
+            decider=decider,
+            exit_spec=ExitSpec(),
+            guards=RiskGuards(GuardLimits(max_open_positions=20)),
+            clock=sim,
+            metrics=Metrics(),
+            executor=executor,
+            stream=stream,
+        )
+        fetch_ms = _time_fetches(loop)
+        warm = await loop.run_cycle(T0 + STEP)  # the window fill, over REST
+        assert warm is not None
+        lat: list[float] = []
+        for k in range(1, n_cycles + 1):
+            close = T0 + (k + 1) * STEP
+            sim.now_s = close / 1000
+            t = time.perf_counter()
+            (await control.post("/sim/clock", params={"ms": close})).raise_for_status()
+            res = await loop.run_cycle(close)
+            lat.append((time.perf_counter() - t) * 1000)
+            assert res is not None
+            assert res.status == "ok"
+            assert res.decisions == len(symbols)
+        signals = [(s.symbol, s.bar_time_ms, s.side) for s in await journal.signals()]
+        if stream.rest_fallbacks:
+            raise SystemExit(f"{stream.rest_fallbacks} bars came over REST: stream too slow")
+    fetch = fetch_ms[1:]
+    f50 = pct(fetch, 50)
+    return {
+        "p50_ms": round(pct(lat, 50), 2),
+        "p99_ms": round(pct(lat, 99), 2),
+        "max_ms": round(max(lat), 2),
+        "fetch_p50_ms": round(f50, 2),
+        "rest_p50_ms": round(pct(lat, 50) - f50, 2),
+        "bars_streamed": stream.taken,
+        "signals": [o for o in signals if o[1] > T0],
     }
 
 
@@ -219,6 +344,7 @@ def main() -> None:
         "--latency-ms", type=float, default=10.0, help="simulated exchange round trip"
     )
     parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--no-ws", action="store_true", help="skip the WebSocket feed run")
     parser.add_argument(
         "--workers", type=int, default=0, help="decision processes (0: a thread of this process)"
     )
@@ -233,6 +359,7 @@ def main() -> None:
                 args.workers,
                 args.latency_ms,
                 args.connections,
+                not args.no_ws,
             )
         )
     print(json.dumps(result))

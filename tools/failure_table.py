@@ -27,12 +27,16 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from atra.sim.exchange import FakeExchange
 
 SHARED = Path("/work/shared/data")
 SAMPLE = "BTCUSDT_spot_1h.parquet"
@@ -44,6 +48,7 @@ KLINE_HEADER = (
     "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
     "taker_buy_volume,taker_buy_quote_volume,ignore"
 )
+ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 REPLAY = ["live", "--replay", "--from", "2024-01-02", "--to", "2024-01-03", "--no-metrics"]
 
 
@@ -110,7 +115,7 @@ def run_case(case: Case, cwd: Path) -> Outcome:
     return Outcome(case, proc.returncode, lines, seconds)
 
 
-# ---- a server dripping one byte a second ------------------------------------------------
+# ---- servers: one dripping one byte a second, the fake exchange ---------------------------
 
 
 @contextlib.contextmanager
@@ -122,24 +127,26 @@ def _server(kind: str | None) -> Iterator[str]:
         with _fake_exchange() as url:
             yield url
         return
+    with drip_server() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def tcp_server(handle: ConnectionHandler) -> Iterator[str]:
+    """``handle`` answering every connection to a free port of 127.0.0.1, on its own event loop
+    in a thread (the CLI runs its own loop); yields the base URL. On exit the open connections
+    are closed and their handlers cancelled."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     writers: list[asyncio.StreamWriter] = []
 
-    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writers.append(writer)
-        await reader.read(1 << 16)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-        writer.write(b"Content-Length: 1000000\r\n\r\n")
-        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
-            while True:
-                writer.write(b" ")
-                await writer.drain()
-                await asyncio.sleep(1.0)
+        await handle(reader, writer)
 
     async def start() -> asyncio.Server:
-        return await asyncio.start_server(drip, "127.0.0.1", 0)
+        return await asyncio.start_server(tracked, "127.0.0.1", 0)
 
     server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
     try:
@@ -164,19 +171,32 @@ def _server(kind: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _fake_exchange() -> Iterator[str]:
-    """The fake exchange on its own event loop in a thread (the CLI runs its own loop)."""
-    from atra.core.types import Market, Timeframe
-    from atra.sim.exchange import FakeExchange
+def drip_server() -> Iterator[str]:
+    """A server that answers 200 and then sends its body one byte a second, for ever."""
 
-    frame = pd.read_parquet(SHARED / SAMPLE)
-    fake = FakeExchange({(Market.SPOT, "BTCUSDT", Timeframe.H1): frame})
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: 1000000\r\n\r\n")
+        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+            while True:
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(1.0)
+
+    with tcp_server(drip) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(fake: FakeExchange) -> Iterator[FakeExchange]:
+    """Run ``fake`` on its own event loop in a thread (the CLI runs its own loop)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
         asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
-        yield fake.url
+        yield fake
     finally:
         asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -184,10 +204,22 @@ def _fake_exchange() -> Iterator[str]:
         loop.close()
 
 
+@contextlib.contextmanager
+def _fake_exchange() -> Iterator[str]:
+    """The fake exchange serving BTCUSDT spot 1h candles of the shared sample."""
+    from atra.core.types import Market, Timeframe
+    from atra.sim.exchange import FakeExchange
+
+    frame = pd.read_parquet(SHARED / SAMPLE)
+    with serving(FakeExchange({(Market.SPOT, "BTCUSDT", Timeframe.H1): frame})) as fake:
+        yield fake.url
+
+
 # ---- inputs -------------------------------------------------------------------------------
 
 
 def candles(n: int, start: int = T0, step: int = H) -> pd.DataFrame:
+    """``n`` plausible bars from ``start``, ``step`` ms apart (prices rise by 1 a bar)."""
     close = 100.0 + np.arange(n, dtype=np.float64)
     return pd.DataFrame(
         {
@@ -202,6 +234,7 @@ def candles(n: int, start: int = T0, step: int = H) -> pd.DataFrame:
 
 
 def funding(n: int, start: int = T0) -> pd.DataFrame:
+    """``n`` plausible funding rates from ``start``, 8 h apart."""
     return pd.DataFrame(
         {
             "funding_time": start + np.arange(n, dtype=np.int64) * 8 * H,

@@ -11,10 +11,9 @@ models add a level: ``ATRA__META__LGBM__NUM_LEAVES=63``); names are case-insensi
 are coerced to the field's type (``"0.01"`` -> float, ``"true"`` -> bool, ``"BTCUSDT,ETHUSDT"`` or
 a JSON list -> tuple). An override wins over the file.
 
-Secrets (``exchange.api_key`` / ``exchange.api_secret``) come only from
-``ATRA__EXCHANGE__API_KEY`` / ``ATRA__EXCHANGE__API_SECRET``; a config file that holds them is
-refused. They are :class:`pydantic.SecretStr`: redacted in ``repr``/``str`` and in
-``model_dump_json``; read them with ``.get_secret_value()`` at the signing edge only.
+Secrets (``exchange.api_key`` / ``api_secret``, ``status_api.token``, ``notify.telegram_token``
+/ ``webhook_url``) come only from ``ATRA__<SECTION>__<KEY>``, a file holding one is refused; as
+:class:`pydantic.SecretStr` they are redacted in ``repr`` / ``model_dump_json``, read at the edge.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import os
 import tomllib
 import types
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
@@ -40,13 +38,13 @@ from pydantic import (
     model_validator,
 )
 
+from atra.config_live import LiveConfig
+from atra.config_notify import NOTIFY_SECRET_KEYS, NotifyConfig
 from atra.core.bounds import MAX_ABS_FUNDING_RATE, MAX_PRICE, MIN_PRICE, Limits
-from atra.core.symbols import check_symbol
-from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
 
 ENV_PREFIX: Final[str] = "ATRA__"
-SECRET_KEYS: Final[frozenset[str]] = frozenset({"api_key", "api_secret"})
+SECRET_KEYS: Final = frozenset({"api_key", "api_secret", "token"}) | NOTIFY_SECRET_KEYS
 MAX_RISK_PER_TRADE: Final[float] = 0.02
 """The hard cap on the fraction of equity at risk in one trade (2%)."""
 
@@ -188,63 +186,6 @@ class MetaConfig(_Frozen):
     lgbm: LgbmConfig = Field(default_factory=LgbmConfig)
 
 
-class LiveConfig(_Frozen):
-    """The live loop. ``paper`` is the default: real orders need ``paper = false`` AND the
-    ``--live`` flag AND API keys in the environment."""
-
-    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
-    market: Market = Market.PERP
-    timeframe: Timeframe = Timeframe.H1
-    bar_close_delay_s: float = Field(default=2.0, ge=0)
-    cycle_deadline_s: float = Field(default=30.0, gt=0)
-    paper: bool = True
-    journal_path: Path = Path("data/journal.sqlite")
-    metrics_host: str = Field(default="127.0.0.1", min_length=1)
-    metrics_port: int = Field(default=9108, ge=0, le=65535)
-    model: str | None = None
-    """The meta model that decides (a model directory or an id in the models folder); None:
-    every primary signal is taken. ``atra live --model`` overrides it."""
-    retrain_days: int | None = Field(default=None, ge=0)
-    """Retrain the model every N days while running (``--retrain-days``), as ``atra walkforward``
-    trains a fold, in a worker; swapped in at a bar. None or 0: off. Needs a model."""
-    retrain_anchor: datetime | None = None
-    """Retrains at ``anchor + k * retrain_days`` (UTC); None: the first bar the run decides."""
-    retrain_from: datetime | None = None
-    """First signal time of the training data (UTC); None: the starting model's."""
-    retrain_min_events: int = Field(default=200, ge=1)
-    """Fewer labelled training events: the retrain fails, the old model keeps deciding."""
-
-    @field_validator("symbols")
-    @classmethod
-    def _symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("at least one symbol is required")
-        for sym in value:
-            try:
-                check_symbol(sym, "live.symbols")
-            except ConfigError as exc:  # pydantic reports a ValueError with the field's path
-                raise ValueError(str(exc)) from None
-        if len(set(value)) != len(value):
-            raise ValueError("symbols must be unique")
-        return value
-
-    @field_validator("market", mode="before")
-    @classmethod
-    def _market(cls, value: object) -> object:
-        try:
-            return Market.parse(value) if isinstance(value, str) else value
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("timeframe", mode="before")
-    @classmethod
-    def _timeframe(cls, value: object) -> object:
-        try:
-            return Timeframe.parse(value) if isinstance(value, str) else value
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-
-
 class ExchangeConfig(_Frozen):
     """Exchange endpoints and HTTP client limits. Keys come only from the environment."""
 
@@ -256,6 +197,15 @@ class ExchangeConfig(_Frozen):
     max_connections: int = Field(default=10, ge=1)
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
+
+
+class StatusApiConfig(_Frozen):
+    """``[status_api]``: the read-only HTTP API; ``token`` only from ATRA__STATUS_API__TOKEN."""
+
+    enabled: bool = False
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8108, ge=0, le=65535)
+    token: SecretStr | None = None
 
 
 class ObsConfig(_Frozen):
@@ -340,9 +290,11 @@ class AtraConfig(_Frozen):
     meta: MetaConfig = Field(default_factory=MetaConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
+    status_api: StatusApiConfig = Field(default_factory=StatusApiConfig)
     obs: ObsConfig = Field(default_factory=ObsConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @model_validator(mode="after")
     def _spot_borrow_stated(self) -> AtraConfig:
@@ -356,7 +308,7 @@ class AtraConfig(_Frozen):
 
     def secret_values(self) -> tuple[str, ...]:
         """The configured secret strings, for the log redaction processor (never logged)."""
-        found = (self.exchange.api_key, self.exchange.api_secret)
+        found = (self.exchange.api_key, self.exchange.api_secret, self.status_api.token)
         return tuple(s.get_secret_value() for s in found if s is not None and s.get_secret_value())
 
 
@@ -396,12 +348,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _refuse_file_secrets(raw: Mapping[str, Any], source: str) -> None:
-    section = raw.get("exchange")
-    if isinstance(section, Mapping):
-        for key in sorted(SECRET_KEYS & set(section)):
-            env_name = f"{ENV_PREFIX}EXCHANGE__{key.upper()}"
+    for name in ("exchange", "status_api", "notify"):
+        section = raw.get(name)
+        for key in sorted(SECRET_KEYS & set(section)) if isinstance(section, Mapping) else ():
+            env_name = f"{ENV_PREFIX}{name.upper()}__{key.upper()}"
             raise ConfigError(
-                f"{source}: exchange.{key}: secrets are read only from the environment "
+                f"{source}: {name}.{key}: secrets are read only from the environment "
                 f"({env_name}); remove it from the file"
             )
 

@@ -24,42 +24,13 @@ import pytest
 
 from atra.cli import main
 from atra.errors import DataError
-
-T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
-H = 3_600_000
-KLINE_HEADER = (
-    "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
-    "taker_buy_volume,taker_buy_quote_volume,ignore"
-)
+from helpers_failures import KLINE_HEADER, T0, H, candles, funding
 
 
 @pytest.fixture(autouse=True)
 def plain_console(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"):
         monkeypatch.delenv(name, raising=False)
-
-
-def candles(n: int, start: int = T0, step: int = H) -> pd.DataFrame:
-    close = 100.0 + np.arange(n, dtype=np.float64)
-    return pd.DataFrame(
-        {
-            "open_time": start + np.arange(n, dtype=np.int64) * step,
-            "open": close - 0.5,
-            "high": close + 1.0,
-            "low": close - 1.0,
-            "close": close,
-            "volume": np.full(n, 2.5),
-        }
-    )
-
-
-def funding(n: int, start: int = T0) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "funding_time": start + np.arange(n, dtype=np.int64) * 8 * H,
-            "funding_rate": np.linspace(-1e-4, 3e-4, n),
-        }
-    )
 
 
 def store_hashes(root: Path) -> dict[str, str]:

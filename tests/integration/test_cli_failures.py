@@ -10,21 +10,12 @@ a journal, and symbols that are paths.
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location(
-    "failure_table", Path(__file__).parents[2] / "tools" / "failure_table.py"
-)
-assert _SPEC is not None
-assert _SPEC.loader is not None
-failure_table = importlib.util.module_from_spec(_SPEC)
-sys.modules["failure_table"] = failure_table
-_SPEC.loader.exec_module(failure_table)
+from helpers_failures import failure_table
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 

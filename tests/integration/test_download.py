@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from atra.core.types import Market, Timeframe
 from atra.data.download import DownloadSpec, download, parse_utc_ms, split_symbols
 from atra.errors import ConfigError, ExchangeError, IPBanned
 from atra.sim.exchange import FakeExchange, Faults
+from helpers_failures import drip_server, serving, snapshot, tcp_server
 
 pytestmark = pytest.mark.shared_data
 
@@ -295,64 +294,15 @@ def test_spec_and_argument_parsing() -> None:
 
 
 @contextmanager
-def serving(fake: FakeExchange) -> Iterator[FakeExchange]:
-    """Run ``fake`` on its own event loop in a thread (the CLI runs its own loop)."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
-@contextmanager
 def silent_server() -> Iterator[str]:
     """A server that accepts connections and never answers."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    writers: list[asyncio.StreamWriter] = []
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
         await reader.read(1 << 16)
         await asyncio.sleep(30)
 
-    async def start() -> asyncio.Server:
-        return await asyncio.start_server(hold, "127.0.0.1", 0)
-
-    server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-
-        async def close() -> None:
-            server.close()
-            for writer in writers:
-                writer.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-            for _ in range(5):
-                await asyncio.sleep(0)
-            await server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    with tcp_server(hold) as url:
+        yield url
 
 
 CLI_SINCE, CLI_UNTIL = "2024-11-01", "2024-12-01"
@@ -503,50 +453,6 @@ def test_cli_server_that_never_answers(cli_store: Path, capsys: pytest.CaptureFi
     assert line.startswith("TransientExchangeError: ")
     assert "no answer within 0.3 s" in line
     assert snapshot(cli_store) == before
-
-
-@contextmanager
-def drip_server() -> Iterator[str]:
-    """A server that answers 200 and then sends its body one byte a second, for ever."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    writers: list[asyncio.StreamWriter] = []
-
-    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await reader.read(1 << 16)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-        writer.write(b"Content-Length: 1000000\r\n\r\n")
-        with contextlib.suppress(ConnectionError, OSError):
-            while True:
-                writer.write(b" ")
-                await writer.drain()
-                await asyncio.sleep(1.0)
-
-    server = asyncio.run_coroutine_threadsafe(
-        asyncio.start_server(drip, "127.0.0.1", 0), loop
-    ).result(10)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-
-        async def close() -> None:
-            server.close()
-            for writer in writers:
-                writer.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-            for _ in range(5):
-                await asyncio.sleep(0)
-            await server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 @pytest.mark.parametrize(

@@ -385,7 +385,8 @@ async def test_exchange_info_filters_and_open_access(clock: MarketClock) -> None
             },
         ]
         spot = (await http.get("/api/v3/exchangeInfo")).json()
-        assert "filters" not in spot["symbols"][0]
+        spot_types = [f["filterType"] for f in spot["symbols"][0]["filters"]]
+        assert spot_types == ["PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE", "NOTIONAL"]
         # no key nor secret configured: any key, no signature check
         r = await http.post(
             "/fapi/v1/order",

@@ -215,9 +215,11 @@ def test_one_line_errors(
     assert len(err.splitlines()) == 1
 
 
-def test_live_needs_keys_and_a_futures_market(
+def test_live_needs_keys_and_long_only_spot(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Spot orders are allowed (long only, OCO exits): a config asking for spot shorts is
+    refused before anything is sent."""
     assert main(["live", "--config", "atra.toml", "--live", "--no-metrics"]) == 3
     assert "real orders need live.paper = false" in capsys.readouterr().err
     monkeypatch.setenv("ATRA__LIVE__PAPER", "false")
@@ -226,8 +228,10 @@ def test_live_needs_keys_and_a_futures_market(
     monkeypatch.setenv("ATRA__EXCHANGE__API_KEY", "k" * 16)
     monkeypatch.setenv("ATRA__EXCHANGE__API_SECRET", "s" * 16)
     monkeypatch.setenv("ATRA__LIVE__MARKET", "spot")
+    monkeypatch.setenv("ATRA__STRATEGY__SPOT_SHORTS", "true")
+    monkeypatch.setenv("ATRA__COSTS__SPOT_BORROW_BPS_PER_HOUR", "0.1")
     assert main(["live", "--config", "atra.toml", "--live", "--no-metrics"]) == 3
-    assert "USDT-M futures only" in capsys.readouterr().err
+    assert "spot shorts on margin are modelled in backtests only" in capsys.readouterr().err
 
 
 def _orders_and_positions(path: Path) -> tuple[list[str], list[str]]:
@@ -248,6 +252,23 @@ def test_replay_through_the_order_path(workdir: Path) -> None:
     assert kinds.count("entry") >= 3
     assert "sl" in kinds  # exchange-side protective orders were placed
     assert "tp1" in kinds
+    assert "closed" in statuses
+
+
+def test_replay_through_the_spot_order_path(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``live.market = "spot"``: long-only entries protected by one OCO each (the tp1 and sl
+    legs), sold at the end; nothing else is placed."""
+    for k, sym in enumerate(SYMBOLS):
+        _frame(k).to_parquet(workdir / "flat" / f"{sym}_spot_1h.parquet")
+    monkeypatch.setenv("ATRA__LIVE__MARKET", "spot")
+    args = ["live", "--config", "atra.toml", "--replay", "--live", "--from", "2024-01-01",
+            "--to", "2024-01-05", "--data", "flat", "--symbols", "AAAUSDT,BBBUSDT",
+            "--journal", "s.sqlite", "--window-bars", "40", "--no-metrics"]  # fmt: skip
+    assert main(args) == 0
+    kinds, statuses = _orders_and_positions(workdir / "s.sqlite")
+    assert kinds.count("entry") >= 2
+    assert kinds.count("sl") == kinds.count("tp1") == kinds.count("entry")  # one OCO each
+    assert set(kinds) <= {"entry", "sl", "tp1", "time"}
     assert "closed" in statuses
 
 
@@ -348,6 +369,7 @@ def test_spot_is_long_only_live_and_spot_shorts_are_refused(
     spot = cli_live.signal_spec(load_config(workdir / "atra.toml"))
     assert (spot.allow_long, spot.allow_short) == (True, False)
     monkeypatch.setenv("ATRA__STRATEGY__SPOT_SHORTS", "true")
+    monkeypatch.setenv("ATRA__COSTS__SPOT_BORROW_BPS_PER_HOUR", "0.1")
     monkeypatch.setenv("ATRA__COSTS__SPOT_BORROW_BPS_PER_HOUR", "0.1")
     replay = ["--replay", "--from", "2024-01-01", "--to", "2024-01-02", "--data", "flat"]
     for extra in ([], replay):

@@ -25,6 +25,7 @@ import pytest
 from prom_harness import dashboard_queries, metric_names, parse_label_values
 from prometheus_client.parser import text_string_to_metric_families
 
+from atra.adapters.notify import Notifier, WebhookDestination
 from atra.core.decision import EVENT_FEATURES, ModelHandle
 from atra.core.exits.api import ExitSpec
 from atra.core.meta import MetaModel, MetaParams
@@ -32,11 +33,13 @@ from atra.core.signals.spec import SignalSpec
 from atra.core.types import Timeframe
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LoopSettings, StrategyDecider
+from atra.live.notifications import LoopNotifications
 from atra.live.replay import ReplayReport, ReplaySetup, run_replay
 from atra.obs.metrics import Metrics, start_metrics_server
 from atra.sim.exchange import Faults
 from helpers_live import STEP, T0, synthetic
 from helpers_logging import quiet_structlog
+from helpers_notify import recording_server
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "atra.json"
 TF = Timeframe.H1
@@ -114,7 +117,18 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replayed]:
 
     async def replay() -> ReplayReport:
         nonlocal scrapes
-        async with httpx.AsyncClient(timeout=5.0) as http:
+        async with (
+            httpx.AsyncClient(timeout=5.0) as http,
+            recording_server() as hook,  # a webhook receiving the loop's notifications
+        ):
+            notes = LoopNotifications(
+                Notifier(
+                    [WebhookDestination(hook.url + "/hook", "json")],
+                    metrics=metrics,
+                    rate_per_minute=60_000.0,
+                    burst=1000,
+                )
+            )
 
             async def scraper() -> None:
                 nonlocal scrapes
@@ -125,7 +139,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replayed]:
 
             task = asyncio.create_task(scraper())
             try:
-                report = await run_replay(
+                report = await notes.around(run_replay(
                     settings,
                     CANDLES,
                     tmp_path_factory.mktemp("metrics") / "journal.sqlite",
@@ -134,7 +148,8 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replayed]:
                     guards=RiskGuards(GuardLimits(max_open_positions=1)),
                     setup=setup,
                     metrics=metrics,
-                )
+                    on_start=notes.attach,
+                ))  # fmt: skip
             finally:
                 task.cancel()
             await scrape(http, server.url, peaks)

@@ -117,6 +117,9 @@ def populate_like_a_live_cycle(m: Metrics) -> None:
     m.risk_guard_breaches_total.labels(guard="max_positions").inc()
     m.risk_guard_breaches_total.labels(guard="daily_loss").inc()
     m.errors_total.labels(type="TransientExchangeError").inc(2)
+    notes = m.notifications_total
+    notes.labels(destination="telegram", event="signal_taken", outcome="sent").inc(4)
+    notes.labels(destination="webhook", event="guard", outcome="dropped").inc()
 
 
 def _instance(server: MetricsServer) -> str:

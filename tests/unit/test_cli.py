@@ -223,3 +223,32 @@ def test_live_replay_names_unknown_symbols_and_empty_ranges_as_typed(
         f"ConfigError: replay: no candles for BTCUSTD perp 1h on binance in {store.root}; "
         "did you mean BTCUSDT? (stored: BTCUSDT)\n"
     )
+
+
+def test_replay_data_file_is_read_in_range_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    """``--data`` files: candles opening in [start, end) only; a missing file is one DataError
+    naming the path (and what needs it, for a model's side candles)."""
+    import pandas as pd
+
+    from atra.cli.replay_data import read_candles_file
+    from atra.core.types import Market, Timeframe
+    from atra.errors import DataError
+
+    times = [1_704_067_200_000 + i * 3_600_000 for i in range(5)]
+    pd.DataFrame({"open_time": times, "close": [1.0, 2.0, 3.0, 4.0, 5.0]}).to_parquet(
+        tmp_path / "BTCUSDT_perp_1h.parquet", index=False
+    )
+    path, frame = read_candles_file(tmp_path, Market.PERP, "BTCUSDT", Timeframe.H1,
+                                    times[1], times[4])  # fmt: skip
+    assert path == tmp_path / "BTCUSDT_perp_1h.parquet"
+    assert frame["open_time"].tolist() == times[1:4]
+    assert frame.index.tolist() == [0, 1, 2]
+    missing = tmp_path / "ETHUSDT_spot_1h.parquet"
+    with pytest.raises(DataError) as plain:
+        read_candles_file(tmp_path, Market.SPOT, "ETHUSDT", Timeframe.H1, 0, 1)
+    assert str(plain.value) == f"replay data {missing} does not exist"
+    with pytest.raises(DataError) as needed:
+        read_candles_file(tmp_path, Market.SPOT, "ETHUSDT", Timeframe.H1, 0, 1, "its basis")
+    assert str(needed.value) == (
+        f"replay data {missing} does not exist; the model needs it for its basis"
+    )

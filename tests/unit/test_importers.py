@@ -29,29 +29,11 @@ from atra.data.ingest import (
     select_datasets,
 )
 from atra.errors import ConfigError, DataError
+from helpers_failures import KLINE_HEADER, T0, H
+from helpers_failures import candles as make_candles
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "binance"
-T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
-H = 3_600_000
-KLINE_HEADER = (
-    "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
-    "taker_buy_volume,taker_buy_quote_volume,ignore"
-)
 SPOT_1H = DatasetKey("binance", Market.SPOT, "BTCUSDT", Timeframe.H1)
-
-
-def make_candles(n: int, start: int = T0, step: int = H) -> pd.DataFrame:
-    close = 100.0 + np.arange(n, dtype=np.float64)
-    return pd.DataFrame(
-        {
-            "open_time": start + np.arange(n, dtype=np.int64) * step,
-            "open": close - 0.5,
-            "high": close + 1.0,
-            "low": close - 1.0,
-            "close": close,
-            "volume": np.full(n, 2.5),
-        }
-    )
 
 
 def kline_text(frame: pd.DataFrame, *, header: bool, unit: int = 1, step: int = H) -> str:

@@ -527,6 +527,7 @@ EXPECTED_FAMILIES = {
     "atra_daily_pnl_usdt": ("gauge", set()),
     "atra_risk_guard_breaches": ("counter", {"guard"}),
     "atra_errors": ("counter", {"type"}),
+    "atra_notifications": ("counter", {"destination", "event", "outcome"}),
 }
 
 
@@ -548,6 +549,7 @@ def exercise(m: Metrics) -> None:
     m.daily_pnl_usdt.set(-12.25)
     m.risk_guard_breaches_total.labels(guard="max_positions").inc()
     m.errors_total.labels(type="TransientExchangeError").inc()
+    m.notifications_total.labels(destination="telegram", event="guard", outcome="sent").inc()
 
 
 def test_metric_families_names_types_and_labels() -> None:

@@ -400,7 +400,7 @@ def _client(market: Market) -> BinanceClient:
 
 
 def test_trader_refuses_spot_and_bad_settings() -> None:
-    with pytest.raises(ExchangeError, match=r"^order execution supports USDT-M futures only$"):
+    with pytest.raises(ExchangeError, match=r"^BinanceTrader needs a perp client, got spot$"):
         BinanceTrader(_client(Market.SPOT), api_key="k", api_secret="s")
     perp = _client(Market.PERP)
     with pytest.raises(ConfigError, match="API key and an API secret"):

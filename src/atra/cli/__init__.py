@@ -71,6 +71,8 @@ def _register() -> None:
     from atra.cli import live as _live  # noqa: F401  (registers `atra live`)
     from atra.cli import report as _report  # noqa: F401  (registers `atra report`)
     from atra.cli import research as _research  # noqa: F401  (train, signals, labels, wf-metrics)
+    from atra.cli import search as _search  # noqa: F401  (registers `atra search`)
+    from atra.cli import status as _status  # noqa: F401  (registers `atra status-api`)
     from atra.cli import walkforward as _walkforward  # noqa: F401  (registers `atra walkforward`)
 
 

@@ -10,7 +10,6 @@ run record goes to ``--runs-dir`` as ``atra walkforward`` writes it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,20 +19,18 @@ from rich.console import Console
 from rich.table import Table
 
 from atra.cli import app
-from atra.cli.console import make_console, print_wide, stage_progress, when
+from atra.cli.console import print_wide, when
 from atra.cli.options import (
     EmbargoHours,
+    FirstTest,
     MinTrainDays,
     MinTrainEvents,
+    NJobs,
     RetrainDays,
     Selection,
-    check_min_train,
-    embargo_hours_or,
-    retrain_days_or,
     with_selection,
 )
-from atra.cli.selection import parse_time, resolve
-from atra.errors import ConfigError
+from atra.cli.selection import run_walkforward_loop
 
 if TYPE_CHECKING:  # the research stack (LightGBM, ...) loads when a command runs
     from atra.research.ablation import AblationResult
@@ -120,14 +117,8 @@ def ablation_cmd(
         ),
     ] = 1,
     seed: Annotated[int, typer.Option("--seed", help="LightGBM seed (recorded in the runs).")] = 7,
-    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel fold fits.")] = 2,
-    first_test: Annotated[
-        str | None,
-        typer.Option(
-            "--first-test",
-            help="Pin the first test window's start (UTC); not before --min-train-days of data.",
-        ),
-    ] = None,
+    n_jobs: NJobs = 2,
+    first_test: FirstTest = None,
     json_only: Annotated[
         bool, typer.Option("--json-only", help="Print only the JSON line, no table.")
     ] = False,
@@ -135,50 +126,21 @@ def ablation_cmd(
     """Walk-forward once per feature set (price, +volume, +fundamental, +alternative,
     +cross_asset, + each plug-in family): OOS AUC, primary vs filtered Sharpe, trades, after
     costs; a table and one JSON line."""
-    if n_trials < 1:
-        raise ConfigError(f"--n-trials must be >= 1, got {n_trials}")
-    check_min_train(min_train_days, min_train_events)
-    first_test_ms = None if first_test is None else parse_time(first_test, "--first-test")
-    from atra.cli.plugins import load_run_config
-    from atra.cli.series import configured_inputs
     from atra.research.ablation import run_ablation_loop
-    from atra.research.evaluation.settings import backtest_config_from
-    from atra.research.pipeline import settings_from_config
 
-    cfg = load_run_config(selection.config)
-    settings = settings_from_config(cfg, selection.market)
-    base = settings.walkforward
-    settings = dataclasses.replace(
-        settings,
-        walkforward=dataclasses.replace(
-            base,
-            retrain_days=retrain_days_or(retrain_days, base.retrain_days),
-            embargo_hours=embargo_hours_or(embargo_hours, base.embargo_hours),
-            min_train_days=min_train_days,
-            min_train_events=min_train_events,
-            first_test_ms=first_test_ms,
-        ),
+    console, result = run_walkforward_loop(
+        run_ablation_loop,
+        selection,
+        retrain_days=retrain_days,
+        embargo_hours=embargo_hours,
+        min_train_days=min_train_days,
+        min_train_events=min_train_events,
+        first_test=first_test,
+        runs_dir=runs_dir,
+        n_trials=n_trials,
+        seed=seed,
+        n_jobs=n_jobs,
     )
-    sel = resolve(selection)
-    console = make_console()
-    with stage_progress(console) as progress:
-        result = run_ablation_loop(
-            sel.store,
-            exchange=sel.exchange,
-            symbols=sel.symbols,
-            market=sel.market,
-            timeframe=sel.timeframe,
-            start_ms=sel.range.start_ms,
-            end_ms=sel.range.end_ms,
-            settings=settings,
-            backtest_config=backtest_config_from(cfg),
-            runs_dir=runs_dir,
-            seed=seed,
-            n_trials=n_trials,
-            n_jobs=n_jobs,
-            progress=progress,
-            series=configured_inputs(cfg, sel.store.root),
-        )
     if not json_only:
         print_ablation(console, result, runs_dir)
     typer.echo(json.dumps(result.to_json(), allow_nan=False))

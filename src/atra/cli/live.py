@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from atra.core.signals.spec import SignalSpec
     from atra.live.guards import RiskGuards
     from atra.live.loop import LoopSettings, StrategyDecider
+    from atra.live.notifications import LoopNotifications
     from atra.live.retrain import Retrainer
     from atra.obs import Metrics
 
@@ -127,10 +128,13 @@ async def _run_live(
     from atra.adapters.exchange.client import BinanceClient
     from atra.adapters.journal.database import Journal
     from atra.adapters.ratelimit import SystemClock
+    from atra.adapters.trading.spot_trader import SpotTrader
     from atra.adapters.trading.trader import BinanceTrader
     from atra.live.execution import ExchangeBroker
     from atra.live.loop import LiveLoop, run_until_signal
     from atra.live.paper import Broker
+    from atra.live.spot_execution import SpotBroker
+    from atra.live.stream_feed import live_stream
 
     lv = cfg.live
     ex = cfg.exchange
@@ -153,6 +157,7 @@ async def _run_live(
         side_client or contextlib.nullcontext(),
         Journal.open(journal_path, exclusive=True) as journal,
         live_series(cfg, decider.inputs, settings.symbol_timeout_s) as series,
+        live_stream(lv, client, settings.symbols, settings.timeframe) as stream,
     ):
         run_id = await journal.meta("run_id", settings.run_id)
         clock = SystemClock()
@@ -160,15 +165,25 @@ async def _run_live(
         if live:
             key = ex.api_key.get_secret_value() if ex.api_key else ""
             secret = ex.api_secret.get_secret_value() if ex.api_secret else ""
-            trader = BinanceTrader(client, api_key=key, api_secret=secret)
-            broker = ExchangeBroker(
-                trader,
-                exit_spec(cfg),
-                strategy=settings.strategy,
-                run_id=run_id,
-                timeframe=settings.timeframe,
-                clock=clock.time,
-            )
+            if lv.market is Market.SPOT:  # long only; exits as one OCO (docs: live trading)
+                broker = SpotBroker(
+                    SpotTrader(client, api_key=key, api_secret=secret),
+                    exit_spec(cfg),
+                    strategy=settings.strategy,
+                    run_id=run_id,
+                    timeframe=settings.timeframe,
+                    clock=clock.time,
+                    symbols=settings.symbols,
+                )
+            else:
+                broker = ExchangeBroker(
+                    BinanceTrader(client, api_key=key, api_secret=secret),
+                    exit_spec(cfg),
+                    strategy=settings.strategy,
+                    run_id=run_id,
+                    timeframe=settings.timeframe,
+                    clock=clock.time,
+                )
             _log().warning("live_orders_enabled", run_id=run_id, symbols=list(settings.symbols),
                         base_url=base)  # fmt: skip
         loop = LiveLoop(
@@ -184,8 +199,11 @@ async def _run_live(
             side_client=side_client,
             series=series,
             retrainer=None if retrain is None else retrain(until_ms=int(clock.time() * 1000)),
+            stream=stream,
         )
-        return await run_until_signal(loop, STOP_SIGNALS)
+        notes = _notifications(cfg, metrics)
+        notes.attach(loop)
+        return await notes.around(run_until_signal(loop, STOP_SIGNALS))
 
 
 @app.command("live")
@@ -278,11 +296,11 @@ def live_cmd(
     from atra.obs import Metrics, configure_logging_from, start_metrics_server
 
     cfg = load_run_config(config)
-    configure_logging_from(cfg)
+    configure_logging_from(cfg).add_secrets(cfg.notify.secret_values())
     if live:
-        if cfg.live.market is not Market.PERP:
+        if cfg.live.market is Market.SPOT and exit_spec(cfg).tp1_fraction < 1.0:
             raise ConfigError(
-                '--live: order execution supports USDT-M futures only (live.market = "perp")'
+                "--live on spot: exits are one OCO (take-profit + stop), tp1_fraction must be 1.0"
             )
         if not replay and cfg.live.paper:
             raise ConfigError(
@@ -349,7 +367,11 @@ def live_cmd(
                           models_dir=models_dir, decider=decider, symbols=syms, data=data,
                           wait=replay)  # fmt: skip
     done: ReplayDone | None = None
+    status_api = None
     try:
+        from atra.cli.status import start_configured
+
+        status_api = start_configured(cfg, journal_path, orders=live, replay=replay)
         if replay:
             done = _replay(cfg, settings, journal_path, decider, guards, registry, from_, to,
                            speed, data, orders=live, retrain=retrain)  # fmt: skip
@@ -361,6 +383,8 @@ def live_cmd(
     finally:
         if server is not None:
             server.stop()
+        if status_api is not None:
+            status_api.stop()
     typer.echo(f"atra live: {cycles} cycles journalled in {journal_path}")
     if done is not None:
         from atra.cli.replay_output import finish_replay
@@ -370,6 +394,14 @@ def live_cmd(
             from atra.cli.retraining import print_retrains
 
             print_retrains(journal_path)
+
+
+def _notifications(cfg: AtraConfig, metrics: Metrics) -> LoopNotifications:
+    """The ``[notify]`` notifier wired to the loop (a no-op when it enables nothing)."""
+    from atra.adapters.notify import Notifier
+    from atra.live.notifications import LoopNotifications
+
+    return LoopNotifications(Notifier.from_config(cfg, metrics))
 
 
 def _replay(
@@ -393,7 +425,8 @@ def _replay(
 
     start_ms = parse_day(from_, "--from")
     stop_ms = parse_day(to, "--to")
-    setup = ReplaySetup(market=cfg.live.market, speed=parse_speed(speed), orders=orders)
+    setup = ReplaySetup(market=cfg.live.market, speed=parse_speed(speed), orders=orders,
+                        feed=cfg.live.feed, stream_wait_s=cfg.live.stream_wait_s)  # fmt: skip
     if stop_ms <= start_ms:
         raise ConfigError(f"--to {to} must be after --from {from_}")
     tf: Timeframe = settings.timeframe
@@ -426,23 +459,24 @@ def _replay(
     from atra.cli.replay_output import ReplayDone
 
     settings = replace(settings, start_ms=start_ms, stop_ms=stop_ms, bar_close_delay_s=0.0)
-    report = asyncio.run(
-        run_replay(
-            settings,
-            candles,
-            journal_path,
-            decider=decider,
-            exit_spec=exit_spec(cfg),
-            guards=guards,
-            setup=setup,
-            metrics=registry,
-            stop_signals=STOP_SIGNALS,
-            funding=funding,
-            context_candles=context_candles,
-            series=series,
-            series_sources=sourced,
-            retrainer=None if retrain is None else retrain(until_ms=stop_ms),
-        )
+    notes = _notifications(cfg, registry)
+    run = run_replay(
+        settings,
+        candles,
+        journal_path,
+        decider=decider,
+        exit_spec=exit_spec(cfg),
+        guards=guards,
+        setup=setup,
+        metrics=registry,
+        stop_signals=STOP_SIGNALS,
+        funding=funding,
+        context_candles=context_candles,
+        series=series,
+        series_sources=sourced,
+        retrainer=None if retrain is None else retrain(until_ms=stop_ms),
+        on_start=notes.attach,
     )
+    report = asyncio.run(notes.around(run))
     return ReplayDone(report, settings, candles, funding, decider, exit_spec(cfg), guards.limits,
                       cfg.live.market, orders, context_candles, series)  # fmt: skip

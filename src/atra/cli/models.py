@@ -91,9 +91,8 @@ def read_context_candles(
     counterpart market and BTCUSDT (when not replayed itself), from ``data``
     (``{SYMBOL}_{market}_{tf}.parquet``) or the store. A missing file or range is a one-line
     :class:`DataError` naming it and the input that needs it."""
-    import pandas as pd
-
     from atra.adapters.store import CandleStore, DatasetKey
+    from atra.cli.replay_data import read_candles_file
     from atra.core.features.context import counterpart_market
     from atra.live.feed import BTC_SYMBOL
 
@@ -109,12 +108,9 @@ def read_context_candles(
     out: dict[tuple[Market, str], pd.DataFrame] = {}
     for market, sym, why in wanted:
         if data is not None:
-            path = data / f"{sym}_{market.value}_{lv.timeframe.value}.parquet"
-            if not path.exists():
-                raise DataError(f"replay data {path} does not exist; the model needs it for {why}")
-            frame = pd.read_parquet(path)
-            keep = (frame["open_time"] >= start_ms) & (frame["open_time"] < end_ms)
-            frame = frame[keep].reset_index(drop=True)
+            path, frame = read_candles_file(
+                data, market, sym, lv.timeframe, start_ms, end_ms, needed_for=why
+            )
             where = str(path)
         else:
             store = CandleStore(cfg.data.data_dir)

@@ -74,6 +74,14 @@ MinTrainDays = Annotated[
 MinTrainEvents = Annotated[
     int, typer.Option("--min-train-events", help="Fewest training events of a fold.")
 ]
+FirstTest = Annotated[
+    str | None,
+    typer.Option(
+        "--first-test",
+        help="Pin the first test window's start (UTC); not before --min-train-days of data.",
+    ),
+]
+NJobs = Annotated[int, typer.Option("--n-jobs", help="Parallel fold fits.")]
 
 
 @dataclass(frozen=True, slots=True)

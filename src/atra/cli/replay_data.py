@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Final
 
 from atra.cli.console import when
 from atra.cli.selection import open_store
-from atra.core.types import Market
+from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -17,9 +17,32 @@ if TYPE_CHECKING:
 
     from atra.config import AtraConfig
 
-__all__ = ["DATA_DIR_SETTING", "read_candles", "read_funding"]
+__all__ = ["DATA_DIR_SETTING", "read_candles", "read_candles_file", "read_funding"]
 
 DATA_DIR_SETTING: Final[str] = "data.data_dir in the config / ATRA__DATA__DATA_DIR"
+
+
+def read_candles_file(
+    data: Path,
+    market: Market,
+    symbol: str,
+    timeframe: Timeframe,
+    start_ms: int,
+    end_ms: int,
+    needed_for: str = "",
+) -> tuple[Path, pd.DataFrame]:
+    """The ``data/{SYMBOL}_{market}_{tf}.parquet`` file and its candles opening in
+    ``[start_ms, end_ms)``; a missing file is a :class:`DataError` naming it (and
+    ``needed_for``, what needs it, when given)."""
+    import pandas as pd
+
+    path = data / f"{symbol}_{market.value}_{timeframe.value}.parquet"
+    if not path.exists():
+        why = f"; the model needs it for {needed_for}" if needed_for else ""
+        raise DataError(f"replay data {path} does not exist{why}")
+    frame = pd.read_parquet(path)
+    keep = (frame["open_time"] >= start_ms) & (frame["open_time"] < end_ms)
+    return path, frame[keep].reset_index(drop=True)
 
 
 def read_candles(
@@ -32,20 +55,13 @@ def read_candles(
 ) -> dict[str, pd.DataFrame]:
     """Candles for a replay: from ``data`` (``{SYMBOL}_{market}_{tf}.parquet`` files) or the
     store under ``data.data_dir``. ``asked`` is the range as the user typed it, for errors."""
-    import pandas as pd
-
     from atra.adapters.store import DatasetKey
 
     lv = cfg.live
     out: dict[str, pd.DataFrame] = {}
     for sym in symbols:
         if data is not None:
-            path = data / f"{sym}_{lv.market.value}_{lv.timeframe.value}.parquet"
-            if not path.exists():
-                raise DataError(f"replay data {path} does not exist")
-            frame = pd.read_parquet(path)
-            keep = (frame["open_time"] >= start_ms) & (frame["open_time"] < end_ms)
-            frame = frame[keep].reset_index(drop=True)
+            _, frame = read_candles_file(data, lv.market, sym, lv.timeframe, start_ms, end_ms)
             where = str(data)
         else:
             store = open_store(cfg.data.data_dir, DATA_DIR_SETTING)

@@ -25,6 +25,7 @@ from atra.cli.options import (
     EmbargoHours,
     MinTrainDays,
     MinTrainEvents,
+    NJobs,
     RetrainDays,
     Selection,
     check_min_train,
@@ -61,7 +62,6 @@ Decay = Annotated[
     float | None,
     typer.Option(help="Sample-weight time decay in (-1, 1] (1 or unset: none)."),
 ]
-NJobs = Annotated[int, typer.Option("--n-jobs", help="Parallel fold fits.")]
 
 
 def _settings(selection: Selection) -> ResearchSettings:

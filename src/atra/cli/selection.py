@@ -13,17 +13,25 @@ Missing *input* files (``data import PATH``, ``demo --data``, ``report RUN_DIR``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from atra.adapters.store import CandleStore, DatasetInfo, DatasetKey, listing
-from atra.cli.console import when
-from atra.cli.options import Selection
+from atra.cli.console import make_console, stage_progress, when
+from atra.cli.options import Selection, check_min_train, embargo_hours_or, retrain_days_or
 from atra.core.bounds import DEFAULT_LIMITS, Limits
 from atra.core.symbols import split_symbols as parse_symbol_list
+from atra.core.times import parse_time_ms
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_T = TypeVar("_T")
 
 DATA_DIR_OPTION = "--data-dir / ATRA_DATA_DIR"
 
@@ -113,8 +121,6 @@ class TimeRange:
 
 def parse_time(text: str, option: str) -> int:
     """A UTC time option (``2024-01-01[T12:00]`` or epoch ms) -> epoch ms; errors name it."""
-    from atra.research.pipeline import parse_time_ms  # the research stack: loaded to run
-
     try:
         return parse_time_ms(text)
     except ConfigError as exc:
@@ -185,3 +191,68 @@ def resolve(selection: Selection) -> Resolved:
     symbols = resolve_symbols(store, exchange, market, tf, selection.symbols)
     check_range(store, exchange, market, tf, symbols, rng)
     return Resolved(store, exchange, market, tf, symbols, rng)
+
+
+def run_walkforward_loop(
+    loop: Callable[..., _T],
+    selection: Selection,
+    *,
+    retrain_days: int | None,
+    embargo_hours: float | None,
+    min_train_days: int,
+    min_train_events: int,
+    first_test: str | None,
+    runs_dir: Path,
+    n_trials: int,
+    seed: int,
+    n_jobs: int,
+) -> tuple[Console, _T]:
+    """Check the walk-forward options, apply them to the settings of ``--config``, resolve the
+    selection and run ``loop`` on it with a stage progress bar; the console and its result.
+
+    ``loop`` is :func:`atra.research.evaluation.loop.run_research_loop` or
+    :func:`atra.research.ablation.run_ablation_loop` (the same keyword arguments)."""
+    if n_trials < 1:
+        raise ConfigError(f"--n-trials must be >= 1, got {n_trials}")
+    check_min_train(min_train_days, min_train_events)
+    first_test_ms = None if first_test is None else parse_time(first_test, "--first-test")
+    from atra.cli.plugins import load_run_config
+    from atra.cli.series import configured_inputs
+    from atra.research.evaluation.settings import backtest_config_from
+    from atra.research.pipeline import settings_from_config
+
+    cfg = load_run_config(selection.config)
+    settings = settings_from_config(cfg, selection.market)
+    base = settings.walkforward
+    settings = dataclasses.replace(
+        settings,
+        walkforward=dataclasses.replace(
+            base,
+            retrain_days=retrain_days_or(retrain_days, base.retrain_days),
+            embargo_hours=embargo_hours_or(embargo_hours, base.embargo_hours),
+            min_train_days=min_train_days,
+            min_train_events=min_train_events,
+            first_test_ms=first_test_ms,
+        ),
+    )
+    sel = resolve(selection)
+    console = make_console()
+    with stage_progress(console) as progress:
+        result = loop(
+            sel.store,
+            exchange=sel.exchange,
+            symbols=sel.symbols,
+            market=sel.market,
+            timeframe=sel.timeframe,
+            start_ms=sel.range.start_ms,
+            end_ms=sel.range.end_ms,
+            settings=settings,
+            backtest_config=backtest_config_from(cfg),
+            runs_dir=runs_dir,
+            seed=seed,
+            n_trials=n_trials,
+            n_jobs=n_jobs,
+            progress=progress,
+            series=configured_inputs(cfg, sel.store.root),
+        )
+    return console, result

@@ -8,7 +8,6 @@ run is written to ``--runs-dir/<run id>/`` (run record, trades, equity) with ``r
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,20 +15,18 @@ import typer
 from rich.console import Console
 
 from atra.cli import app
-from atra.cli.console import make_console, print_wide, stage_progress, when
+from atra.cli.console import print_wide, when
 from atra.cli.options import (
     EmbargoHours,
+    FirstTest,
     MinTrainDays,
     MinTrainEvents,
+    NJobs,
     RetrainDays,
     Selection,
-    check_min_train,
-    embargo_hours_or,
-    retrain_days_or,
     with_selection,
 )
-from atra.cli.selection import parse_time, resolve
-from atra.errors import ConfigError
+from atra.cli.selection import run_walkforward_loop
 
 if TYPE_CHECKING:  # the research stack (LightGBM, ...) loads when a command runs
     from atra.research.evaluation.result import Evaluation
@@ -89,60 +86,24 @@ def walkforward_cmd(
         ),
     ] = 1,
     seed: Annotated[int, typer.Option("--seed", help="LightGBM seed (recorded in the run).")] = 7,
-    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel fold fits.")] = 2,
-    first_test: Annotated[
-        str | None,
-        typer.Option(
-            "--first-test",
-            help="Pin the first test window's start (UTC); not before --min-train-days of data.",
-        ),
-    ] = None,
+    n_jobs: NJobs = 2,
+    first_test: FirstTest = None,
 ) -> None:
     """Walk-forward meta model, backtested out-of-sample: primary-only vs meta-filtered vs
     buy-and-hold, after costs; writes the run record and its HTML report."""
-    if n_trials < 1:
-        raise ConfigError(f"--n-trials must be >= 1, got {n_trials}")
-    check_min_train(min_train_days, min_train_events)
-    first_test_ms = None if first_test is None else parse_time(first_test, "--first-test")
-    from atra.cli.plugins import load_run_config
     from atra.research.evaluation.loop import run_research_loop
-    from atra.research.evaluation.settings import backtest_config_from
-    from atra.research.pipeline import settings_from_config
 
-    cfg = load_run_config(selection.config)
-    settings = settings_from_config(cfg, selection.market)
-    base = settings.walkforward
-    settings = dataclasses.replace(
-        settings,
-        walkforward=dataclasses.replace(
-            base,
-            retrain_days=retrain_days_or(retrain_days, base.retrain_days),
-            embargo_hours=embargo_hours_or(embargo_hours, base.embargo_hours),
-            min_train_days=min_train_days,
-            min_train_events=min_train_events,
-            first_test_ms=first_test_ms,
-        ),
+    console, ev = run_walkforward_loop(
+        run_research_loop,
+        selection,
+        retrain_days=retrain_days,
+        embargo_hours=embargo_hours,
+        min_train_days=min_train_days,
+        min_train_events=min_train_events,
+        first_test=first_test,
+        runs_dir=runs_dir,
+        n_trials=n_trials,
+        seed=seed,
+        n_jobs=n_jobs,
     )
-    sel = resolve(selection)
-    from atra.cli.series import configured_inputs
-
-    console = make_console()
-    with stage_progress(console) as progress:
-        ev = run_research_loop(
-            sel.store,
-            exchange=sel.exchange,
-            symbols=sel.symbols,
-            market=sel.market,
-            timeframe=sel.timeframe,
-            start_ms=sel.range.start_ms,
-            end_ms=sel.range.end_ms,
-            settings=settings,
-            backtest_config=backtest_config_from(cfg),
-            runs_dir=runs_dir,
-            seed=seed,
-            n_trials=n_trials,
-            n_jobs=n_jobs,
-            progress=progress,
-            series=configured_inputs(cfg, sel.store.root),
-        )
     print_evaluation(console, ev)

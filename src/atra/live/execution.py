@@ -43,7 +43,9 @@ reported once (``foreign_order_seen``) and left alone.
 The order vocabulary, rounding, the protective plan and the fill accounting are plain
 functions in :mod:`atra.live.order_plan`; the positions managed, the records (with the
 accounting) and the logs of each step are kept by :class:`atra.live.bookkeeping.Bookkeeper`;
-this module holds the steps that talk to the venue.
+this module holds the steps that talk to the venue. Spot, long only, with the exits as one OCO
+list: :class:`atra.live.spot_execution.SpotBroker` (a subclass overriding the protective
+placement, the entry checks and the reconciliation).
 
 Known limits: partial fills are booked once the order is final (a TP cancelled after a partial
 fill books its executed part); ``close_position`` stops close the symbol's whole net position,
@@ -332,6 +334,14 @@ class ExchangeBroker:
         await self._cancel_resting(track, out, keep=desired)
         if await self._settled(track, out):
             return
+        if await self._place_protective(track, out, plan, desired):
+            await self._settled(track, out)
+
+    async def _place_protective(
+        self, track: Track, out: BrokerUpdate, plan: dict[str, OrderRequest], desired: list[str]
+    ) -> bool:
+        """Place the ``desired`` protective orders not resting yet, one by one; False when a
+        refusal ended the step (:meth:`_refused` handled it)."""
         for kind in desired:
             if kind in track.states:
                 continue
@@ -339,9 +349,9 @@ class ExchangeBroker:
                 st = await self._place(plan[kind], kind)
             except OrderRejected as exc:
                 await self._refused(track, out, plan[kind], kind, exc)
-                return
+                return False
             self.books.note(out, track, kind, st)
-        await self._settled(track, out)
+        return True
 
     async def _refused(
         self, track: Track, out: BrokerUpdate, order: OrderRequest, kind: str, exc: OrderRejected

@@ -46,6 +46,7 @@ from atra.live.ledger import FundingBook
 from atra.live.paper import Broker
 from atra.live.series_feed import SeriesFeed
 from atra.live.settings import CANDLE_COLS, LoopSettings, Window
+from atra.live.stream_feed import StreamBars
 from atra.obs import span
 
 __all__ = ["BTC_SYMBOL", "FUNDING_LOOKBACK_MS", "CandleFeed", "Fetched", "check_servable"]
@@ -108,6 +109,7 @@ class CandleFeed:
         inputs: ModelInputs | None = None,
         side_client: ExchangeClient | None = None,
         series: SeriesFeed | None = None,
+        stream: StreamBars | None = None,
     ) -> None:
         check_servable(inputs, client, side_client, series.names if series is not None else ())
         self.settings = settings
@@ -127,6 +129,8 @@ class CandleFeed:
         self.btc: Window | None = Window() if need.needs_btc else None
         self.context_funding: dict[str, pd.DataFrame] = {}
         self._executor = executor
+        self.stream = stream
+        """``live.feed = "ws"``: new bars come from the kline stream, REST fills the gaps."""
 
     # ---- fetch -----------------------------------------------------------------------------
 
@@ -368,9 +372,18 @@ class CandleFeed:
         start = self._first_start(bar_ms, done_ms) if last is None else last + self.step_ms
         if start > bar_ms:
             return self._empty()
-        with span("live.fetch", symbol=sym, open_time=bar_ms):
-            async with asyncio.timeout(s.symbol_timeout_s):
-                frame = await self._klines(self.client, sym, start, bar_ms)
+        streamed = None
+        if self.stream is not None and last is not None:  # the first fill comes over REST
+            with span("live.stream_wait", symbol=sym, open_time=bar_ms):
+                streamed = await self.stream.take(sym, start, bar_ms)
+        if streamed is not None:
+            frame = streamed
+        else:
+            with span("live.fetch", symbol=sym, open_time=bar_ms):
+                async with asyncio.timeout(s.symbol_timeout_s):
+                    frame = await self._klines(self.client, sym, start, bar_ms)
+            if self.stream is not None and len(frame):
+                self.stream.note(sym, int(frame["open_time"].iloc[-1]))
         arrays = candle_arrays(frame, sym)  # DataError on a bad price or order
         t = arrays.open_time
         if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):

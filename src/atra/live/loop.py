@@ -26,11 +26,12 @@ Time comes from an injected :class:`~atra.adapters.ratelimit.Clock`: the system 
 :class:`SimClock` for replays (``speed=inf`` runs as fast as the exchange answers).
 
 :class:`LiveLoop` runs the cycles, recovers and stops; it composes the candle windows and
-fetches (:class:`~atra.live.feed.CandleFeed`), the books (:class:`~atra.live.portfolio.Portfolio`:
-broker, realised ledger, funding, the equity mark) and the per-bar decisions and journal
-batches (:class:`~atra.live.trader.BarTrader`). With retraining (``live.retrain_days``), a
-:class:`~atra.live.retrain.Retrainer` swaps the trader's model at bar boundaries; stopping or
-cancelling the loop terminates a retrain still running.
+fetches (:class:`~atra.live.feed.CandleFeed`; with ``stream``, ``live.feed = "ws"``, new bars
+come from the kline WebSocket stream, :class:`~atra.live.stream_feed.StreamBars`), the books
+(:class:`~atra.live.portfolio.Portfolio`: broker, realised ledger, funding, the equity mark)
+and the per-bar decisions and journal batches (:class:`~atra.live.trader.BarTrader`). With
+retraining (``live.retrain_days``), a :class:`~atra.live.retrain.Retrainer` swaps the trader's
+model at bar boundaries; stopping or cancelling the loop terminates a retrain still running.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from atra.live.portfolio import Portfolio
 from atra.live.retrain import Retrainer
 from atra.live.series_feed import SeriesFeed
 from atra.live.settings import CycleResult, LoopSettings, SimClock, next_bar_close_ms, race
+from atra.live.stream_feed import StreamBars
 from atra.live.trader import BarTrader, cycle_status
 from atra.obs import Metrics, get_logger, span
 
@@ -93,6 +95,7 @@ class LiveLoop:
         side_client: ExchangeClient | None = None,
         series: SeriesFeed | None = None,
         retrainer: Retrainer | None = None,
+        stream: StreamBars | None = None,
     ) -> None:
         inputs = getattr(decider, "inputs", None)  # the model's side data (StrategyDecider)
         if isinstance(inputs, ModelInputs) and settings.window_bars <= inputs.warmup_bars:
@@ -135,6 +138,7 @@ class LiveLoop:
             inputs=inputs if isinstance(inputs, ModelInputs) else None,
             side_client=side_client,
             series=series,
+            stream=stream,
         )
         self.portfolio = Portfolio(
             settings, broker=self.broker, ledger=self.ledger, funding=self.funding, feed=self.feed

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,11 +19,12 @@ import pandas as pd
 from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.journal.database import Journal
 from atra.adapters.ratelimit import RateLimiter, ScaledClock, add_market_limits
+from atra.adapters.trading.spot_trader import SpotTrader
 from atra.adapters.trading.trader import BinanceTrader
 from atra.core.exits.api import ExitSpec
 from atra.core.features.context import ModelInputs, SeriesInput, counterpart_market
 from atra.core.types import Market
-from atra.errors import ConfigError
+from atra.errors import ConfigError, ExchangeError
 from atra.live.deciders import DecisionFn
 from atra.live.execution import ExchangeBroker
 from atra.live.guards import RiskGuards
@@ -32,8 +33,11 @@ from atra.live.paper import Broker
 from atra.live.replay_run import ReplayRun, claim_journal, replay_run
 from atra.live.retrain import Retrainer
 from atra.live.series_feed import replay_series_feed
+from atra.live.spot_execution import SpotBroker
+from atra.live.stream_feed import FeedKind, StreamBars, StreamSettings
 from atra.obs import Metrics
 from atra.sim.exchange import FakeExchange, Faults
+from atra.sim.stream import StreamFaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,14 @@ class ReplaySetup:
     orders: bool = False
     """Trade through the real order path: :class:`atra.live.execution.ExchangeBroker` over the
     signed :class:`atra.adapters.trading.trader.BinanceTrader`, against the fake exchange's matching
-    engine (on the replay's clock) instead of the paper broker."""
+    engine (on the replay's clock) instead of the paper broker; on spot
+    :class:`atra.live.spot_execution.SpotBroker` over
+    :class:`atra.adapters.trading.spot_trader.SpotTrader` and the fake's spot engine."""
+    feed: FeedKind = "rest"
+    """``"ws"``: new bars come from the fake exchange's kline stream (REST fills the gaps)."""
+    stream_faults: StreamFaults | None = None
+    stream_wait_s: float = 1.0
+    """Real seconds a cycle waits for a streamed bar before fetching it over REST."""
 
 
 REPLAY_API_KEY = "replay-api-key"
@@ -118,8 +129,6 @@ async def run_replay(
     if settings.stop_ms is None:
         raise ConfigError("replay needs an end time (--to)")
     rs = setup or ReplaySetup()
-    if rs.orders and rs.market is not Market.PERP:
-        raise ConfigError("replay with orders: order execution supports USDT-M futures only")
     run = replay_run(
         settings,
         decider=decider,
@@ -146,6 +155,7 @@ async def run_replay(
         api_secret=REPLAY_API_SECRET if rs.orders else None,
         market_clock=clock.time,
         slippage_bps=exit_spec.slippage_bps,
+        stream_faults=rs.stream_faults,
     )
     scaled = ScaledClock(rs.time_scale)
     limiter = RateLimiter(
@@ -185,11 +195,23 @@ async def run_replay(
             side_client or contextlib.nullcontext(),
             Journal.open(journal_path, exclusive=True) as journal,
             replay_series_feed(series, clock, via_sources=series_sources) as series_feed,
+            _stream(rs, settings, fake, client, clock) as stream,
         ):
             resumed = not await claim_journal(journal, run)
             run_id = await journal.meta("run_id", run.run_id)  # kept across restarts
             broker: Broker | None = None
-            if rs.orders:
+            if rs.orders and rs.market is Market.SPOT:  # long only, OCO exits
+                spot = SpotTrader(client, api_key=REPLAY_API_KEY, api_secret=REPLAY_API_SECRET)
+                broker = SpotBroker(
+                    spot,
+                    exit_spec,
+                    strategy=settings.strategy,
+                    run_id=run_id,
+                    timeframe=settings.timeframe,
+                    clock=clock.time,
+                    symbols=settings.symbols,
+                )
+            elif rs.orders:
                 trader = BinanceTrader(client, api_key=REPLAY_API_KEY, api_secret=REPLAY_API_SECRET)
                 broker = ExchangeBroker(
                     trader,
@@ -212,6 +234,7 @@ async def run_replay(
                 side_client=side_client,
                 series=series_feed,
                 retrainer=retrainer,
+                stream=stream,
             )
             if on_start is not None:
                 on_start(loop, fake)
@@ -229,3 +252,37 @@ async def run_replay(
             weight_limit=rs.weight_limit,
             stopped=loop.stop_event.is_set(),
         )
+
+
+@contextlib.asynccontextmanager
+async def _stream(
+    rs: ReplaySetup,
+    settings: LoopSettings,
+    fake: FakeExchange,
+    client: BinanceClient,
+    clock: SimClock,
+) -> AsyncIterator[StreamBars | None]:
+    """The kline stream of a ``feed="ws"`` replay, connected before the first cycle."""
+    if rs.feed == "rest":
+        yield None
+        return
+    stream_settings = StreamSettings(
+        url=fake.stream_url(rs.market),
+        wait_s=rs.stream_wait_s,
+        backoff_s=0.02,
+        max_backoff_s=0.5,
+        min_interval_s=0.0,  # the fake on loopback has no connection limit
+        seed=0,
+    )
+    bars = StreamBars(
+        rs.market,
+        settings.symbols,
+        settings.timeframe,
+        backfill=client,
+        settings=stream_settings,
+        now_s=clock.time,
+    )
+    async with bars:
+        if not await bars.wait_connected(rs.client_timeout_s):
+            raise ExchangeError("replay: the fake exchange's kline stream did not connect")
+        yield bars

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Final
 
@@ -80,6 +80,8 @@ class BarTrader:
         """Open time of the last bar processed, per symbol."""
         self._executor = executor
         self.retrainer = retrainer
+        self.committed: list[Callable[[JournalBatch], Awaitable[None]]] = []
+        """Called with each batch after it is committed (notifications); must not raise."""
 
     def early_equity(self, bar_ms: int) -> float | None:
         """The equity to size bar ``bar_ms``'s decisions with before the cycle's fetch ends,
@@ -135,6 +137,8 @@ class BarTrader:
                 batch.cycle = self._cycle_record(bar_ms, frames, failed, started, started_wall_ms)
             with span("live.journal_write", open_time=t_ms, signals=len(batch.signals)):
                 await self.journal.write(batch)
+            for hook in self.committed:
+                await hook(batch)
             if self.retrainer is not None:
                 self.retrainer.after_bar(t_ms, self.done_ms)
         if not times:
@@ -143,6 +147,8 @@ class BarTrader:
             )
             with span("live.journal_write", open_time=bar_ms, signals=0):
                 await self.journal.write(batch)
+            for hook in self.committed:
+                await hook(batch)
         self.feed.trim()
         return decisions, signals
 

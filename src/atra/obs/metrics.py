@@ -122,6 +122,14 @@ class Metrics:
             ["type"],
             registry=reg,
         )
+        # notifications
+        self.notifications_total = Counter(
+            "atra_notifications_total",
+            "Notifications by destination (telegram, webhook), event and outcome (sent, "
+            "failed after retries, dropped: queue full or unsent at shutdown).",
+            ["destination", "event", "outcome"],
+            registry=reg,
+        )
 
     def sample_names(self) -> frozenset[str]:
         """Every series name this registry exposes (histograms as ``_bucket/_sum/_count``)."""

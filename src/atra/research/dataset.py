@@ -4,7 +4,6 @@ primary events with features at the signal bar and exit-kernel labels."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +25,7 @@ from atra.core.frames import ms_to_iso
 from atra.core.labels import label_events
 from atra.core.signals.events import generate_events
 from atra.core.signals.spec import SignalSpec
+from atra.core.times import parse_time_ms
 from atra.core.types import Market, Timeframe
 from atra.core.validation import DAY_MS
 from atra.errors import ConfigError, DataError
@@ -43,24 +43,7 @@ __all__ = [
 ]
 
 BTC_SYMBOL = "BTCUSDT"
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 ProgressFn = Callable[[int, int, str], None]
-
-
-def parse_time_ms(text: str) -> int:
-    """``"2024-01-01"`` / ``"2024-01-01T12:00"`` / ``"2024-01-01 12:00:00Z"`` (UTC) or epoch ms."""
-    raw = text.strip()
-    if raw.isdigit():
-        return int(raw)
-    try:
-        stamp = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(
-            f"time {text!r}: expected an ISO date/time (2024-01-01[T12:00]) or epoch ms"
-        ) from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    return (stamp - _EPOCH) // dt.timedelta(milliseconds=1)  # exact: no float seconds
 
 
 # ---- universe ---------------------------------------------------------------------------------

@@ -75,9 +75,9 @@ def algo_request(params: Mapping[str, str], auto_id: Callable[[], str]) -> Order
     )
 
 
-def algo_json(a: AlgoState) -> dict[str, object]:
-    """An algo order with the fields the order client reads (numbers as strings)."""
-    row: dict[str, object] = {
+def _algo_head(a: AlgoState) -> dict[str, object]:
+    """The fields that open every algo order object: its ids, type, symbol and side."""
+    return {
         "algoId": a.algo_id,
         "clientAlgoId": a.client_algo_id,
         "algoType": "CONDITIONAL",
@@ -85,6 +85,13 @@ def algo_json(a: AlgoState) -> dict[str, object]:
         "symbol": a.symbol,
         "side": a.side,
         "positionSide": "BOTH",
+    }
+
+
+def algo_json(a: AlgoState) -> dict[str, object]:
+    """An algo order with the fields the order client reads (numbers as strings)."""
+    row: dict[str, object] = {
+        **_algo_head(a),
         "quantity": fmt(a.quantity),
         "algoStatus": a.algo_status,
         "actualOrderId": "" if a.actual_order_id is None else str(a.actual_order_id),
@@ -110,13 +117,7 @@ def documented_algo_json(a: AlgoState, rules: SymbolRules, endpoint: str) -> dic
     qd, pd_ = decimals(rules.step_size), decimals(rules.tick_size)
     triggered = a.actual_order_id is not None
     row: dict[str, object] = {
-        "algoId": a.algo_id,
-        "clientAlgoId": a.client_algo_id,
-        "algoType": "CONDITIONAL",
-        "orderType": a.order_type,
-        "symbol": a.symbol,
-        "side": a.side,
-        "positionSide": "BOTH",
+        **_algo_head(a),
         "timeInForce": "GTC",
         "quantity": padded(a.quantity, qd),
         "algoStatus": a.algo_status,

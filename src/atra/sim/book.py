@@ -5,14 +5,16 @@ with its average entry price), an order as the venue holds it (:class:`VenueOrde
 matching-engine order, or an algo (conditional) order of the Algo Service with the order it put
 in the matching engine once triggered), a fill (:class:`Fill`), a refusal (:class:`VenueReject`:
 HTTP status, Binance code and message), and the checks an order passes at placement
-(:func:`check_order`, Binance's error codes).
+(:func:`check_order`, Binance's error codes), and what the futures and the spot matching
+engines share (:class:`BarMarket`: the books, market time, bar-by-bar evaluation).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import ClassVar, Final, Generic, NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,10 +33,12 @@ from atra.adapters.orders import (
 from atra.errors import DataError
 
 __all__ = [
+    "ERR_INVALID_SYMBOL",
     "ERR_MANDATORY_PARAM",
     "ORDER_TYPES",
     "REL_TOL",
     "STOP_TYPES",
+    "BarMarket",
     "Fill",
     "SymbolBook",
     "VenueOrder",
@@ -47,6 +51,7 @@ __all__ = [
 ]
 
 ERR_MANDATORY_PARAM: Final[int] = -1102
+ERR_INVALID_SYMBOL: Final[int] = -1121
 REL_TOL: Final[float] = 1e-9
 STOP_TYPES: Final[frozenset[str]] = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
 ORDER_TYPES: Final[frozenset[str]] = frozenset(
@@ -166,6 +171,88 @@ def load_book(symbol: str, frame: pd.DataFrame) -> SymbolBook:
         raise DataError(f"matching engine: {symbol} open_time not increasing at row {row}")
     o, h, lo, c = (frame[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close"))
     return SymbolBook(times, o, h, lo, c)
+
+
+OrderT = TypeVar("OrderT")
+
+
+class BarMarket(Generic[OrderT]):
+    """Candles of several symbols (``candles``: symbol -> OHLCV frame of ``step_ms`` bars)
+    matched bar by bar as market time advances; ``OrderT`` is the kind of order that rests.
+
+    Market time never runs backwards; each bar that closed is evaluated once, in time order
+    across the symbols, by the subclass's :meth:`_evaluate`, and only while the symbol has
+    resting orders. ``slippage_bps`` (>= 0) is kept as a fraction in :attr:`slippage`."""
+
+    NAME: ClassVar[str] = "matching engine"
+    """How errors about the engine's arguments name it."""
+
+    def __init__(self, candles: Mapping[str, pd.DataFrame], step_ms: int, slippage_bps: float):
+        if step_ms <= 0:
+            raise DataError(f"{self.NAME}: step_ms must be > 0, got {step_ms}")
+        if not (math.isfinite(slippage_bps) and slippage_bps >= 0.0):
+            raise DataError(f"{self.NAME}: slippage_bps must be >= 0, got {slippage_bps}")
+        self.step_ms = int(step_ms)
+        self.slippage = float(slippage_bps) / 1e4
+        self._books: dict[str, SymbolBook] = {}
+        for symbol, frame in candles.items():
+            self._books[symbol] = self._load(symbol, frame)
+        self._resting: dict[str, list[OrderT]] = {s: [] for s in self._books}
+        self._next_id = 1
+        self._now_ms = -(2**62)
+
+    def _load(self, symbol: str, frame: pd.DataFrame) -> SymbolBook:
+        """``symbol``'s book (a subclass may check the symbol first)."""
+        return load_book(symbol, frame)
+
+    def _loose_rules(self) -> dict[str, SymbolRules]:
+        """Rules that let any finite quantity and price through, for every symbol."""
+        return {s: SymbolRules(s, step_size=1e-9, min_qty=0.0, tick_size=1e-9) for s in self._books}
+
+    @property
+    def now_ms(self) -> int:
+        """The latest market time seen (time never runs backwards)."""
+        return self._now_ms
+
+    def advance(self, now_ms: int) -> None:
+        """Evaluate, in time order, every bar that closed by ``now_ms`` since the last call."""
+        now = max(int(now_ms), self._now_ms)
+        self._now_ms = now
+        pending: list[tuple[int, str, int]] = []
+        for symbol, book in self._books.items():
+            hi = int(np.searchsorted(book.times, now - self.step_ms, side="right"))
+            if hi <= book.next_bar:
+                continue
+            if self._resting[symbol]:
+                pending.extend((int(book.times[b]), symbol, b) for b in range(book.next_bar, hi))
+            book.next_bar = hi
+        pending.sort()
+        for _, symbol, b in pending:
+            if self._resting[symbol]:
+                self._evaluate(symbol, b)
+
+    def _evaluate(self, symbol: str, b: int) -> None:
+        """Match ``symbol``'s resting orders against its bar ``b``."""
+        raise NotImplementedError
+
+    def _bar_at(self, symbol: str, t_ms: int) -> int | None:
+        """The bar of ``symbol`` that contains ``t_ms``; None outside the candles."""
+        book = self._books[symbol]
+        b = int(np.searchsorted(book.times, t_ms, side="right")) - 1
+        if b < 0 or t_ms >= int(book.times[b]) + self.step_ms:
+            return None
+        return b
+
+    def _book_of(self, symbol: str) -> SymbolBook:
+        """``symbol``'s book; a symbol without candles is refused (-1121 Invalid symbol)."""
+        book = self._books.get(symbol)
+        if book is None:
+            raise VenueReject(400, ERR_INVALID_SYMBOL, "Invalid symbol.")
+        return book
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self._books)
 
 
 def is_multiple(x: float, step: float) -> bool:

@@ -8,7 +8,11 @@ USDT-M order endpoints (``POST/GET/DELETE /fapi/v1/order``, ``GET /fapi/v1/openO
 /fapi/v2/positionRisk``, and the Algo Order API ``POST/GET/DELETE /fapi/v1/algoOrder``, ``GET
 /fapi/v1/openAlgoOrders``) by :class:`~atra.sim.order_desk.FakeOrderDesk`
 (:attr:`FakeExchange.orders`) on a :class:`~atra.sim.venue.MatchingEngine`, whose market time
-comes from ``market_clock`` (seconds; a replay passes its simulated clock).
+comes from ``market_clock`` (seconds; a replay passes its simulated clock). The kline
+WebSocket streams (``/stream`` and ``/ws/{name}`` for USDT-M, ``/spot/stream`` and
+``/spot/ws/{name}`` for spot; :meth:`FakeExchange.stream_url`) send the same candles, each
+bar once the market clock passes its close, with their own faults
+(:class:`~atra.sim.stream.StreamFaults`, :attr:`FakeExchange.streams`).
 
 Every request is weighed and admitted by :class:`~atra.sim.limits.WeightLimits`
 (:attr:`FakeExchange.limits`): the ``X-MBX-USED-WEIGHT-1m`` header, 429 + ``Retry-After`` past
@@ -47,6 +51,8 @@ from atra.core.types import Market
 from atra.sim.limits import DEFAULT_ORDER_LIMITS, WeightLimits, request_weight
 from atra.sim.market_desk import FakeMarketDesk, read_data_dir
 from atra.sim.order_desk import SIGNED_ENDPOINTS, FakeOrderDesk, signed_weight
+from atra.sim.spot_desk import SPOT_ENDPOINTS, FakeSpotDesk, spot_weight
+from atra.sim.stream import FakeStreamDesk, SettableClock, StreamFaults
 from atra.sim.venue import MatchingEngine
 from atra.sim.wire import CandleKey, Reject, int_param
 
@@ -61,6 +67,7 @@ __all__ = [
 ]
 
 _PREFIX: Final[dict[Market, str]] = {Market.SPOT: "/api/v3", Market.PERP: "/fapi/v1"}
+_STREAM_ROOT: Final[dict[Market, str]] = {Market.SPOT: "/spot", Market.PERP: ""}
 _HTML: Final[str] = (
     "<html><head><title>504 Gateway Time-out</title></head>"
     "<body><center><h1>504 Gateway Time-out</h1></center></body></html>"
@@ -117,6 +124,9 @@ class RequestRecord:
     fault: str | None = None
 
 
+_SPOT_NAMES: Final[frozenset[str]] = frozenset(SPOT_ENDPOINTS.values())
+
+
 class FakeExchange:
     """The fake server. ``async with FakeExchange(...) as fx:`` then point a client at ``fx.url``.
 
@@ -145,8 +155,14 @@ class FakeExchange:
         market_clock: Callable[[], float] | None = None,
         slippage_bps: float = 0.0,
         symbol_rules: Mapping[str, SymbolRules] | None = None,
+        stream_faults: StreamFaults | None = None,
+        settable_clock: SettableClock | None = None,
     ) -> None:
         candle_frames = dict(candles or {})
+        self.settable_clock = settable_clock
+        """Set: the market clock, moved by ``POST /sim/clock?ms=`` (benchmarks)."""
+        if settable_clock is not None:
+            market_clock = market_clock or settable_clock.time
         self.limits = WeightLimits(
             weight_limit=weight_limit,
             window_s=window_s,
@@ -175,10 +191,21 @@ class FakeExchange:
             symbol_rules=symbol_rules,
         )
         """The signed order endpoints (API key, signature check, matching engine)."""
+        self.spot_orders = FakeSpotDesk(
+            candle_frames,
+            self.orders._authenticate,
+            market_clock=market_clock,
+            slippage_bps=slippage_bps,
+            symbol_rules=symbol_rules,
+        )
+        """The signed spot order endpoints (:mod:`atra.sim.spot_desk`): orders, OCO lists,
+        account balances, on the spot matching engine."""
         self.market_data = FakeMarketDesk(
             candle_frames, dict(funding or {}), limits=self.limits, rules=self.orders.symbol_rules
         )
         """The unsigned market-data endpoints (candles, funding, exchange info)."""
+        self.streams = FakeStreamDesk(candle_frames, self.orders.market_clock, stream_faults)
+        """The kline WebSocket streams (USDT-M at ``/stream``, spot at ``/spot/stream``)."""
 
     @classmethod
     def from_dir(
@@ -209,6 +236,15 @@ class FakeExchange:
         app.router.add_delete("/fapi/v1/algoOrder", algo)
         app.router.add_get("/fapi/v1/openAlgoOrders", self._handler(Market.PERP, "openAlgoOrders"))
         app.router.add_get("/fapi/v2/positionRisk", self._handler(Market.PERP, "positionRisk"))
+        for path, name in SPOT_ENDPOINTS.items():  # spot orders: GET, POST, DELETE alike
+            for add in (app.router.add_get, app.router.add_post, app.router.add_delete):
+                add(path, self._handler(Market.SPOT, name))
+        for market, root in _STREAM_ROOT.items():
+            streams = self._stream_handler(market)
+            app.router.add_get(f"{root}/stream", streams)
+            app.router.add_get(f"{root}/ws/{{name}}", streams)
+        if self.settable_clock is not None:
+            app.router.add_post("/sim/clock", self.settable_clock.handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -218,6 +254,7 @@ class FakeExchange:
 
     async def stop(self) -> None:
         self._closing.set()
+        await self.streams.disconnect()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -238,6 +275,10 @@ class FakeExchange:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def stream_url(self, market: Market) -> str:
+        """Base URL of ``market``'s kline streams (Binance: ``wss://fstream.binance.com``)."""
+        return f"ws://{self.host}:{self.port}{_STREAM_ROOT[market]}"
+
     # ---- clock and weight --------------------------------------------------------------
 
     def now_s(self) -> float:
@@ -257,6 +298,14 @@ class FakeExchange:
         return self.limits.used_at(self.now_s())
 
     # ---- handlers ----------------------------------------------------------------------
+
+    def _stream_handler(
+        self, market: Market
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.streams.handle(request, market)
+
+        return handle
 
     def _handler(
         self, market: Market, endpoint: str
@@ -279,9 +328,12 @@ class FakeExchange:
         default = 500 if endpoint == "klines" else 100
         weight = signed_weight(endpoint, params, request.method)
         if weight is None:
+            weight = spot_weight(endpoint, params, request.method)
+        if weight is None:
             weight = request_weight(market, endpoint, limit or default)
         conn = request.transport.get_extra_info("peername") if request.transport else None
-        orders = 1 if endpoint in ("order", "algoOrder") and request.method == "POST" else 0
+        posts = {"order": 1, "algoOrder": 1, "spotOrder": 1, "spotOco": 2}  # an OCO: 2 orders
+        orders = posts.get(endpoint, 0) if request.method == "POST" else 0
         verdict = self.limits.admit(now, weight, endpoint == "fundingRate", conn, orders=orders)
         record = {"t_s": now, "path": request.path, "params": params, "weight": weight}
         headers = {"X-MBX-USED-WEIGHT-1m": str(self.limits.used)}
@@ -317,6 +369,8 @@ class FakeExchange:
         try:
             if endpoint in SIGNED_ENDPOINTS:
                 text = self.orders.answer(request, endpoint, params)
+            elif endpoint in _SPOT_NAMES:
+                text = self.spot_orders.answer(request, endpoint, params)
             else:
                 text = self.market_data.answer(market, endpoint, params)
             status = 200
@@ -388,6 +442,9 @@ async def _serve(args: argparse.Namespace) -> None:
         faults=Faults(latency_s=(args.latency_ms / 1000, args.latency_ms / 1000)),
         host=args.host,
         port=args.port,
+        settable_clock=None
+        if args.sim_clock_ms is None
+        else SettableClock(args.sim_clock_ms / 1e3),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -406,6 +463,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--weight-limit", type=int, default=2400, help="0 turns limits off")
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--sim-clock-ms",
+        type=int,
+        default=None,
+        help="market clock start (POST /sim/clock moves it)",
+    )
     asyncio.run(_serve(parser.parse_args(argv)))
 
 

@@ -155,20 +155,30 @@ class FakeMarketDesk:
                 "serverTime": int(time.time() * 1000),
                 "rateLimits": self._limits.rate_limits(),
                 "symbols": [
-                    {"symbol": s, "status": "TRADING", "quoteAsset": "USDT"}
-                    | (self._filters(s) if market is Market.PERP else {})
+                    {
+                        "symbol": s,
+                        "status": "TRADING",
+                        "baseAsset": s.removesuffix("USDT"),
+                        "quoteAsset": "USDT",
+                    }
+                    | self._filters(s, market)
                     for s in sorted(self.symbols(market))
                 ],
             }
         )
 
-    def _filters(self, symbol: str) -> dict[str, object]:
+    def _filters(self, symbol: str, market: Market) -> dict[str, object]:
         r = self._rules(symbol)
-        lot = {"stepSize": fixed(r.step_size), "minQty": fixed(r.min_qty), "maxQty": "1000000"}
-        return {
-            "filters": [
-                {"filterType": "PRICE_FILTER", "tickSize": fixed(r.tick_size)},
-                {"filterType": "LOT_SIZE"} | lot,
-                {"filterType": "MARKET_LOT_SIZE"} | lot,
-            ]
+        lot: dict[str, object] = {
+            "stepSize": fixed(r.step_size),
+            "minQty": fixed(r.min_qty),
+            "maxQty": "1000000",
         }
+        filters: list[dict[str, object]] = [
+            {"filterType": "PRICE_FILTER", "tickSize": fixed(r.tick_size)},
+            {"filterType": "LOT_SIZE"} | lot,
+            {"filterType": "MARKET_LOT_SIZE"} | lot,
+        ]
+        if market is Market.SPOT:  # the spot engine checks no notional: the minimum is 0
+            filters.append({"filterType": "NOTIONAL", "minNotional": "0", "applyMinToMarket": True})
+        return {"filters": filters}

@@ -66,14 +66,14 @@ from atra.adapters.orders import (
 )
 from atra.errors import DataError
 from atra.sim.book import (
+    ERR_INVALID_SYMBOL,
     REL_TOL,
     STOP_TYPES,
+    BarMarket,
     Fill,
-    SymbolBook,
     VenueOrder,
     VenueReject,
     check_order,
-    load_book,
     side_sign,
     trigger_distance,
 )
@@ -81,11 +81,10 @@ from atra.sim.book import (
 __all__ = ["ERR_INVALID_ORDER_TYPE", "ERR_INVALID_SYMBOL", "ERR_NO_MARKET", "MatchingEngine"]
 
 ERR_NO_MARKET: Final[int] = -1
-ERR_INVALID_SYMBOL: Final[int] = -1121
 ERR_INVALID_ORDER_TYPE: Final[int] = -1116
 
 
-class MatchingEngine:
+class MatchingEngine(BarMarket[VenueOrder]):
     """Bar-driven matching over ``candles`` (symbol -> OHLCV frame of bars ``step_ms`` long).
 
     ``rules`` default to ``SymbolRules(symbol, step_size=1e-9, min_qty=0.0, tick_size=1e-9)``.
@@ -100,18 +99,8 @@ class MatchingEngine:
         slippage_bps: float = 0.0,
         rules: Mapping[str, SymbolRules] | None = None,
     ) -> None:
-        if step_ms <= 0:
-            raise DataError(f"matching engine: step_ms must be > 0, got {step_ms}")
-        if not (math.isfinite(slippage_bps) and slippage_bps >= 0.0):
-            raise DataError(f"matching engine: slippage_bps must be >= 0, got {slippage_bps}")
-        self.step_ms = int(step_ms)
-        self.slippage = float(slippage_bps) / 1e4
-        self._books: dict[str, SymbolBook] = {}
-        for symbol, frame in candles.items():
-            self._books[symbol] = load_book(symbol, frame)
-        self._rules: dict[str, SymbolRules] = {
-            s: SymbolRules(s, step_size=1e-9, min_qty=0.0, tick_size=1e-9) for s in self._books
-        }
+        super().__init__(candles, step_ms, slippage_bps)
+        self._rules = self._loose_rules()
         for symbol, rule in (rules or {}).items():
             if symbol not in self._books:
                 raise DataError(f"matching engine: rules for {symbol}, which has no candles")
@@ -119,41 +108,9 @@ class MatchingEngine:
         self._orders: dict[str, VenueOrder] = {}  # every order ever placed, by client id
         self._by_id: dict[int, VenueOrder] = {}  # the same, by order id
         self._algos: dict[str, VenueOrder] = {}  # every algo order ever placed, by client id
-        self._resting: dict[str, list[VenueOrder]] = {s: [] for s in self._books}
-        self._next_id = 1
-        self._now_ms = -(2**62)
         self.fills: list[Fill] = []
 
     # ---- time ----------------------------------------------------------------------------
-
-    @property
-    def now_ms(self) -> int:
-        """The latest market time seen (time never runs backwards)."""
-        return self._now_ms
-
-    def advance(self, now_ms: int) -> None:
-        """Evaluate, in time order, every bar that closed by ``now_ms`` since the last call."""
-        now = max(int(now_ms), self._now_ms)
-        self._now_ms = now
-        pending: list[tuple[int, str, int]] = []
-        for symbol, book in self._books.items():
-            hi = int(np.searchsorted(book.times, now - self.step_ms, side="right"))
-            if hi <= book.next_bar:
-                continue
-            if self._resting[symbol]:
-                pending.extend((int(book.times[b]), symbol, b) for b in range(book.next_bar, hi))
-            book.next_bar = hi
-        pending.sort()
-        for _, symbol, b in pending:
-            if self._resting[symbol]:
-                self._evaluate(symbol, b)
-
-    def _bar_at(self, symbol: str, t_ms: int) -> int | None:
-        book = self._books[symbol]
-        b = int(np.searchsorted(book.times, t_ms, side="right")) - 1
-        if b < 0 or t_ms >= int(book.times[b]) + self.step_ms:
-            return None
-        return b
 
     def last_price(self, symbol: str, now_ms: int | None = None) -> float:
         """The open of the bar containing now, else the close of the last closed bar, else 0."""
@@ -341,16 +298,6 @@ class MatchingEngine:
     def rules(self, symbol: str) -> SymbolRules:
         self._book_of(symbol)
         return self._rules[symbol]
-
-    @property
-    def symbols(self) -> list[str]:
-        return sorted(self._books)
-
-    def _book_of(self, symbol: str) -> SymbolBook:
-        book = self._books.get(symbol)
-        if book is None:
-            raise VenueReject(400, ERR_INVALID_SYMBOL, "Invalid symbol.")
-        return book
 
     # ---- matching --------------------------------------------------------------------------
 

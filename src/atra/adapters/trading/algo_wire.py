@@ -32,6 +32,7 @@ from atra.adapters.trading.wire import (
     integer,
     mapping,
     number,
+    parse_list,
     text,
     venue_id,
 )
@@ -127,11 +128,7 @@ def parse_algo_order(payload: object, where: str) -> AlgoState:
 
 def parse_algo_orders(payload: object, where: str) -> list[AlgoState]:
     """A list of algo order objects (``openAlgoOrders``)."""
-    if not isinstance(payload, list):
-        raise ExchangeError(
-            f"{where}: expected a list of algo orders, got {type(payload).__name__}"
-        )
-    return [parse_algo_order(item, f"{where} [{i}]") for i, item in enumerate(payload)]
+    return parse_list(payload, where, "algo orders", parse_algo_order)
 
 
 def parse_algo_cancel(payload: object, where: str) -> tuple[int, str]:

@@ -36,12 +36,10 @@ parameters, never the signature, the timestamp or the key.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final
+from typing import Final, Unpack
 
 from atra.adapters.exchange.client import BinanceClient
-from atra.adapters.exchange.wire import exchange_info_weight
 from atra.adapters.orders import (
     ERR_CANCEL_UNKNOWN,
     ERR_DUPLICATE_ORDER,
@@ -55,7 +53,6 @@ from atra.adapters.orders import (
     conditional_state,
     is_conditional,
 )
-from atra.adapters.ratelimit import WEIGHT
 from atra.adapters.trading.algo_wire import (
     algo_params,
     parse_algo_cancel,
@@ -65,9 +62,11 @@ from atra.adapters.trading.algo_wire import (
 from atra.adapters.trading.signed import (
     API_KEY_ENV,
     API_SECRET_ENV,
+    SessionArgs,
     SignedSession,
     credentials_from_env,
     msg,
+    unlisted,
 )
 from atra.adapters.trading.wire import (
     describe,
@@ -78,9 +77,7 @@ from atra.adapters.trading.wire import (
     parse_orders,
     parse_positions,
 )
-from atra.core.types import Market
-from atra.errors import ExchangeError, OrderRejected, TransientExchangeError
-from atra.obs import get_logger
+from atra.errors import ExchangeError, OrderRejected
 
 __all__ = [
     "ALGO_ORDER_PATH",
@@ -100,9 +97,6 @@ POSITION_RISK_PATH: Final[str] = "/fapi/v2/positionRisk"
 BALANCE_PATH: Final[str] = "/fapi/v2/balance"
 EXCHANGE_INFO_PATH: Final[str] = "/fapi/v1/exchangeInfo"
 ALGO_POST_WEIGHT: Final[int] = 0  # New Algo Order: 0 on the IP weight, 1 on the ORDERS counts
-_ACCEPTED_KEPT: Final[int] = 10_000  # accepted-but-unreadable client ids remembered
-
-log = get_logger("atra.adapters.trading")
 
 Reader = Callable[[object, str], Awaitable[OrderState]]
 
@@ -115,27 +109,9 @@ class BinanceTrader(SignedSession):
     the client's) bounds the sends of one call.
     """
 
-    def __init__(
-        self,
-        client: BinanceClient,
-        *,
-        api_key: str,
-        api_secret: str,
-        recv_window_ms: int = 5000,
-        wall_clock: Callable[[], float] = time.time,
-        max_attempts: int | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            api_key=api_key,
-            api_secret=api_secret,
-            recv_window_ms=recv_window_ms,
-            wall_clock=wall_clock,
-            max_attempts=max_attempts,
-        )
+    def __init__(self, client: BinanceClient, **session: Unpack[SessionArgs]) -> None:
+        super().__init__(client, **session)
         self._rules: dict[str, SymbolRules] = {}
-        self._accepted: dict[str, None] = {}
-        """Client ids the venue accepted with an unreadable answer: never POSTed again."""
 
     # ---- placing ---------------------------------------------------------------------------
 
@@ -154,7 +130,7 @@ class BinanceTrader(SignedSession):
         async def read(body: object, where: str) -> OrderState:
             return parse_order(body, where)
 
-        return await self._place(order, ORDER_PATH, params, 1, read, conditional=False)
+        return await self._place_on(order, ORDER_PATH, params, 1, read, conditional=False)
 
     async def place_conditional(self, order: OrderRequest) -> OrderState:
         """``POST /fapi/v1/algoOrder`` (``algoType=CONDITIONAL``, ``clientAlgoId`` = the
@@ -164,11 +140,11 @@ class BinanceTrader(SignedSession):
         async def read(body: object, where: str) -> OrderState:
             return await self._algo_view(parse_algo_order(body, where), where)
 
-        return await self._place(
+        return await self._place_on(
             order, ALGO_ORDER_PATH, params, ALGO_POST_WEIGHT, read, conditional=True
         )
 
-    async def _place(
+    async def _place_on(
         self,
         order: OrderRequest,
         path: str,
@@ -178,72 +154,28 @@ class BinanceTrader(SignedSession):
         *,
         conditional: bool,
     ) -> OrderState:
-        where = describe("POST", path, params)
+        """:meth:`SignedSession._place` on one route, the order looked up on the same route;
+        after a lost answer any refusal of a conditional order is answered by the lookup."""
         cid = order.client_order_id
+
+        async def lookup() -> OrderState | None:
+            return await self.get_order(order.symbol, cid, conditional=conditional)
+
         head = f"{order.symbol} {order.type} {cid}"
-        if cid in self._accepted:  # the venue took it: look it up only
-            return await self._confirm(order, where, "an earlier answer was unreadable")
-        last: TransientExchangeError | None = None
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                code, body = await self._call("POST", path, params, weight)
-            except TransientExchangeError as exc:
-                last = exc  # the venue may or may not have the order: ask it
-                await self._backoff(attempt)
-                try:
-                    known = await self.get_order(order.symbol, cid, conditional=conditional)
-                except TransientExchangeError:
-                    continue  # still unknown; a second POST is refused as a duplicate
-                if known is not None:
-                    return known
-                continue
-            if code is None:
-                try:
-                    return await read(body, where)
-                except ExchangeError as exc:  # accepted, answer unreadable: never send again
-                    self._accept(cid)
-                    log.warning(
-                        "order_answer_unreadable",
-                        symbol=order.symbol,
-                        client_order_id=cid,
-                        error=str(exc),
-                    )
-                    return await self._confirm(order, where, str(exc))
-            if code == ERR_DUPLICATE_ORDER or (conditional and last is not None):
-                known = await self.get_order(order.symbol, cid, conditional=conditional)
-                if known is not None:
-                    return known
-            raise OrderRejected(f"{head}: Binance error {code}: {msg(body)}")
-        raise TransientExchangeError(
-            f"{where}: outcome unknown after {self.max_attempts} attempts ({last})"
+        return await self._place(
+            head,
+            cid,
+            path,
+            params,
+            weight,
+            read,
+            lookup,
+            symbol=order.symbol,
+            lookup_any_refusal=conditional,
         )
 
-    def _accept(self, client_order_id: str) -> None:
-        self._accepted[client_order_id] = None
-        while len(self._accepted) > _ACCEPTED_KEPT:
-            del self._accepted[next(iter(self._accepted))]
-
-    async def _confirm(self, order: OrderRequest, where: str, reason: str) -> OrderState:
-        """The venue accepted ``order`` (HTTP 200) but its answer could not be read: look it up
-        by client id (up to ``max_attempts`` times, with the backoff), never POST it again.
-        Still not found: TransientExchangeError (the next call looks it up again)."""
-        error: Exception | None = None
-        conditional = is_conditional(order.type)
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                known = await self.get_order(
-                    order.symbol, order.client_order_id, conditional=conditional
-                )
-            except ExchangeError as exc:  # a transient failure, or an unreadable answer again
-                known, error = None, exc
-            if known is not None:
-                return known
-            if attempt < self.max_attempts:
-                await self._backoff(attempt)
-        found = f"the look-up failed: {error}" if error else "the venue does not report it yet"
-        raise TransientExchangeError(
-            f"{where}: accepted (HTTP 200), answer unreadable ({reason}); {found}; not sent again"
-        )
+    def _is_duplicate(self, code: int, body: object) -> bool:
+        return code == ERR_DUPLICATE_ORDER
 
     # ---- looking up and cancelling ---------------------------------------------------------
 
@@ -354,15 +286,10 @@ class BinanceTrader(SignedSession):
         rules = self._rules.get(symbol)
         if rules is not None:
             return rules
-        payload = await self.client._get(  # the client's own retried GET
-            EXCHANGE_INFO_PATH, {}, {WEIGHT: exchange_info_weight(Market.PERP)}
-        )
-        where = describe("GET", EXCHANGE_INFO_PATH, {})
+        payload, where = await self._exchange_info(EXCHANGE_INFO_PATH)
         found, missing = parse_filters(payload, where)
         self._rules.update(found)
         rules = self._rules.get(symbol)
-        if rules is not None:
-            return rules
-        if symbol in missing:
-            raise ExchangeError(f"{where}: symbol {symbol} has no {missing[symbol]} filter")
-        raise OrderRejected(f"{where}: no symbol {symbol}: the venue does not list it")
+        if rules is None:
+            raise unlisted(symbol, missing, where)
+        return rules

@@ -14,9 +14,9 @@ request for errors and logs without its signature, timestamp or key.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Final, cast, get_args
+from typing import Any, Final, TypeVar, cast, get_args
 
 from atra.adapters.orders import (
     TRADED_TYPES,
@@ -39,6 +39,8 @@ _HIDDEN: Final[frozenset[str]] = frozenset(
     {"timestamp", "recvWindow", "signature", "newOrderRespType"}
 )
 _NOISE: Final[Decimal] = Decimal("1e-9")  # relative float noise tolerated by the helpers
+
+T = TypeVar("T")
 
 # ---- numbers -------------------------------------------------------------------------------
 
@@ -102,7 +104,8 @@ def format_decimal(x: float, step: float | None = None) -> str:
 def describe(method: str, path: str, params: Mapping[str, str | int]) -> str:
     """A request as errors and logs show it: no signature, timestamp, recvWindow or key."""
     shown = " ".join(f"{k}={v}" for k, v in params.items() if k not in _HIDDEN)
-    return f"binance perp {method} {path}" + (f" {shown}" if shown else "")
+    market = "spot" if path.startswith("/api/") else "perp"
+    return f"binance {market} {method} {path}" + (f" {shown}" if shown else "")
 
 
 def order_params(order: OrderRequest, rules: SymbolRules | None = None) -> dict[str, str | int]:
@@ -111,8 +114,26 @@ def order_params(order: OrderRequest, rules: SymbolRules | None = None) -> dict[
     head = f"{order.symbol} {order.type} {order.client_order_id}"
     if order.side not in _SIDES or order.type not in _TYPES:
         raise OrderRejected(f"{head}: side {order.side!r} / type {order.type!r} not supported")
-    step = rules.step_size if rules else None
     tick = rules.tick_size if rules else None
+    params = core_params(order, head, rules.step_size if rules else None, tick)
+    if order.type in _STOP_TYPES:
+        if order.stop_price is None:
+            raise OrderRejected(f"{head}: a {order.type} order needs a stop price")
+        params["stopPrice"] = format_decimal(order.stop_price, tick)
+    if order.close_position:
+        params["closePosition"] = "true"
+    elif order.reduce_only:
+        params["reduceOnly"] = "true"
+    params["newOrderRespType"] = "RESULT"
+    return params
+
+
+def core_params(
+    order: OrderRequest, head: str, step: float | None, tick: float | None
+) -> dict[str, str | int]:
+    """The parameters futures and spot orders share: symbol, side, type, client id, the
+    quantity (when given) and, for a LIMIT order, its price (GTC); numbers at ``step`` /
+    ``tick`` when known. A LIMIT order without a price is OrderRejected (``head`` names it)."""
     params: dict[str, str | int] = {
         "symbol": order.symbol,
         "side": order.side,
@@ -126,15 +147,6 @@ def order_params(order: OrderRequest, rules: SymbolRules | None = None) -> dict[
             raise OrderRejected(f"{head}: a LIMIT order needs a price")
         params["price"] = format_decimal(order.price, tick)
         params["timeInForce"] = "GTC"
-    if order.type in _STOP_TYPES:
-        if order.stop_price is None:
-            raise OrderRejected(f"{head}: a {order.type} order needs a stop price")
-        params["stopPrice"] = format_decimal(order.stop_price, tick)
-    if order.close_position:
-        params["closePosition"] = "true"
-    elif order.reduce_only:
-        params["reduceOnly"] = "true"
-    params["newOrderRespType"] = "RESULT"
     return params
 
 
@@ -251,43 +263,46 @@ def parse_order(payload: object, where: str) -> OrderState:
 
 def parse_orders(payload: object, where: str) -> list[OrderState]:
     """A list of order objects (openOrders)."""
+    return parse_list(payload, where, "orders", parse_order)
+
+
+def parse_list(
+    payload: object, where: str, what: str, parse: Callable[[object, str], T]
+) -> list[T]:
+    """A JSON list, each item read by ``parse`` (with ``where [i]``); anything else is an
+    ExchangeError naming ``where`` and ``what`` the list should hold."""
     if not isinstance(payload, list):
-        raise ExchangeError(f"{where}: expected a list of orders, got {type(payload).__name__}")
-    return [parse_order(item, f"{where} [{i}]") for i, item in enumerate(payload)]
+        raise ExchangeError(f"{where}: expected a list of {what}, got {type(payload).__name__}")
+    return [parse(item, f"{where} [{i}]") for i, item in enumerate(payload)]
 
 
 def parse_positions(payload: object, where: str) -> list[VenuePosition]:
     """positionRisk rows -> the non-zero positions (``positionAmt`` signed)."""
-    if not isinstance(payload, list):
-        raise ExchangeError(f"{where}: expected a list of positions, got {type(payload).__name__}")
-    out: list[VenuePosition] = []
-    for i, item in enumerate(payload):
-        here = f"{where} [{i}]"
-        row = mapping(item, here, "a position object")
-        qty = number(row, "positionAmt", here)
-        if qty != 0.0:
-            out.append(
-                VenuePosition(text(row, "symbol", here), qty, number(row, "entryPrice", here))
-            )
-    return out
+    rows = parse_list(payload, where, "positions", _position)
+    return [p for p in rows if p is not None]
+
+
+def _position(item: object, where: str) -> VenuePosition | None:
+    """A positionRisk row; None for a flat one (whose other fields are not read)."""
+    row = mapping(item, where, "a position object")
+    qty = number(row, "positionAmt", where)
+    if qty == 0.0:
+        return None
+    return VenuePosition(text(row, "symbol", where), qty, number(row, "entryPrice", where))
 
 
 def parse_balances(payload: object, where: str) -> list[AssetBalance]:
     """Futures Account Balance V2 rows -> one :class:`AssetBalance` per asset listed."""
-    if not isinstance(payload, list):
-        raise ExchangeError(f"{where}: expected a list of balances, got {type(payload).__name__}")
-    out: list[AssetBalance] = []
-    for i, item in enumerate(payload):
-        here = f"{where} [{i}]"
-        row = mapping(item, here, "a balance object")
-        out.append(
-            AssetBalance(
-                text(row, "asset", here),
-                number(row, "balance", here),
-                number(row, "availableBalance", here),
-            )
-        )
-    return out
+    return parse_list(payload, where, "balances", _balance)
+
+
+def _balance(item: object, where: str) -> AssetBalance:
+    row = mapping(item, where, "a balance object")
+    return AssetBalance(
+        text(row, "asset", where),
+        number(row, "balance", where),
+        number(row, "availableBalance", where),
+    )
 
 
 def parse_symbol_rules(payload: object, where: str) -> dict[str, SymbolRules]:
@@ -306,12 +321,27 @@ def missing_filters(payload: object, where: str) -> dict[str, str]:
 def parse_filters(payload: object, where: str) -> tuple[dict[str, SymbolRules], dict[str, str]]:
     """exchangeInfo -> ``(`` :func:`parse_symbol_rules` ``,`` :func:`missing_filters` ``)`` in
     one pass."""
+    rules: dict[str, SymbolRules] = {}
+    missing: dict[str, str] = {}
+    for sym, _row, filters in exchange_symbols(payload, where):
+        found = lot_and_price(sym, filters, where)
+        if isinstance(found, str):
+            missing[sym] = found
+        else:
+            rules[sym] = found
+    return rules, missing
+
+
+def exchange_symbols(
+    payload: object, where: str
+) -> Iterator[tuple[str, Mapping[str, Any], dict[object, Mapping[str, Any]]]]:
+    """exchangeInfo (futures or spot) -> ``(symbol, its row, {filterType: filter})`` per entry
+    of ``symbols``; a missing ``symbols`` list or an entry without a symbol is an
+    ExchangeError."""
     info = mapping(payload, where, "an exchangeInfo object")
     symbols = info.get("symbols")
     if not isinstance(symbols, list):
         raise ExchangeError(f"{where}: field symbols missing or not a list")
-    rules: dict[str, SymbolRules] = {}
-    missing: dict[str, str] = {}
     for i, item in enumerate(symbols):
         row = mapping(item, f"{where} symbols[{i}]")
         sym = text(row, "symbol", f"{where} symbols[{i}]")
@@ -321,15 +351,21 @@ def parse_filters(payload: object, where: str) -> tuple[dict[str, SymbolRules], 
             for f in (raw if isinstance(raw, list) else [])
             if isinstance(f, dict)
         }
-        price, lot = filters.get("PRICE_FILTER"), filters.get("LOT_SIZE")
-        if price is None or lot is None:
-            missing[sym] = "PRICE_FILTER" if price is None else "LOT_SIZE"
-            continue
-        here = f"{where} {sym}"
-        rules[sym] = SymbolRules(
-            sym,
-            step_size=number(lot, "stepSize", f"{here} LOT_SIZE"),
-            min_qty=number(lot, "minQty", f"{here} LOT_SIZE"),
-            tick_size=number(price, "tickSize", f"{here} PRICE_FILTER"),
-        )
-    return rules, missing
+        yield sym, row, filters
+
+
+def lot_and_price(
+    sym: str, filters: Mapping[object, Mapping[str, Any]], where: str
+) -> SymbolRules | str:
+    """LOT_SIZE ``stepSize`` / ``minQty`` and PRICE_FILTER ``tickSize`` of ``sym``, or the
+    name of the filter it lacks; a filter with a bad value is an ExchangeError naming it."""
+    price, lot = filters.get("PRICE_FILTER"), filters.get("LOT_SIZE")
+    if price is None or lot is None:
+        return "PRICE_FILTER" if price is None else "LOT_SIZE"
+    here = f"{where} {sym}"
+    return SymbolRules(
+        sym,
+        step_size=number(lot, "stepSize", f"{here} LOT_SIZE"),
+        min_qty=number(lot, "minQty", f"{here} LOT_SIZE"),
+        tick_size=number(price, "tickSize", f"{here} PRICE_FILTER"),
+    )

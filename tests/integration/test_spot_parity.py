@@ -1,0 +1,159 @@
+"""Spot orders replay == backtest: four weeks of two real spot pairs (BTCUSDT, ETHUSDT,
+../shared/data) replayed through ``atra live``'s loop with real spot orders (MARKET entry, one
+OCO per position: LIMIT_MAKER take-profit + STOP_LOSS, a MARKET sell at the time barrier)
+against the fake exchange's spot matching engine. The spot settings are the config's
+(long only, TP1 for the whole quantity, taker fees and slippage on the stop), with the
+take-profit filled as a maker. Every decision, trade (bars, reason, prices, quantity, P&L) and
+equity mark equals the backtest's; the account ends holding nothing of either base asset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from tests.helpers_logging import quiet_structlog
+
+from atra.adapters.journal.database import Journal
+from atra.config import AtraConfig
+from atra.core.backtest.engine import BacktestConfig, run_backtest
+from atra.core.costs import CostModel
+from atra.core.features.registry import HISTORY_BARS
+from atra.core.signals.events import generate_events
+from atra.core.sizing import SizingConfig
+from atra.core.types import Market, Timeframe
+from atra.live.guards import GuardLimits, RiskGuards
+from atra.live.loop import LiveLoop, LoopSettings, StrategyDecider
+from atra.live.replay import ReplaySetup, run_replay
+from atra.research.pipeline import settings_from_config
+from atra.sim.exchange import FakeExchange
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+TF = Timeframe.H1
+SETTINGS = settings_from_config(AtraConfig(), Market.SPOT)
+EXIT = replace(SETTINGS.exit, fee_tp=0.0002)  # the take-profit leg is a LIMIT_MAKER
+SIZING = SizingConfig(risk_fraction=0.02, kelly_multiplier=0.5, max_leverage=1.0)
+FROM_MS = int(pd.Timestamp("2024-01-01", tz="UTC").value // 1_000_000)
+TO_MS = int(pd.Timestamp("2024-01-29", tz="UTC").value // 1_000_000)
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Iterator[None]:
+    with quiet_structlog():
+        yield
+
+
+@pytest.fixture(scope="module")
+def candles(shared_data_dir: Path) -> dict[str, pd.DataFrame]:
+    lo = FROM_MS - (HISTORY_BARS + 10) * TF.ms
+    out = {}
+    for sym in SYMBOLS:
+        frame = pd.read_parquet(shared_data_dir / f"{sym}_spot_1h.parquet")
+        keep = (frame["open_time"] >= lo) & (frame["open_time"] < TO_MS + 100 * TF.ms)
+        out[sym] = frame[keep].reset_index(drop=True)
+    return out
+
+
+def test_spot_orders_replay_equals_the_backtest(
+    candles: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    assert SETTINGS.signal.allow_short is False
+    assert EXIT.tp1_fraction == 1.0
+    evs = []
+    for sym in SYMBOLS:
+        ev = generate_events(candles[sym], SETTINGS.signal, symbol=sym, timeframe=TF)
+        evs.append(ev[(ev["time_ms"] >= FROM_MS) & (ev["time_ms"] < TO_MS)])
+    events = pd.concat(evs, ignore_index=True).sort_values(["time_ms", "symbol"],
+                                                           ignore_index=True)  # fmt: skip
+    assert (events["side"] == 1).all()
+    assert len(events) > 10
+    bt = run_backtest(
+        candles,
+        events,
+        BacktestConfig(
+            sizing=SIZING,
+            costs=CostModel(
+                maker_fee_rate=EXIT.fee_tp,
+                taker_fee_rate=EXIT.fee_entry,
+                slippage_bps=EXIT.slippage_bps,
+            ),
+            tp_maker=True,
+            tp1_fraction=1.0,
+            move_to_be=False,
+            max_positions=2,
+            max_per_symbol=1,
+            max_gross_leverage=2.0,
+        ),
+        markets=dict.fromkeys(SYMBOLS, Market.SPOT),
+        timeframe=TF,
+    )
+    engines = []
+
+    def keep_engine(_loop: LiveLoop, fake: FakeExchange) -> None:
+        engines.append(fake.spot_orders)
+
+    path = tmp_path / "spot.sqlite"
+    report = asyncio.run(
+        run_replay(
+            LoopSettings(SYMBOLS, TF, start_ms=FROM_MS, stop_ms=TO_MS, bar_close_delay_s=0.0),
+            candles,
+            path,
+            decider=StrategyDecider(SETTINGS.signal, TF, sizing=SIZING, costs=EXIT),
+            exit_spec=EXIT,
+            guards=RiskGuards(
+                GuardLimits(
+                    max_open_positions=2,
+                    max_per_symbol=1,
+                    max_gross_leverage=2.0,
+                    max_daily_loss=1.0,
+                )
+            ),
+            setup=ReplaySetup(market=Market.SPOT, weight_limit=6000, orders=True),
+            on_start=keep_engine,
+        )
+    )
+    assert report.cycles == (TO_MS - FROM_MS) // TF.ms
+    assert report.statuses == {200: report.requests}
+
+    async def read() -> tuple[list, list, list]:  # type: ignore[type-arg]
+        async with Journal.open(path) as j:
+            return await j.signals(), await j.positions(), await j.equity()
+
+    signals, positions, equity = asyncio.run(read())
+    by_key = {(s.symbol, s.bar_time_ms): s.take for s in signals}
+    key = list(zip(bt.events["symbol"], bt.events["time_ms"].astype(int), strict=True))
+    assert sorted(by_key) == sorted(key)
+    assert [by_key[k] for k in key] == (bt.events["outcome"] == "taken").tolist()
+    trades = bt.trades[bt.trades["exit_time_ms"] < TO_MS].sort_values(
+        ["signal_time_ms", "symbol"], ignore_index=True
+    )
+    closed = sorted((p for p in positions if p.status == "closed"),
+                    key=lambda p: (p.signal_time_ms, p.symbol))  # fmt: skip
+    assert len(closed) == len(trades) > 5
+    got = [(p.symbol, p.signal_time_ms, p.entry_time_ms, p.exit_time_ms, p.reason) for p in closed]
+    cols = ["symbol", "signal_time_ms", "entry_time_ms", "exit_time_ms", "reason"]
+    assert got == list(trades[cols].itertuples(index=False, name=None))
+    assert {"TP1", "SL"} <= {p.reason for p in closed}  # both OCO legs filled somewhere
+    for col in ("entry_price", "exit_price", "quantity", "pnl"):
+        ours = [getattr(p, col) for p in closed]
+        np.testing.assert_allclose(ours, trades[col].to_numpy(), rtol=1e-6, err_msg=col)
+    curve = bt.equity_frame().set_index("open_time")["equity"]
+    marks = pd.Series({e.bar_time_ms: e.equity for e in equity})
+    marks = marks[(marks.index >= FROM_MS) & (marks.index < TO_MS)]
+    assert len(marks) == (TO_MS - FROM_MS) // TF.ms
+    np.testing.assert_allclose(marks.to_numpy(), curve.loc[marks.index].to_numpy(), rtol=1e-6)
+    # what is still open at the end is held, the rest was sold: nothing else of either asset
+    (desk,) = engines
+    entered = [p for p in positions if p.status in ("open", "closed")]
+    assert len(desk.engine.lists) == len(entered)  # one OCO per position, through the fake
+    still = {p.symbol: p.quantity for p in positions if p.status == "open"}
+    for sym, base in (("BTCUSDT", "BTC"), ("ETHUSDT", "ETH")):
+        held = desk.engine.free.get(base, 0.0) + desk.engine.locked.get(base, 0.0)
+        assert held == pytest.approx(still.get(sym, 0.0), abs=1e-9)
