@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,6 @@ import pandas as pd
 import pytest
 from structlog.testing import capture_logs
 
-from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.orders import (
     ALGO_ONLY_MSG,
     CONDITIONAL_TYPES,
@@ -29,18 +27,16 @@ from atra.adapters.orders import (
     SymbolRules,
     signed_query,
 )
-from atra.adapters.ratelimit import RateLimiter, ScaledClock
 from atra.adapters.trading.trader import BinanceTrader
 from atra.core.exits.api import ExitSpec
-from atra.core.types import Market, Timeframe
+from atra.core.types import Timeframe
 from atra.errors import OrderRejected
 from atra.live.execution import ExchangeBroker
 from atra.live.paper import EntryRequest, client_order_id
 from atra.sim.algo_desk import manual_algo_json
 from atra.sim.exchange import FakeExchange, Faults
+from helpers_trading import STEP, T0, perp_venue
 
-STEP = Timeframe.H1.ms
-T0 = 1_704_067_200_000
 KEY, SECRET = "algo-key-1", "algo-secret-Qe52"
 RULES = {"BTCUSDT": SymbolRules("BTCUSDT", step_size=0.001, min_qty=0.001, tick_size=0.1)}
 SHAPES = Path(__file__).resolve().parents[1] / "fixtures" / "binance" / "orders"
@@ -74,8 +70,7 @@ class MarketClock:
         return self.t_s
 
 
-@asynccontextmanager
-async def venue(
+def venue(
     clock: MarketClock,
     *,
     faults: Faults | None = None,
@@ -83,30 +78,19 @@ async def venue(
     time_scale: float = 1.0,
     timeout_s: float = 2.0,
     max_attempts: int = 5,
-) -> AsyncIterator[tuple[FakeExchange, BinanceTrader]]:
-    fake = FakeExchange(
-        {(Market.PERP, "BTCUSDT", Timeframe.H1): _candles()},
-        api_key=KEY,
-        api_secret=SECRET,
-        market_clock=clock,
-        symbol_rules=RULES,
+) -> AbstractAsyncContextManager[tuple[FakeExchange, BinanceTrader]]:
+    return perp_venue(
+        _candles(),
+        clock,
+        key=KEY,
+        secret=SECRET,
+        rules=RULES,
         faults=faults,
         weight_limit=weight_limit,
         time_scale=time_scale,
+        timeout_s=timeout_s,
+        max_attempts=max_attempts,
     )
-    async with fake:
-        limiter = RateLimiter(weight_limit, clock=ScaledClock(time_scale), name="fake perp")
-        client = BinanceClient(
-            Market.PERP,
-            base_url=fake.url,
-            limiter=limiter,
-            timeout_s=timeout_s,
-            backoff_s=0.01,
-            max_backoff_s=0.05,
-            max_attempts=max_attempts,
-        )
-        async with client:
-            yield fake, BinanceTrader(client, api_key=KEY, api_secret=SECRET)
 
 
 def algo_params(cid: str, trigger: str) -> dict[str, object]:

@@ -11,13 +11,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +23,7 @@ import pytest
 from atra.adapters.store import CandleStore, DatasetKey
 from atra.core.types import Market, Timeframe
 from atra.sim.exchange import FakeExchange
+from helpers_failures import serving
 
 ATRA = str(Path(sys.executable).with_name("atra"))
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
@@ -92,22 +89,6 @@ def test_five_concurrent_imports_of_disjoint_slices_lose_nothing(
     pd.testing.assert_frame_equal(stored, full, check_exact=True)
     leftovers = [p.name for p in (store / "binance/spot/BTCUSDT").iterdir()]
     assert sorted(leftovers) == [".5m.parquet.lock", "5m.parquet"]  # no temp file left
-
-
-@contextmanager
-def serving(fake: FakeExchange) -> Iterator[FakeExchange]:
-    """Run ``fake`` on its own event loop in a thread, for processes to connect to."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 @pytest.mark.slow

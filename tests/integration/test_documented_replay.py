@@ -13,13 +13,13 @@ curve bar by bar.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import helpers_parity
 from atra.adapters.journal.database import Journal
 from atra.core.backtest.engine import BacktestConfig, run_backtest
 from atra.core.costs import CostModel
@@ -35,7 +35,7 @@ from atra.live.loop import LiveLoop, LoopSettings, StrategyDecider
 from atra.live.replay import ReplaySetup, run_replay
 from atra.sim.exchange import FakeExchange
 from atra.sim.order_desk import trailing_stop_json
-from helpers_logging import quiet_structlog
+from helpers_parity import hourly_candles, perp_funding
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -58,22 +58,14 @@ EXIT = ExitSpec(
 MANUAL_CID = "web_manual_trail"
 
 
-@pytest.fixture(autouse=True)
-def _quiet() -> Iterator[None]:
-    with quiet_structlog():
-        yield
+_quiet = helpers_parity._quiet
 
 
 @pytest.fixture(scope="module")
 def market(shared_data_dir: Path) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    candles, funding = {}, {}
-    for sym in SYMBOLS:
-        frame = pd.read_parquet(shared_data_dir / f"{sym}_perp_1h.parquet")
-        keep = (frame["open_time"] >= LOAD_FROM) & (frame["open_time"] < TO_MS + 100 * TF.ms)
-        candles[sym] = frame[keep].reset_index(drop=True)
-        fr = pd.read_parquet(shared_data_dir / f"{sym}_perp_funding.parquet")
-        funding[sym] = fr[fr["funding_time"] < TO_MS + 100 * TF.ms].reset_index(drop=True)
-    return candles, funding
+    hi = TO_MS + 100 * TF.ms
+    candles = hourly_candles(shared_data_dir, SYMBOLS, "perp", LOAD_FROM, hi)
+    return candles, perp_funding(shared_data_dir, SYMBOLS, hi)
 
 
 def _backtest(

@@ -18,16 +18,15 @@ path's decisions backtested over the same range.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from tests.helpers_logging import quiet_structlog
 from tests.helpers_series import shared_series
 
+import helpers_parity
 from atra.adapters.journal.database import Journal
 from atra.cli.models import load_decision_model
 from atra.config import AtraConfig
@@ -50,6 +49,7 @@ from atra.research.pipeline import (
     train_model,
 )
 from atra.sim.exchange import FakeExchange
+from helpers_parity import hourly_candles
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -72,21 +72,13 @@ TRAIN_FROM, TRAIN_TO = _ms("2023-01-01"), _ms("2023-12-01")
 FROM_MS, TO_MS = _ms("2024-01-01"), _ms("2024-01-22")
 
 
-@pytest.fixture(autouse=True)
-def _quiet() -> Iterator[None]:
-    with quiet_structlog():
-        yield
+_quiet = helpers_parity._quiet
 
 
 @pytest.fixture(scope="module")
 def candles(shared_data_dir: Path) -> dict[str, pd.DataFrame]:
     lo = TRAIN_FROM - (HISTORY_BARS + 10) * TF.ms
-    out = {}
-    for sym in SYMBOLS:
-        frame = pd.read_parquet(shared_data_dir / f"{sym}_spot_1h.parquet")
-        keep = (frame["open_time"] >= lo) & (frame["open_time"] < TO_MS + 100 * TF.ms)
-        out[sym] = frame[keep].reset_index(drop=True)
-    return out
+    return hourly_candles(shared_data_dir, SYMBOLS, "spot", lo, TO_MS + 100 * TF.ms)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from atra.adapters.exchange.client import BinanceClient
@@ -28,6 +26,7 @@ from atra.adapters.ratelimit import RateLimiter, ScaledClock, orders_bucket
 from atra.adapters.trading.trader import BinanceTrader
 from atra.core.types import Market, Timeframe
 from atra.sim.exchange import FakeExchange
+from helpers_trading import STEP, T0, sine_candles
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_ratelimit_429.py"
 
@@ -58,33 +57,16 @@ def test_wrong_limit_thirty_connections_never_banned(run: int) -> None:
 
 # ---- ORDERS limits ----------------------------------------------------------------------
 
-STEP = Timeframe.H1.ms
-T0 = 1_704_067_200_000
 KEY, SECRET = "orders-key-1", "orders-secret-7f"
 RULES = {"BTCUSDT": SymbolRules("BTCUSDT", step_size=0.001, min_qty=0.001, tick_size=0.1)}
 SCALE = 60.0
 ORDER_LIMITS = ((5, 10.0), (40, 60.0))  # 5 new orders per 10 s, 40 per minute
 
 
-def _candles(n: int = 24) -> pd.DataFrame:
-    close = 40_000.0 + 100.0 * np.sin(np.arange(n) / 3.0)
-    open_ = np.concatenate(([40_000.0], close[:-1]))
-    return pd.DataFrame(
-        {
-            "open_time": T0 + np.arange(n, dtype=np.int64) * STEP,
-            "open": open_,
-            "high": np.maximum(open_, close) + 50.0,
-            "low": np.minimum(open_, close) - 50.0,
-            "close": close,
-            "volume": np.ones(n),
-        }
-    )
-
-
 @asynccontextmanager
 async def venue(limiter: RateLimiter) -> AsyncIterator[tuple[FakeExchange, BinanceClient]]:
     fake = FakeExchange(
-        {(Market.PERP, "BTCUSDT", Timeframe.H1): _candles()},
+        {(Market.PERP, "BTCUSDT", Timeframe.H1): sine_candles()},
         api_key=KEY,
         api_secret=SECRET,
         market_clock=lambda: (T0 + 5 * STEP) / 1000 + 1.0,

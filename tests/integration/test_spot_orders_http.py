@@ -5,8 +5,6 @@ exits, answers lost or unreadable, a balance ATRA does not own)."""
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import numpy as np
@@ -14,9 +12,8 @@ import pandas as pd
 import pytest
 from structlog.testing import capture_logs
 
-from atra.adapters.exchange.client import BinanceClient
+import helpers_venue
 from atra.adapters.orders import OrderRequest, SymbolRules
-from atra.adapters.ratelimit import RateLimiter
 from atra.adapters.trading.spot_trader import SpotTrader
 from atra.adapters.trading.spot_wire import OcoRequest
 from atra.core.exits.api import ExitSpec
@@ -26,63 +23,18 @@ from atra.errors import ConfigError, OrderRejected
 from atra.live.paper import BrokerUpdate, EntryRequest, client_order_id
 from atra.live.spot_execution import SpotBroker
 from atra.sim.exchange import STATUS_DROPPED, FakeExchange, Faults
+from helpers_venue import T0, Clock, open_fake_and_client, random_path, seed_losing_request
 
 TF = Timeframe.H1
 STEP = TF.ms
-T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 SYM = "BTCUSDT"
 KEY, SECRET = "spot-key-123", "spot-secret-xyz-987"
 RUN = "spot-run"
 SIG = 2
+clock = helpers_venue.clock  # the fixtures, shared
+stack = helpers_venue.stack
 RULES = SymbolRules(SYM, step_size=0.001, min_qty=0.001, tick_size=1e-9)
 SPEC = ExitSpec(tp1_fraction=1.0, move_to_be=False, slippage_bps=5.0)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def at_ms(self, ms: int) -> None:
-        self.t = ms / 1000.0
-
-
-def random_path(seed: int, n: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.008, n)))
-    open_ = np.r_[100.0, close[:-1]]
-    return pd.DataFrame(
-        {
-            "open_time": T0 + STEP * np.arange(n, dtype=np.int64),
-            "open": open_,
-            "high": np.maximum(open_, close) * (1.0 + rng.exponential(0.004, n)),
-            "low": np.minimum(open_, close) * (1.0 - rng.exponential(0.004, n)),
-            "close": close,
-            "volume": np.ones(n),
-        }
-    )
-
-
-def seed_losing_request(index: int, p: float, n: int = 12) -> int:
-    """A fault seed whose ``n`` first draws lose request ``index`` only."""
-    for seed in range(100_000):
-        rng = random.Random(seed)
-        if [rng.random() < p for _ in range(n)] == [i == index for i in range(n)]:
-            return seed
-    raise AssertionError("no seed")  # pragma: no cover
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[AsyncExitStack]:
-    async with AsyncExitStack() as opened:
-        yield opened
 
 
 async def open_venue(
@@ -92,23 +44,10 @@ async def open_venue(
     faults: Faults | None = None,
     spec: ExitSpec = SPEC,
 ) -> tuple[FakeExchange, SpotTrader, SpotBroker]:
-    fx = FakeExchange(
-        {(Market.SPOT, SYM, TF): df},
-        weight_limit=None,
-        api_key=KEY,
-        api_secret=SECRET,
-        market_clock=clock,
+    fx, client = await open_fake_and_client(
+        stack, Market.SPOT, df, clock, key=KEY, secret=SECRET, rules=RULES, faults=faults,
         slippage_bps=spec.slippage_bps,
-        symbol_rules={SYM: RULES},
-        faults=faults,
-    )
-    await stack.enter_async_context(fx)
-    limiter = RateLimiter(1_000_000, name="fake", enabled=False)
-    client = BinanceClient(
-        Market.SPOT, base_url=fx.url, limiter=limiter, timeout_s=0.5, backoff_s=0.01,
-        max_attempts=8,
     )  # fmt: skip
-    await stack.enter_async_context(client)
     trader = SpotTrader(client, api_key=KEY, api_secret=SECRET)
     broker = SpotBroker(
         trader, spec, strategy="s", run_id=RUN, timeframe=TF, clock=clock, symbols=(SYM,)

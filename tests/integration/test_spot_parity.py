@@ -10,15 +10,14 @@ equity mark equals the backtest's; the account ends holding nothing of either ba
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from tests.helpers_logging import quiet_structlog
 
+import helpers_parity
 from atra.adapters.journal.database import Journal
 from atra.config import AtraConfig
 from atra.core.backtest.engine import BacktestConfig, run_backtest
@@ -32,6 +31,7 @@ from atra.live.loop import LiveLoop, LoopSettings, StrategyDecider
 from atra.live.replay import ReplaySetup, run_replay
 from atra.research.pipeline import settings_from_config
 from atra.sim.exchange import FakeExchange
+from helpers_parity import hourly_candles
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -44,21 +44,13 @@ FROM_MS = int(pd.Timestamp("2024-01-01", tz="UTC").value // 1_000_000)
 TO_MS = int(pd.Timestamp("2024-01-29", tz="UTC").value // 1_000_000)
 
 
-@pytest.fixture(autouse=True)
-def _quiet() -> Iterator[None]:
-    with quiet_structlog():
-        yield
+_quiet = helpers_parity._quiet
 
 
 @pytest.fixture(scope="module")
 def candles(shared_data_dir: Path) -> dict[str, pd.DataFrame]:
     lo = FROM_MS - (HISTORY_BARS + 10) * TF.ms
-    out = {}
-    for sym in SYMBOLS:
-        frame = pd.read_parquet(shared_data_dir / f"{sym}_spot_1h.parquet")
-        keep = (frame["open_time"] >= lo) & (frame["open_time"] < TO_MS + 100 * TF.ms)
-        out[sym] = frame[keep].reset_index(drop=True)
-    return out
+    return hourly_candles(shared_data_dir, SYMBOLS, "spot", lo, TO_MS + 100 * TF.ms)
 
 
 def test_spot_orders_replay_equals_the_backtest(

@@ -16,13 +16,13 @@ import asyncio
 import filecmp
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import helpers_parity
 from atra.adapters.trades_csv import write_trades_csv
 from atra.cli import main
 from atra.cli.replay_output import backtest_of_replay
@@ -39,7 +39,7 @@ from atra.live.compare import BacktestPlan
 from atra.live.guards import GuardLimits, RiskGuards
 from atra.live.loop import LoopSettings, StrategyDecider
 from atra.live.replay import ReplaySetup, run_replay
-from helpers_logging import quiet_structlog
+from helpers_parity import hourly_candles, perp_funding
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -60,21 +60,14 @@ LIMITS = GuardLimits(
 )
 
 
-@pytest.fixture(autouse=True)
-def _quiet() -> Iterator[None]:
-    with quiet_structlog():
-        yield
+_quiet = helpers_parity._quiet
 
 
 @pytest.fixture(scope="module")
 def market(shared_data_dir: Path) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    candles, funding = {}, {}
-    for sym in SYMBOLS:
-        frame = pd.read_parquet(shared_data_dir / f"{sym}_perp_1h.parquet")
-        keep = (frame["open_time"] >= TRAIN_FROM_MS - 300 * TF.ms) & (frame["open_time"] < TO_MS)
-        candles[sym] = frame[keep].reset_index(drop=True)
-        funding[sym] = pd.read_parquet(shared_data_dir / f"{sym}_perp_funding.parquet")
-    return candles, funding
+    lo = TRAIN_FROM_MS - 300 * TF.ms
+    candles = hourly_candles(shared_data_dir, SYMBOLS, "perp", lo, TO_MS)
+    return candles, perp_funding(shared_data_dir, SYMBOLS)
 
 
 def _model(candles: dict[str, pd.DataFrame]) -> ModelHandle:

@@ -7,46 +7,27 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-import numpy as np
-import pandas as pd
 import pytest
 from aiohttp import web
 
 from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.orders import OrderRequest, SymbolRules, verify_signature
-from atra.adapters.ratelimit import RateLimiter, ScaledClock
+from atra.adapters.ratelimit import RateLimiter
 from atra.adapters.trading.trader import BinanceTrader
-from atra.core.types import Market, Timeframe
+from atra.core.types import Market
 from atra.errors import ExchangeError, IPBanned, OrderRejected, TransientExchangeError
 from atra.sim.exchange import FakeExchange, Faults
 from helpers_http import local_server
+from helpers_trading import STEP, T0, perp_venue, sine_candles
 
-STEP = Timeframe.H1.ms
-T0 = 1_704_067_200_000
 KEY, SECRET = "trader-key-1", "trader-secret-Zq81"
 RULES = {"BTCUSDT": SymbolRules("BTCUSDT", step_size=0.001, min_qty=0.001, tick_size=0.1)}
 NOW_S = (T0 + 5 * STEP) / 1000 + 1.0  # market time: inside bar 5
 
 
-def _candles(n: int = 24) -> pd.DataFrame:
-    close = 40_000.0 + 100.0 * np.sin(np.arange(n) / 3.0)
-    open_ = np.concatenate(([40_000.0], close[:-1]))
-    return pd.DataFrame(
-        {
-            "open_time": T0 + np.arange(n, dtype=np.int64) * STEP,
-            "open": open_,
-            "high": np.maximum(open_, close) + 50.0,
-            "low": np.minimum(open_, close) - 50.0,
-            "close": close,
-            "volume": np.ones(n),
-        }
-    )
-
-
-@asynccontextmanager
-async def venue(
+def venue(
     *,
     faults: Faults | None = None,
     secret: str = SECRET,
@@ -55,31 +36,22 @@ async def venue(
     time_scale: float = 1.0,
     timeout_s: float = 2.0,
     max_attempts: int = 5,
-) -> AsyncIterator[tuple[FakeExchange, BinanceTrader]]:
-    fake = FakeExchange(
-        {(Market.PERP, "BTCUSDT", Timeframe.H1): _candles()},
-        api_key=KEY,
-        api_secret=SECRET,
-        market_clock=lambda: NOW_S,
-        symbol_rules=RULES,
+) -> AbstractAsyncContextManager[tuple[FakeExchange, BinanceTrader]]:
+    """The fake exchange (taking ``KEY``/``SECRET``), a client signing with ``key``/``secret``."""
+    return perp_venue(
+        sine_candles(),
+        lambda: NOW_S,
+        key=KEY,
+        secret=SECRET,
+        rules=RULES,
         faults=faults,
         weight_limit=weight_limit,
         time_scale=time_scale,
+        timeout_s=timeout_s,
+        max_attempts=max_attempts,
+        trader_key=key,
+        trader_secret=secret,
     )
-    async with fake:
-        clock = ScaledClock(time_scale)
-        limiter = RateLimiter(weight_limit, clock=clock, name="fake perp")
-        client = BinanceClient(
-            Market.PERP,
-            base_url=fake.url,
-            limiter=limiter,
-            timeout_s=timeout_s,
-            backoff_s=0.01,
-            max_backoff_s=0.05,
-            max_attempts=max_attempts,
-        )
-        async with client:
-            yield fake, BinanceTrader(client, api_key=key, api_secret=secret)
 
 
 def _order(cid: str, side: str = "BUY", typ: str = "MARKET", **kw: object) -> OrderRequest:
@@ -98,7 +70,7 @@ async def test_round_trip() -> None:
         assert await trader.symbol_rules("BTCUSDT") == RULES["BTCUSDT"]
         entry = await trader.place_order(_order("e1", quantity=0.1 + 0.2))
         assert (entry.status, entry.side, entry.executed_qty) == ("FILLED", "BUY", 0.3)
-        assert entry.avg_price == float(_candles()["open"].iloc[5])
+        assert entry.avg_price == float(sine_candles()["open"].iloc[5])
         assert _posts(fake)[0]["quantity"] == "0.3"  # the step's decimals, no float noise
         tp = await trader.place_order(
             _order("t1", "SELL", "LIMIT", quantity=0.3, price=41_000.5, reduce_only=True)

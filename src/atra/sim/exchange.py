@@ -40,8 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import pandas as pd
 from aiohttp import web
@@ -51,6 +50,7 @@ from atra.core.types import Market
 from atra.sim.limits import DEFAULT_ORDER_LIMITS, WeightLimits, request_weight
 from atra.sim.market_desk import FakeMarketDesk, read_data_dir
 from atra.sim.order_desk import SIGNED_ENDPOINTS, FakeOrderDesk, signed_weight
+from atra.sim.server import LocalServer
 from atra.sim.spot_desk import SPOT_ENDPOINTS, FakeSpotDesk, spot_weight
 from atra.sim.stream import FakeStreamDesk, SettableClock, StreamFaults
 from atra.sim.venue import MatchingEngine
@@ -127,7 +127,7 @@ class RequestRecord:
 _SPOT_NAMES: Final[frozenset[str]] = frozenset(SPOT_ENDPOINTS.values())
 
 
-class FakeExchange:
+class FakeExchange(LocalServer):
     """The fake server. ``async with FakeExchange(...) as fx:`` then point a client at ``fx.url``.
 
     ``weight_limit=None`` turns weight enforcement off (the header is still sent);
@@ -245,35 +245,13 @@ class FakeExchange:
             app.router.add_get(f"{root}/ws/{{name}}", streams)
         if self.settable_clock is not None:
             app.router.add_post("/sim/clock", self.settable_clock.handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        await self._serve(app)
         self._t0 = time.monotonic()
 
     async def stop(self) -> None:
         self._closing.set()
         await self.streams.disconnect()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        await self._close()
 
     def stream_url(self, market: Market) -> str:
         """Base URL of ``market``'s kline streams (Binance: ``wss://fstream.binance.com``)."""

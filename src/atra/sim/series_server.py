@@ -24,8 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 from urllib.parse import urlencode
 
 import numpy as np
@@ -33,6 +32,7 @@ import pandas as pd
 from aiohttp import web
 
 from atra.errors import DataError
+from atra.sim.server import LocalServer
 
 __all__ = ["FakeSeriesServer", "SeriesRequest"]
 
@@ -84,7 +84,7 @@ def _asset_metrics(frames: Mapping[str, pd.DataFrame], asset: str) -> dict[str, 
     return out
 
 
-class FakeSeriesServer:
+class FakeSeriesServer(LocalServer):
     """``async with FakeSeriesServer(frames) as fake:`` then point the sources at ``fake.url``."""
 
     def __init__(
@@ -122,35 +122,11 @@ class FakeSeriesServer:
             raise DataError(f"{series_dir}: none of {', '.join(FILES.values())}")
         return cls(frames, **kwargs)  # type: ignore[arg-type]
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/fng/", self._fng)
         app.router.add_get("/v4/timeseries/asset-metrics", self._asset_metrics)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        await self._serve(app)
 
     # ---- answers ---------------------------------------------------------------------
     def _fault(self, request: web.Request) -> web.Response | None:
