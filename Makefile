@@ -46,9 +46,10 @@ test-deps:
 	bash .ci/install-prometheus.sh
 	bash .ci/install-chromium.sh
 
-## test: lint, type-check, and the whole test suite with the 90% coverage gate
+## test: lint, type-check, and the whole test suite with the 90% coverage gate, one pytest
+## worker per core (pytest-xdist; whole files per worker, so a module's fixtures run once)
 test: test-deps lint typecheck
-	$(BIN)/python -m pytest --cov=atra --cov-report=term -p no:cacheprovider
+	$(BIN)/python -m pytest -n auto --dist loadfile --cov=atra --cov-report=term -p no:cacheprovider
 	@echo "coverage gate: fail_under=90 (pyproject.toml)"
 
 ## test-fast: the unit tests only, no lint, no coverage gate (the inner loop)

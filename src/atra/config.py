@@ -102,6 +102,12 @@ class StrategyConfig(_Frozen):
     tp2_atr: float = Field(default=2.0, gt=0)
     sl_atr: float = Field(default=1.0, gt=0)
     horizon_bars: int = Field(default=24, ge=1)
+    tp1_fraction: float = Field(default=1.0, gt=0, le=1)
+    """The share of the position closed at TP1; the rest runs to TP2 (or the stop / time
+    barrier). 1.0 (default) closes everything at TP1, so ``tp2_atr`` is unused."""
+    move_to_be: bool = False
+    """After a TP1 partial, move the remainder's stop to the entry price (break-even) from the
+    next bar on."""
     spot_shorts: bool = False
     """Spot trades long only unless true; a spot short is a margin short that pays
     ``costs.spot_borrow_bps_per_hour`` (which must then be stated, > 0). Perpetuals always

@@ -51,6 +51,12 @@ class LiveConfig(BaseModel):
     stream_wait_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     """``feed = "ws"``: how long a cycle waits for a symbol's streamed bar before fetching it
     over REST; must leave the REST fetch time inside ``cycle_deadline_s``."""
+    perp_stream_url: str = "wss://fstream.binance.com"
+    """``feed = "ws"``: USDT-M futures stream base (Binance's production endpoint; the
+    combined stream is ``{base}/stream?streams=...``)."""
+    spot_stream_url: str = "wss://stream.binance.com:9443"
+    """``feed = "ws"``: spot stream base (a spot run, or the spot counterpart of a perpetual
+    run whose model reads basis features)."""
 
     @model_validator(mode="after")
     def _stream_wait(self) -> LiveConfig:
@@ -60,6 +66,13 @@ class LiveConfig(BaseModel):
                 f"({self.cycle_deadline_s:g}): a missing bar is fetched over REST after it"
             )
         return self
+
+    @field_validator("perp_stream_url", "spot_stream_url")
+    @classmethod
+    def _stream_url(cls, value: str) -> str:
+        if not value.startswith(("wss://", "ws://")) or len(value) <= len("wss://"):
+            raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
+        return value.rstrip("/")
 
     @field_validator("symbols")
     @classmethod

@@ -59,13 +59,22 @@ def prometheus_version(binary: str) -> str:
     return (out.stdout or out.stderr).splitlines()[0].strip()
 
 
-def scrape_config(targets_dir: Path, scrape_interval_s: int = 1) -> str:
+def _duration(seconds: float) -> str:
+    """A Prometheus duration in whole milliseconds (``100ms``, ``1000ms``)."""
+    ms = round(seconds * 1000)
+    if ms < 1:
+        raise ValueError(f"scrape interval {seconds} s: expected at least 1 ms")
+    return f"{ms}ms"
+
+
+def scrape_config(targets_dir: Path, scrape_interval_s: float = 1.0) -> str:
     """prometheus.yml: one ``atra`` job whose targets are the JSON files in ``targets_dir``."""
+    every = _duration(scrape_interval_s)
     return (
         "global:\n"
-        f"  scrape_interval: {scrape_interval_s}s\n"
-        f"  scrape_timeout: {scrape_interval_s}s\n"
-        f"  evaluation_interval: {scrape_interval_s}s\n"
+        f"  scrape_interval: {every}\n"
+        f"  scrape_timeout: {every}\n"
+        f"  evaluation_interval: {every}\n"
         "scrape_configs:\n"
         "  - job_name: atra\n"
         "    metrics_path: /metrics\n"
@@ -181,7 +190,7 @@ class PromServer:
                 self.proc.wait(STOP_TIMEOUT_S)
 
 
-def start_prometheus(binary: str, workdir: Path, scrape_interval_s: int = 1) -> PromServer:
+def start_prometheus(binary: str, workdir: Path, scrape_interval_s: float = 1.0) -> PromServer:
     """Run ``binary`` on a free 127.0.0.1 port with its TSDB in ``workdir``; wait for
     ``/-/ready``. The caller must :meth:`PromServer.stop` it."""
     (workdir / "targets").mkdir(parents=True, exist_ok=True)

@@ -6,10 +6,10 @@ The model is trained on 2023 with :func:`atra.research.pipeline.build_dataset` /
 :func:`train_model` on every built-in feature family of the five shared perpetuals (their
 funding history, their spot candles as counterparts and the four shared external series as
 ``examples/series.toml`` configures them), saved to a registry and loaded back the way
-``atra live --model`` loads it. January and February 2024 are then replayed through the live
-loop against the fake exchange (perp and spot klines, funding, over HTTP) and the fake series
-sources (Fear & Greed and Coin Metrics, on the replay's clock), once with the paper broker and
-once through the order path, and compared with the research path on the same
+``atra live --model`` loads it. The first two weeks of January 2024 are then replayed through
+the live loop against the fake exchange (perp and spot klines, funding, over HTTP) and the fake
+series sources (Fear & Greed and Coin Metrics, on the replay's clock), once with the paper
+broker and once through the order path, and compared with the research path on the same
 bars (``atra signals``: the universe's features, :func:`decide_events`) and with the backtest:
 every decision (p(take) to 1e-12), every trade, the ending equity. A live side that lacks one
 input (BTC) is shown to differ.
@@ -17,8 +17,6 @@ input (BTC) is shown to differ.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,20 +24,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atra.adapters.journal.database import Journal
+import helpers_parity
 from atra.cli.models import load_decision_model
 from atra.config import AtraConfig
-from atra.core.backtest.engine import BacktestConfig, run_backtest
-from atra.core.costs import CostModel
 from atra.core.decision import Decision, ModelHandle, decide_events
 from atra.core.features.context import ModelInputs, SeriesInput
 from atra.core.features.external import SERIES, external_specs
 from atra.core.features.registry import HISTORY_BARS, FeatureContext, feature_registry
 from atra.core.sizing import SizingConfig
 from atra.core.types import Market, Timeframe
-from atra.live.guards import GuardLimits, RiskGuards
-from atra.live.loop import LoopSettings, StrategyDecider
-from atra.live.replay import ReplaySetup, run_replay
+from atra.live.loop import StrategyDecider
 from atra.research.pipeline import (
     SymbolData,
     Universe,
@@ -47,7 +41,15 @@ from atra.research.pipeline import (
     settings_from_config,
     train_model,
 )
-from helpers_logging import quiet_structlog
+from helpers_parity import (
+    assert_equity_matches,
+    assert_trades_match,
+    limit_guards,
+    parity_backtest,
+    read_journal,
+    replay_window,
+    run_parity_replay,
+)
 from helpers_series import shared_series
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
@@ -61,7 +63,9 @@ def _ms(day: str) -> int:
 
 
 TRAIN_FROM, TRAIN_TO = _ms("2023-01-01"), _ms("2023-12-01")
-FROM_MS, TO_MS = _ms("2024-01-01"), _ms("2024-03-01")
+# two weeks: 42 signals, 26 taken, blocked by the model (10), max_per_symbol (4) and the
+# leverage cap (2), 26 closed trades; each replay costs ~0.1 s a cycle (HTTP per symbol)
+FROM_MS, TO_MS = _ms("2024-01-01"), _ms("2024-01-15")
 LOAD_FROM = TRAIN_FROM - (HISTORY_BARS + 10) * TF.ms
 LOAD_TO = TO_MS + 100 * TF.ms
 CFG = AtraConfig()
@@ -70,10 +74,7 @@ SIZING = SizingConfig(risk_fraction=0.02, kelly_multiplier=0.5, max_leverage=1.0
 MAX_POSITIONS, MAX_GROSS = 3, 2.0
 
 
-@pytest.fixture(autouse=True)
-def _quiet() -> Iterator[None]:
-    with quiet_structlog():
-        yield
+_quiet = helpers_parity._quiet
 
 
 @dataclass(frozen=True)
@@ -166,36 +167,21 @@ def _replay(
     orders: bool = False,
     stop_ms: int = TO_MS,
 ) -> None:
-    settings = LoopSettings(
-        SYMBOLS, TF, start_ms=FROM_MS, stop_ms=stop_ms, bar_close_delay_s=0.0, funding=True
-    )
-    lo = FROM_MS - (HISTORY_BARS + 10) * TF.ms
-    cut = {s: c[c["open_time"] >= lo].reset_index(drop=True) for s, c in market.perp.items()}
-    spot = {
-        (Market.SPOT, s): c[c["open_time"] >= lo].reset_index(drop=True)
-        for s, c in market.spot.items()
-    }
-    report = asyncio.run(
-        run_replay(
-            settings,
-            cut,
-            path,
-            decider=decider,  # type: ignore[arg-type]
-            exit_spec=SETTINGS_EXIT,
-            guards=RiskGuards(
-                GuardLimits(
-                    max_open_positions=MAX_POSITIONS,
-                    max_per_symbol=1,
-                    max_gross_leverage=MAX_GROSS,
-                    max_daily_loss=1.0,
-                )
-            ),
-            setup=ReplaySetup(weight_limit=2400, orders=orders),
-            funding=market.funding,
-            context_candles=spot,
-            series=market.series,
-            series_sources=set(SERIES),  # through their live sources against the fakes
-        )
+    spot = {(Market.SPOT, s): c for s, c in market.spot.items()}
+    report = run_parity_replay(
+        {s: market.perp[s] for s in SYMBOLS},
+        path,
+        timeframe=TF,
+        start_ms=FROM_MS,
+        stop_ms=stop_ms,
+        decider=decider,  # type: ignore[arg-type]
+        exit_spec=SETTINGS_EXIT,
+        guards=limit_guards(MAX_POSITIONS, MAX_GROSS),
+        funding=market.funding,
+        orders=orders,
+        context_candles=replay_window(spot, FROM_MS, TF),
+        series=market.series,
+        series_sources=set(SERIES),  # through their live sources against the fakes
     )
     assert report.cycles == (stop_ms - FROM_MS) // TF.ms
     # the order path: a break-even stop the venue rejects as already triggered is a 400
@@ -213,11 +199,6 @@ def _decider(handle: ModelHandle) -> StrategyDecider:
     )
 
 
-async def _read(path: Path) -> tuple[list, list, list]:  # type: ignore[type-arg]
-    async with Journal.open(path) as j:
-        return await j.signals(), await j.positions(), await j.equity()
-
-
 @pytest.mark.parametrize("orders", [False, True], ids=["paper", "orders"])
 def test_rich_model_replay_equals_research_and_backtest(
     market: Market5,
@@ -232,31 +213,21 @@ def test_rich_model_replay_equals_research_and_backtest(
     # the frames the events' bar rows index into: the universe research decided on
     uni = market.universe(FROM_MS, TO_MS)
     candles = {s: uni.symbols[s].candles for s in SYMBOLS}
-    bt = run_backtest(
+    bt = parity_backtest(
         candles,
         decided,
-        BacktestConfig(
-            sizing=SIZING,
-            costs=CostModel(
-                maker_fee_rate=0.0002,
-                taker_fee_rate=SETTINGS.exit.fee_entry,
-                slippage_bps=SETTINGS.exit.slippage_bps,
-            ),
-            tp_maker=True,
-            tp1_fraction=0.5,
-            move_to_be=True,
-            max_positions=MAX_POSITIONS,
-            max_per_symbol=1,
-            max_gross_leverage=MAX_GROSS,
-            probability_column="p_take",
-        ),
+        exit_spec=SETTINGS_EXIT,
+        sizing=SIZING,
+        max_positions=MAX_POSITIONS,
+        max_gross=MAX_GROSS,
         funding=market.funding,
-        markets=dict.fromkeys(SYMBOLS, Market.PERP),
         timeframe=TF,
+        probability_column="p_take",
     )
     path = tmp_path / "rich.sqlite"
     _replay(market, _decider(handle), path, orders=orders)
-    signals, positions, equity = asyncio.run(_read(path))
+    journal = read_journal(path)
+    signals = journal.signals
 
     key = list(zip(decided["symbol"], decided["time_ms"].astype(int), strict=True))
     by_key = {(s.symbol, s.bar_time_ms): s for s in signals}
@@ -279,30 +250,10 @@ def test_rich_model_replay_equals_research_and_backtest(
         None if take else b for take, b in zip(bt_taken, bt_blocked, strict=True)
     ]
     rtol = 1e-6 if orders else 1e-9  # the venue rounds quantities to its 1e-9 step
-    trades = bt.trades[bt.trades["exit_time_ms"] < TO_MS].sort_values(
-        ["signal_time_ms", "symbol"], ignore_index=True
-    )
-    closed = sorted(
-        (p for p in positions if p.status == "closed"), key=lambda p: (p.signal_time_ms, p.symbol)
-    )
-    assert len(closed) == len(trades) > 10
-    assert [(p.symbol, p.signal_time_ms, p.entry_time_ms, p.exit_time_ms, p.reason)
-            for p in closed] == list(
-        trades[["symbol", "signal_time_ms", "entry_time_ms", "exit_time_ms", "reason"]]
-        .itertuples(index=False, name=None)
-    )  # fmt: skip
-    for col, got in (
-        ("entry_price", [p.entry_price for p in closed]),
-        ("exit_price", [p.exit_price for p in closed]),
-        ("quantity", [p.quantity for p in closed]),
-        ("pnl", [p.pnl for p in closed]),
-    ):
-        np.testing.assert_allclose(got, trades[col].to_numpy(), rtol=rtol, err_msg=col)
+    closed, _ = assert_trades_match(journal.positions, bt.trades, TO_MS, rtol)
+    assert len(closed) > 10
+    ours_eq = assert_equity_matches(journal.equity, bt, FROM_MS, TO_MS, TF, rtol)
     curve = bt.equity_frame().set_index("open_time")["equity"]
-    ours_eq = pd.Series({e.bar_time_ms: e.equity for e in equity})
-    ours_eq = ours_eq[(ours_eq.index >= FROM_MS) & (ours_eq.index < TO_MS)]
-    assert len(ours_eq) == (TO_MS - FROM_MS) // TF.ms
-    np.testing.assert_allclose(ours_eq.to_numpy(), curve.loc[ours_eq.index].to_numpy(), rtol=rtol)
     blocks = bt.events["blocked_by"].value_counts(dropna=True).to_dict()
     with capsys.disabled():
         print(
@@ -347,12 +298,12 @@ def test_a_live_side_without_btc_differs(
     market: Market5, trained: tuple[ModelHandle, ModelInputs, Path], tmp_path: Path
 ) -> None:
     handle, _, _ = trained
-    stop = FROM_MS + 14 * 24 * TF.ms
+    stop = FROM_MS + 7 * 24 * TF.ms
     decided = _research(market, handle)
     decided = decided[decided["time_ms"] < stop]
     path = tmp_path / "no_btc.sqlite"
     _replay(market, WithoutBtc(_decider(handle)), path, stop_ms=stop)
-    signals, _, _ = asyncio.run(_read(path))
+    signals = read_journal(path).signals
     by_key = {(s.symbol, s.bar_time_ms): s.p_take for s in signals}
     key = list(zip(decided["symbol"], decided["time_ms"].astype(int), strict=True))
     dp = np.abs(np.array([by_key[k] for k in key]) - decided["p_take"].to_numpy())

@@ -1,13 +1,13 @@
-"""Retraining while live, replayed: ``atra live --replay`` with ``live.retrain_days = 30`` over
-three months equals ``atra walkforward`` with the same schedule, decision for decision.
+"""Retraining while live, replayed: ``atra live --replay`` with ``live.retrain_days = 14`` over
+seven weeks equals ``atra walkforward`` with the same schedule, decision for decision.
 
 Two perpetuals (ETHUSDT, LTCUSDT; BTCUSDT as cross-asset context) from the shared data go
 into a store with their funding; the model reads every candle and BTC feature (40 trees).
 The run starts with the model the live loop itself would have retrained on
 2024-01-01 (:class:`WindowTrainer`, trained from 2023-07-01); the replay of 2024-01-01 ..
-2024-04-01 then retrains on 2024-01-31, 2024-03-01 and 2024-03-31 in a worker process, on the
+2024-02-19 then retrains on 2024-01-15, 2024-01-29 and 2024-02-12 in a worker process, on the
 history before the run plus the bars its feed fetched. The walk-forward reads the same store
-through :func:`load_universe` with ``first_test_ms = 2024-01-01`` and ``retrain_days = 30``.
+through :func:`load_universe` with ``first_test_ms = 2024-01-01`` and ``retrain_days = 14``.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def _ms(day: str) -> int:
     return int(pd.Timestamp(day, tz="UTC").value // 1_000_000)
 
 
-DATA_START, FROM, TO = _ms("2023-07-01"), _ms("2024-01-01"), _ms("2024-04-01")
-SWAPS = [_ms("2024-01-31"), _ms("2024-03-01"), _ms("2024-03-31")]
+DATA_START, FROM, TO = _ms("2023-07-01"), _ms("2024-01-01"), _ms("2024-02-19")
+SWAPS = [_ms("2024-01-15"), _ms("2024-01-29"), _ms("2024-02-12")]  # every 14 days
 CONFIG = """
 [data]
 data_dir = "{store}"
@@ -62,7 +62,7 @@ symbols = ["ETHUSDT", "LTCUSDT"]
 market = "perp"
 timeframe = "1h"
 bar_close_delay_s = 0.0
-retrain_days = 30
+retrain_days = 14
 retrain_min_events = 100
 [meta]
 threshold = 0.5
@@ -133,13 +133,13 @@ def workdir(store: CandleStore, tmp_path_factory: pytest.TempPathFactory) -> Pat
         exit_spec=settings.exit,
         bar_features=_features(),
         params=settings.meta,
-        walkforward=replace(settings.walkforward, retrain_days=30, min_train_events=100),
+        walkforward=replace(settings.walkforward, retrain_days=14, min_train_events=100),
         data_start_ms=DATA_START,
         out=root / "models",
     )
     outcome = trainer(
         RetrainRequest(
-            FROM, _history(store, FROM), "setup", "none", RetrainSchedule.every_days(30, FROM)
+            FROM, _history(store, FROM), "setup", "none", RetrainSchedule.every_days(14, FROM)
         )
     )
     (root / "start_model").write_text(outcome.model_id)
@@ -148,12 +148,12 @@ def workdir(store: CandleStore, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def walkforward(store: CandleStore, workdir: Path) -> WalkForwardResult:
-    """``atra walkforward --first-test 2024-01-01 --retrain-days 30`` on the same store."""
+    """``atra walkforward --first-test 2024-01-01 --retrain-days 14`` on the same store."""
     cfg = load_config(workdir / "atra.toml")
     settings = settings_from_config(cfg, Market.PERP)
     uni = load_universe(store, "binance", SYMBOLS, Market.PERP, TF, DATA_START, TO + 3 * DAY_MS)
     dataset = build_dataset(uni, settings.signal, settings.exit, _features())
-    wf = replace(settings.walkforward, retrain_days=30, min_train_days=0, first_test_ms=FROM,
+    wf = replace(settings.walkforward, retrain_days=14, min_train_days=0, first_test_ms=FROM,
                  min_train_events=100)  # fmt: skip
     return run_walkforward(dataset, wf, settings.meta)
 
@@ -174,11 +174,11 @@ def test_replay_with_retraining_equals_the_walkforward(
     start_model = (workdir / "start_model").read_text()
     journal = workdir / "j.sqlite"
     args = ["live", "--config", str(workdir / "atra.toml"), "--replay", "--from", "2024-01-01",
-            "--to", "2024-04-01", "--journal", str(journal), "--model", start_model,
+            "--to", "2024-02-19", "--journal", str(journal), "--model", start_model,
             "--models-dir", str(workdir / "models"), "--no-metrics"]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "2184 cycles journalled" in out
+    assert "1176 cycles journalled" in out
     signals, retrains = _journal(journal)
 
     # the model ids change exactly at the scheduled bars, to the models registered then
@@ -202,7 +202,7 @@ def test_replay_with_retraining_equals_the_walkforward(
     expected = {(str(r.symbol), int(r.time_ms)): r for r in preds.itertuples(index=False)}
     got = {(s.symbol, s.bar_time_ms): s for s in signals}
     assert set(got) == set(expected)
-    assert len(got) > 60
+    assert len(got) > 30
     assert {int(r.fold) for r in expected.values()} == {0, 1, 2, 3}
     for key, s in got.items():
         want = expected[key]
@@ -223,7 +223,7 @@ def test_replay_with_retraining_equals_the_walkforward(
     ("extra", "message"),
     [
         (["--retrain-days", "-1"], "--retrain-days must be >= 0 (0: off), got -1"),
-        ([], "live.retrain_days = 30 needs a model to start from (--model or live.model)"),
+        ([], "live.retrain_days = 14 needs a model to start from (--model or live.model)"),
         (["--model", "START", "--compare"], "--compare backtests one model"),
     ],
 )

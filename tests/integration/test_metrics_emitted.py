@@ -2,11 +2,13 @@
 
 A short replay runs the live loop (meta model, risk guards, paper fills) against the fake
 exchange on 127.0.0.1 with a weight limit it has to wait for and injected 5xx answers (so
-requests are retried and some symbols fail a cycle), while ``/metrics`` is served on a free
-port. The endpoint is scraped over HTTP during the replay, as Prometheus would (a gauge such
-as ``atra_open_positions`` moves up and down), and once after it; every scrape is parsed with
-``prometheus_client``'s own parser, and every metric name in the dashboard's expressions (read
-from the JSON, not listed here) must have had a sample above zero.
+requests are retried and some symbols fail a cycle), its bars over the WebSocket feed with
+dropped and duplicated messages and closed connections (the stream metrics), while
+``/metrics`` is served on a free port. The endpoint is scraped over HTTP during the replay,
+as Prometheus would (a gauge such as ``atra_open_positions`` moves up and down), and once after
+it; every scrape is parsed with ``prometheus_client``'s own parser, and every metric name in the
+dashboard's expressions (read from the JSON, not listed here) must have had a sample above
+zero.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -37,6 +40,7 @@ from atra.live.notifications import LoopNotifications
 from atra.live.replay import ReplayReport, ReplaySetup, run_replay
 from atra.obs.metrics import Metrics, start_metrics_server
 from atra.sim.exchange import Faults
+from atra.sim.stream import StreamFaults
 from helpers_live import STEP, T0, synthetic
 from helpers_logging import quiet_structlog
 from helpers_notify import recording_server
@@ -46,6 +50,16 @@ TF = Timeframe.H1
 SPEC = SignalSpec(ema_fast=3, ema_slow=8, atr_n=5, horizon_bars=6)
 CANDLES = {s: synthetic(k + 1) for k, s in enumerate(("AAAUSDT", "BBBUSDT", "CCCUSDT"))}
 CYCLES = 48
+STREAM: dict[str, Any] = {
+    "feed": "ws",
+    "stream_faults": StreamFaults(
+        p_drop=0.15, p_duplicate=0.1, p_garbage=0.05, close_every=31, seed=4
+    ),
+    "stream_wait_s": 0.2,
+}
+"""The replay's WebSocket feed: dropped messages are fetched over REST (through the limiter
+and the 5xx faults), duplicates ignored, the connection closed now and then (reconnects) and
+after a garbled message (an error; the bars it missed are backfilled over REST)."""
 EXEMPT: dict[str, str] = {}
 """Dashboard metrics a short replay cannot move, with the reason. Empty: the replay exercises
 every one (a guard trips, requests are retried, a symbol fails, the limiter waits)."""
@@ -107,10 +121,11 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replayed]:
         cycle_deadline_s=3.0,
     )
     setup = ReplaySetup(
-        weight_limit=60,  # per scaled minute: a real second at time_scale 60, so it waits
+        weight_limit=12,  # per scaled minute: a real second at time_scale 60, so it waits
         faults=Faults(p_5xx=0.2, seed=11),  # retried; sometimes twice, and the symbol fails
         max_attempts=2,
         backoff_s=0.05,
+        **STREAM,  # bars over the WebSocket feed, REST for the fill, backfills and fallbacks
     )
     peaks: dict[str, float] = {}
     scrapes = 0

@@ -4,7 +4,12 @@ Test A serves a :class:`~atra.obs.metrics.Metrics` populated as a live cycle wou
 through Prometheus' HTTP API that ``atra_signals_total`` carries the symbols' counts and that
 every PromQL expression of the provisioned Grafana dashboard evaluates without error, over
 metrics that really exist. Test B runs ``atra live --replay`` as a subprocess and checks that
-its signals reach Prometheus.
+its signals reach Prometheus. Test C runs a replay of the live loop against the fake exchange
+over HTTP (rate limited, injected 5xx answers retried, signed orders on the fake's matching
+engine, a risk guard, notifications to a local webhook) while a second Prometheus scrapes its
+``/metrics`` every 100 ms, and requires every metric the dashboard reads (taken from the
+dashboard JSON) to hold a non-zero sample in Prometheus itself, and Prometheus' figures to agree
+with what the fake exchange and the journal saw.
 
 The ``prometheus`` binary comes from Debian's package (``.ci/install-prometheus.sh``). Without
 it these tests skip, except under ``CI`` where they fail: CI must not skip them silently.
@@ -12,6 +17,7 @@ it these tests skip, except under ``CI`` where they fail: CI must not skip them 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -19,6 +25,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +44,29 @@ from prom_harness import (
     render_grafana,
     start_prometheus,
 )
+from test_metrics_emitted import (
+    CANDLES,
+    CYCLES,
+    SPEC,
+    STREAM,
+    TF,
+    _meta_model,
+    dashboard_metrics,
+)
 
+from atra.adapters.journal.database import Journal
+from atra.adapters.journal.records import SignalRecord
+from atra.adapters.notify import Notifier, WebhookDestination
+from atra.core.exits.api import ExitSpec
+from atra.live.guards import GuardLimits, RiskGuards
+from atra.live.loop import LoopSettings, StrategyDecider
+from atra.live.notifications import LoopNotifications
+from atra.live.replay import ReplayReport, ReplaySetup, run_replay
 from atra.obs.metrics import Metrics, MetricsServer, start_metrics_server
+from atra.sim.exchange import Faults
+from helpers_live import STEP, T0
+from helpers_logging import quiet_structlog
+from helpers_notify import Recorder, recording_server
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = PROJECT_ROOT / "deploy" / "grafana" / "dashboards" / "atra.json"
@@ -58,16 +86,20 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromServer]:
-    """A real Prometheus on a free 127.0.0.1 port with 1 s scrapes; stopped after the module."""
+def _binary_or_skip() -> str:
     binary = prometheus_binary()
     if binary is None:
         reason = "prometheus binary not on PATH (install it with .ci/install-prometheus.sh)"
         if _in_ci():
             pytest.fail(f"{reason}; CI is set, so this test must not be skipped")
         pytest.skip(reason)
-    server = start_prometheus(binary, tmp_path_factory.mktemp("prometheus"))
+    return binary
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromServer]:
+    """A real Prometheus on a free 127.0.0.1 port with 1 s scrapes; stopped after the module."""
+    server = start_prometheus(_binary_or_skip(), tmp_path_factory.mktemp("prometheus"))
     try:
         yield server
     finally:
@@ -120,6 +152,12 @@ def populate_like_a_live_cycle(m: Metrics) -> None:
     notes = m.notifications_total
     notes.labels(destination="telegram", event="signal_taken", outcome="sent").inc(4)
     notes.labels(destination="webhook", event="guard", outcome="dropped").inc()
+    m.stream_messages_total.labels(market="perp").inc(200)
+    m.stream_reconnects_total.labels(market="perp", reason="error").inc()
+    m.stream_backfilled_bars_total.labels(market="perp").inc(3)
+    m.stream_duplicate_bars_total.labels(market="perp").inc(2)
+    for seconds in (0.02, 0.05, 0.3):
+        m.stream_lag_seconds.labels(market="perp").observe(seconds)
 
 
 def _instance(server: MetricsServer) -> str:
@@ -367,3 +405,150 @@ def test_live_replay_signals_reach_prometheus(prometheus: PromServer, tmp_path: 
     assert all(v >= 1.0 for v in signals.values()), signals
     assert cycles.get("", 0.0) >= 1.0, cycles
     assert rc == 0, f"atra live exited with {rc} on SIGTERM:\n{log.read_text(errors='replace')}"
+
+
+# ---- Test C: a replay of the live loop over HTTP; every dashboard metric in Prometheus -------
+
+FAST_SCRAPE_S = 0.1
+"""Test C's scrape interval: a gauge up for a few cycles of a seconds-long replay is sampled."""
+BOGUS_METRIC = "atra_never_emitted_total"
+
+
+@pytest.fixture(scope="module")
+def fast_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromServer]:
+    """A second real Prometheus, scraping every :data:`FAST_SCRAPE_S`."""
+    workdir = tmp_path_factory.mktemp("prometheus-fast")
+    server = start_prometheus(_binary_or_skip(), workdir, FAST_SCRAPE_S)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class PromReplay:
+    """A replay whose ``/metrics`` (``instance``) ``prom`` scraped from before its first cycle
+    to after its last; ``hook`` recorded the notifications it sent."""
+
+    prom: PromServer
+    instance: str
+    report: ReplayReport
+    journal: Path
+    hook: Recorder
+
+
+async def _replay_with_metrics(metrics: Metrics, journal: Path, hook: Recorder) -> ReplayReport:
+    """The replay of ``test_metrics_emitted`` through the order path: three synthetic
+    perpetuals, the meta model, one position at a time (the guard blocks the others), a weight
+    limit the limiter waits for, 20% of the requests answered 503 and retried (some twice,
+    failing the symbol's cycle)."""
+    settings = LoopSettings(
+        tuple(CANDLES), TF, window_bars=40, bar_close_delay_s=2.0, start_ms=T0,
+        stop_ms=T0 + CYCLES * STEP, symbol_timeout_s=2.0, cycle_deadline_s=3.0,
+    )  # fmt: skip
+    setup = ReplaySetup(
+        weight_limit=12,
+        faults=Faults(p_5xx=0.2, seed=11),
+        max_attempts=2,
+        backoff_s=0.05,
+        orders=True,  # entries and exits as signed orders on the fake's matching engine
+        **STREAM,  # the bars over the WebSocket feed, with dropped and duplicated messages
+    )
+    async with recording_server(hook) as rec:
+        destination = WebhookDestination(rec.url + "/hook", "json")
+        notifier = Notifier([destination], metrics=metrics, rate_per_minute=60_000.0, burst=1000)
+        notes = LoopNotifications(notifier)
+        return await notes.around(run_replay(
+            settings, CANDLES, journal, decider=StrategyDecider(SPEC, TF, model=_meta_model()),
+            exit_spec=ExitSpec(), guards=RiskGuards(GuardLimits(max_open_positions=1)),
+            setup=setup, metrics=metrics, on_start=notes.attach,
+        ))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prom_replay(
+    fast_prometheus: PromServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PromReplay]:
+    """The replay, run once for the module's tests, scraped by :func:`fast_prometheus`."""
+    metrics = Metrics()
+    server = start_metrics_server(metrics, "127.0.0.1", 0)
+    inst = _instance(server)
+    try:
+        fast_prometheus.add_target(inst)
+        fast_prometheus.wait_scraped(inst)  # scraped before the first cycle: series start at 0
+        journal = tmp_path_factory.mktemp("prom-replay") / "journal.sqlite"
+        hook = Recorder()
+        with quiet_structlog():
+            report = asyncio.run(_replay_with_metrics(metrics, journal, hook))
+        expr = f'sum(atra_exchange_requests_total{{instance="{inst}"}})'
+
+        def final_state_scraped() -> bool | None:
+            found = fast_prometheus.values_by(expr, "").get("")
+            return True if found == float(report.requests) else None
+
+        poll(final_state_scraped, 10.0, "a scrape after the replay's last request")
+        yield PromReplay(fast_prometheus, inst, report, journal, hook)
+    finally:
+        server.stop()
+
+
+def unseen_in_prometheus(prom: PromServer, instance: str, names: set[str]) -> dict[str, str]:
+    """``{metric name: why}`` for each of ``names`` with no series of ``instance`` in
+    Prometheus, or whose every sample over the last hour was 0."""
+    out: dict[str, str] = {}
+    for name in sorted(names):
+        sel = f'{{__name__="{name}", instance="{instance}"}}'
+        high = prom.values_by(f"max(max_over_time({sel}[1h]))", "")
+        low = prom.values_by(f"min(min_over_time({sel}[1h]))", "")
+        if not high:
+            out[name] = "no series"
+        elif high[""] == 0.0 and low[""] == 0.0:
+            out[name] = "only zero samples"
+    return out
+
+
+def test_every_dashboard_metric_has_a_non_zero_sample_in_prometheus(
+    prom_replay: PromReplay,
+) -> None:
+    assert prom_replay.report.cycles == CYCLES
+    wanted = dashboard_metrics()  # read from the dashboard JSON, not listed here
+    assert len(wanted) >= 15, f"the dashboard lost its panels, or its layout changed: {wanted}"
+    prom, inst = prom_replay.prom, prom_replay.instance
+    # the check can fail: a name nothing emits is reported, and so is a series that stayed 0
+    assert unseen_in_prometheus(prom, inst, {BOGUS_METRIC}) == {BOGUS_METRIC: "no series"}
+    missing = unseen_in_prometheus(prom, inst, wanted)
+    assert not missing, f"dashboard metrics without a non-zero sample in Prometheus: {missing}"
+
+
+def test_prometheus_agrees_with_the_fake_exchange_and_the_journal(prom_replay: PromReplay) -> None:
+    prom, inst, report = prom_replay.prom, prom_replay.instance, prom_replay.report
+    sel = f'{{instance="{inst}"}}'
+    # every answer the fake exchange sent, counted once by status class; faults answered 503
+    by_status = prom.values_by(f"sum by (status) (atra_exchange_requests_total{sel})", "status")
+    want: dict[str, float] = {}
+    for code, n in report.statuses.items():
+        want[f"{code // 100}xx"] = want.get(f"{code // 100}xx", 0.0) + n
+    assert by_status == want
+    assert want.get("5xx", 0.0) > 0, "the replay must inject 5xx answers for retries to count"
+    endpoints = prom.label_values("endpoint", f"atra_exchange_requests_total{sel}")
+    assert {"/fapi/v1/klines", "/fapi/v1/order"} <= set(endpoints), endpoints
+    assert prom.values_by(f"sum(atra_retries_total{sel})", "")[""] > 0.0
+    assert prom.values_by(f"sum(atra_ratelimit_wait_seconds_total{sel})", "")[""] > 0.0
+    assert prom.values_by(f"sum(atra_cycles_total{sel})", "") == {"": float(report.cycles)}
+
+    async def journalled() -> tuple[list[SignalRecord], int]:
+        async with Journal.open(prom_replay.journal) as j:
+            return await j.signals(), len(await j.guard_events())
+
+    signals, guard_events = asyncio.run(journalled())
+    decisions = prom.values_by(f"sum by (decision) (atra_signals_total{sel})", "decision")
+    taken = sum(s.take for s in signals)
+    assert decisions == {
+        k: float(v) for k, v in {"taken": taken, "blocked": len(signals) - taken}.items() if v
+    }
+    assert guard_events > 0
+    assert prom.values_by(f"sum(atra_risk_guard_breaches_total{sel})", "") == {
+        "": float(guard_events)
+    }
+    sent = prom.values_by(f'sum(atra_notifications_total{{instance="{inst}", outcome="sent"}})', "")
+    assert sent == {"": float(len(prom_replay.hook.received))}

@@ -26,10 +26,14 @@ import httpx
 import pytest
 from test_replay_outcome import (  # noqa: F401  (workdir: the fixture)
     ARGS,
+    CANDLES,
     DAYS,
+    EXIT,
+    LIMITS,
     SPEC,
     STEP,
     SYMBOLS,
+    T0,
     TF,
     _replay,
     _settings,
@@ -38,11 +42,21 @@ from test_replay_outcome import (  # noqa: F401  (workdir: the fixture)
 
 from atra.adapters.journal.database import Journal
 from atra.adapters.journal.readonly import open_readonly
-from atra.adapters.journal.records import SignalRecord
+from atra.adapters.journal.records import (
+    EquityRecord,
+    JournalBatch,
+    PositionMark,
+    PositionRecord,
+    SignalRecord,
+)
 from atra.cli import main
 from atra.config import load_config
 from atra.core.closed_trades import CLOSED_TRADE_COLUMNS, format_decimal, format_time
+from atra.core.types import Market
 from atra.errors import ConfigError, DataError
+from atra.live.guards import RiskGuards
+from atra.live.loop import StrategyDecider
+from atra.live.replay import ReplaySetup, run_replay
 from atra.live.status_api import StatusSource
 from atra.live.status_server import StatusServer, check_bind, is_loopback, start_status_server
 from atra.live.summary import read_summary
@@ -206,6 +220,7 @@ def test_status_shows_open_positions_and_the_last_equity_mark(
     finally:
         srv.stop()
     mark = equity[-1]
+    [pos_mark] = asyncio.run(_marks(midway, mark.bar_time_ms))
     assert (body["mode"], body["execution"], body["timeframe"]) == ("replay", "paper", TF.value)
     assert body["equity"] == mark.equity
     assert body["realized_pnl"] == mark.realized_pnl
@@ -225,6 +240,161 @@ def test_status_shows_open_positions_and_the_last_equity_mark(
     assert got["take_profit_1"] - got["entry_price"] == pytest.approx(sig.tp1 - sig.entry)
     assert got["take_profit_2"] - got["entry_price"] == pytest.approx(sig.tp2 - sig.entry)
     assert got["time_exit"] == format_time(first.entry_time_ms + SPEC.horizon_bars * STEP)
+    # marked at the newest bar close: its symbol's close, side x open quantity x (close - entry)
+    close = _close(pos.symbol, mark.bar_time_ms)
+    assert got["mark_time"] == body["equity_time"] == format_time(mark.bar_time_ms)
+    assert got["mark_price"] == pos_mark.mark_price == close
+    assert got["unrealized_pnl"] == pos_mark.unrealized_pnl
+    assert got["unrealized_pnl"] == pytest.approx(
+        pos.side * pos.quantity * (close - first.entry_price), rel=1e-12
+    )
+    assert got["unrealized_pct"] == pytest.approx(
+        100.0 * pos.side * (close / first.entry_price - 1.0), rel=1e-9
+    )
+    # the only open position: its unrealised P&L is the equity mark's whole unrealised part
+    assert got["unrealized_pnl"] == pytest.approx(body["unrealized_pnl"], abs=1e-6)
+
+
+async def _marks(path: Path, bar_time_ms: int | None = None) -> list[PositionMark]:
+    async with Journal.open(path) as j:
+        return await j.position_marks(bar_time_ms)
+
+
+def _close(symbol: str, bar_time_ms: int) -> float:
+    frame = CANDLES[symbol]
+    [close] = frame.loc[frame["open_time"] == bar_time_ms, "close"].to_numpy()
+    return float(close)
+
+
+def _open_at(p: PositionRecord, t_ms: int) -> bool:
+    """``p`` held a quantity at bar ``t_ms``'s close (entered at or before, not yet out)."""
+    entered = p.entry_time_ms is not None and p.entry_time_ms <= t_ms
+    return entered and (p.exit_time_ms is None or p.exit_time_ms > t_ms)
+
+
+@pytest.mark.parametrize("which", ["journal", "orders_journal"])
+def test_position_marks_add_up_to_every_equity_marks_unrealised_part(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """Paper fills, and the order path (where a time exit fills at the next open: the position
+    is still marked at the close the exit was sent at)."""
+    journal: Path = request.getfixturevalue(which)
+
+    async def read():  # type: ignore[no-untyped-def]
+        async with Journal.open(journal) as j:
+            return await j.equity(), await j.position_marks(), await j.positions(), await j.fills()
+
+    equity, marks, positions, fills = asyncio.run(read())
+    initial = _settings().initial_equity
+    by_id = {p.position_id: p for p in positions}
+    by_bar: dict[int, list[PositionMark]] = {}
+    for m in marks:
+        by_bar.setdefault(m.bar_time_ms, []).append(m)
+    assert set(by_bar) <= {e.bar_time_ms for e in equity}
+    held = 0
+    for e in equity:
+        mine = by_bar.get(e.bar_time_ms, [])
+        open_ids = {p.position_id for p in positions if _open_at(p, e.bar_time_ms)}
+        assert {m.position_id for m in mine} == open_ids, format_time(e.bar_time_ms)
+        unrealised = e.equity - initial - e.realized_pnl
+        assert sum(m.unrealized_pnl for m in mine) == pytest.approx(unrealised, abs=1e-6)
+        held += bool(mine)
+    assert held >= 20, "the replay must hold positions over many bars for this to mean anything"
+    for m in marks:
+        pos = by_id[m.position_id]
+        legs = sum(
+            f.quantity
+            for f in fills
+            if f.client_order_id == m.position_id
+            and f.leg.startswith("leg")
+            and f.time_ms <= m.bar_time_ms
+        )
+        assert (m.symbol, m.side, m.entry_price) == (pos.symbol, pos.side, pos.entry_price)
+        assert m.quantity == pytest.approx(pos.quantity - legs, rel=1e-12)
+        assert m.mark_price == _close(m.symbol, m.bar_time_ms)
+        assert m.unrealized_pnl == m.side * m.quantity * (m.mark_price - m.entry_price)
+
+
+def _order_replay(path: Path, **kw: object) -> None:
+    """The module's replay through the real order path against the fake's matching engine:
+    a time exit is a market order sent at a close and filled at the next open."""
+    s = _settings(**kw)
+    asyncio.run(run_replay(
+        s, {sym: CANDLES[sym] for sym in s.symbols}, path,
+        decider=StrategyDecider(SPEC, TF, costs=EXIT), exit_spec=EXIT,
+        guards=RiskGuards(LIMITS), setup=ReplaySetup(market=Market.PERP, orders=True),
+    ))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def orders_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("status-orders") / "orders.sqlite"
+    with quiet_structlog():
+        _order_replay(path)
+    return path
+
+
+def test_a_time_exit_at_the_next_open_is_closing_with_its_mark(
+    orders_journal: Path, clock: FakeClock, tmp_path: Path
+) -> None:
+    closed, _, _ = asyncio.run(_journal_state(orders_journal, ("closed",)))
+    timed = next(p for p in closed if p.reason == "TIME")
+    assert timed.exit_time_ms is not None
+    last_bar = timed.exit_time_ms - STEP  # its time exit is sent at this close
+    cut = tmp_path / "cut.sqlite"
+    _order_replay(cut, stop_ms=timed.exit_time_ms)  # the last bar processed is last_bar
+    [state] = [
+        p
+        for p in asyncio.run(_journal_state(cut, ("closed",)))[0]
+        if (p.symbol, p.signal_time_ms) == (timed.symbol, timed.signal_time_ms)
+    ]
+    assert state.exit_time_ms == timed.exit_time_ms  # booked closed at the next open already
+    srv = start_status_server(_source(cut, clock), "127.0.0.1", 0)
+    try:
+        body = httpx.get(f"{srv.url}/status").json()
+    finally:
+        srv.stop()
+    assert body["equity_time"] == format_time(last_bar)
+    [got] = [p for p in body["open_positions"] if p["position_id"] == state.position_id]
+    assert got["status"] == "closing"
+    assert got["mark_price"] == _close(timed.symbol, last_bar)
+    assert got["unrealized_pnl"] == pytest.approx(
+        state.side * state.quantity * (got["mark_price"] - got["entry_price"]), rel=1e-12
+    )
+    total = sum(p["unrealized_pnl"] for p in body["open_positions"] if p["status"] != "pending")
+    assert total == pytest.approx(body["unrealized_pnl"], abs=1e-6)
+    assert body["unrealized_pnl"] != 0.0
+
+
+def test_a_journal_from_before_the_marks_shows_null_not_zero(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    old = tmp_path / "v2.sqlite"
+    pos = PositionRecord(
+        "p1", "ema_cross", "AAAUSDT", 1, T0, 2.0, 1.0, 2.0, 3.0, 12, "open", T0 + STEP, 100.0
+    )
+
+    async def write_v2() -> None:
+        async with Journal.open(old, target_version=2) as j:
+            mark = EquityRecord(T0 + STEP, 10_010.0, -0.1, 1)
+            await j.write(JournalBatch(positions=[pos], equity=mark))
+
+    asyncio.run(write_v2())
+    srv = start_status_server(_source(old, clock), "127.0.0.1", 0)
+    try:
+        resp = httpx.get(f"{srv.url}/status")
+    finally:
+        srv.stop()
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    version = sqlite3.connect(old).execute("SELECT max(version) FROM schema_version").fetchone()
+    assert version == (2,), "the reader must not migrate it"
+    assert body["unrealized_pnl"] == pytest.approx(10_010.0 - 10_000.0 + 0.1)
+    [got] = body["open_positions"]
+    assert (got["status"], got["entry_price"]) == ("open", 100.0)
+    assert [got[k] for k in ("mark_time", "mark_price", "unrealized_pnl", "unrealized_pct")] == [
+        None
+    ] * 4
 
 
 # ---- signals / explain -----------------------------------------------------------------------

@@ -456,3 +456,29 @@ def test_counterpart_given_twice_and_missing_funding_file(
 def test_settings_from_a_config_object() -> None:
     cfg = AtraConfig.model_validate({"strategy": {"horizon_bars": 6}})
     assert atra.settings(cfg).signal.horizon_bars == 6
+
+
+def test_a_tp1_partial_in_the_config_reaches_labels_and_backtest(
+    spot: list[Candles], tmp_path: Path
+) -> None:
+    """``strategy.tp1_fraction`` / ``move_to_be`` are the labels' and the backtest's exits: a
+    half at TP1 leaves a second leg that ends at TP2, break-even or the time barrier."""
+    toml = tmp_path / "atra.toml"
+    toml.write_text("[strategy]\ntp1_fraction = 0.5\nmove_to_be = true\n")
+    split = atra.settings(toml)
+    assert (split.exit.tp1_fraction, split.exit.move_to_be) == (0.5, True)
+    assert (split.backtest.tp1_fraction, split.backtest.move_to_be) == (0.5, True)
+    uni = atra.universe(spot)
+    events = atra.signals(uni, split.signal)
+    whole = atra.backtest(uni, events, atra.settings().backtest).trades
+    halves = atra.backtest(uni, events, split.backtest).trades
+    assert set(whole["leg1_fraction"].dropna()) <= {1.0}
+    two_legs = halves[halves["leg1_fraction"] == 0.5]
+    assert len(two_legs) > 0
+    second = set(two_legs["leg2_reason"].astype(str))
+    assert second <= {"TP2", "BE", "TIME", "SL"}
+    assert {"TP2", "BE"} <= second
+    assert not np.allclose(halves["pnl"].sum(), whole["pnl"].sum())
+    assert not atra.labels(uni, events, split.exit)["ret_net"].equals(
+        atra.labels(uni, events, atra.settings().exit)["ret_net"]
+    )

@@ -1,4 +1,5 @@
-"""``live.feed`` and ``live.stream_wait_s``: read from the file and the environment, checked."""
+"""``live.feed``, ``live.stream_wait_s`` and the stream URLs: read from the file and the
+environment, checked."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ def test_feed_defaults_to_rest() -> None:
     cfg = load_config(None, env={})
     assert cfg.live.feed == "rest"
     assert cfg.live.stream_wait_s == 5.0
+
+
+def test_stream_urls_default_to_binance_and_are_overridable(tmp_path: Path) -> None:
+    cfg = load_config(None, env={})
+    assert cfg.live.perp_stream_url == "wss://fstream.binance.com"
+    assert cfg.live.spot_stream_url == "wss://stream.binance.com:9443"
+    env = {"ATRA__LIVE__SPOT_STREAM_URL": "ws://127.0.0.1:9001/spot/"}
+    cfg = load_config(None, env=env)
+    assert cfg.live.spot_stream_url == "ws://127.0.0.1:9001/spot"
 
 
 def test_feed_from_file_and_env(tmp_path: Path) -> None:
@@ -34,6 +44,8 @@ def test_feed_from_file_and_env(tmp_path: Path) -> None:
             'feed = "ws"\nstream_wait_s = 30\ncycle_deadline_s = 30',
             r"stream_wait_s \(30\) must be below cycle_deadline_s",
         ),
+        ('perp_stream_url = "https://fstream.binance.com"', "live.perp_stream_url"),
+        ('spot_stream_url = "wss://"', "live.spot_stream_url"),
     ],
 )
 def test_bad_values_are_one_line_errors(tmp_path: Path, body: str, message: str) -> None:

@@ -49,7 +49,15 @@ def test_closed_kline_fields() -> None:
         low=0.0015,
         close=0.002,
         volume=1000.0,
+        event_ms=1638747660000,
     )
+
+
+def test_event_time_must_be_an_integer() -> None:
+    payload = _closed()
+    payload["E"] = "1638747660000"
+    with pytest.raises(ExchangeError, match="E must be an integer"):
+        parse_kline_event(payload, Timeframe.M1)
 
 
 def test_combined_stream_wrapper() -> None:

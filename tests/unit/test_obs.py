@@ -437,6 +437,13 @@ def test_console_exporter_from_env() -> None:
     assert '"service.name": "atra-console"' in done.stdout
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 @pytest.mark.parametrize(
     ("env", "event", "fragment"),
     [
@@ -456,8 +463,9 @@ def test_console_exporter_from_env() -> None:
 def test_unusable_exporters_warn_and_run_without(
     env: dict[str, str], event: str, fragment: str
 ) -> None:
-    if event == "trace_exporter_unavailable" and importlib.util.find_spec("grpc") is not None:
-        pytest.skip("the grpc OTLP exporter may be installed here")
+    exporter = "opentelemetry.exporter.otlp.proto.grpc"
+    if event == "trace_exporter_unavailable" and _importable(exporter):
+        pytest.skip("the grpc OTLP exporter is installed here")
     buf = configure_json()
     provider = obs.configure_tracing(env=env)
     with obs.span("unexported"):
@@ -528,6 +536,11 @@ EXPECTED_FAMILIES = {
     "atra_risk_guard_breaches": ("counter", {"guard"}),
     "atra_errors": ("counter", {"type"}),
     "atra_notifications": ("counter", {"destination", "event", "outcome"}),
+    "atra_stream_messages": ("counter", {"market"}),
+    "atra_stream_reconnects": ("counter", {"market", "reason"}),
+    "atra_stream_backfilled_bars": ("counter", {"market"}),
+    "atra_stream_duplicate_bars": ("counter", {"market"}),
+    "atra_stream_lag_seconds": ("histogram", {"market"}),
 }
 
 
@@ -550,6 +563,11 @@ def exercise(m: Metrics) -> None:
     m.risk_guard_breaches_total.labels(guard="max_positions").inc()
     m.errors_total.labels(type="TransientExchangeError").inc()
     m.notifications_total.labels(destination="telegram", event="guard", outcome="sent").inc()
+    m.stream_messages_total.labels(market="perp").inc(100)
+    m.stream_reconnects_total.labels(market="perp", reason="planned").inc()
+    m.stream_backfilled_bars_total.labels(market="perp").inc(2)
+    m.stream_duplicate_bars_total.labels(market="perp").inc()
+    m.stream_lag_seconds.labels(market="perp").observe(0.04)
 
 
 def test_metric_families_names_types_and_labels() -> None:

@@ -122,6 +122,29 @@ def test_the_fake_answers_in_the_documented_shapes() -> None:
     assert parse_order_list(listed, "fake").reports[1].type == "LIMIT"
 
 
+def test_the_fake_cancels_a_list_in_the_documented_shape() -> None:
+    """Cancel Order list's answer: the documented fields, its ``orderReports`` without a time
+    (read as 0: the broker looks each leg up for its time)."""
+    take = SpotOrder("BTCUSDT", "t", 8, "SELL", "LIMIT_MAKER", 1.0, 110.0, 0.0, "CANCELED",
+                     list_cid="l", list_id=1)  # fmt: skip
+    stop = SpotOrder("BTCUSDT", "s", 9, "SELL", "STOP_LOSS", 1.0, 0.0, 90.0, "CANCELED",
+                     list_cid="l", list_id=1)  # fmt: skip
+    listed = spot_list_json(SpotList("BTCUSDT", "l", 1, [take, stop], "ALL_DONE"), "listcancel")
+    documented = load("cancel_order_list.json")
+    assert list(listed) == list(documented)
+    assert (listed["listStatusType"], listed["listOrderStatus"]) == ("ALL_DONE", "ALL_DONE")
+    doc_stop, doc_take = documented["orderReports"]
+    ours_stop, ours_take = listed["orderReports"]  # type: ignore[misc]
+    assert list(ours_stop) == list(doc_stop)
+    assert list(ours_take) == list(doc_take)
+    for answer in (listed, documented):
+        parsed = parse_order_list(answer, "cancel")
+        assert [r.status for r in parsed.reports] == ["CANCELED", "CANCELED"]
+        assert [r.update_time_ms for r in parsed.reports] == [0, 0]
+    ours = parse_order_list(listed, "fake")
+    assert [r.client_order_id for r in ours.reports] == ["s", "t"]  # origClientOrderId
+
+
 def test_bad_fields_are_one_line_errors() -> None:
     row = load("query_order.json") | {"executedQty": "x"}
     with pytest.raises(ExchangeError, match=r"^q: field executedQty is not a decimal string"):

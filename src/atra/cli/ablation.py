@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atra.cli import app
+from atra.cli.backend_options import Address, Backend, Workers, backend_spec
 from atra.cli.console import print_wide, when
 from atra.cli.options import (
     EmbargoHours,
@@ -122,25 +123,31 @@ def ablation_cmd(
     json_only: Annotated[
         bool, typer.Option("--json-only", help="Print only the JSON line, no table.")
     ] = False,
+    backend: Backend = "local",
+    address: Address = None,
+    workers: Workers = None,
 ) -> None:
     """Walk-forward once per feature set (price, +volume, +fundamental, +alternative,
     +cross_asset, + each plug-in family): OOS AUC, primary vs filtered Sharpe, trades, after
     costs; a table and one JSON line."""
+    spec = backend_spec(backend, address, workers)
     from atra.research.ablation import run_ablation_loop
+    from atra.research.backends import open_backend
 
-    console, result = run_walkforward_loop(
-        run_ablation_loop,
-        selection,
-        retrain_days=retrain_days,
-        embargo_hours=embargo_hours,
-        min_train_days=min_train_days,
-        min_train_events=min_train_events,
-        first_test=first_test,
-        runs_dir=runs_dir,
-        n_trials=n_trials,
-        seed=seed,
-        n_jobs=n_jobs,
-    )
+    with open_backend(spec, n_jobs=n_jobs):
+        console, result = run_walkforward_loop(
+            run_ablation_loop,
+            selection,
+            retrain_days=retrain_days,
+            embargo_hours=embargo_hours,
+            min_train_days=min_train_days,
+            min_train_events=min_train_events,
+            first_test=first_test,
+            runs_dir=runs_dir,
+            n_trials=n_trials,
+            seed=seed,
+            n_jobs=n_jobs,
+        )
     if not json_only:
         print_ablation(console, result, runs_dir)
     typer.echo(json.dumps(result.to_json(), allow_nan=False))

@@ -112,6 +112,7 @@ def _settings(
         window_bars=window_bars,
         max_cycles=max_cycles,
         funding=lv.market is Market.PERP,
+        settle_heap=True,  # one loop per process: no full garbage collection inside a cycle
     )
 
 
@@ -157,7 +158,14 @@ async def _run_live(
         side_client or contextlib.nullcontext(),
         Journal.open(journal_path, exclusive=True) as journal,
         live_series(cfg, decider.inputs, settings.symbol_timeout_s) as series,
-        live_stream(lv, client, settings.symbols, settings.timeframe) as stream,
+        live_stream(
+            lv,
+            client,
+            settings.symbols,
+            settings.timeframe,
+            inputs=decider.inputs,
+            side_client=side_client,
+        ) as stream,
     ):
         run_id = await journal.meta("run_id", settings.run_id)
         clock = SystemClock()
@@ -165,7 +173,7 @@ async def _run_live(
         if live:
             key = ex.api_key.get_secret_value() if ex.api_key else ""
             secret = ex.api_secret.get_secret_value() if ex.api_secret else ""
-            if lv.market is Market.SPOT:  # long only; exits as one OCO (docs: live trading)
+            if lv.market is Market.SPOT:  # long only; exits as OCO lists (docs: live trading)
                 broker = SpotBroker(
                     SpotTrader(client, api_key=key, api_secret=secret),
                     exit_spec(cfg),
@@ -298,10 +306,6 @@ def live_cmd(
     cfg = load_run_config(config)
     configure_logging_from(cfg).add_secrets(cfg.notify.secret_values())
     if live:
-        if cfg.live.market is Market.SPOT and exit_spec(cfg).tp1_fraction < 1.0:
-            raise ConfigError(
-                "--live on spot: exits are one OCO (take-profit + stop), tp1_fraction must be 1.0"
-            )
         if not replay and cfg.live.paper:
             raise ConfigError(
                 "--live: the config says live.paper = true; real orders need live.paper = false "

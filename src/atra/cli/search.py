@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from atra.cli import app
+from atra.cli.backend_options import Address, Backend, Workers, backend_spec
 from atra.cli.console import make_console, print_wide, stage_progress
 from atra.cli.options import (
     EmbargoHours,
@@ -60,6 +61,12 @@ def search_cmd(
     min_train_events: MinTrainEvents = 200,
     seed: Annotated[int, typer.Option("--seed", help="Sampler and LightGBM seed.")] = 7,
     n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel fold fits.")] = 2,
+    backend: Backend = "local",
+    address: Address = None,
+    workers: Workers = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Also write the search page (HTML) here.")
+    ] = None,
 ) -> None:
     """Search rules, barriers and the meta model out of sample; deflated Sharpe, PBO and the
     final span in the report (a table, then one JSON line)."""
@@ -71,6 +78,7 @@ def search_cmd(
     if embargo_hours is not None and embargo_hours < 0:
         raise ConfigError(f"--embargo-hours must be >= 0, got {embargo_hours}")
     final_ms = None if final_from is None else parse_time(final_from, "--final-from")
+    spec = backend_spec(backend, address, workers)
     from atra.cli.plugins import load_run_config
     from atra.cli.series import configured_inputs
     from atra.research.search_run import SearchRequest, run_search
@@ -93,6 +101,7 @@ def search_cmd(
         sampler=sampler,
         seed=seed,
         n_jobs=n_jobs,
+        backend=spec,
         final_from_ms=final_ms,
         pbo_splits=pbo_splits,
         walkforward=WalkForwardOverrides(
@@ -126,4 +135,9 @@ def search_cmd(
         markup=False,
         soft_wrap=True,
     )
+    if html_out is not None:
+        from atra.research.search_html import write_study_page
+
+        page = write_study_page(storage, study_name, report, html_out, seed=seed)
+        console.print(f"search page: {page}", markup=False, soft_wrap=True)
     typer.echo(json.dumps(report.to_dict(), sort_keys=True))

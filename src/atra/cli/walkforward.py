@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from atra.cli import app
+from atra.cli.backend_options import Address, Backend, Workers, backend_spec
 from atra.cli.console import print_wide, when
 from atra.cli.options import (
     EmbargoHours,
@@ -88,22 +89,28 @@ def walkforward_cmd(
     seed: Annotated[int, typer.Option("--seed", help="LightGBM seed (recorded in the run).")] = 7,
     n_jobs: NJobs = 2,
     first_test: FirstTest = None,
+    backend: Backend = "local",
+    address: Address = None,
+    workers: Workers = None,
 ) -> None:
     """Walk-forward meta model, backtested out-of-sample: primary-only vs meta-filtered vs
     buy-and-hold, after costs; writes the run record and its HTML report."""
+    spec = backend_spec(backend, address, workers)
+    from atra.research.backends import open_backend
     from atra.research.evaluation.loop import run_research_loop
 
-    console, ev = run_walkforward_loop(
-        run_research_loop,
-        selection,
-        retrain_days=retrain_days,
-        embargo_hours=embargo_hours,
-        min_train_days=min_train_days,
-        min_train_events=min_train_events,
-        first_test=first_test,
-        runs_dir=runs_dir,
-        n_trials=n_trials,
-        seed=seed,
-        n_jobs=n_jobs,
-    )
+    with open_backend(spec, n_jobs=n_jobs):
+        console, ev = run_walkforward_loop(
+            run_research_loop,
+            selection,
+            retrain_days=retrain_days,
+            embargo_hours=embargo_hours,
+            min_train_days=min_train_days,
+            min_train_events=min_train_events,
+            first_test=first_test,
+            runs_dir=runs_dir,
+            n_trials=n_trials,
+            seed=seed,
+            n_jobs=n_jobs,
+        )
     print_evaluation(console, ev)

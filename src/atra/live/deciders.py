@@ -90,8 +90,8 @@ class StrategyDecider:
             # exactly as in training (atra.research.pipeline builds its features with
             # bar_features too)
             features, _ = bar_features(candles, ctx, model_bar_features(self.model))
-        else:
-            features = candles[["open_time"]]
+        else:  # decide() reads the open time only (to_frame: a view, 8x faster than [[...]])
+            features = candles["open_time"].to_frame()
         return decide(
             candles,
             features,

@@ -43,9 +43,9 @@ reported once (``foreign_order_seen``) and left alone.
 The order vocabulary, rounding, the protective plan and the fill accounting are plain
 functions in :mod:`atra.live.order_plan`; the positions managed, the records (with the
 accounting) and the logs of each step are kept by :class:`atra.live.bookkeeping.Bookkeeper`;
-this module holds the steps that talk to the venue. Spot, long only, with the exits as one OCO
-list: :class:`atra.live.spot_execution.SpotBroker` (a subclass overriding the protective
-placement, the entry checks and the reconciliation).
+this module holds the steps that talk to the venue. Spot, long only, with the exits as OCO
+lists: :class:`atra.live.spot_execution.SpotBroker` (a subclass overriding the exit steps,
+the entry checks and the reconciliation).
 
 Known limits: partial fills are booked once the order is final (a TP cancelled after a partial
 fill books its executed part); ``close_position`` stops close the symbol's whole net position,

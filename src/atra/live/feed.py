@@ -2,22 +2,21 @@
 
 :class:`CandleFeed` keeps one :class:`~atra.live.settings.Window` of recent candles per symbol
 and fetches, for a cycle, the new closed candles of every symbol at once
-(:meth:`CandleFeed.fetch_all`): each fetch under ``symbol_timeout_s`` and all of them under
-``cycle_deadline_s``; a symbol whose fetch fails, times out or returns bad data is reported as
-failed. A symbol with open positions (``funding`` on) gets its funding rates fetched with its
-candles. Without a backlog, a symbol's decision starts in the executor as soon as its candle
-arrives, overlapping the other symbols' requests (``early_decisions``).
+(:meth:`CandleFeed.fetch_all`, as :class:`~atra.live.settings.Bars`): each fetch under
+``symbol_timeout_s`` and all of them under ``cycle_deadline_s``; a symbol whose fetch fails,
+times out or returns bad data is reported as failed. A symbol with open positions
+(``funding`` on) gets its funding rates fetched with its candles. Without a backlog, a
+symbol's decision starts in the executor as soon as its candle arrives (``early_decisions``).
 
 A model's side data (:class:`~atra.core.features.context.ModelInputs`) is fetched in the same
-cycle, through the same rate limiter: BTCUSDT candles once per cycle for every symbol, each
-symbol's candles on its counterpart market (``side_client``, the other market's client sharing
-the limiter) and its funding rates, concurrently with its own candles. A symbol whose side data
-cannot be fetched fails for the cycle like a failed candle fetch (it is decided on a later
-cycle, never with a missing input). The external series
-(:class:`~atra.live.series_feed.SeriesFeed`) are refreshed once per cycle beside the fetches,
-and every decision of the cycle waits for that refresh. :meth:`CandleFeed.context` assembles a
-decision's
-:class:`~atra.core.features.registry.FeatureContext` from them with
+cycle, through the same rate limiter: BTCUSDT candles once per cycle, each symbol's candles on
+its counterpart market (``side_client``, sharing the limiter) and its funding rates,
+concurrently with its own candles; a symbol whose side data cannot be fetched fails for the
+cycle (decided later, never with a missing input). Funding rates, for positions and features
+alike, are fetched only when a new settled rate can exist (:mod:`atra.live.funding_due`). The
+external series (:class:`~atra.live.series_feed.SeriesFeed`) are refreshed once per cycle and
+every decision waits for that. :meth:`CandleFeed.context` assembles a decision's
+:class:`~atra.core.features.registry.FeatureContext` with
 :func:`~atra.core.features.context.assemble_context`, the function research uses.
 """
 
@@ -42,16 +41,23 @@ from atra.core.types import Market
 from atra.core.validation import DAY_MS
 from atra.errors import ConfigError, DataError
 from atra.live.deciders import DecisionFn, decide_one
-from atra.live.ledger import FundingBook
+from atra.live.funding_due import FUNDING_PROBE_MS, funding_due, recent_funding_times
+from atra.live.ledger import FUNDING_PAGE, FundingBook
 from atra.live.paper import Broker
 from atra.live.series_feed import SeriesFeed
-from atra.live.settings import CANDLE_COLS, LoopSettings, Window
-from atra.live.stream_feed import StreamBars
+from atra.live.settings import Bars, LoopSettings, Window, append_after
+from atra.live.stream_feed import BTC_SYMBOL, StreamBars
 from atra.obs import span
 
-__all__ = ["BTC_SYMBOL", "FUNDING_LOOKBACK_MS", "CandleFeed", "Fetched", "check_servable"]
+__all__ = [
+    "BTC_SYMBOL",
+    "FUNDING_LOOKBACK_MS",
+    "CandleFeed",
+    "Fetched",
+    "append_after",
+    "check_servable",
+]
 
-BTC_SYMBOL = "BTCUSDT"
 FUNDING_LOOKBACK_MS = 31 * DAY_MS
 """Funding history kept before a window's first bar (research reads a month before its bars)."""
 
@@ -85,7 +91,7 @@ def check_servable(inputs: ModelInputs | None, client: ExchangeClient,
             )
 
 
-Fetched = tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, tuple[Decision, float]]]
+Fetched = tuple[dict[str, Bars], dict[str, str], dict[str, tuple[Decision, float]]]
 """A cycle's fetch: the new candles per symbol, the failed symbols with their error, and the
 early decisions with the equity they were sized with."""
 
@@ -121,13 +127,18 @@ class CandleFeed:
         self.decider = decider
         self.inputs = inputs
         self.step_ms = settings.timeframe.ms
-        self.windows: dict[str, Window] = {s: Window() for s in settings.symbols}
+        cap = 2 * settings.window_bars  # an append copies a bar O(1) times on average
+        self.windows: dict[str, Window] = {s: Window(cap) for s in settings.symbols}
         need = inputs or ModelInputs()
         self.counterparts: dict[str, Window] = (
-            {s: Window() for s in settings.symbols} if need.needs_counterpart else {}
+            {s: Window(cap) for s in settings.symbols} if need.needs_counterpart else {}
         )
-        self.btc: Window | None = Window() if need.needs_btc else None
+        self.btc: Window | None = Window(cap) if need.needs_btc else None
         self.context_funding: dict[str, pd.DataFrame] = {}
+        self._paid_funding: dict[str, npt.NDArray[np.int64] | None] = {}
+        """The last funding times fetched for open positions (None: a page was full)."""
+        self._more_funding: set[str] = set()
+        """Symbols whose last context funding fetch was a full page (fetched on at once)."""
         self._executor = executor
         self.stream = stream
         """``live.feed = "ws"``: new bars come from the kline stream, REST fills the gaps."""
@@ -176,7 +187,7 @@ class CandleFeed:
             await asyncio.wait(stragglers)
         if series_task is not None:
             await series_task  # the bar step's decisions use the refreshed series too
-        frames: dict[str, pd.DataFrame] = {}
+        frames: dict[str, Bars] = {}
         failed: dict[str, str] = {}
         pre: dict[str, tuple[Decision, float]] = {}
         for sym, task in tasks.items():
@@ -202,25 +213,27 @@ class CandleFeed:
         done_ms: int,
         equity: float | None,
         shared: Sequence[asyncio.Task[None]] = (),
-    ) -> tuple[pd.DataFrame, Decision | None]:
+    ) -> tuple[Bars, Decision | None]:
         """Fetch ``sym`` and its side data; when its only new bar is ``bar_ms`` and ``equity``
         is known, decide it right away in the executor (the same call the bar step would
         make). ``shared``: the cycle's BTC fetch and series refresh, awaited first."""
-        frame, _ = await asyncio.gather(
-            self._fetch_symbol(sym, bar_ms, done_ms), self._fetch_side(sym, bar_ms, done_ms)
-        )
+        if self.inputs is None:  # no side data: no second task per symbol
+            frame = await self._fetch_symbol(sym, bar_ms, done_ms)
+        else:
+            frame, _ = await asyncio.gather(
+                self._fetch_symbol(sym, bar_ms, done_ms), self._fetch_side(sym, bar_ms, done_ms)
+            )
         for task in shared:
             await asyncio.shield(task)  # shared by every symbol: never cancelled by one
         win = self.windows[sym]
         last = win.last_ms
         if equity is None or last is None or len(frame) == 0:
             return frame, None
-        new = frame[frame["open_time"] > last]
-        if len(new) != 1 or int(new["open_time"].iloc[0]) != bar_ms:
+        new = frame.after(last)
+        if len(new) != 1 or int(new.open_time[0]) != bar_ms:
             return frame, None
-        n = int(win.open_time.shape[0])
-        lo = max(0, n - (self.settings.window_bars - 1))
-        candles = pd.concat([win.frame(lo, n), new], ignore_index=True)
+        n = len(win)
+        candles = win.frame(max(0, n - (self.settings.window_bars - 1)), n, then=new)
         loop = asyncio.get_running_loop()
         decision = await loop.run_in_executor(
             self._executor,
@@ -244,8 +257,7 @@ class CandleFeed:
         frame = await self._fetch_window(
             self.client, BTC_SYMBOL, self.btc, bar_ms, done_ms, f"BTC context {BTC_SYMBOL}"
         )
-        if len(frame):
-            self.btc.append(frame)
+        append_after(self.btc, frame)
 
     async def _fetch_side(self, sym: str, bar_ms: int, done_ms: int) -> None:
         """``sym``'s counterpart candles and funding rates up to ``bar_ms``, as the model
@@ -265,8 +277,7 @@ class CandleFeed:
         win = self.counterparts[sym]
         what = f"counterpart {self.side_client.market} {sym}"
         frame = await self._fetch_window(self.side_client, sym, win, bar_ms, done_ms, what)
-        if len(frame):
-            win.append(frame)
+        append_after(win, frame)
 
     async def _fetch_context_funding(self, sym: str, bar_ms: int, done_ms: int) -> None:
         """Funding events of ``sym`` after the last one held, up to the close of ``bar_ms``
@@ -279,6 +290,9 @@ class CandleFeed:
         end = bar_ms + self.step_ms - 1  # an event at the close instant is not usable yet
         if start > end:
             return
+        times = None if held is None else held["funding_time"].to_numpy(np.int64)
+        if sym not in self._more_funding and not funding_due(times, end):
+            return  # no settled rate can have appeared since the last fetch
         with span("live.fetch_funding", symbol=sym, open_time=bar_ms, purpose="features"):
             async with asyncio.timeout(self.settings.symbol_timeout_s):
                 fetch_range = getattr(self.client, "fetch_funding_range", None)
@@ -286,6 +300,10 @@ class CandleFeed:
                     frame: pd.DataFrame = await fetch_range(sym, start, end + 1)
                 else:
                     frame = await self.client.fetch_funding(sym, start_ms=start, end_ms=end)
+        if fetch_range is None and len(frame) >= FUNDING_PAGE:  # a full page: more may follow
+            self._more_funding.add(sym)
+        else:
+            self._more_funding.discard(sym)
         times = frame["funding_time"].to_numpy(np.int64)
         if times.size and (int(times[0]) < start or int(times[-1]) > end):
             raise DataError(f"funding {sym}: events outside {start}..{end}")
@@ -304,21 +322,31 @@ class CandleFeed:
         bar_ms: int,
         done_ms: int,
         what: str,
-    ) -> pd.DataFrame:
+    ) -> Bars:
         """Closed bars of ``sym`` on ``client`` after ``win``'s last bar up to ``bar_ms``
         (a fresh window: from :meth:`_first_start`), validated."""
         last = win.last_ms
         start = self._first_start(bar_ms, done_ms) if last is None else last + self.step_ms
         if start > bar_ms:
             return self._empty()
+        market = client.market
+        streamed = None
+        if self.stream is not None and last is not None and self.stream.carries(sym, market):
+            with span("live.stream_wait", symbol=sym, open_time=bar_ms, purpose=what):
+                streamed = await self.stream.take(sym, start, bar_ms, market)
+        if streamed is not None:
+            return streamed  # checked bar by bar as they were taken
         with span("live.fetch", symbol=sym, open_time=bar_ms, purpose=what):
             async with asyncio.timeout(self.settings.symbol_timeout_s):
                 frame = await self._klines(client, sym, start, bar_ms)
+        if self.stream is not None and len(frame) and self.stream.carries(sym, market):
+            last_t = int(frame["open_time"].iloc[-1])
+            self.stream.note(sym, last_t, market, bars=len(frame))
         arrays = candle_arrays(frame, what)
         t = arrays.open_time
         if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):
             raise DataError(f"candles {what}: bars outside {start}..{bar_ms}")
-        return frame
+        return Bars.checked(arrays, frame["volume"].to_numpy(np.float64))
 
     async def _klines(
         self, client: ExchangeClient, sym: str, start: int, bar_ms: int
@@ -363,7 +391,7 @@ class CandleFeed:
             symbol=sym,
         )
 
-    async def _fetch_symbol(self, sym: str, bar_ms: int, done_ms: int) -> pd.DataFrame:
+    async def _fetch_symbol(self, sym: str, bar_ms: int, done_ms: int) -> Bars:
         """Closed bars of ``sym`` after its window's last bar up to ``bar_ms`` (the whole
         window on the first call), validated."""
         s = self.settings
@@ -377,33 +405,45 @@ class CandleFeed:
             with span("live.stream_wait", symbol=sym, open_time=bar_ms):
                 streamed = await self.stream.take(sym, start, bar_ms)
         if streamed is not None:
-            frame = streamed
+            bars = streamed  # checked bar by bar as they were taken
         else:
             with span("live.fetch", symbol=sym, open_time=bar_ms):
                 async with asyncio.timeout(s.symbol_timeout_s):
                     frame = await self._klines(self.client, sym, start, bar_ms)
             if self.stream is not None and len(frame):
-                self.stream.note(sym, int(frame["open_time"].iloc[-1]))
-        arrays = candle_arrays(frame, sym)  # DataError on a bad price or order
-        t = arrays.open_time
-        if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):
-            raise DataError(f"candles {sym}: bars outside {start}..{bar_ms}")
+                n = len(frame) if last is not None else 0  # the first fill is not a backfill
+                self.stream.note(sym, int(frame["open_time"].iloc[-1]), bars=n)
+            arrays = candle_arrays(frame, sym)  # DataError on a bad price or order
+            t = arrays.open_time
+            if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):
+                raise DataError(f"candles {sym}: bars outside {start}..{bar_ms}")
+            bars = Bars.checked(arrays, frame["volume"].to_numpy(np.float64))
         if s.funding and self.broker.open_count(sym):
             async with asyncio.timeout(s.symbol_timeout_s):
                 await self.fetch_funding(sym, bar_ms)
-        return frame
+        return bars
 
     async def fetch_funding(self, sym: str, upto_ms: int) -> None:
-        """Funding rates of ``sym`` up to ``upto_ms`` not fetched yet (from the oldest
-        position's signal on)."""
+        """Funding rates of ``sym`` up to ``upto_ms`` not fetched yet, when a new settled
+        rate can exist (:func:`funding_due`); the first fetch reaches
+        :data:`FUNDING_PROBE_MS` before the oldest position's signal (the interval's rows)."""
         known = self.funding.known_until(sym)
         if known is not None and known >= upto_ms:
             return
+        if known is not None and not funding_due(self._paid_funding.get(sym), upto_ms):
+            return  # no settled rate can have appeared since the last fetch
         if known is None:
-            known = min((p.signal_time_ms for p in self.broker.positions(sym)), default=upto_ms)
+            first = min((p.signal_time_ms for p in self.broker.positions(sym)), default=upto_ms)
+            known = first - FUNDING_PROBE_MS
         with span("live.fetch_funding", symbol=sym, open_time=upto_ms):
             frame = await self.client.fetch_funding(sym, start_ms=known + 1, end_ms=upto_ms)
         self.funding.extend(sym, frame, start_ms=known + 1, upto_ms=upto_ms)
+        times = frame["funding_time"].to_numpy(np.int64)
+        self._paid_funding[sym] = (
+            None  # more rows than one page: fetch on at once
+            if len(frame) >= FUNDING_PAGE
+            else recent_funding_times(self._paid_funding.get(sym), times)
+        )
 
     async def client_range(
         self, sym: str, start_ms: int, end_ms: int, client: ExchangeClient | None = None
@@ -418,20 +458,14 @@ class CandleFeed:
         return frame
 
     @staticmethod
-    def _empty() -> pd.DataFrame:
-        data: dict[str, npt.NDArray[np.generic]] = {"open_time": np.empty(0, np.int64)}
-        data.update({c: np.empty(0, np.float64) for c in CANDLE_COLS})
-        return pd.DataFrame(data)
+    def _empty() -> Bars:
+        return Bars.empty()
 
     # ---- windows ---------------------------------------------------------------------------
 
-    def append(self, sym: str, frame: pd.DataFrame) -> None:
+    def append(self, sym: str, frame: Bars | pd.DataFrame) -> None:
         """Add the bars of ``frame`` after ``sym``'s window's last bar to its window."""
-        win = self.windows[sym]
-        if win.last_ms is not None:
-            frame = frame[frame["open_time"] > win.last_ms]
-        if len(frame):
-            win.append(frame)
+        append_after(self.windows[sym], frame)
 
     def bars_after(self, sym: str, done_ms: int) -> list[int]:
         """Open times of ``sym``'s window's bars after ``done_ms``, oldest first."""
@@ -455,10 +489,7 @@ class CandleFeed:
             return
         oldest = min(firsts)
         for side in [*self.counterparts.values(), *([] if self.btc is None else [self.btc])]:
-            k = side.index(oldest)
-            if k:
-                side.open_time = side.open_time[k:]
-                side.cols = {c: v[k:] for c, v in side.cols.items()}
+            side.drop_first(side.index(oldest))
         for sym, frame in self.context_funding.items():
             times = frame["funding_time"].to_numpy(np.int64)
             k = int(np.searchsorted(times, oldest - FUNDING_LOOKBACK_MS))

@@ -31,6 +31,7 @@ __all__ = [
     "PROTECTIVE",
     "QTY_TOL",
     "REASON",
+    "SPOT_LIST_KINDS",
     "STOPS",
     "TAKE_PROFITS",
     "TERMINAL",
@@ -52,17 +53,26 @@ ENTRY: Final[str] = "entry"
 EXIT_KINDS: Final[tuple[str, ...]] = ("tp1", "tp2", "sl", "be", "time", "close")
 """Exit order kinds, in the order fills of one bar are booked (take-profits first)."""
 
-KIND_RANK: Final[dict[str, int]] = {k: i for i, k in enumerate(EXIT_KINDS)}
+SPOT_LIST_KINDS: Final[tuple[str, ...]] = ("sl2", "tp2be")
+"""Exit kinds of spot only (:mod:`atra.live.spot_execution`): the stop leg of the second OCO
+(``sl2``, beside ``tp2``) and the take-profit leg of the OCO that replaces it after the
+break-even move (``tp2be``, beside ``be``)."""
+KIND_RANK: Final[dict[str, int]] = {
+    k: i for i, k in enumerate(("tp1", "tp2", "tp2be", "sl", "sl2", "be", "time", "close"))
+}
+"""Booking order of the exit kinds of one bar (take-profits first), spot's included."""
 REASON: Final[dict[str, str]] = {
     "tp1": "TP1",
     "tp2": "TP2",
+    "tp2be": "TP2",
     "sl": "SL",
+    "sl2": "SL",
     "be": "BE",
     "time": "TIME",
     "close": "SL",
 }
 """The exit reason (the kernel's name) a fill of each exit kind books."""
-TAKE_PROFITS: Final[frozenset[str]] = frozenset({"tp1", "tp2"})
+TAKE_PROFITS: Final[frozenset[str]] = frozenset({"tp1", "tp2", "tp2be"})
 STOPS: Final[frozenset[str]] = frozenset({"sl", "be"})
 CONDITIONAL: Final[frozenset[str]] = STOPS
 """Kinds placed as conditional orders (STOP_MARKET): on Binance's Algo Order API, so looked up

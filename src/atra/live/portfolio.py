@@ -14,11 +14,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from atra.adapters.journal.records import EquityRecord, JournalBatch
+from atra.adapters.journal.records import EquityRecord, JournalBatch, PositionMark
 from atra.live.feed import CandleFeed
 from atra.live.guards import PortfolioView
 from atra.live.ledger import FundingBook, Ledger
-from atra.live.paper import Broker, BrokerUpdate, unrealized
+from atra.live.paper import OPEN, Broker, BrokerUpdate
 from atra.live.settings import LoopSettings
 from atra.obs import get_logger
 
@@ -26,8 +26,8 @@ __all__ = ["Leaving", "Portfolio", "leaving_after"]
 
 log = get_logger("atra.live.loop")  # the loop's events keep one logger name
 
-Leaving = tuple[str, int, float, float]
-"""``(symbol, side, quantity, entry)`` of a position closed at the next open."""
+Leaving = tuple[str, str, int, float, float]
+"""``(position_id, symbol, side, quantity, entry)`` of a position closed at the next open."""
 
 
 class Portfolio:
@@ -110,28 +110,46 @@ class Portfolio:
 
     def mark(self, t_ms: int, leaving: Sequence[Leaving] = ()) -> EquityRecord:
         """Equity at bar ``t_ms``'s close: realised cash (fees, legs, funding) plus open
-        positions at their symbol's last close (the backtest's mark). ``leaving``: ``(symbol,
-        side, quantity, entry)`` still open at this close but already closed at the next open
-        (a time exit sent at this close)."""
+        positions at their symbol's last close (the backtest's mark), with each position's mark
+        (:class:`PositionMark`; a symbol without a finite close is not marked). ``leaving``:
+        positions still open at this close but already closed at the next open (a time exit
+        sent at this close)."""
         realized = self.realized_before(t_ms + 1)
         open_pnl = 0.0
+        marks: list[PositionMark] = []
         for sym in sorted({p.symbol for p in self.broker.positions()}):
             close = self.feed.last_close(sym, t_ms)
-            if math.isfinite(close):
-                open_pnl += unrealized(self.broker, sym, close)
-        for sym, side, qty, entry in leaving:
-            open_pnl += side * qty * (self.feed.last_close(sym, t_ms) - entry)
+            if not math.isfinite(close):
+                continue
+            subtotal = 0.0  # summed per symbol, then added: the order the backtest sums in
+            for pos in self.broker.positions(sym):
+                if pos.status != OPEN or pos.entry_price is None:
+                    continue
+                qty = self.broker.remaining(pos)
+                pnl = pos.side * qty * (close - pos.entry_price)
+                subtotal += pnl
+                marks.append(
+                    PositionMark(t_ms, pos.position_id, sym, pos.side, qty, pos.entry_price,
+                                 close, pnl)
+                )  # fmt: skip
+            open_pnl += subtotal
+        for pid, sym, side, qty, entry in leaving:
+            close = self.feed.last_close(sym, t_ms)
+            pnl = side * qty * (close - entry)
+            open_pnl += pnl
+            marks.append(PositionMark(t_ms, pid, sym, side, qty, entry, close, pnl))
         return EquityRecord(
             bar_time_ms=t_ms,
             equity=self.settings.initial_equity + realized + open_pnl,
             realized_pnl=realized,
             open_positions=self.broker.open_count(),
+            positions=tuple(marks),
         )
 
 
 def leaving_after(upd: BrokerUpdate, t_ms: int) -> list[Leaving]:
     """Positions ``upd`` closed with exit fills after bar ``t_ms`` (a time exit at the next
-    open): ``(symbol, side, quantity those fills closed, entry)``."""
+    open): ``(position id, symbol, side, quantity those fills closed, entry)``."""
     out = []
     for pos in upd.positions:
         if pos.status != "closed" or pos.entry_price is None:
@@ -142,5 +160,5 @@ def leaving_after(upd: BrokerUpdate, t_ms: int) -> list[Leaving]:
             if f.client_order_id == pos.position_id and f.leg.startswith("leg") and f.time_ms > t_ms
         )
         if qty > 0.0:
-            out.append((pos.symbol, pos.side, qty, pos.entry_price))
+            out.append((pos.position_id, pos.symbol, pos.side, qty, pos.entry_price))
     return out

@@ -34,7 +34,7 @@ from atra.live.replay_run import ReplayRun, claim_journal, replay_run
 from atra.live.retrain import Retrainer
 from atra.live.series_feed import replay_series_feed
 from atra.live.spot_execution import SpotBroker
-from atra.live.stream_feed import FeedKind, StreamBars, StreamSettings
+from atra.live.stream_feed import BTC_SYMBOL, FeedKind, StreamBars, StreamSettings
 from atra.obs import Metrics
 from atra.sim.exchange import FakeExchange, Faults
 from atra.sim.stream import StreamFaults
@@ -195,7 +195,7 @@ async def run_replay(
             side_client or contextlib.nullcontext(),
             Journal.open(journal_path, exclusive=True) as journal,
             replay_series_feed(series, clock, via_sources=series_sources) as series_feed,
-            _stream(rs, settings, fake, client, clock) as stream,
+            _stream(rs, settings, fake, client, clock, inputs, side_client) as stream,
         ):
             resumed = not await claim_journal(journal, run)
             run_id = await journal.meta("run_id", run.run_id)  # kept across restarts
@@ -261,13 +261,20 @@ async def _stream(
     fake: FakeExchange,
     client: BinanceClient,
     clock: SimClock,
+    inputs: object = None,
+    side_client: BinanceClient | None = None,
 ) -> AsyncIterator[StreamBars | None]:
-    """The kline stream of a ``feed="ws"`` replay, connected before the first cycle."""
+    """The kline streams of a ``feed="ws"`` replay (with the BTC context and the counterpart
+    market's stream when the model's ``inputs`` read them), connected before the first
+    cycle."""
     if rs.feed == "rest":
         yield None
         return
+    need = inputs if isinstance(inputs, ModelInputs) else ModelInputs()
+    side = side_client if need.needs_counterpart else None
     stream_settings = StreamSettings(
         url=fake.stream_url(rs.market),
+        side_url=None if side is None else fake.stream_url(side.market),
         wait_s=rs.stream_wait_s,
         backoff_s=0.02,
         max_backoff_s=0.5,
@@ -281,6 +288,8 @@ async def _stream(
         backfill=client,
         settings=stream_settings,
         now_s=clock.time,
+        btc=BTC_SYMBOL if need.needs_btc else None,
+        side=side,
     )
     async with bars:
         if not await bars.wait_connected(rs.client_timeout_s):

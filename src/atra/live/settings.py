@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import numpy as np
@@ -15,12 +15,14 @@ import numpy.typing as npt
 import pandas as pd
 
 from atra.core.features.registry import HISTORY_BARS
+from atra.core.signals.candles import CandleArrays
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 T = TypeVar("T")
+T_co = TypeVar("T_co", bound=np.generic)
 
 CANDLE_COLS: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume")
 
@@ -95,6 +97,10 @@ class LoopSettings:
     funding: bool = False
     """Perpetuals: fetch funding rates and charge open positions at each funding time, as
     the backtest does."""
+    settle_heap: bool = False
+    """After the first cycle, collect garbage once and freeze the survivors
+    (:meth:`~atra.live.loop.LiveLoop.settle_heap`) so no full collection lands in a later
+    cycle: ``atra live`` sets it (a process running one loop)."""
 
     def __post_init__(self) -> None:
         if not self.symbols or len(set(self.symbols)) != len(self.symbols):
@@ -121,36 +127,140 @@ class CycleResult:
     status: str
 
 
-@dataclass(slots=True)
-class Window:
-    """The recent candles of one symbol as arrays (appended to, trimmed)."""
+@dataclass(frozen=True, slots=True)
+class Bars:
+    """New closed candles of one symbol as arrays (validated, increasing open times):
+    ``cols`` holds one row per :data:`CANDLE_COLS` column. What a cycle's fetch hands the
+    windows: streamed bars never become a pandas frame."""
 
-    open_time: I64 = field(default_factory=lambda: np.empty(0, np.int64))
-    cols: dict[str, F64] = field(
-        default_factory=lambda: {c: np.empty(0, np.float64) for c in CANDLE_COLS}
-    )
+    open_time: I64
+    cols: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.open_time.shape[0])
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> Bars:
+        """The bars of a candle frame (its columns' arrays, no copy when already typed)."""
+        cols = (
+            np.stack([frame[c].to_numpy(np.float64) for c in CANDLE_COLS])
+            if len(frame)
+            else (np.empty((len(CANDLE_COLS), 0)))
+        )
+        return cls(frame["open_time"].to_numpy(np.int64), cols)
+
+    @classmethod
+    def checked(cls, arrays: CandleArrays, volume: F64) -> Bars:
+        """The bars of a frame already checked with :func:`candle_arrays` (its arrays reused,
+        one column access less per column)."""
+        cols = np.stack([arrays.open, arrays.high, arrays.low, arrays.close, volume])
+        return cls(arrays.open_time, cols)
+
+    @classmethod
+    def empty(cls) -> Bars:
+        return cls(np.empty(0, np.int64), np.empty((len(CANDLE_COLS), 0)))
+
+    def after(self, last_ms: int | None) -> Bars:
+        """The bars after ``last_ms`` (all of them when None)."""
+        k = 0 if last_ms is None else int(np.searchsorted(self.open_time, last_ms, "right"))
+        return self if k == 0 else Bars(self.open_time[k:], self.cols[:, k:])
+
+
+class Window:
+    """The recent candles of one symbol as arrays, in a preallocated buffer.
+
+    :meth:`append` writes the new bars after the last one (O(new bars); when the buffer is
+    full the live bars move to a fresh buffer twice their size, so a bar is copied O(1) times
+    on average), :meth:`trim` and :meth:`drop_first` only move the start. :attr:`open_time`,
+    :attr:`cols` and :meth:`frame` are read-only views, never copies; a view handed out stays
+    valid (appends write after it, a full buffer is replaced, never overwritten).
+    """
+
+    __slots__ = ("_cols", "_hi", "_lo", "_t")
+
+    def __init__(self, capacity: int = 0) -> None:
+        self._t: I64 = np.empty(max(0, capacity), np.int64)
+        self._cols: npt.NDArray[np.float64] = np.empty((len(CANDLE_COLS), max(0, capacity)))
+        self._lo = 0
+        self._hi = 0
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    @property
+    def open_time(self) -> I64:
+        return _read_only(self._t[self._lo : self._hi])
+
+    @property
+    def cols(self) -> dict[str, F64]:
+        return {
+            c: _read_only(self._cols[k, self._lo : self._hi]) for k, c in enumerate(CANDLE_COLS)
+        }
 
     @property
     def last_ms(self) -> int | None:
-        return int(self.open_time[-1]) if self.open_time.size else None
+        return int(self._t[self._hi - 1]) if self._hi > self._lo else None
 
     def append(self, frame: pd.DataFrame) -> None:
-        self.open_time = np.concatenate([self.open_time, frame["open_time"].to_numpy(np.int64)])
-        for c in CANDLE_COLS:
-            self.cols[c] = np.concatenate([self.cols[c], frame[c].to_numpy(np.float64)])
+        """Append ``frame``'s rows (validated by the caller, all after :attr:`last_ms`)."""
+        self.append_arrays(
+            frame["open_time"].to_numpy(np.int64),
+            [frame[c].to_numpy(np.float64) for c in CANDLE_COLS],
+        )
+
+    def append_arrays(self, open_time: I64, cols: Sequence[F64] | npt.NDArray[np.float64]) -> None:
+        """Append bars given as arrays: ``cols`` in :data:`CANDLE_COLS` order."""
+        n = int(open_time.shape[0])
+        if n == 0:
+            return
+        if self._hi + n > self._t.shape[0]:
+            live = self._hi - self._lo
+            cap = max(2 * (live + n), 16)
+            t = np.empty(cap, np.int64)
+            c = np.empty((len(CANDLE_COLS), cap))
+            t[:live] = self._t[self._lo : self._hi]
+            c[:, :live] = self._cols[:, self._lo : self._hi]
+            self._t, self._cols, self._lo, self._hi = t, c, 0, live
+        hi = self._hi + n
+        self._t[self._hi : hi] = open_time
+        for k, values in enumerate(cols):
+            self._cols[k, self._hi : hi] = values
+        self._hi = hi
 
     def trim(self, keep: int) -> None:
-        if self.open_time.size > keep:
-            self.open_time = self.open_time[-keep:]
-            self.cols = {c: v[-keep:] for c, v in self.cols.items()}
+        """Keep the last ``keep`` bars."""
+        self._lo = max(self._lo, self._hi - keep)
+
+    def drop_first(self, k: int) -> None:
+        """Drop the first ``k`` bars."""
+        self._lo = min(self._hi, self._lo + max(0, k))
 
     def index(self, t_ms: int) -> int:
-        return int(np.searchsorted(self.open_time, t_ms))
+        return int(np.searchsorted(self._t[self._lo : self._hi], t_ms))
 
-    def frame(self, lo: int, hi: int) -> pd.DataFrame:
-        data: dict[str, npt.NDArray[np.generic]] = {"open_time": self.open_time[lo:hi]}
-        data.update({c: self.cols[c][lo:hi] for c in CANDLE_COLS})
-        return pd.DataFrame(data)
+    def frame(self, lo: int, hi: int, then: Bars | None = None) -> pd.DataFrame:
+        """Bars ``lo:hi`` as a candle frame over read-only views of the buffer (no copy);
+        with ``then``, those bars after them (copied)."""
+        a, b = self._lo + lo, self._lo + min(hi, len(self))
+        t, cols = self._t[a:b], self._cols[:, a:b]
+        if then is not None:
+            t, cols = np.concatenate([t, then.open_time]), np.hstack([cols, then.cols])
+        data: dict[str, npt.NDArray[np.generic]] = {"open_time": _read_only(t)}
+        data.update({c: _read_only(cols[k]) for k, c in enumerate(CANDLE_COLS)})
+        return pd.DataFrame(data, copy=False)
+
+
+def append_after(win: Window, frame: Bars | pd.DataFrame) -> None:
+    """Append the bars of ``frame`` (validated, sorted) after ``win``'s last bar: O(new bars)."""
+    if len(frame) == 0:
+        return
+    new = (frame if isinstance(frame, Bars) else Bars.of(frame)).after(win.last_ms)
+    win.append_arrays(new.open_time, new.cols)
+
+
+def _read_only(view: npt.NDArray[T_co]) -> npt.NDArray[T_co]:
+    view.flags.writeable = False
+    return view
 
 
 async def race(aw: Awaitable[T], stop: asyncio.Event) -> tuple[bool, T | None]:

@@ -39,7 +39,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from atra.adapters.journal.readonly import JournalReader, open_readonly
-from atra.adapters.journal.records import PositionRecord, SignalRecord
+from atra.adapters.journal.records import PositionMark, PositionRecord, SignalRecord
 from atra.adapters.trades_csv import closed_trades_of_journal
 from atra.core.closed_trades import ClosedTrade, format_time
 from atra.core.symbols import check_symbol
@@ -119,10 +119,15 @@ def _trade(t: ClosedTrade) -> Trade:
 
 
 def _position(
-    p: PositionRecord, legs_qty: float, cash: float, src: StatusSource, tf: Timeframe
+    p: PositionRecord,
+    legs_qty: float,
+    cash: float,
+    src: StatusSource,
+    tf: Timeframe,
+    mark: PositionMark | None,
 ) -> OpenPosition:
     entry = p.entry_price
-    filled = p.status == "open" and entry is not None
+    filled = p.status != "pending" and entry is not None
     stop = tp1 = tp2 = None
     if filled and entry is not None:
         stop = entry - p.side * p.sl_dist
@@ -130,9 +135,11 @@ def _position(
             stop = entry
         tp1, tp2 = entry + p.side * p.tp1_dist, entry + p.side * p.tp2_dist
     step = tf.ms
+    state: Literal["pending", "open", "closing"] = "closing"  # open at the mark, closed since
+    if p.status in ("pending", "open"):
+        state = "open" if p.status == "open" else "pending"
     return OpenPosition(
         position_id=p.position_id, strategy=p.strategy, symbol=p.symbol, side=_side(p.side),
-        status="open" if p.status == "open" else "pending",
         signal_time=format_time(p.signal_time_ms),
         entry_time=None if p.entry_time_ms is None else format_time(p.entry_time_ms),
         entry_price=entry, quantity=p.quantity, remaining_qty=p.quantity - legs_qty,
@@ -140,7 +147,17 @@ def _position(
         time_exit=None if p.entry_time_ms is None
         else format_time(p.entry_time_ms + p.horizon_bars * step),
         realized_pnl=cash,
+        status=state,
+        mark_time=None if mark is None else format_time(mark.bar_time_ms),
+        mark_price=None if mark is None else mark.mark_price,
+        unrealized_pnl=None if mark is None else mark.unrealized_pnl,
+        unrealized_pct=None if mark is None else _pct(mark),
     )  # fmt: skip
+
+
+def _pct(m: PositionMark) -> float | None:
+    base = m.quantity * m.entry_price
+    return 100.0 * m.unrealized_pnl / base if base > 0.0 else None
 
 
 async def _status(j: JournalReader, src: StatusSource) -> Status:
@@ -149,8 +166,14 @@ async def _status(j: JournalReader, src: StatusSource) -> Status:
     if run is not None:  # a replay's journal: its own identity
         mode, initial, tf = "replay", run.initial_equity, Timeframe.parse(run.timeframe)
         execution = "orders" if run.execution == "orders" else "paper"
+    mark = await j.last_equity()
+    marks = {m.position_id: m for m in mark.positions or ()} if mark is not None else {}
     live = await j.positions(("pending", "open"))
     ids = {p.position_id for p in live}
+    # open at the newest mark, closed since (a time exit at the next open): shown as closing
+    gone = set(marks) - ids
+    live += [p for p in await j.positions(("closed",)) if p.position_id in gone]
+    ids |= gone
     legs: dict[str, float] = {}
     cash: dict[str, float] = {}
     for f in await j.fills():
@@ -158,7 +181,6 @@ async def _status(j: JournalReader, src: StatusSource) -> Status:
             cash[f.client_order_id] = cash.get(f.client_order_id, 0.0) + f.pnl
             if f.leg.startswith("leg"):
                 legs[f.client_order_id] = legs.get(f.client_order_id, 0.0) + f.quantity
-    mark = await j.last_equity()
     model_id = await j.newest_model_id() or (run.model_id if run is not None else None)
     return Status(
         mode=mode, execution=execution,
@@ -169,7 +191,8 @@ async def _status(j: JournalReader, src: StatusSource) -> Status:
         realized_pnl=None if mark is None else mark.realized_pnl,
         unrealized_pnl=None if mark is None else mark.equity - initial - mark.realized_pnl,
         open_positions=[
-            _position(p, legs.get(p.position_id, 0.0), cash.get(p.position_id, 0.0), src, tf)
+            _position(p, legs.get(p.position_id, 0.0), cash.get(p.position_id, 0.0), src, tf,
+                      marks.get(p.position_id))
             for p in live
         ],
     )  # fmt: skip

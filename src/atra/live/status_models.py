@@ -33,13 +33,14 @@ class Health(_Out):
 
 
 class OpenPosition(_Out):
-    """A pending (entry not filled yet) or open position."""
+    """A pending (entry not filled yet) or open position, or one open at the newest mark and
+    closed since (``closing``: a time exit at the next open), marked at the newest mark."""
 
     position_id: str
     strategy: str
     symbol: str
     side: Literal["LONG", "SHORT"]
-    status: Literal["pending", "open"]
+    status: Literal["pending", "open", "closing"]
     signal_time: str
     entry_time: str | None
     entry_price: float | None = Field(description="Fill price; pending: the signal's close.")
@@ -54,6 +55,18 @@ class OpenPosition(_Out):
     take_profit_2: float | None
     time_exit: str | None = Field(description="Open of the bar the time barrier closes it at.")
     realized_pnl: float = Field(description="Cash of its fills so far: fees, legs, funding.")
+    mark_time: str | None = Field(description="The bar-close mark its mark price is from.")
+    mark_price: float | None = Field(
+        description="Its symbol's close at the newest equity mark; null while pending, when "
+        "the journal holds no mark of it (opened after the mark, no close) or predates marks."
+    )
+    unrealized_pnl: float | None = Field(
+        description="side x open quantity x (mark price - entry price), as the equity mark "
+        "counts it: the entry fee is in realized_pnl, the exit fee is charged at the exit."
+    )
+    unrealized_pct: float | None = Field(
+        description="unrealized_pnl in percent of the open quantity's entry value."
+    )
 
 
 class Status(_Out):
@@ -70,7 +83,7 @@ class Status(_Out):
     realized_pnl: float | None = Field(description="Realised cash at that mark.")
     unrealized_pnl: float | None = Field(
         description="Open positions at their symbol's last close at that mark "
-        "(equity - initial equity - realised)."
+        "(equity - initial equity - realised): the sum of the positions' unrealized_pnl."
     )
     open_positions: list[OpenPosition]
 

@@ -1,13 +1,21 @@
 """Closed bars for the live loop from Binance's kline WebSocket streams (``live.feed = "ws"``).
 
-:class:`StreamBars` runs one :class:`~atra.adapters.exchange.stream.KlineStream` (a combined
-stream of every symbol) in the background and keeps the closed bars it delivers until the
-loop's candle feed takes them (:meth:`StreamBars.take`). A cycle takes, for each symbol, the
-bars after its in-memory window up to the bar just closed, as soon as all of them have
-arrived; a bar still missing after ``wait_s`` (a dropped message, a connection down) is
-fetched over REST by the feed (:meth:`~atra.live.feed.CandleFeed` does it through the shared
-limiter), and the stream is told so its next backfill and its duplicate check start after it
-(:meth:`StreamBars.note`). The window's first fill always comes over REST.
+:class:`StreamBars` runs a :class:`~atra.adapters.exchange.stream.KlineStream` (one combined
+stream of every symbol, plus the model's BTC context symbol when it reads one) in the
+background, and a second one on the counterpart market (the spot stream base for a perpetual
+run) when the model reads basis features; it keeps the closed bars they deliver until the
+loop's candle feed takes them (:meth:`StreamBars.take`). A cycle takes, for each symbol (and
+its side data), the bars after its in-memory window up to the bar just closed, as soon as all
+of them have arrived; a bar still missing after ``wait_s`` (a dropped message, a connection
+down) is fetched over REST by the feed (:meth:`~atra.live.feed.CandleFeed` does it through
+the shared limiter), and the stream is told so its next backfill and its duplicate check
+start after it (:meth:`StreamBars.note`). The window's first fill always comes over REST.
+
+Funding rates stay on REST, fetched by the feed when a new settled rate can exist
+(:mod:`atra.live.funding_due`): the ``<symbol>@markPrice`` stream carries
+the current, still moving estimate ``r`` of the next rate, while the backtest (and the
+features) read the settled rate of ``GET /fapi/v1/fundingRate``; a streamed estimate would
+change decisions.
 
 Each bar is decided once: the feed appends only bars after a window's last one, and the
 journal's per-symbol last processed bar makes every bar a single decision, whichever path
@@ -26,7 +34,6 @@ from types import TracebackType
 from typing import Literal, Self
 
 import numpy as np
-import pandas as pd
 
 from atra.adapters.exchange.client import ExchangeClient
 from atra.adapters.exchange.stream import (
@@ -36,11 +43,15 @@ from atra.adapters.exchange.stream import (
     KlineStream,
 )
 from atra.config_live import LiveConfig
+from atra.core.features.context import ModelInputs
 from atra.core.types import Market, Timeframe
-from atra.errors import ConfigError
-from atra.obs import get_logger
+from atra.errors import ConfigError, DataError
+from atra.live.settings import Bars
+from atra.obs import Metrics, get_logger
 
 FeedKind = Literal["ws", "rest"]
+BTC_SYMBOL = "BTCUSDT"
+"""The BTC context symbol of the models' ``btc`` features."""
 
 log = get_logger("atra.live.stream_feed")
 
@@ -53,6 +64,8 @@ class StreamSettings:
 
     url: str | None = None
     """Stream base URL (None: Binance's for the market)."""
+    side_url: str | None = None
+    """Stream base URL of the counterpart market (None: Binance's for that market)."""
     wait_s: float = 5.0
     heartbeat_s: float = 30.0
     backoff_s: float = 0.5
@@ -71,7 +84,11 @@ class StreamSettings:
 
 
 class StreamBars:
-    """The closed bars of ``symbols`` from a kline stream, held until a cycle takes them."""
+    """The closed bars of ``symbols`` from kline streams, held until a cycle takes them.
+
+    ``btc``: one more symbol on the same connection (the model's BTC context). ``side``: the
+    counterpart market's client; its stream carries ``symbols`` there, backfilled through it.
+    """
 
     def __init__(
         self,
@@ -82,19 +99,55 @@ class StreamBars:
         backfill: ExchangeClient,
         settings: StreamSettings | None = None,
         now_s: Callable[[], float] = time.time,
+        btc: str | None = None,
+        side: ExchangeClient | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or StreamSettings()
+        self.market = market
         self.timeframe = timeframe
         self.step_ms = timeframe.ms
-        self._bars: dict[str, dict[int, ClosedKline]] = {s: {} for s in symbols}
-        self._arrived: dict[str, asyncio.Event] = {s: asyncio.Event() for s in symbols}
+        own = tuple(symbols) + ((btc,) if btc is not None and btc not in symbols else ())
+        self._bars: dict[tuple[Market, str], dict[int, ClosedKline]] = {}
+        self._arrived: dict[tuple[Market, str], asyncio.Event] = {}
+        self.stream = self._kline_stream(market, own, backfill, self.settings.url, now_s)
+        self.side_stream: KlineStream | None = None
+        """The counterpart market's stream (None: the model reads no basis features)."""
+        if side is not None:
+            self.side_stream = self._kline_stream(
+                side.market, tuple(symbols), side, self.settings.side_url, now_s
+            )
+        self.taken = 0
+        self.rest_fallbacks = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.metrics: Metrics | None = None
+        if metrics is not None:
+            self.attach_metrics(metrics)
+
+    def _kline_stream(
+        self,
+        market: Market,
+        symbols: tuple[str, ...],
+        backfill: ExchangeClient,
+        url: str | None,
+        now_s: Callable[[], float],
+    ) -> KlineStream:
+        for sym in symbols:
+            self._bars[(market, sym)] = {}
+            self._arrived[(market, sym)] = asyncio.Event()
+
+        def on_bar(bar: ClosedKline) -> None:
+            key = (market, bar.symbol)
+            self._bars[key][bar.open_time] = bar
+            self._arrived[key].set()
+
         s = self.settings
-        self.stream = KlineStream(
+        return KlineStream(
             market,
             symbols,
-            timeframe,
-            self._on_bar,
-            base_url=s.url,
+            self.timeframe,
+            on_bar,
+            base_url=url,
             backfill=backfill,
             heartbeat_s=s.heartbeat_s,
             backoff_s=s.backoff_s,
@@ -104,16 +157,26 @@ class StreamBars:
             seed=s.seed,
             now_s=now_s,
         )
-        self.taken = 0
-        self.rest_fallbacks = 0
-        self._task: asyncio.Task[None] | None = None
 
-    def _on_bar(self, bar: ClosedKline) -> None:
-        self._bars[bar.symbol][bar.open_time] = bar
-        self._arrived[bar.symbol].set()
+    @property
+    def streams(self) -> list[KlineStream]:
+        return [self.stream, *([] if self.side_stream is None else [self.side_stream])]
+
+    def attach_metrics(self, metrics: Metrics) -> None:
+        """Count messages, reconnects, backfills, duplicates and lag in ``metrics``."""
+        self.metrics = metrics
+        for stream in self.streams:
+            stream.metrics = metrics
+
+    def carries(self, symbol: str, market: Market | None = None) -> bool:
+        """Whether a stream delivers ``symbol``'s bars on ``market`` (default: the run's)."""
+        return (market or self.market, symbol) in self._bars
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self.stream.run(), name="kline-stream")
+        self._tasks = [
+            asyncio.create_task(stream.run(), name=f"kline-stream-{stream.market.value}")
+            for stream in self.streams
+        ]
         return self
 
     async def __aexit__(
@@ -122,40 +185,54 @@ class StreamBars:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stream.close()
-        task, self._task = self._task, None
-        if task is not None:
+        for stream in self.streams:
+            await stream.close()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def wait_connected(self, timeout_s: float) -> bool:
-        """True once the stream is connected (within ``timeout_s``)."""
+        """True once every stream is connected (within ``timeout_s``)."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self.stream.connected.wait()
+                for stream in self.streams:
+                    await stream.connected.wait()
         except TimeoutError:
             return False
         return True
 
-    def note(self, symbol: str, last_ms: int) -> None:
-        """``symbol``'s bars up to ``last_ms`` came over REST: forget held copies, and let the
-        stream's backfill and duplicate check start after them."""
-        held = self._bars[symbol]
+    def _stream_of(self, market: Market) -> KlineStream:
+        return self.stream if market is self.market else self.side_stream or self.stream
+
+    def note(self, symbol: str, last_ms: int, market: Market | None = None, bars: int = 0) -> None:
+        """``symbol``'s ``bars`` bars up to ``last_ms`` came over REST: forget held copies,
+        and let the stream's backfill and duplicate check start after them."""
+        mkt = market or self.market
+        held = self._bars[(mkt, symbol)]
         for t in [t for t in held if t <= last_ms]:
             del held[t]
-        self.stream.seen_through(symbol, last_ms)
+        self._stream_of(mkt).seen_through(symbol, last_ms)
+        if self.metrics is not None and bars:
+            self.metrics.stream_backfilled_bars_total.labels(market=mkt.value).inc(bars)
 
-    async def take(self, symbol: str, start_ms: int, end_ms: int) -> pd.DataFrame | None:
-        """``symbol``'s bars with open times ``start_ms..end_ms`` as a candle frame once all
-        have arrived, or None when one is still missing after ``wait_s`` (the caller fetches
-        them over REST and calls :meth:`note`)."""
-        if self._task is not None and self._task.done():
-            self._task.result()  # the stream task died: raise its error
+    async def take(
+        self, symbol: str, start_ms: int, end_ms: int, market: Market | None = None
+    ) -> Bars | None:
+        """``symbol``'s bars (on ``market``, default the run's) with open times
+        ``start_ms..end_ms`` as arrays (no pandas frame) once all have arrived, or None when one is
+        still missing after ``wait_s`` (the caller fetches them over REST and calls
+        :meth:`note`). Bars stay held until a later take starts after them: the BTC context
+        and a traded BTCUSDT read the same bars."""
+        for task in self._tasks:
+            if task.done():
+                task.result()  # a stream task died: raise its error
+        mkt = market or self.market
         step = self.step_ms
         want = range(start_ms, end_ms + 1, step)
-        held = self._bars[symbol]
-        arrived = self._arrived[symbol]
+        held = self._bars[(mkt, symbol)]
+        arrived = self._arrived[(mkt, symbol)]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.wait_s
         while not all(t in held for t in want):
@@ -167,6 +244,7 @@ class StreamBars:
                 log.warning(
                     "stream_bars_missing",
                     symbol=symbol,
+                    market=mkt.value,
                     missing=len(missing),
                     first_missing=missing[0],
                     wait_s=self.settings.wait_s,
@@ -175,38 +253,61 @@ class StreamBars:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):
                     await arrived.wait()
-        bars = [held.pop(t) for t in want]
+        bars = [held[t] for t in want]
+        for bar in bars:
+            _check_prices(bar)
         for t in [t for t in held if t < start_ms]:  # older than the window's end: not needed
             del held[t]
         self.taken += len(bars)
-        self.stream.seen_through(symbol, end_ms)
-        return pd.DataFrame(
-            {
-                "open_time": np.array([b.open_time for b in bars], np.int64),
-                "open": np.array([b.open for b in bars], np.float64),
-                "high": np.array([b.high for b in bars], np.float64),
-                "low": np.array([b.low for b in bars], np.float64),
-                "close": np.array([b.close for b in bars], np.float64),
-                "volume": np.array([b.volume for b in bars], np.float64),
-            }
-        )
+        self._stream_of(mkt).seen_through(symbol, end_ms)
+        cols = np.array([[b.open, b.high, b.low, b.close, b.volume] for b in bars], np.float64)
+        return Bars(np.array([b.open_time for b in bars], np.int64), cols.T)
+
+
+def _check_prices(bar: ClosedKline) -> None:
+    """The candle contract for one streamed bar (the stream parser already requires finite
+    numbers >= 0, and :meth:`StreamBars.take` orders the bars by open time): prices > 0."""
+    for col in ("open", "high", "low", "close"):
+        value = getattr(bar, col)
+        if not value > 0.0:
+            raise DataError(
+                f"candles {bar.symbol}: {col} of the bar at {bar.open_time} = {value}, "
+                "expected a price > 0"
+            )
 
 
 @contextlib.asynccontextmanager
 async def live_stream(
-    live: LiveConfig, client: ExchangeClient, symbols: Sequence[str], timeframe: Timeframe
+    live: LiveConfig,
+    client: ExchangeClient,
+    symbols: Sequence[str],
+    timeframe: Timeframe,
+    *,
+    inputs: ModelInputs | None = None,
+    side_client: ExchangeClient | None = None,
 ) -> AsyncIterator[StreamBars | None]:
-    """The kline stream of a live run with ``live.feed = "ws"`` (None with ``"rest"``):
-    Binance's stream of ``client``'s market, backfilled through ``client`` (its rate limiter)."""
+    """The kline streams of a live run with ``live.feed = "ws"`` (None with ``"rest"``):
+    Binance's streams of ``client``'s market (``live.perp_stream_url`` /
+    ``live.spot_stream_url``), backfilled through ``client`` (its rate limiter); with the
+    BTC context and the counterpart market's stream when the model's ``inputs`` read them."""
     if live.feed == "rest":
         yield None
         return
+    urls = {Market.PERP: live.perp_stream_url, Market.SPOT: live.spot_stream_url}
+    need = inputs or ModelInputs()
+    side = side_client if need.needs_counterpart else None
     bars = StreamBars(
         client.market,
         symbols,
         timeframe,
         backfill=client,
-        settings=StreamSettings(wait_s=live.stream_wait_s),
+        settings=StreamSettings(
+            url=urls[client.market],
+            side_url=None if side is None else urls[side.market],
+            wait_s=live.stream_wait_s,
+        ),
+        btc=BTC_SYMBOL if need.needs_btc else None,
+        side=side,
     )
     async with bars:
         yield bars

@@ -19,8 +19,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Final
 
-import pandas as pd
-
 from atra.adapters.journal.database import Journal
 from atra.adapters.journal.records import CycleRecord, GuardEvent, JournalBatch, SignalRecord
 from atra.adapters.ratelimit import Clock
@@ -32,7 +30,7 @@ from atra.live.guards import GuardBreach, RiskGuards, day_start_ms
 from atra.live.paper import EntryRequest
 from atra.live.portfolio import Leaving, Portfolio, leaving_after
 from atra.live.retrain import Retrainer, RetrainStopped
-from atra.live.settings import LoopSettings
+from atra.live.settings import Bars, LoopSettings
 from atra.obs import Metrics, get_logger, span
 
 __all__ = ["STATUS_FAILED", "STATUS_OK", "STATUS_PARTIAL", "BarTrader", "cycle_status"]
@@ -100,7 +98,7 @@ class BarTrader:
 
     async def process(
         self,
-        frames: Mapping[str, pd.DataFrame],
+        frames: Mapping[str, Bars],
         pre: Mapping[str, tuple[Decision, float]],
         bar_ms: int,
         failed: Mapping[str, str],
@@ -155,7 +153,7 @@ class BarTrader:
     def _cycle_record(
         self,
         bar_ms: int,
-        frames: Mapping[str, pd.DataFrame],
+        frames: Mapping[str, Bars],
         failed: Mapping[str, str],
         started: float,
         started_wall_ms: int,
@@ -196,13 +194,11 @@ class BarTrader:
                         log.warning("funding_unavailable", symbol=sym, open_time=t_ms,
                                     error=f"{type(exc).__name__}: {exc}")  # fmt: skip
                 self.portfolio.charge_funding(batch, sym, t_ms)
+            cols = win.cols
             upd = await self.broker.on_bar(
-                sym,
-                win.open_time[lo:hi],
-                win.cols["open"][lo:hi],
-                win.cols["high"][lo:hi],
-                win.cols["low"][lo:hi],
-            )
+                sym, win.open_time[lo:hi], cols["open"][lo:hi], cols["high"][lo:hi],
+                cols["low"][lo:hi],
+            )  # fmt: skip
             self.portfolio.book(batch, upd)
             leaving.extend(leaving_after(upd, t_ms))
         batch.equity = self.portfolio.mark(t_ms, leaving)

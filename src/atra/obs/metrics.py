@@ -21,6 +21,7 @@ from atra.errors import ConfigError
 
 CYCLE_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 REQUEST_BUCKETS_S: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STREAM_LAG_BUCKETS_S: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PROBABILITY_BUCKETS: Final = tuple(round(0.05 * i, 2) for i in range(1, 21))
 """0.05, 0.10, ..., 1.00: the meta model's p(take) distribution."""
 
@@ -120,6 +121,41 @@ class Metrics:
             "atra_errors_total",
             "Errors by type (the AtraError class name).",
             ["type"],
+            registry=reg,
+        )
+        # WebSocket streams (live.feed = "ws")
+        self.stream_messages_total = Counter(
+            "atra_stream_messages_total",
+            "WebSocket messages received, by market.",
+            ["market"],
+            registry=reg,
+        )
+        self.stream_reconnects_total = Counter(
+            "atra_stream_reconnects_total",
+            "WebSocket reconnects by market and reason (planned: before the 24 h limit; "
+            "error: the connection failed or was closed).",
+            ["market", "reason"],
+            registry=reg,
+        )
+        self.stream_backfilled_bars_total = Counter(
+            "atra_stream_backfilled_bars_total",
+            "Closed bars fetched over REST because the stream missed them (after a reconnect "
+            "or a bar still missing when the cycle's wait ended).",
+            ["market"],
+            registry=reg,
+        )
+        self.stream_duplicate_bars_total = Counter(
+            "atra_stream_duplicate_bars_total",
+            "Closed bars received again (a duplicate message or a bar REST already delivered), "
+            "ignored.",
+            ["market"],
+            registry=reg,
+        )
+        self.stream_lag_seconds = Histogram(
+            "atra_stream_lag_seconds",
+            "Stream event time to receipt (the loop's clock), per message.",
+            ["market"],
+            buckets=STREAM_LAG_BUCKETS_S,
             registry=reg,
         )
         # notifications

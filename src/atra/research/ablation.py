@@ -37,26 +37,29 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
 from atra.adapters.store import CandleStore
 from atra.core.backtest.engine import BacktestConfig
 from atra.core.decision import EVENT_FEATURES, available_inputs
-from atra.core.features.context import SeriesInput
 from atra.core.features.registry import FeatureSpec, feature_origin, feature_specs
 from atra.core.features.sources import Family
 from atra.core.signals.rules import BUILTIN
-from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError, DataError
-from atra.research.evaluation.loop import StageProgress, evaluate_walkforward, plain
+from atra.research.evaluation.loop import (
+    LoopArgs,
+    StageProgress,
+    checked_loop_args,
+    evaluate_walkforward,
+    plain,
+    stored_dataset,
+)
 from atra.research.evaluation.result import LegFigures
 from atra.research.pipeline import (
     ResearchDataset,
     ResearchSettings,
-    build_dataset,
-    load_universe,
     run_walkforward,
 )
 
@@ -339,39 +342,16 @@ def run_ablation(
     )
 
 
-def run_ablation_loop(
-    store: CandleStore,
-    *,
-    exchange: str,
-    symbols: Sequence[str],
-    market: Market,
-    timeframe: Timeframe,
-    settings: ResearchSettings,
-    backtest_config: BacktestConfig,
-    runs_dir: Path,
-    seed: int,
-    start_ms: int | None = None,
-    end_ms: int | None = None,
-    n_trials: int = 1,
-    n_jobs: int = 2,
-    progress: StageProgress | None = None,
-    series: Sequence[SeriesInput] = (),
-) -> AblationResult:
+def run_ablation_loop(store: CandleStore, **args: Unpack[LoopArgs]) -> AblationResult:
     """The ablation on stored data: the universe and dataset as
     :func:`atra.research.evaluation.loop.run_research_loop` builds them (every available
-    feature), then :func:`run_ablation`."""
+    feature, the same keyword arguments), then :func:`run_ablation`."""
     started = time.perf_counter()
-
-    def features(done: int, total: int, item: str) -> None:
-        if progress is not None:
-            progress("features + labels", done, total, item)
-
-    universe = load_universe(
-        store, exchange, symbols, market, timeframe, start_ms, end_ms, series=series
-    )
-    dataset = build_dataset(universe, settings.signal, settings.exit, progress=features)
+    args = checked_loop_args(args)
+    settings, progress = args["settings"], args.get("progress")
+    dataset = stored_dataset(store, args, settings, progress)
     result = run_ablation(
-        dataset, settings, backtest_config, runs_dir=runs_dir, seed=seed, n_trials=n_trials,
-        n_jobs=n_jobs, progress=progress,
+        dataset, settings, args["backtest_config"], runs_dir=args["runs_dir"], seed=args["seed"],
+        n_trials=args.get("n_trials", 1), n_jobs=args.get("n_jobs", 2), progress=progress,
     )  # fmt: skip
     return replace(result, elapsed_s=time.perf_counter() - started)

@@ -111,7 +111,8 @@ def settings_from_config(cfg: AtraConfig, market: Market | str) -> ResearchSetti
     ``[plugins]``: the plug-ins must be loaded first) with ``params`` (fast/slow, n, lookback;
     a plug-in rule's declared ones, validated by it; an unknown rule is one line listing the
     known ones),
-    ATR barriers ``sl_atr / tp1_atr / tp2_atr`` (tp2 must exceed tp1), ``horizon_bars``; the
+    ATR barriers ``sl_atr / tp1_atr / tp2_atr`` (tp2 must exceed tp1), ``horizon_bars``, the
+    TP1 partial ``tp1_fraction`` and the break-even move ``move_to_be``; the
     signal spec sells short on perpetuals, on spot only with ``spot_shorts``
     (:func:`shorts_allowed`): spot is long only by default.
     costs: the taker fee on every fill (the backtest's default cost model) and the slippage,
@@ -150,7 +151,14 @@ def settings_from_config(cfg: AtraConfig, market: Market | str) -> ResearchSetti
     )
     c = cfg.costs
     fee = c.taker_fee_bps / 1e4  # every fill at the taker fee, as the backtest's default
-    exit_spec = ExitSpec(fee_entry=fee, fee_tp=fee, fee_stop=fee, slippage_bps=c.slippage_bps)
+    exit_spec = ExitSpec(
+        fee_entry=fee,
+        fee_tp=fee,
+        fee_stop=fee,
+        slippage_bps=c.slippage_bps,
+        tp1_fraction=st.tp1_fraction,
+        move_to_be=st.move_to_be,
+    )
     m = cfg.meta
     lg = m.lgbm
     objective: Literal["fbeta", "net_return"] = (

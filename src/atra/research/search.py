@@ -30,7 +30,13 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from atra.config import AtraConfig
 from atra.errors import ConfigError, DataError, ModelError
-from atra.research.search_space import InfeasibleParams, ParamSpec, SearchSpace, apply_params
+from atra.research.search_space import (
+    InfeasibleParams,
+    ParamSpec,
+    SearchSpace,
+    apply_params,
+    timeframe_of,
+)
 from atra.research.search_trials import TrialRunner
 
 __all__ = ["SamplerName", "SearchStudy", "open_study", "run_trials", "sampler_for"]
@@ -176,7 +182,7 @@ def run_trials(
             raise optuna.TrialPruned()
         try:
             cfg = apply_params(base, values)
-            out = runner.run(cfg)
+            out = runner.run(cfg, timeframe_of(values))
         except (InfeasibleParams, DataError, ModelError) as exc:
             trial.set_user_attr("pruned_reason", f"{type(exc).__name__}: {exc}")
             raise optuna.TrialPruned() from None
@@ -193,6 +199,7 @@ def run_trials(
             "oos_end_ms": out.oos_end_ms,
             "data_end_ms": runner.data_end_ms,
             "dataset_cached": out.dataset_cached,
+            "timeframe": out.timeframe.value,
             "daily_start_ms": int(daily.index[0]) if len(daily) else None,
             "daily_returns": [float(x) for x in daily.to_numpy()],
         }

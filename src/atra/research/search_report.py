@@ -9,6 +9,12 @@ the probability of backtest overfitting by CSCV
 (``--final-from``) the best configuration is walked forward over the whole range with its first
 test window pinned at the span's start: its models are trained on data before the span only,
 and it trades the span that no trial saw.
+
+Every trial's Sharpe is annualised with ``sqrt(bars per 365-day year)`` of its own bar size
+(a searched ``timeframe``: sqrt(8760) at 1h, sqrt(2190) at 4h, sqrt(365) at 1d); the deflated
+Sharpe ratio de-annualises with the best trial's bar size, the one its returns were measured
+on. The PBO matrix holds daily returns (the equity's last mark of each UTC day) whatever the
+bar size, so trials of different timeframes share its rows.
 """
 
 from __future__ import annotations
@@ -68,7 +74,18 @@ class SearchReport:
     pbo_start_ms: int | None
     pbo_days: int
     search_data_end_ms: int
+    best_timeframe: Timeframe
+    """Bar size of the best trial (its Sharpe and DSR are annualised with it)."""
     final: FinalSpan | None = None
+
+    @property
+    def annualization(self) -> str:
+        """How the best trial's Sharpe is annualised, in words."""
+        tf = self.best_timeframe
+        return (
+            f"Sharpe annualised x sqrt({tf.bars_per_year}) ({tf} bars, 365-day year), "
+            "each trial with its own bar size"
+        )
 
     def with_final(self, final: FinalSpan) -> SearchReport:
         return dataclasses.replace(self, final=final)
@@ -95,6 +112,8 @@ class SearchReport:
             "pbo_days": self.pbo_days,
             "pbo_note": self.pbo_note,
             "search_data_end": ms_to_iso(self.search_data_end_ms),
+            "best_timeframe": self.best_timeframe.value,
+            "annualization": self.annualization,
             "final": None,
         }
         if self.final is not None:
@@ -123,7 +142,10 @@ class SearchReport:
             ("scored / pruned / failed", f"{self.n_complete} / {self.n_pruned} / {self.n_failed}"),
             ("scored without a trade (Sharpe 0)", f"{self.n_flat}"),
             ("variance of trial Sharpes", num(d.trials_sharpe_variance)),
-            (f"best trial #{self.best_number}: OOS Sharpe", num(self.best_sharpe)),
+            (
+                f"best trial #{self.best_number} ({self.best_timeframe}): OOS Sharpe",
+                num(self.best_sharpe),
+            ),
             (f"E[max Sharpe] of {d.n_trials} unskilled trials", num(d.expected_max_sharpe)),
             (f"DSR (N = {d.n_trials})", num(d.dsr)),
             ("PSR (vs 0)", num(d.psr)),
@@ -142,7 +164,9 @@ class SearchReport:
             ]
         for k, v in rows:
             t.add_row(escape(k), escape(v))
-        t.caption = escape(f"best params: {self.best_params}; PBO: {self.pbo_note}")
+        t.caption = escape(
+            f"best params: {self.best_params}; PBO: {self.pbo_note}; {self.annualization}"
+        )
         return t
 
 
@@ -160,7 +184,8 @@ def _daily_matrix(trials: list[optuna.trial.FrozenTrial]) -> pd.DataFrame:
 
 
 def summarize(study: optuna.Study, timeframe: Timeframe, *, pbo_splits: int) -> SearchReport:
-    """The report of ``study`` from its storage."""
+    """The report of ``study`` from its storage; ``timeframe``: the bars read (a trial that
+    did not record its own bar size ran on them)."""
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state is TrialState.COMPLETE and t.value is not None]
     if not done:
@@ -170,6 +195,7 @@ def summarize(study: optuna.Study, timeframe: Timeframe, *, pbo_splits: int) -> 
     best = max(done, key=lambda t: (float(t.value or 0.0), -t.number))
     sharpes = np.array([float(t.value or 0.0) for t in done])
     ua = best.user_attrs
+    best_tf = Timeframe.parse(str(ua.get("timeframe", timeframe.value)))
     skew, kurt = ua.get("skew"), ua.get("kurtosis")
     deflated = deflated_sharpe(
         float(best.value or 0.0),
@@ -177,7 +203,7 @@ def summarize(study: optuna.Study, timeframe: Timeframe, *, pbo_splits: int) -> 
         skew=math.nan if skew is None else float(skew),
         kurtosis=math.nan if kurt is None else float(kurt),
         trial_sharpes=sharpes,
-        periods_per_year=timeframe.bars_per_year,
+        periods_per_year=best_tf.bars_per_year,
     )
     matrix = _daily_matrix(done)
     pbo: Overfitting | None = None
@@ -208,4 +234,5 @@ def summarize(study: optuna.Study, timeframe: Timeframe, *, pbo_splits: int) -> 
         pbo_start_ms=int(matrix.index[0]) if len(matrix) else None,
         pbo_days=len(matrix),
         search_data_end_ms=max(ends),
+        best_timeframe=best_tf,
     )

@@ -21,10 +21,12 @@ from atra.core.features.context import SeriesInput
 from atra.core.frames import ms_to_iso
 from atra.core.types import Market, Timeframe
 from atra.errors import ConfigError
+from atra.research.backends import BackendSpec, open_backend
 from atra.research.pipeline import load_universe
+from atra.research.resample import check_timeframes, warmup_bars_for
 from atra.research.search import TrialCallback, open_study, run_trials
 from atra.research.search_report import FinalSpan, SearchReport, summarize
-from atra.research.search_space import SearchSpace, apply_params
+from atra.research.search_space import SearchSpace, apply_params, timeframe_of
 from atra.research.search_trials import TrialRunner, WalkForwardOverrides
 
 __all__ = ["SearchRequest", "SearchRun", "run_search"]
@@ -46,6 +48,9 @@ class SearchRequest:
     sampler: str = "tpe"
     seed: int = 7
     n_jobs: int = 2
+    backend: BackendSpec = dataclasses.field(default_factory=BackendSpec)
+    """Where the fold fits run (not part of the study's identity: results do not depend on
+    it)."""
     final_from_ms: int | None = None
     pbo_splits: int = 16
     walkforward: WalkForwardOverrides = dataclasses.field(default_factory=WalkForwardOverrides)
@@ -101,10 +106,24 @@ def run_search(
     if req.walkforward.first_test_ms is not None:
         raise ConfigError("search: the first test window follows the data (no --first-test)")
 
+    check_timeframes(req.timeframe, space.timeframes(), source=f"{space.source}: timeframe")
+    warmup = warmup_bars_for(req.timeframe, space.timeframes())  # for the coarsest searched
+
     def universe(end_ms: int | None) -> Any:
         return load_universe(store, req.exchange, list(req.symbols), req.market, req.timeframe,
-                             req.start_ms, end_ms, series=series)  # fmt: skip
+                             req.start_ms, end_ms, warmup_bars=warmup, series=series)  # fmt: skip
 
+    with open_backend(req.backend, n_jobs=req.n_jobs):
+        return _run(req, base, space, universe, on_trial)
+
+
+def _run(
+    req: SearchRequest,
+    base: AtraConfig,
+    space: SearchSpace,
+    universe: Any,
+    on_trial: TrialCallback | None,
+) -> SearchRun:
     runner = TrialRunner(
         universe(req.search_end_ms), req.market, req.walkforward, seed=req.seed, n_jobs=req.n_jobs
     )
@@ -125,7 +144,8 @@ def run_search(
         full = universe(req.end_ms)
         pinned = dataclasses.replace(req.walkforward, first_test_ms=req.final_from_ms)
         final_runner = TrialRunner(full, req.market, pinned, seed=req.seed, n_jobs=req.n_jobs)
-        outcome = final_runner.run(apply_params(base, report.best_params))
+        best = report.best_params
+        outcome = final_runner.run(apply_params(base, best), timeframe_of(best))
         report = report.with_final(FinalSpan(outcome.oos_start_ms, outcome.oos_end_ms, outcome))
     return SearchRun(report, ran, handle.stale_marked_failed, runner.dataset_builds,
                      runner.dataset_hits)  # fmt: skip

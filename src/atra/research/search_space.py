@@ -22,6 +22,10 @@
     type = "categorical"
     choices = ["fixed", "f1", "expected_value"]
 
+    [search.params.timeframe]                     # bar size, resampled from the stored bars
+    type = "categorical"
+    choices = ["1h", "4h", "1d"]
+
 A key is a dotted path into the run config (:class:`~atra.config.AtraConfig`) under
 ``strategy.`` or ``meta.``: ``strategy.params.<name>`` (the configured rule's parameters, a
 plug-in rule's too), ``strategy.tp1_atr / tp2_atr / sl_atr / horizon_bars / atr_window /
@@ -29,6 +33,15 @@ spot_shorts``, ``meta.threshold_mode / threshold / lgbm.*``. Each bound and choi
 against the config alone when the file is read (one line naming the key); a combination the
 config refuses (``fast >= slow``, ``tp2_atr < tp1_atr``) makes that trial infeasible, not the
 search. ``grid`` needs a ``step`` (or choices) for every parameter.
+
+``timeframe`` (no dot) is not a config setting but the bar size of the trial: categorical,
+each choice a bar size (``1h``, ``4h``, ``1d``, ...) that is the command's ``--timeframe`` or a
+whole multiple of it. A trial's bars are resampled exactly from the bars read
+(:mod:`atra.research.resample`, the code of ``atra data resample``), and everything counted in
+bars follows the trial's bar size, as a run of ``atra walkforward --timeframe 4h`` counts them:
+the rule's parameters, ``atr_window`` and ``horizon_bars`` are bars of that size, the Sharpe is
+annualised with ``sqrt(bars per 365-day year)`` of it; the embargo, the purge, the retraining
+cadence, funding and margin interest are in time and do not change.
 """
 
 from __future__ import annotations
@@ -43,12 +56,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atra.config import AtraConfig
+from atra.core.types import Timeframe
 from atra.errors import ConfigError
 
-__all__ = ["InfeasibleParams", "ParamSpec", "SearchSpace", "apply_params", "load_search_space"]
+__all__ = [
+    "TIMEFRAME_KEY",
+    "InfeasibleParams",
+    "ParamSpec",
+    "SearchSpace",
+    "apply_params",
+    "load_search_space",
+    "timeframe_of",
+]
 
 Choice = bool | int | float | str
 _ROOTS = ("strategy", "meta")
+TIMEFRAME_KEY = "timeframe"
+"""The searched bar size: a parameter of the data, not of the config."""
 
 
 class ParamSpec(BaseModel):
@@ -132,6 +156,13 @@ class SearchSpace(BaseModel):
         """SHA-256 of the space (a resumed study must search the same one)."""
         return hashlib.sha256(self.model_dump_json(exclude={"source"}).encode()).hexdigest()
 
+    def timeframes(self) -> tuple[Timeframe, ...]:
+        """The searched bar sizes (empty when the timeframe is not searched)."""
+        spec = self.params.get(TIMEFRAME_KEY)
+        if spec is None or spec.choices is None:
+            return ()
+        return tuple(Timeframe.parse(str(c)) for c in spec.choices)
+
     def grid(self) -> dict[str, list[Choice]]:
         """Every parameter's values (``grid`` sampler); a continuous one is a ConfigError."""
         out: dict[str, list[Choice]] = {}
@@ -164,13 +195,22 @@ _COMBINATION_RULES = ("must be <", "must be >=")
 """Messages of the config's cross-field checks: a combination, not a value, is refused."""
 
 
+def timeframe_of(values: Mapping[str, Any]) -> Timeframe | None:
+    """The trial's bar size (``values["timeframe"]``), None when the timeframe is not
+    searched."""
+    value = values.get(TIMEFRAME_KEY)
+    return None if value is None else Timeframe.parse(str(value))
+
+
 def apply_params(cfg: AtraConfig, values: Mapping[str, Any]) -> AtraConfig:
     """``cfg`` with each dotted key set to its value, validated as a config file is: a value
     the config refuses is a :class:`ConfigError` naming the setting, a refused combination of
-    values an :class:`InfeasibleParams`."""
+    values an :class:`InfeasibleParams`. ``timeframe`` is not a config setting (see
+    :func:`timeframe_of`): it is not applied here."""
     data = cfg.model_dump()
     for key, value in values.items():
-        _set(data, key, value)
+        if key != TIMEFRAME_KEY:
+            _set(data, key, value)
     try:
         return AtraConfig.model_validate(data)
     except ValidationError as exc:
@@ -180,6 +220,23 @@ def apply_params(cfg: AtraConfig, values: Mapping[str, Any]) -> AtraConfig:
         if any(rule in err["msg"] for rule in _COMBINATION_RULES):
             raise InfeasibleParams(msg) from None
         raise ConfigError(msg) from None
+
+
+def _check_timeframe_spec(path: Path, spec: ParamSpec) -> None:
+    where = f"{path}: search.params.{TIMEFRAME_KEY}"
+    if spec.type != "categorical" or spec.choices is None:
+        raise ConfigError(f'{where}: expected type = "categorical" with bar sizes as choices')
+    seen: set[Timeframe] = set()
+    for choice in spec.choices:
+        if not isinstance(choice, str):
+            raise ConfigError(f'{where}: expected bar sizes such as "4h", got {choice!r}')
+        try:
+            tf = Timeframe.parse(choice)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if tf in seen:
+            raise ConfigError(f"{where}: {choice!r} is given twice")
+        seen.add(tf)
 
 
 def load_search_space(path: Path, base: AtraConfig) -> SearchSpace:
@@ -199,9 +256,13 @@ def load_search_space(path: Path, base: AtraConfig) -> SearchSpace:
     if not parsed.search.params:
         raise ConfigError(f"{path}: search.params: declare at least one parameter")
     for key, spec in parsed.search.params.items():
+        if key == TIMEFRAME_KEY:
+            _check_timeframe_spec(path, spec)
+            continue
         if key.split(".")[0] not in _ROOTS or "." not in key:
             raise ConfigError(
-                f"{path}: search.params.{key}: expected a key under {' or '.join(_ROOTS)}."
+                f"{path}: search.params.{key}: expected {TIMEFRAME_KEY} or a key under "
+                f"{' or '.join(_ROOTS)}."
             )
         for value in spec.bounds():
             try:

@@ -4,9 +4,12 @@ out-of-sample filtered leg after costs, scored as ``atra walkforward`` scores it
 :class:`TrialRunner` holds the universe (loaded once) and a cache of research datasets
 (features, primary events, triple-barrier labels) keyed by a content hash of what they depend
 on (the signal and exit specs and the feature set): trials that share the primary parameters
-share them, and only the meta model is refitted.
+share them, and only the meta model is refitted. A trial of a searched ``timeframe`` runs on
+the universe resampled exactly to it (:func:`atra.research.resample.universe_at`, made once
+per bar size); the bar size is part of the cache key.
 
-The score is the Sharpe ratio (annualised with ``sqrt(bars per 365-day year)``) of the
+The score is the Sharpe ratio (annualised with ``sqrt(bars per 365-day year)`` of the trial's
+bar size: sqrt(8760) at 1h, sqrt(2190) at 4h, sqrt(365) at 1d) of the
 meta-filtered leg of :func:`atra.research.evaluation.loop.evaluate_walkforward`: the OOS events
 of every fold, traded when the model trained before that fold says ``take``, with the config's
 costs, sizing and risk guards, measured on its equity from the first test window on
@@ -27,9 +30,9 @@ import pandas as pd
 from atra.config import AtraConfig
 from atra.core.backtest.engine import run_backtest
 from atra.core.stats.returns import equity_stats
-from atra.core.types import Market
+from atra.core.types import Market, Timeframe
 from atra.core.validation import DAY_MS
-from atra.errors import DataError
+from atra.errors import ConfigError, DataError
 from atra.research.evaluation.oos import oos_candles, oos_events, rebased_events
 from atra.research.evaluation.settings import backtest_config_from
 from atra.research.pipeline import (
@@ -41,6 +44,7 @@ from atra.research.pipeline import (
     settings_from_config,
     spec_to_dict,
 )
+from atra.research.resample import universe_at
 from atra.research.runrecord.hashes import hash_config
 from atra.research.runrecord.legs import leg_from_backtest
 
@@ -89,6 +93,8 @@ class TrialOutcome:
     """Daily returns of the leg (index = UTC day start in ms)."""
     dataset_cached: bool
     """The features / events / labels came from the cache (a trial with the same specs)."""
+    timeframe: Timeframe
+    """The bar size the trial ran on (its Sharpe is annualised with it)."""
 
 
 def daily_returns(equity: pd.Series) -> pd.Series:
@@ -104,7 +110,12 @@ def daily_returns(equity: pd.Series) -> pd.Series:
 
 
 class TrialRunner:
-    """Runs trials on one universe; datasets cached by their specs' content hash."""
+    """Runs trials on one universe; datasets cached by their specs' content hash.
+
+    ``n_jobs`` parallel fold fits through the joblib backend ``joblib_backend`` (threads by
+    default; ``"loky"`` for worker processes; None: the enclosing ``joblib.parallel_config``),
+    unless a Ray / Dask backend is open (:func:`atra.research.backends.open_backend`): then
+    the folds run there. ``cache_size=0`` keeps no dataset (every trial builds its own)."""
 
     def __init__(
         self,
@@ -115,14 +126,19 @@ class TrialRunner:
         seed: int,
         n_jobs: int = 2,
         cache_size: int = _CACHE_SIZE,
+        joblib_backend: str | None = "threading",
     ) -> None:
+        if n_jobs < 1 or cache_size < 0:
+            raise ConfigError(f"n_jobs >= 1 and cache_size >= 0, got {n_jobs} and {cache_size}")
         self.universe = universe
         self.market = market
         self.overrides = overrides
         self.seed = seed
         self.n_jobs = n_jobs
+        self.joblib_backend = joblib_backend
         self._cache: OrderedDict[str, ResearchDataset] = OrderedDict()
         self._cache_size = cache_size
+        self._universes: dict[Timeframe, Universe] = {}
         self.dataset_builds = 0
         self.dataset_hits = 0
         self.data_end_ms = max(
@@ -130,30 +146,49 @@ class TrialRunner:
         )
         """Open time of the last bar any trial of this runner can see."""
 
-    def _dataset(self, cfg: AtraConfig) -> tuple[ResearchDataset, bool]:
+    def universe_for(self, timeframe: Timeframe | None) -> Universe:
+        """The universe of a trial: the one given (``timeframe`` None), else resampled to
+        ``timeframe`` and cut to its warm-up (made once per bar size)."""
+        if timeframe is None:
+            return self.universe
+        uni = self._universes.get(timeframe)
+        if uni is None:
+            uni = universe_at(self.universe, timeframe)
+            self._universes[timeframe] = uni
+        return uni
+
+    def _dataset(self, cfg: AtraConfig, universe: Universe) -> tuple[ResearchDataset, bool]:
         rs = settings_from_config(cfg, self.market)
+        first_bar = min(int(d.candles["open_time"].iloc[0]) for d in universe.symbols.values())
         key = hash_config(
-            {"signal": spec_to_dict(rs.signal), "exit": spec_to_dict(rs.exit), "features": None}
+            {
+                "signal": spec_to_dict(rs.signal),
+                "exit": spec_to_dict(rs.exit),
+                "features": None,
+                "timeframe": universe.timeframe.value,
+                "first_bar_ms": first_bar,  # the warm-up read (one runner may hold two)
+            }
         )
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             self.dataset_hits += 1
             return hit, True
-        ds = build_dataset(self.universe, rs.signal, rs.exit)
+        ds = build_dataset(universe, rs.signal, rs.exit)
         self.dataset_builds += 1
         self._cache[key] = ds
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return ds, False
 
-    def run(self, cfg: AtraConfig) -> TrialOutcome:
-        """The walk-forward of ``cfg`` on the universe, scored out of sample."""
+    def run(self, cfg: AtraConfig, timeframe: Timeframe | None = None) -> TrialOutcome:
+        """The walk-forward of ``cfg`` on the universe (resampled to ``timeframe`` when
+        given), scored out of sample."""
         rs = settings_from_config(cfg, self.market)
-        dataset, cached = self._dataset(cfg)
+        dataset, cached = self._dataset(cfg, self.universe_for(timeframe))
         wf_cfg = self.overrides.applied(rs.walkforward)
         meta = dataclasses.replace(rs.meta, seed=self.seed)
-        wf = run_walkforward(dataset, wf_cfg, meta, n_jobs=self.n_jobs)
+        wf = run_walkforward(dataset, wf_cfg, meta, n_jobs=self.n_jobs, backend=self.joblib_backend)
         uni = dataset.universe
         oos = oos_events(dataset, wf)
         candles, offsets = oos_candles(uni, oos.start_ms)
@@ -187,6 +222,7 @@ class TrialRunner:
             oos_end_ms=oos.end_ms,
             daily=daily_returns(leg.equity),
             dataset_cached=cached,
+            timeframe=uni.timeframe,
         )
 
 

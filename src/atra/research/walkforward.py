@@ -19,12 +19,19 @@ from atra.core.decision import ModelHandle
 from atra.core.exits.api import ExitSpec
 from atra.core.features.context import ModelInputs
 from atra.core.frames import ms_to_iso
-from atra.core.meta import MetaModel, MetaParams, OOSPredictions, oos_metrics_by_year
+from atra.core.meta import (
+    FoldExecutor,
+    MetaModel,
+    MetaParams,
+    OOSPredictions,
+    oos_metrics_by_year,
+)
 from atra.core.meta import walk_forward_predict as _walk_forward_predict
 from atra.core.signals.spec import BarrierMode, Rule, SignalSpec
 from atra.core.validation import DAY_MS, Fold, walk_forward_splits
 from atra.core.weights import fold_weights_fn, sample_weights
 from atra.errors import ConfigError, DataError, ModelError
+from atra.research.backends import active_executor
 from atra.research.dataset import ResearchDataset
 
 __all__ = [
@@ -158,14 +165,18 @@ def run_walkforward(
     params: MetaParams | None = None,
     *,
     n_jobs: int = 2,
-    backend: str = "threading",
+    backend: str | None = "threading",
+    executor: FoldExecutor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> WalkForwardResult:
     """Walk-forward OOS predictions over the complete events of ``dataset``.
 
-    Folds run through joblib (``n_jobs`` workers, ``backend``): threads by default, since
-    LightGBM trains without the GIL and threads need no process start-up or data copies.
-    ``progress(done, total)`` is called after each fold."""
+    Folds run on ``executor``, else on the one of the enclosing
+    :func:`atra.research.backends.open_backend` (Ray / Dask), else through joblib (``n_jobs``
+    workers, ``backend``; None: the enclosing ``joblib.parallel_config``): threads by default,
+    since LightGBM trains without the GIL and threads need no process start-up or data copies.
+    The predictions are the same whichever runs them. ``progress(done, total)`` is called
+    after each fold."""
     cfg = config or WalkForwardConfig()
     started = time.perf_counter()
     lab = labelled(dataset)
@@ -202,6 +213,7 @@ def run_walkforward(
         net_return=net,
         n_jobs=n_jobs,
         backend=backend,
+        executor=executor if executor is not None else active_executor(),
         progress=progress,
     )
     pos = oos.frame["pos"].to_numpy(dtype=np.int64)

@@ -3,7 +3,8 @@
 timeframe (that of the first SPOT candle key).
 
 ``POST/GET/DELETE /api/v3/order``, ``GET /api/v3/openOrders``, ``POST /api/v3/orderList/oco``,
-``DELETE /api/v3/orderList``, ``GET /api/v3/openOrderList`` and ``GET /api/v3/account``, signed
+``GET/DELETE /api/v3/orderList`` (a list by ``origClientOrderId`` / ``listClientOrderId``),
+``GET /api/v3/openOrderList`` and ``GET /api/v3/account``, signed
 as the futures endpoints are (the authentication is the order desk's). Answers are in the
 shapes Binance documents (tests/fixtures/binance/spot/): numbers as 8-decimal strings, a new
 order answered FULL (``fills``), RESULT or ACK as ``newOrderRespType`` asks, a cancel with the
@@ -57,7 +58,9 @@ def spot_weight(endpoint: str, params: Mapping[str, str], method: str) -> int | 
         return 6
     if endpoint == "spotAccount":
         return 20
-    if endpoint in ("spotOco", "spotOrderList"):
+    if endpoint == "spotOrderList":
+        return 4 if method == "GET" else 1
+    if endpoint == "spotOco":
         return 1
     return None
 
@@ -69,14 +72,17 @@ def _n(x: float) -> str:
 def spot_order_json(o: SpotOrder, shape: str = "query") -> dict[str, object]:
     """``o`` as Binance spot reports it, field for field in the documented order: ``shape``
     ``query`` (Query Order, Open Orders), ``FULL`` / ``RESULT`` / ``ACK`` (New Order, an OCO's
-    ``orderReports``) or ``cancel`` (Cancel Order, with ``transactTime`` as Binance writes it
-    since 2023). ``stopPrice`` only on a STOP_LOSS (a conditional field) but in a query."""
+    ``orderReports``), ``cancel`` (Cancel Order, with ``transactTime`` as Binance writes it
+    since 2023) or ``listcancel`` (the ``orderReports`` of Cancel Order list, documented
+    without a time: the client looks the order up). ``stopPrice`` only on a STOP_LOSS (a
+    conditional field) but in a query."""
+    cancel = shape in ("cancel", "listcancel")
     head: dict[str, object] = {"symbol": o.symbol}
-    if shape == "cancel":
+    if cancel:
         head["origClientOrderId"] = o.cid
     head |= {"orderId": o.order_id, "orderListId": o.list_id}
-    head["clientOrderId"] = f"cancel{o.order_id}" if shape == "cancel" else o.cid
-    if shape != "query":
+    head["clientOrderId"] = f"cancel{o.order_id}" if cancel else o.cid
+    if shape not in ("query", "listcancel"):
         head["transactTime"] = o.update_ms
     if shape == "ACK":
         return head
@@ -107,7 +113,7 @@ def spot_order_json(o: SpotOrder, shape: str = "query") -> dict[str, object]:
         )
     if o.type == "STOP_LOSS":
         body["stopPrice"] = _n(o.stop_price)
-    if shape != "cancel":
+    if not cancel:
         body["workingTime"] = o.create_ms if o.type != "STOP_LOSS" else -1
     out = head | body | {"selfTradePreventionMode": "NONE"}
     if shape == "FULL" and o.list_cid is None:
@@ -196,13 +202,20 @@ class FakeSpotDesk:
                 engine.advance(now_ms)
                 lists = [s for s in engine.lists.values() if s.status == "EXECUTING"]
                 return json.dumps([spot_list_json(s, None) for s in lists])
+            if endpoint == "spotOrderList" and method == "GET":  # Query Order list
+                listed = engine.get_list(_required(params, "origClientOrderId"), now_ms)
+                if listed is None:
+                    raise Reject(400, ERR_UNKNOWN_ORDER, "Order does not exist.")
+                return json.dumps(spot_list_json(listed, None))
             if not symbol:
                 raise Reject(400, -1102, "Mandatory parameter 'symbol' was not sent.")
             if endpoint == "spotOco":
                 return self._post(self._oco(params, symbol, now_ms))
             if endpoint == "spotOrderList":
                 cid = _required(params, "listClientOrderId")
-                return json.dumps(spot_list_json(engine.cancel_list(symbol, cid, now_ms), "cancel"))
+                return json.dumps(
+                    spot_list_json(engine.cancel_list(symbol, cid, now_ms), "listcancel")
+                )
             if method == "POST":
                 return self._new_order(params, symbol, now_ms)
             cid = _required(params, "origClientOrderId")

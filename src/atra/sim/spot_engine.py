@@ -273,6 +273,12 @@ class SpotEngine(BarMarket[SpotOrder]):
         o = self.orders.get(cid)
         return o if o is not None and o.symbol == symbol else None
 
+    def get_list(self, list_cid: str, now_ms: int | None = None) -> SpotList | None:
+        """The order list ``list_cid`` (None: unknown)."""
+        if now_ms is not None:
+            self.advance(now_ms)
+        return self.lists.get(list_cid)
+
     def open_orders(self, symbol: str | None = None, now_ms: int | None = None) -> list[SpotOrder]:
         if now_ms is not None:
             self.advance(now_ms)

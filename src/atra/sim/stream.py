@@ -8,7 +8,8 @@ bar that closes after the connection opened, as Binance does. Prices are written
 klines write them, so a streamed bar equals the fetched one.
 
 Faults (:class:`StreamFaults`, drawn from a seeded RNG): drop a message, send it twice, delay
-it, close the connection after every ``close_every`` messages; :meth:`FakeStreamDesk.disconnect`
+it, send garbage (not JSON) in its place, close the connection after every ``close_every``
+messages; :meth:`FakeStreamDesk.disconnect`
 closes every open connection now. Counters in :attr:`FakeStreamDesk.sent`.
 """
 
@@ -42,6 +43,9 @@ class StreamFaults:
     close_every: int | None = None
     """Close the connection after this many messages (None: never)."""
     seed: int = 0
+    p_garbage: float = 0.0
+    """Send a message that is not JSON instead of the bar (the client drops the connection
+    and backfills the bar over REST)."""
 
 
 class FakeStreamDesk:
@@ -61,7 +65,8 @@ class FakeStreamDesk:
         self.faults = faults or StreamFaults()
         self.poll_s = poll_s
         self.sent: Counter[str] = Counter()
-        """``message``, ``dropped``, ``duplicate``, ``delayed``, ``closed``, ``connection``."""
+        """``message``, ``dropped``, ``duplicate``, ``delayed``, ``garbage``, ``closed``,
+        ``connection``."""
         self._rng = random.Random(self.faults.seed)
         self._open: set[web.WebSocketResponse] = set()
 
@@ -181,6 +186,9 @@ class FakeStreamDesk:
                         if u < f.p_drop + f.p_delay:
                             self.sent["delayed"] += 1
                             await asyncio.sleep(f.delay_s)
+                        elif u < f.p_drop + f.p_delay + f.p_garbage:
+                            self.sent["garbage"] += 1
+                            text = text[: len(text) // 2]  # cut off: not JSON
                         copies = 2 if u >= 1.0 - f.p_duplicate else 1
                         for _ in range(copies):
                             await ws.send_str(text)

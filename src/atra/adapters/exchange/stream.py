@@ -17,10 +17,14 @@ the one :meth:`KlineStream.seen_through` was told about) are fetched over REST t
 ``backfill`` (the loop's :class:`~atra.adapters.exchange.client.ExchangeClient`, sharing its
 rate limiter) and delivered like streamed ones, oldest first.
 
+With ``metrics`` (:class:`~atra.obs.Metrics`) it counts messages, reconnects (``planned`` or
+``error``), bars backfilled and duplicates ignored, observes each closed kline's lag (event time
+``E`` to receipt on ``now_s``) and counts a failed connection in ``atra_errors_total``.
+
 :func:`parse_kline_event` is strict: a message of the wrong shape is a one-line
-:class:`~atra.errors.ExchangeError` naming the stream and what was expected. Whether the
-prices make a valid bar (low <= open, close <= high) is checked where the loop checks its
-REST candles (:func:`~atra.core.signals.candles.candle_arrays`).
+:class:`~atra.errors.ExchangeError` naming the stream and what was expected (numbers finite
+and >= 0); that prices are > 0 is checked by the live loop as it takes the bars
+(:class:`~atra.live.stream_feed.StreamBars`), as it checks its REST candles.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import numpy as np
 
 from atra.core.types import Market, Timeframe
 from atra.errors import AtraError, ExchangeError
-from atra.obs import get_logger
+from atra.obs import Metrics, get_logger
 
 if TYPE_CHECKING:
     from atra.adapters.exchange.client import ExchangeClient
@@ -90,6 +94,8 @@ class ClosedKline:
     low: float
     close: float
     volume: float
+    event_ms: int | None = None
+    """The event's time (``E``): when the exchange sent it (None: not given)."""
 
 
 def _int(k: Mapping[str, Any], key: str, where: str) -> int:
@@ -145,7 +151,10 @@ def parse_kline_event(
     v = _num(k, "v", where)
     if not closed:
         return None
-    return ClosedKline(symbol, t, close_t, o, h, lo, c, v)
+    event = payload.get("E")
+    if event is not None and (not isinstance(event, int) or isinstance(event, bool)):
+        raise ExchangeError(f"{where}: E must be an integer (event time ms), got {event!r}")
+    return ClosedKline(symbol, t, close_t, o, h, lo, c, v, event)
 
 
 @dataclass(slots=True)
@@ -182,8 +191,11 @@ class KlineStream:
         max_connection_s: float = MAX_CONNECTION_S,
         min_interval_s: float = MIN_CONNECT_INTERVAL_S,
         seed: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.market = market
+        self.metrics = metrics
+        """Where the stream's counters and its lag go (``atra_stream_*``); None: nowhere."""
         self.symbols = tuple(symbols)
         self.timeframe = timeframe
         self.url = combined_url(base_url or default_stream_url(market), self.symbols, timeframe)
@@ -218,6 +230,8 @@ class KlineStream:
         last = self._last.get(bar.symbol)
         if bar.open_time in seen or (last is not None and bar.open_time <= last):
             self.stats.duplicates += 1
+            if self.metrics is not None:
+                self.metrics.stream_duplicate_bars_total.labels(market=self.market.value).inc()
             return
         seen.add(bar.open_time)
         if len(seen) > 256:  # keep the recent keys only: older ones are <= last anyway
@@ -271,6 +285,8 @@ class KlineStream:
                 before = self.stats.bars
                 self._deliver(bar)
                 self.stats.backfilled += self.stats.bars - before
+                if self.metrics is not None and self.stats.bars > before:
+                    self.metrics.stream_backfilled_bars_total.labels(market=self.market.value).inc()
             if t.size:
                 self.seen_through(sym, int(t[-1]))
 
@@ -298,10 +314,13 @@ class KlineStream:
                         break
                 last_attempt = time.monotonic()
                 delivered = False
+                planned = self.stats.planned_reconnects
                 try:
                     delivered = await self._connection(session)
                 except (aiohttp.ClientError, OSError, TimeoutError, AtraError) as exc:
                     self.stats.failures += 1
+                    if self.metrics is not None:
+                        self.metrics.errors_total.labels(type=type(exc).__name__).inc()
                     self.stats.errors.append(f"{type(exc).__name__}: {exc}")
                     log.warning("stream_failed", url=self.url, error=f"{type(exc).__name__}: {exc}")
                 finally:
@@ -309,6 +328,11 @@ class KlineStream:
                     self._ws = None
                 if self._closing.is_set():
                     break
+                if self.metrics is not None:
+                    reason = "planned" if self.stats.planned_reconnects > planned else "error"
+                    self.metrics.stream_reconnects_total.labels(
+                        market=self.market.value, reason=reason
+                    ).inc()
                 if delivered:
                     delay = self.backoff_s
                 wait = self._rng.uniform(0.0, delay)  # full jitter
@@ -341,6 +365,8 @@ class KlineStream:
                     continue
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     self.stats.messages += 1
+                    if self.metrics is not None:
+                        self.metrics.stream_messages_total.labels(market=self.market.value).inc()
                     delivered = True
                     try:
                         payload = json.loads(msg.data)
@@ -348,6 +374,11 @@ class KlineStream:
                         raise ExchangeError(f"{self.url}: a message that is not JSON") from None
                     bar = parse_kline_event(payload, self.timeframe, where=self.url)
                     if bar is not None:
+                        if self.metrics is not None and bar.event_ms is not None:
+                            lag = self.now_s() - bar.event_ms / 1000
+                            self.metrics.stream_lag_seconds.labels(
+                                market=self.market.value
+                            ).observe(lag)
                         self._deliver(bar)
                 elif msg.type in _CLOSED:
                     break

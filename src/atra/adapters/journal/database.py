@@ -30,14 +30,18 @@ from atra.adapters.journal.records import (
     GuardEvent,
     JournalBatch,
     OrderRecord,
+    PositionMark,
     PositionRecord,
     SignalRecord,
 )
 from atra.adapters.journal.schema import (
+    DELETE_MARKS,
     INSERT_FILL,
     INSERT_GUARD,
+    INSERT_MARK,
     INSERT_ORDER,
     INSERT_SIGNAL,
+    MARK_COLUMNS,
     MIGRATIONS,
     POSITION_COLUMNS,
     SCHEMA_VERSION,
@@ -90,6 +94,13 @@ def _position_row(p: PositionRecord) -> tuple[Any, ...]:
 
 def _position(row: Sequence[Any]) -> PositionRecord:
     return PositionRecord(*row)
+
+
+def _mark_row(m: PositionMark) -> tuple[Any, ...]:
+    return (
+        m.bar_time_ms, m.position_id, m.symbol, m.side, m.quantity, m.entry_price, m.mark_price,
+        m.unrealized_pnl,
+    )  # fmt: skip
 
 
 class Journal:
@@ -243,6 +254,9 @@ class Journal:
                 await db.execute(
                     UPSERT_EQUITY, (e.bar_time_ms, e.equity, e.realized_pnl, e.open_positions)
                 )
+                if e.positions is not None:  # a bar marked again replaces its marks whole
+                    await db.execute(DELETE_MARKS, (e.bar_time_ms,))
+                    await db.executemany(INSERT_MARK, [_mark_row(m) for m in e.positions])
             if batch.cycle is not None:
                 c = batch.cycle
                 await db.execute(
@@ -380,6 +394,15 @@ class Journal:
     async def equity(self) -> list[EquityRecord]:
         rows = await self._all("SELECT * FROM equity ORDER BY bar_time_ms")
         return [EquityRecord(*r) for r in rows]
+
+    async def position_marks(self, bar_time_ms: int | None = None) -> list[PositionMark]:
+        """The open positions' marks (at ``bar_time_ms``), by bar then position id."""
+        sql = f"SELECT {MARK_COLUMNS} FROM position_marks"  # noqa: S608  (constant columns)
+        params: tuple[Any, ...] = ()
+        if bar_time_ms is not None:
+            sql, params = sql + " WHERE bar_time_ms = ?", (bar_time_ms,)
+        rows = await self._all(sql + " ORDER BY bar_time_ms, position_id", params)
+        return [PositionMark(*r) for r in rows]
 
     async def cycles(self) -> list[CycleRecord]:
         rows = await self._all(

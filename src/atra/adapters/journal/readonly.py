@@ -7,6 +7,10 @@ state (a step of the loop either wholly or not at all) and the loop's writes are
 blocked. ``j`` is a :class:`JournalReader`: a
 :class:`~atra.adapters.journal.database.Journal` (its read methods work, its write methods
 fail with SQLite's read-only error) with the few extra queries a status page polls.
+
+A reader never migrates: it reads the current schema and the one before it
+(:data:`MIN_READABLE_VERSION`); what an older journal does not hold (the per-position marks
+before schema 3) reads as None, never as a made-up value.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Final
 from urllib.parse import quote
 
 import aiosqlite
@@ -25,11 +31,19 @@ from atra.adapters.journal.records import CycleRecord, EquityRecord
 from atra.adapters.journal.schema import SCHEMA_VERSION
 from atra.errors import DataError
 
-__all__ = ["JournalReader", "open_readonly"]
+__all__ = ["MIN_READABLE_VERSION", "JournalReader", "open_readonly"]
+
+MIN_READABLE_VERSION: Final[int] = 2
+"""The oldest schema a reader reads without a migration (2: no ``position_marks``)."""
+MARKS_VERSION: Final[int] = 3
+"""The schema that added ``position_marks``."""
 
 
 class JournalReader(Journal):
-    """A read-only journal (built by :func:`open_readonly`) with single-row queries."""
+    """A read-only journal (built by :func:`open_readonly`) with single-row queries;
+    ``version``: the schema version of the file."""
+
+    version: int = SCHEMA_VERSION
 
     async def last_cycle(self) -> CycleRecord | None:
         """The cycle of the newest bar, None before the first cycle."""
@@ -50,9 +64,18 @@ class JournalReader(Journal):
         return str(rows[0][0]) if rows else None
 
     async def last_equity(self) -> EquityRecord | None:
-        """The newest equity mark, None before the first one."""
-        rows = await self._all("SELECT * FROM equity ORDER BY bar_time_ms DESC LIMIT 1")
-        return EquityRecord(*rows[0]) if rows else None
+        """The newest equity mark with its positions' marks, None before the first one
+        (``positions`` None: a journal from before the marks were written)."""
+        rows = await self._all(
+            "SELECT bar_time_ms, equity, realized_pnl, open_positions FROM equity"
+            " ORDER BY bar_time_ms DESC LIMIT 1"
+        )
+        if not rows:
+            return None
+        mark = EquityRecord(*rows[0])
+        if self.version < MARKS_VERSION:
+            return mark
+        return replace(mark, positions=tuple(await self.position_marks(mark.bar_time_ms)))
 
 
 @asynccontextmanager
@@ -83,11 +106,13 @@ async def open_readonly(path: Path | str) -> AsyncIterator[JournalReader]:
                 f"journal {p}: schema version {version} is newer than this atra understands "
                 f"({SCHEMA_VERSION}); upgrade atra"
             )
-        if version < SCHEMA_VERSION:  # a reader never migrates; the loop does when it starts
+        if version < MIN_READABLE_VERSION:  # a reader never migrates; the loop does
             raise DataError(
-                f"journal {p}: schema version {version}, expected {SCHEMA_VERSION}; open it once "
-                "with a writer (atra live, atra journal trades) to migrate it"
+                f"journal {p}: schema version {version}, expected {MIN_READABLE_VERSION} to "
+                f"{SCHEMA_VERSION}; open it once with a writer (atra live, atra journal trades) "
+                "to migrate it"
             )
+        journal.version = version
         yield journal
     finally:
         if db.in_transaction:

@@ -90,13 +90,36 @@ class PositionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PositionMark:
+    """One open position marked at a bar close: ``unrealized_pnl = side x quantity x
+    (mark_price - entry_price)``, ``quantity`` the part still open. Fees are not in it: the
+    entry fee is realised with the entry fill, the exit fee with the exit (the equity mark's
+    accounting)."""
+
+    bar_time_ms: int
+    position_id: str
+    symbol: str
+    side: int
+    quantity: float
+    entry_price: float
+    mark_price: float
+    unrealized_pnl: float
+
+
+@dataclass(frozen=True, slots=True)
 class EquityRecord:
-    """Equity marked at a bar close (realised P&L + open positions at their last close)."""
+    """Equity marked at a bar close (realised P&L + open positions at their last close).
+
+    ``positions``: the marks of the open positions whose ``unrealized_pnl`` make up
+    ``equity - initial equity - realized_pnl``, written with the equity row in one transaction;
+    None when not known (a journal from before schema 3) or not read
+    (:meth:`~atra.adapters.journal.database.Journal.equity` reads the equity rows alone)."""
 
     bar_time_ms: int
     equity: float
     realized_pnl: float
     open_positions: int
+    positions: tuple[PositionMark, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,12 @@
 Tables: ``signals`` (every primary signal, taken or blocked, with p(take), threshold, reasons,
 model id and the guard that blocked it), ``orders``, ``fills``, ``positions``, ``equity``,
 ``cycles``, ``guard_events``, ``symbol_state`` (the last bar processed per symbol: where a
-restart resumes) and ``meta`` (the run id). A signal is unique by ``(strategy, symbol,
-bar_time_ms)``, an order by its client order id, a fill by ``(client_order_id, leg)``, a
-guard event by ``(guard, symbol, time_ms)``: writing any of them twice is a no-op, so a bar
-processed again after a crash changes nothing.
+restart resumes), ``position_marks`` (each open position at each equity mark: the mark price
+and unrealised P&L, written with its equity row) and ``meta`` (the run id). A signal is
+unique by ``(strategy, symbol, bar_time_ms)``, an order by its client order id, a fill by
+``(client_order_id, leg)``, a guard event by ``(guard, symbol, time_ms)``: writing any of them
+twice is a no-op, so a bar processed again after a crash changes nothing (its equity row and
+position marks are replaced whole).
 
 Each :class:`Migration` takes the schema one version up; :data:`SCHEMA_VERSION` is the newest.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-SCHEMA_VERSION: Final[int] = 2
+SCHEMA_VERSION: Final[int] = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,23 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "position_marks",
+        """
+        CREATE TABLE position_marks (
+            bar_time_ms INTEGER NOT NULL,
+            position_id TEXT NOT NULL,
+            symbol TEXT NOT NULL,
+            side INTEGER NOT NULL,
+            quantity REAL NOT NULL,
+            entry_price REAL NOT NULL,
+            mark_price REAL NOT NULL,
+            unrealized_pnl REAL NOT NULL,
+            PRIMARY KEY (bar_time_ms, position_id)
+        );
+        """,
+    ),
 )
 
 
@@ -175,6 +194,14 @@ UPSERT_EQUITY: Final[str] = (
     "INSERT OR REPLACE INTO equity (bar_time_ms, equity, realized_pnl, open_positions)"
     " VALUES (?, ?, ?, ?)"
 )
+DELETE_MARKS: Final[str] = "DELETE FROM position_marks WHERE bar_time_ms = ?"
+INSERT_MARK: Final[str] = (
+    "INSERT INTO position_marks (bar_time_ms, position_id, symbol, side, quantity, entry_price,"
+    " mark_price, unrealized_pnl) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+MARK_COLUMNS: Final[str] = (
+    "bar_time_ms, position_id, symbol, side, quantity, entry_price, mark_price, unrealized_pnl"
+)
 UPSERT_CYCLE: Final[str] = (
     "INSERT OR REPLACE INTO cycles (bar_time_ms, run_id, started_ms, ended_ms, symbols_ok,"
     " symbols_failed, latency_ms, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -201,4 +228,5 @@ SNAPSHOT_QUERIES: Final[dict[str, str]] = {
     "guard_events": "SELECT time_ms, guard, symbol, detail FROM guard_events"
     " ORDER BY time_ms, guard, symbol",
     "symbol_state": "SELECT * FROM symbol_state ORDER BY symbol",
+    "position_marks": "SELECT * FROM position_marks ORDER BY bar_time_ms, position_id",
 }

@@ -5,8 +5,9 @@ list (:meth:`SpotTrader.place_oco`) and the account's asset balances.
 
 Endpoints (weights in the client's shared bucket): ``POST /api/v3/order`` (1),
 ``GET /api/v3/order`` (4), ``DELETE /api/v3/order`` (1), ``GET /api/v3/openOrders`` (6 with a
-symbol, 80 without), ``POST /api/v3/orderList/oco`` (1), ``DELETE /api/v3/orderList`` (1),
-``GET /api/v3/account`` (20), ``GET /api/v3/exchangeInfo`` (20, once).
+symbol, 80 without), ``POST /api/v3/orderList/oco`` (1), ``GET /api/v3/orderList`` (4),
+``DELETE /api/v3/orderList`` (1), ``GET /api/v3/account`` (20), ``GET /api/v3/exchangeInfo``
+(20, once).
 
 Idempotence is the futures trader's (:mod:`atra.adapters.trading.trader`): a POST is never
 blindly retried. When its answer is lost the order is looked up by its client id (an OCO by
@@ -163,6 +164,16 @@ class SpotTrader(SignedSession):
             return None
         ok = self._ok(code, body, "DELETE", ORDER_LIST_PATH, params, refusal=OrderRejected)
         return parse_order_list(ok, describe("DELETE", ORDER_LIST_PATH, params))
+
+    async def get_order_list(self, list_client_order_id: str) -> OrderList | None:
+        """``GET /api/v3/orderList`` by ``listClientOrderId`` (its status and legs' ids, no
+        leg states: :meth:`get_order` has them); None when the venue does not know it."""
+        params: dict[str, str | int] = {"origClientOrderId": list_client_order_id}
+        code, body = await self._read("GET", ORDER_LIST_PATH, params, 4)
+        if code == ERR_UNKNOWN_ORDER:
+            return None
+        ok = self._ok(code, body, "GET", ORDER_LIST_PATH, params)
+        return parse_order_list(ok, describe("GET", ORDER_LIST_PATH, params))
 
     # ---- listing ---------------------------------------------------------------------------
 

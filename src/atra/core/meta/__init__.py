@@ -39,11 +39,17 @@ from atra.core.meta.model import (
     Reason,
     select_threshold,
 )
-from atra.core.meta.walkforward import OOSPredictions, oos_metrics_by_year, walk_forward_predict
+from atra.core.meta.walkforward import (
+    FoldExecutor,
+    OOSPredictions,
+    oos_metrics_by_year,
+    walk_forward_predict,
+)
 
 __all__ = [
     "THRESHOLD_GRID",
     "Calibration",
+    "FoldExecutor",
     "MetaModel",
     "MetaParams",
     "OOSPredictions",

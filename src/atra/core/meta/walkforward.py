@@ -1,17 +1,19 @@
 """Walk-forward out-of-sample predictions of the meta model (:mod:`atra.core.meta`): one model
-per fold, folds run through joblib, and the OOS quality per calendar year."""
+per fold, folds run through joblib or a :class:`FoldExecutor` (a Ray or Dask cluster, see
+:mod:`atra.research.backends`), and the OOS quality per calendar year."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
+from joblib.parallel import ParallelBackendBase
 from sklearn.metrics import roc_auc_score
 
 from atra.core.meta.inputs import (
@@ -25,12 +27,39 @@ from atra.core.meta.model import MetaModel, MetaParams
 from atra.core.validation import Fold
 from atra.errors import DataError, ModelError
 
-__all__ = ["OOSPredictions", "fit_fold_model", "oos_metrics_by_year", "walk_forward_predict"]
+__all__ = [
+    "FoldExecutor",
+    "OOSPredictions",
+    "fit_fold_model",
+    "oos_metrics_by_year",
+    "walk_forward_predict",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 WeightsFn = Callable[[IntArray], FloatArray]
 ProgressFn = Callable[[int, int], None]
+_R = TypeVar("_R")
+
+
+class FoldExecutor(Protocol):
+    """Runs the fold tasks of one walk-forward on an engine (a Ray or Dask cluster).
+
+    ``map_folds(fn, shared, tasks, progress)`` returns ``[fn(*shared, *task) for task in
+    tasks]`` in the order of ``tasks`` (never in completion order). ``shared`` holds the large
+    arrays every task reads (feature matrix, labels, label spans, net returns; ``None`` stays
+    ``None``): the executor sends them once (object store / scatter), each task carries only
+    references to them and its own small ``task`` tuple (the fold's row indices and weights).
+    ``progress(done, total)`` is called in the calling process as tasks finish.
+    """
+
+    def map_folds(
+        self,
+        fn: Callable[..., _R],
+        shared: Sequence[Any],
+        tasks: Sequence[tuple[Any, ...]],
+        progress: ProgressFn | None,
+    ) -> list[_R]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +115,11 @@ def fit_fold_model(
 
 def _fit_fold(
     arr: FloatArray,
-    names: tuple[str, ...],
     y: IntArray,
     t0: IntArray,
     t1: IntArray,
     net: FloatArray | None,
+    names: tuple[str, ...],
     fold: Fold,
     weights: FloatArray | None,
     params: MetaParams,
@@ -111,20 +140,25 @@ def walk_forward_predict(
     weights_fn: WeightsFn | None = None,
     params: MetaParams | None = None,
     net_return: npt.ArrayLike | None = None,
-    n_jobs: int = 2,
-    backend: str = "loky",
+    n_jobs: int | None = 2,
+    backend: str | ParallelBackendBase | None = None,
+    executor: FoldExecutor | None = None,
     progress: ProgressFn | None = None,
 ) -> OOSPredictions:
     """Fit one :class:`MetaModel` per fold on its training rows and predict its test rows.
 
     ``weights_fn(train_idx)`` returns the sample weights of those training rows (computed here,
     in the calling process, from training rows only, e.g. with
-    :func:`atra.core.weights.fold_weights_fn`). Folds run through
-    ``joblib.Parallel(n_jobs, backend)``: any joblib backend (loky, threading, or a Ray / Dask
-    backend registered by the caller) can run them. Each fit uses ``params.n_jobs`` threads.
+    :func:`atra.core.weights.fold_weights_fn`). With an ``executor``, the folds run on it (the
+    arrays sent once, see :class:`FoldExecutor`; ``n_jobs`` and ``backend`` are not used).
+    Otherwise they run through ``joblib.Parallel(n_jobs, backend)``: ``backend`` is a joblib
+    backend name or instance (loky, threading, ``"dask"`` with an active Dask client, ...);
+    ``None`` (and ``n_jobs=None``) take the enclosing ``joblib.parallel_config`` (joblib's
+    default, loky, without one). Each fit uses ``params.n_jobs`` threads, whatever runs it, and
+    results are ordered by fold: the predictions do not depend on the backend.
     ``progress(done, total)`` is called in this process after each finished fold (with a
-    backend that cannot stream results, such as ``multiprocessing`` or Ray's, all calls come
-    once every fold is done).
+    backend that cannot stream results, such as ``multiprocessing``, all calls come once every
+    fold is done).
     """
     params = params or MetaParams()
     arr = feature_matrix(X)
@@ -136,7 +170,7 @@ def walk_forward_predict(
     if not folds:
         raise ModelError("walk-forward needs at least one fold")
     names = feature_names_of(X)
-    jobs = []
+    tasks: list[tuple[Any, ...]] = []
     for fold in folds:
         if int(max(fold.train_idx.max(), fold.test_idx.max())) >= n:
             raise DataError(f"fold {fold.fold_id}: row index beyond the {n} events")
@@ -145,16 +179,12 @@ def walk_forward_predict(
         w = None if weights_fn is None else np.asarray(weights_fn(fold.train_idx), np.float64)
         if w is not None and w.shape != fold.train_idx.shape:
             raise DataError(f"fold {fold.fold_id}: weights_fn returned {w.shape}, expected rows")
-        jobs.append(delayed(_fit_fold)(arr, names, labels, start, end, net, fold, w, params))
-    results: list[_FoldResult] = []
-    try:
-        runner = Parallel(n_jobs=n_jobs, backend=backend, return_as="generator_unordered")
-    except ValueError:  # a backend that cannot stream results (multiprocessing, Ray): batch
-        runner = Parallel(n_jobs=n_jobs, backend=backend)
-    for res in runner(jobs):
-        results.append(res)
-        if progress is not None:
-            progress(len(results), len(jobs))
+        tasks.append((names, fold, w, params))
+    shared = (arr, labels, start, end, net)
+    if executor is not None:
+        results = executor.map_folds(_fit_fold, shared, tasks, progress)
+    else:
+        results = _joblib_map(shared, tasks, n_jobs, backend, progress)
     results.sort(key=lambda r: r.fold_id)
     by_id = {f.fold_id: f for f in folds}
     pos = np.concatenate([r.test_idx for r in results]).astype(np.int64)
@@ -184,6 +214,29 @@ def walk_forward_predict(
         columns=list(names),
     )
     return OOSPredictions(frame, pd.DataFrame(fold_rows), importance)
+
+
+def _joblib_map(
+    shared: tuple[Any, ...],
+    tasks: Sequence[tuple[Any, ...]],
+    n_jobs: int | None,
+    backend: str | ParallelBackendBase | None,
+    progress: ProgressFn | None,
+) -> list[_FoldResult]:
+    jobs = [delayed(_fit_fold)(*shared, *task) for task in tasks]
+    results: list[_FoldResult] = []
+    # a name or instance goes through parallel_config: joblib resolves (and registers) its
+    # external backends ("dask", "ray") there, and keeps the enclosing config's other settings
+    with parallel_config() if backend is None else parallel_config(backend=backend):
+        try:
+            runner = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+        except ValueError:  # a backend that cannot stream results (multiprocessing): batch
+            runner = Parallel(n_jobs=n_jobs)
+        for res in runner(jobs):
+            results.append(res)
+            if progress is not None:
+                progress(len(results), len(jobs))
+    return results
 
 
 def oos_metrics_by_year(

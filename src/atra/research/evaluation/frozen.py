@@ -37,16 +37,20 @@ from atra.core.meta import OOSPredictions, oos_metrics_by_year
 from atra.core.types import Market, Timeframe
 from atra.core.validation import Fold
 from atra.errors import ConfigError, DataError
-from atra.research.evaluation.loop import StageProgress, evaluate_walkforward
-from atra.research.evaluation.oos import oos_candles, oos_events, rebased_events
+from atra.research.evaluation.loop import (
+    StageProgress,
+    UniverseArgs,
+    evaluate_walkforward,
+    stage_progress,
+    stored_dataset,
+)
+from atra.research.evaluation.oos import oos_candles, oos_events, oos_funding, rebased_events
 from atra.research.evaluation.result import Evaluation
 from atra.research.pipeline import (
     ResearchDataset,
     ResearchSettings,
     WalkForwardResult,
-    build_dataset,
     load_model_for,
-    load_universe,
 )
 from atra.research.runrecord.hashes import normalize_trades
 from atra.research.runrecord.legs import leg_from_backtest
@@ -232,12 +236,7 @@ def _control(
     uni = dataset.universe
     oos = oos_events(dataset, wf)
     candles, offsets = oos_candles(uni, oos.start_ms)
-    perp = uni.market is Market.PERP
-    funding = (
-        {s: d.funding for s, d in uni.symbols.items() if d.funding is not None and s in candles}
-        if perp
-        else {}
-    )
+    funding = oos_funding(uni, candles)
     markets = {s: uni.market for s in candles}
     events = rebased_events(oos.events, offsets)
     fixed = replace(backtest_config, decision_column="take", probability_column=None)
@@ -286,19 +285,16 @@ def run_frozen_backtest(
     if not control_seeds:
         raise ConfigError("--control-seeds must be >= 1")
 
-    def stage(name: str) -> Any:
-        def update(done: int, total: int, item: str) -> None:
-            if progress is not None:
-                progress(name, done, total, item)
-
-        return update
-
-    universe = load_universe(
-        store, exchange, symbols, market, timeframe, start_ms, end_ms, series=series
+    universe = UniverseArgs(
+        exchange=exchange,
+        symbols=symbols,
+        market=market,
+        timeframe=timeframe,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        series=series,
     )
-    dataset = build_dataset(
-        universe, settings.signal, settings.exit, progress=stage("features + labels")
-    )
+    dataset = stored_dataset(store, universe, settings, progress)
     if dataset.events.empty:
         raise DataError(f"backtest: no primary signal from {ms_to_iso(start_ms)} on")
     handle = load_model_for(model_path, dataset)
@@ -327,6 +323,6 @@ def run_frozen_backtest(
         meta_params=handle.model.params,
         seed=settings.meta.seed,
         notes=run_notes,
-        progress=stage("backtests + report"),
+        progress=stage_progress(progress, "backtests + report"),
     )
     return FrozenEvaluation(ev, control, handle.model_id, *train)

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Required, TypedDict, Unpack, get_origin, get_type_hints
 
 import numpy as np
 
@@ -34,12 +34,12 @@ from atra.core.backtest.engine import BacktestConfig, run_backtest
 from atra.core.features.context import SeriesInput
 from atra.core.meta import MetaParams
 from atra.core.types import Market, Timeframe
-from atra.errors import DataError
 from atra.research.evaluation.buy_hold import BUY_HOLD_RULE, buy_and_hold
 from atra.research.evaluation.oos import (
     PREDICTION_COLUMNS,
     oos_candles,
     oos_events,
+    oos_funding,
     rebased_events,
 )
 from atra.research.evaluation.result import Evaluation, leg_figures
@@ -59,7 +59,18 @@ from atra.research.runrecord.directory import read_run, write_run
 from atra.research.runrecord.hashes import hash_config
 from atra.research.runrecord.legs import leg_from_backtest
 
-__all__ = ["ProgressFn", "StageProgress", "evaluate_walkforward", "plain", "run_research_loop"]
+__all__ = [
+    "LoopArgs",
+    "ProgressFn",
+    "StageProgress",
+    "UniverseArgs",
+    "checked_loop_args",
+    "evaluate_walkforward",
+    "plain",
+    "run_research_loop",
+    "stage_progress",
+    "stored_dataset",
+]
 
 ProgressFn = Callable[[int, int, str], None]
 StageProgress = Callable[[str, int, int, str], None]
@@ -108,15 +119,7 @@ def evaluate_walkforward(
 
     oos = oos_events(dataset, wf)
     candles, offsets = oos_candles(uni, oos.start_ms)
-    perp = uni.market is Market.PERP
-    funding = (
-        {s: d.funding for s, d in uni.symbols.items() if d.funding is not None and s in candles}
-        if perp
-        else {}
-    )
-    missing_funding = sorted(set(candles) - set(funding)) if perp else []
-    if missing_funding:
-        raise DataError(f"evaluation: perpetual symbol {missing_funding[0]} has no funding stored")
+    funding = oos_funding(uni, candles)
     markets = {s: uni.market for s in candles}
     events = rebased_events(oos.events, offsets)
     step(1, "backtest primary")
@@ -228,60 +231,114 @@ def evaluate_walkforward(
     )
 
 
-def run_research_loop(
+class UniverseArgs(TypedDict, total=False):
+    """What to read from the store (:func:`atra.research.pipeline.load_universe`); the range
+    and ``series`` default to everything stored and none."""
+
+    exchange: Required[str]
+    symbols: Required[Sequence[str]]
+    market: Required[Market]
+    timeframe: Required[Timeframe]
+    start_ms: int | None
+    end_ms: int | None
+    series: Sequence[SeriesInput]
+
+
+class LoopArgs(UniverseArgs, total=False):
+    """The keyword arguments of a research loop on stored data (:func:`run_research_loop`,
+    :func:`atra.research.ablation.run_ablation_loop`): the universe, the settings, where the
+    run records go, the LightGBM ``seed``; ``n_trials`` (1), ``n_jobs`` (2) and ``progress``
+    (none) as :func:`evaluate_walkforward` and :func:`run_walkforward` take them."""
+
+    settings: Required[ResearchSettings]
+    backtest_config: Required[BacktestConfig]
+    runs_dir: Required[Path]
+    seed: Required[int]
+    n_trials: int
+    n_jobs: int
+    progress: StageProgress | None
+
+
+def _keys(kind: type) -> tuple[frozenset[str], frozenset[str]]:
+    hints = get_type_hints(kind, include_extras=True)
+    return frozenset(k for k, t in hints.items() if get_origin(t) is Required), frozenset(hints)
+
+
+_REQUIRED, _KNOWN = _keys(LoopArgs)
+
+
+def checked_loop_args(args: LoopArgs) -> LoopArgs:
+    """``args`` unchanged when a loop takes them all and has every required one; TypeError
+    naming the keyword otherwise, as a signature would (``**args`` alone accepts anything)."""
+    unknown = sorted(set(args) - _KNOWN)
+    if unknown:
+        raise TypeError(f"research loop: unexpected keyword argument {unknown[0]!r}")
+    missing = sorted(_REQUIRED - set(args))
+    if missing:
+        raise TypeError(f"research loop: missing keyword argument {missing[0]!r}")
+    return args
+
+
+def stage_progress(progress: StageProgress | None, name: str) -> ProgressFn:
+    """``progress`` reporting as stage ``name`` (nothing when ``progress`` is None)."""
+
+    def update(done: int, total: int, item: str) -> None:
+        if progress is not None:
+            progress(name, done, total, item)
+
+    return update
+
+
+def stored_dataset(
     store: CandleStore,
-    *,
-    exchange: str,
-    symbols: Sequence[str],
-    market: Market,
-    timeframe: Timeframe,
+    universe: UniverseArgs,
     settings: ResearchSettings,
-    backtest_config: BacktestConfig,
-    runs_dir: Path,
-    seed: int,
-    start_ms: int | None = None,
-    end_ms: int | None = None,
-    n_trials: int = 1,
-    n_jobs: int = 2,
-    notes: Mapping[str, Any] | None = None,
-    progress: StageProgress | None = None,
-    series: Sequence[SeriesInput] = (),
+    progress: StageProgress | None,
+) -> ResearchDataset:
+    """The universe read from ``store`` and its dataset (every available feature), reported
+    as the stage ``features + labels``."""
+    uni = load_universe(
+        store,
+        universe["exchange"],
+        universe["symbols"],
+        universe["market"],
+        universe["timeframe"],
+        universe.get("start_ms"),
+        universe.get("end_ms"),
+        series=universe.get("series", ()),
+    )
+    return build_dataset(
+        uni, settings.signal, settings.exit, progress=stage_progress(progress, "features + labels")
+    )
+
+
+def run_research_loop(
+    store: CandleStore, *, notes: Mapping[str, Any] | None = None, **args: Unpack[LoopArgs]
 ) -> Evaluation:
     """The whole research loop on stored data: universe -> features, primary signals and labels
     -> walk-forward meta model (``settings.walkforward``, LightGBM seeded with ``seed``) ->
     OOS backtests primary vs filtered vs buy-and-hold -> run record + HTML report."""
-
-    def stage(name: str) -> Callable[[int, int, str], None]:
-        def update(done: int, total: int, item: str) -> None:
-            if progress is not None:
-                progress(name, done, total, item)
-
-        return update
-
-    universe = load_universe(
-        store, exchange, symbols, market, timeframe, start_ms, end_ms, series=series
-    )
-    dataset = build_dataset(
-        universe, settings.signal, settings.exit, progress=stage("features + labels")
-    )
+    args = checked_loop_args(args)
+    settings, progress, seed = args["settings"], args.get("progress"), args["seed"]
+    dataset = stored_dataset(store, args, settings, progress)
     meta = replace(settings.meta, seed=seed)
-    folds = stage("walk-forward folds")
+    folds = stage_progress(progress, "walk-forward folds")
     wf = run_walkforward(
         dataset,
         settings.walkforward,
         meta,
-        n_jobs=n_jobs,
+        n_jobs=args.get("n_jobs", 2),
         progress=lambda done, total: folds(done, total, f"fold {done}/{total}"),
     )
     return evaluate_walkforward(
         dataset,
         wf,
-        backtest_config,
-        runs_dir=runs_dir,
+        args["backtest_config"],
+        runs_dir=args["runs_dir"],
         wf_config=settings.walkforward,
         meta_params=meta,
         seed=seed,
-        n_trials=n_trials,
+        n_trials=args.get("n_trials", 1),
         notes=notes,
-        progress=stage("backtests + report"),
+        progress=stage_progress(progress, "backtests + report"),
     )

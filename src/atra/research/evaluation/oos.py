@@ -12,7 +12,7 @@ label) are counted in :attr:`OOSEvents.without_decision`, never dropped silently
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,10 +20,18 @@ import numpy as np
 import pandas as pd
 
 from atra.core.frames import ms_to_iso
+from atra.core.types import Market
 from atra.errors import DataError
 from atra.research.pipeline import ResearchDataset, Universe, WalkForwardResult
 
-__all__ = ["PREDICTION_COLUMNS", "OOSEvents", "oos_candles", "oos_events", "rebased_events"]
+__all__ = [
+    "PREDICTION_COLUMNS",
+    "OOSEvents",
+    "oos_candles",
+    "oos_events",
+    "oos_funding",
+    "rebased_events",
+]
 
 PREDICTION_COLUMNS: Final[tuple[str, ...]] = (
     "symbol",
@@ -112,3 +120,15 @@ def rebased_events(events: pd.DataFrame, offsets: Mapping[str, int]) -> pd.DataF
     shift = out["symbol"].map(offsets).to_numpy(dtype=np.int64)
     out["t"] = out["t"].to_numpy(dtype=np.int64) - shift
     return out
+
+
+def oos_funding(uni: Universe, symbols: Collection[str]) -> dict[str, pd.DataFrame]:
+    """The stored funding rates of ``symbols`` on a perpetual universe (none on spot).
+    DataError when a perpetual symbol has none: its trades would pay no funding."""
+    if uni.market is not Market.PERP:
+        return {}
+    funding = {s: d.funding for s, d in uni.symbols.items() if d.funding is not None}
+    missing = sorted(set(symbols) - set(funding))
+    if missing:
+        raise DataError(f"evaluation: perpetual symbol {missing[0]} has no funding stored")
+    return {s: funding[s] for s in uni.symbols if s in symbols and s in funding}

@@ -68,8 +68,8 @@ def backtest_config_from(cfg: AtraConfig) -> BacktestConfig:
     ``[risk]`` through the mappings the live loop uses (:func:`atra.core.risk.sizing_of`,
     :func:`atra.core.risk.limits_of`): ``risk_per_trade``, one position's notional <=
     ``max_gross_leverage`` x equity, ``max_open_positions``, ``max_per_symbol``, the gross
-    leverage cap and the daily loss. Every fill pays the taker fee (take-profits too), as the
-    labels assume.
+    leverage cap and the daily loss; the TP1 partial and break-even move of ``[strategy]``. Every
+    fill pays the taker fee (take-profits too), as the labels assume.
 
     ``risk.kelly`` = ``half`` / ``full``: events with a ``p_take`` (the meta model's) are sized
     with that share of Kelly from p(take) and the TP1/SL payoff, under the 2% cap; the
@@ -89,6 +89,8 @@ def backtest_config_from(cfg: AtraConfig) -> BacktestConfig:
         max_per_symbol=limits.max_per_symbol,
         max_gross_leverage=limits.max_gross_leverage,
         max_daily_loss=limits.max_daily_loss,
+        tp1_fraction=cfg.strategy.tp1_fraction,
+        move_to_be=cfg.strategy.move_to_be,
         spot_borrow_rate_per_hour=c.spot_borrow_bps_per_hour / 1e4,
         probability_column=None if kelly_multiplier_of(r.kelly) is None else "p_take",
     )
