@@ -132,22 +132,21 @@ def ablation_cmd(
     costs; a table and one JSON line."""
     spec = backend_spec(backend, address, workers)
     from atra.research.ablation import run_ablation_loop
-    from atra.research.backends import open_backend
 
-    with open_backend(spec, n_jobs=n_jobs):
-        console, result = run_walkforward_loop(
-            run_ablation_loop,
-            selection,
-            retrain_days=retrain_days,
-            embargo_hours=embargo_hours,
-            min_train_days=min_train_days,
-            min_train_events=min_train_events,
-            first_test=first_test,
-            runs_dir=runs_dir,
-            n_trials=n_trials,
-            seed=seed,
-            n_jobs=n_jobs,
-        )
+    console, result = run_walkforward_loop(
+        run_ablation_loop,
+        selection,
+        retrain_days=retrain_days,
+        embargo_hours=embargo_hours,
+        min_train_days=min_train_days,
+        min_train_events=min_train_events,
+        first_test=first_test,
+        runs_dir=runs_dir,
+        n_trials=n_trials,
+        seed=seed,
+        n_jobs=n_jobs,
+        backend=spec,
+    )
     if not json_only:
         print_ablation(console, result, runs_dir)
     typer.echo(json.dumps(result.to_json(), allow_nan=False))

@@ -31,6 +31,8 @@ from atra.errors import ConfigError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from atra.research.backends import BackendSpec
+
 _T = TypeVar("_T")
 
 DATA_DIR_OPTION = "--data-dir / ATRA_DATA_DIR"
@@ -206,9 +208,11 @@ def run_walkforward_loop(
     n_trials: int,
     seed: int,
     n_jobs: int,
+    backend: BackendSpec,
 ) -> tuple[Console, _T]:
     """Check the walk-forward options, apply them to the settings of ``--config``, resolve the
-    selection and run ``loop`` on it with a stage progress bar; the console and its result.
+    selection and run ``loop`` on it with a stage progress bar, its fold fits on ``backend``
+    (:func:`atra.research.backends.open_backend`); the console and its result.
 
     ``loop`` is :func:`atra.research.evaluation.loop.run_research_loop` or
     :func:`atra.research.ablation.run_ablation_loop` (the same keyword arguments)."""
@@ -218,6 +222,7 @@ def run_walkforward_loop(
     first_test_ms = None if first_test is None else parse_time(first_test, "--first-test")
     from atra.cli.plugins import load_run_config
     from atra.cli.series import configured_inputs
+    from atra.research.backends import open_backend
     from atra.research.evaluation.settings import backtest_config_from
     from atra.research.pipeline import settings_from_config
 
@@ -235,24 +240,25 @@ def run_walkforward_loop(
             first_test_ms=first_test_ms,
         ),
     )
-    sel = resolve(selection)
-    console = make_console()
-    with stage_progress(console) as progress:
-        result = loop(
-            sel.store,
-            exchange=sel.exchange,
-            symbols=sel.symbols,
-            market=sel.market,
-            timeframe=sel.timeframe,
-            start_ms=sel.range.start_ms,
-            end_ms=sel.range.end_ms,
-            settings=settings,
-            backtest_config=backtest_config_from(cfg),
-            runs_dir=runs_dir,
-            seed=seed,
-            n_trials=n_trials,
-            n_jobs=n_jobs,
-            progress=progress,
-            series=configured_inputs(cfg, sel.store.root),
-        )
+    with open_backend(backend, n_jobs=n_jobs):  # its errors come before any data is read
+        sel = resolve(selection)
+        console = make_console()
+        with stage_progress(console) as progress:
+            result = loop(
+                sel.store,
+                exchange=sel.exchange,
+                symbols=sel.symbols,
+                market=sel.market,
+                timeframe=sel.timeframe,
+                start_ms=sel.range.start_ms,
+                end_ms=sel.range.end_ms,
+                settings=settings,
+                backtest_config=backtest_config_from(cfg),
+                runs_dir=runs_dir,
+                seed=seed,
+                n_trials=n_trials,
+                n_jobs=n_jobs,
+                progress=progress,
+                series=configured_inputs(cfg, sel.store.root),
+            )
     return console, result

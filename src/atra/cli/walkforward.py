@@ -96,21 +96,20 @@ def walkforward_cmd(
     """Walk-forward meta model, backtested out-of-sample: primary-only vs meta-filtered vs
     buy-and-hold, after costs; writes the run record and its HTML report."""
     spec = backend_spec(backend, address, workers)
-    from atra.research.backends import open_backend
     from atra.research.evaluation.loop import run_research_loop
 
-    with open_backend(spec, n_jobs=n_jobs):
-        console, ev = run_walkforward_loop(
-            run_research_loop,
-            selection,
-            retrain_days=retrain_days,
-            embargo_hours=embargo_hours,
-            min_train_days=min_train_days,
-            min_train_events=min_train_events,
-            first_test=first_test,
-            runs_dir=runs_dir,
-            n_trials=n_trials,
-            seed=seed,
-            n_jobs=n_jobs,
-        )
+    console, ev = run_walkforward_loop(
+        run_research_loop,
+        selection,
+        retrain_days=retrain_days,
+        embargo_hours=embargo_hours,
+        min_train_days=min_train_days,
+        min_train_events=min_train_events,
+        first_test=first_test,
+        runs_dir=runs_dir,
+        n_trials=n_trials,
+        seed=seed,
+        n_jobs=n_jobs,
+        backend=spec,
+    )
     print_evaluation(console, ev)
