@@ -53,9 +53,11 @@ __all__ = [
     "SECTIONS",
     "TRADES_NAME",
     "combined_trades",
+    "html_document",
     "render_html",
     "render_report",
     "terminal_summary",
+    "write_page",
 ]
 
 REPORT_NAME: Final[str] = "report.html"
@@ -205,18 +207,41 @@ def render_html(run: LoadedRun) -> str:
     )
     s_header, s_rows = symbol_rows(run)
     body["symbols"] = _table_html(s_header, s_rows, "data symbols")
-    sections = "\n".join(
-        f'<section id="{key}"><h2>{html.escape(title)}</h2>\n{body[key]}</section>'
-        for key, title in SECTIONS
-    )
     title = f"ATRA run {run.record.run_id} ({run.record.data_label.upper()})"
+    return html_document(title, _header_html(run), SECTIONS, body)
+
+
+def html_document(
+    title: str,
+    header: str,
+    sections: Sequence[tuple[str, str]],
+    body: dict[str, str],
+    css: str = "",
+) -> str:
+    """One self-contained report page: plotly inlined, ``header`` then one ``<section>`` per
+    ``(key, title)`` of ``sections`` with ``body[key]``, the figures drawn at load; ``css`` is
+    added to the report's style."""
+    blocks = "\n".join(
+        f'<section id="{key}"><h2>{html.escape(heading)}</h2>\n{body[key]}</section>'
+        for key, heading in sections
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n"
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}{css}</style>\n"
         f'<script type="text/javascript" id="plotlyjs">{get_plotlyjs()}</script>\n'
-        f"</head><body>\n{_header_html(run)}\n{sections}\n"
+        f"</head><body>\n{header}\n{blocks}\n"
         f"<script>{_DRAW_JS}</script>\n</body></html>\n"
     )
+
+
+def write_page(target: Path, text: str) -> Path:
+    """Write ``text`` to ``target`` atomically (a temporary file beside it, then renamed);
+    return ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    return target
 
 
 def combined_trades(run: LoadedRun) -> pd.DataFrame:
@@ -228,11 +253,7 @@ def combined_trades(run: LoadedRun) -> pd.DataFrame:
 def render_report(run: LoadedRun, out: Path | None = None) -> Path:
     """Write ``report.html`` (default: in the run directory) with ``trades.csv`` (all legs)
     and ``metrics.json`` beside it; return the HTML path."""
-    target = run.path / REPORT_NAME if out is None else Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(render_html(run), encoding="utf-8")
-    tmp.replace(target)
+    target = write_page(run.path / REPORT_NAME if out is None else Path(out), render_html(run))
     combined_trades(run).to_csv(target.parent / TRADES_NAME, index=False)
     metrics_src = run.path / METRICS_NAME
     metrics_dst = target.parent / METRICS_NAME

@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any, Final
 
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 
 from atra.core.frames import ms_to_iso
 from atra.core.stats.overfitting import DeflatedSharpe, Overfitting
-from atra.research.report.page import _CSS, _DRAW_JS, SCOPE_SENTENCE, _figure_block, _table_html
+from atra.research.report.page import (
+    SCOPE_SENTENCE,
+    _figure_block,
+    _table_html,
+    html_document,
+    write_page,
+)
 
 __all__ = [
     "BEST_COLOR",
@@ -261,32 +266,20 @@ def render_search_html(page: SearchPage) -> str:
         _trial_rows(page),
         "data trials",
     )
-    sections = "\n".join(
-        f'<section id="{key}"><h2>{html.escape(title)}</h2>\n{body[key]}</section>'
-        for key, title in SEARCH_SECTIONS
-    )
     title = f"ATRA search {page.study_name}"
     scope = (
         f"{SCOPE_SENTENCE} Every trial is a purged, embargoed walk-forward scored on its test "
         "windows only; the DSR and the PBO are computed from every scored trial in the storage."
     )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}{_SEARCH_CSS}</style>\n"
-        f'<script type="text/javascript" id="plotlyjs">{get_plotlyjs()}</script>\n'
-        f"</head><body>\n<h1>{html.escape(title)}</h1>\n"
+    header = (
+        f"<h1>{html.escape(title)}</h1>\n"
         f'<p class="scope">{html.escape(scope)}</p>\n'
         f'<p class="annualization">{html.escape(page.annualization)}; no risk-free rate; '
-        "returns are per-bar, 24/7; the PBO reads daily returns.</p>\n"
-        f"{sections}\n<script>{_DRAW_JS}</script>\n</body></html>\n"
+        "returns are per-bar, 24/7; the PBO reads daily returns.</p>"
     )
+    return html_document(title, header, SEARCH_SECTIONS, body, css=_SEARCH_CSS)
 
 
 def write_search_page(page: SearchPage, out: Path) -> Path:
     """Write the page to ``out`` (atomically); return the path."""
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(render_search_html(page), encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_page(Path(out), render_search_html(page))
