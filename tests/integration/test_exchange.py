@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from atra.adapters.exchange.client import BinanceClient
 from atra.adapters.ratelimit import ManualClock, RateLimiter, ScaledClock, forget_shared_limiters
@@ -381,6 +384,60 @@ async def test_429_pauses_then_succeeds(canned: Canned) -> None:
     assert canned.hits == 2
 
 
+class SlowResolver(AbstractResolver):
+    """Resolves every host to 127.0.0.1 once ``opened`` is set: a new connection that takes its
+    time to open (a request between the limiter and the wire)."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.set()
+        await self.opened.wait()
+        return [
+            ResolveResult(
+                hostname=host,
+                host="127.0.0.1",
+                port=port,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_429_learnt_while_a_request_opens_its_connection_holds_it_back(
+    canned: Canned,
+) -> None:
+    clock = ManualClock(wall_s=2e9)
+    limiter = RateLimiter(6000, clock=clock)
+    canned.reply(200, GOOD)
+    resolver = SlowResolver()
+    url = f"http://exchange.test:{urlsplit(canned.url).port}"
+    async with client(url, clock=clock, limiter=limiter, resolver=resolver) as c:
+        task = asyncio.ensure_future(c.fetch_klines("BTCUSDT", Timeframe.H1))
+        await resolver.asked.wait()
+        assert limiter.stats.requests == 1  # it passed the limiter: charged, opening a connection
+        limiter.on_rate_limited(30.0)  # another request's 429, learnt meanwhile
+        resolver.opened.set()
+        for _ in range(500):  # until it sleeps out the pause (or, wrongly, is answered)
+            if clock.sleepers or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert canned.hits == 0  # the connection is open, nothing was written on it
+        assert limiter.held == 2  # at the wire gate, then before it goes again
+        clock.advance(30)
+        assert len(await task) == 1
+        assert c.limiter.stats.requests == 1  # sent after the pause, charged once
+    assert canned.hits == 1
+
+
 @pytest.mark.parametrize(
     ("headers", "text", "ban_s"),
     [
@@ -411,9 +468,13 @@ async def test_418_raises_ipbanned_and_stops_every_request(
     assert canned.hits == 2
 
 
-def _request_lines(lines: list[dict[str, object]]) -> list[tuple[object, str]]:
-    """``(level, event)`` of the client's per-request lines (the test server's are left out)."""
-    return [(line["level"], str(line["event"])) for line in lines if line["logger"] == "httpx"]
+def _request_lines(lines: list[dict[str, object]]) -> list[tuple[object, int]]:
+    """``(level, status)`` of the client's per-answer lines (the test server's are left out)."""
+    return [
+        (line["level"], int(str(line["status"])))
+        for line in lines
+        if line["event"] == "exchange_answer"
+    ]
 
 
 async def test_a_successful_request_logs_nothing_at_info(canned: Canned) -> None:
@@ -430,10 +491,10 @@ async def test_a_successful_request_is_logged_at_debug(canned: Canned) -> None:
     with json_log_lines("DEBUG") as lines:
         async with client(canned.url) as c:
             await c.fetch_klines("BTCUSDT", Timeframe.H1)
-        ((level, event),) = _request_lines(lines())
-    assert level == "debug"
-    assert event.startswith("HTTP Request: GET ")
-    assert event.endswith('"HTTP/1.1 200 OK"')
+        ((level, status),) = _request_lines(lines())
+        (line,) = [line for line in lines() if line["event"] == "exchange_answer"]
+    assert (level, status) == ("debug", 200)
+    assert (line["method"], line["endpoint"]) == ("GET", "/api/v3/klines")
 
 
 async def test_retries_429s_errors_and_bans_stay_at_info(canned: Canned) -> None:
@@ -450,13 +511,7 @@ async def test_retries_429s_errors_and_bans_stay_at_info(canned: Canned) -> None
             with pytest.raises(IPBanned):
                 await c.fetch_klines("BTCUSDT", Timeframe.H1)
         logged = _request_lines(lines())
-    assert [level for level, _ in logged] == ["info"] * 4
-    assert [event.rsplit('"HTTP/1.1 ', 1)[1][:3] for _, event in logged] == [
-        "503",
-        "429",
-        "400",
-        "418",
-    ]
+    assert logged == [("info", 503), ("info", 429), ("info", 400), ("info", 418)]
 
 
 async def test_metrics_count_answers_retries_and_the_stated_limit(canned: Canned) -> None:

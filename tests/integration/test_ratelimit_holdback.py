@@ -48,7 +48,8 @@ def test_wrong_limit_thirty_connections_never_banned(run: int) -> None:
     assert fig.rate_limited >= 1, "the wrong limit was never hit: the scenario tests nothing"
     assert fig.banned == 0, fig
     assert fig.sent_after_429 == 0, fig  # nothing went out on a connection after its 429
-    assert fig.held_back >= 1, fig  # requests that had passed the limiter were held back
+    # (requests between the limiter and the wire when the 429 comes are held back: shown
+    # deterministically in test_exchange.py, a connection that takes its time to open)
     assert fig.failures == ()
     assert fig.data_equal  # every page arrived, with the data served
     assert fig.ok == 7 * 10  # each page answered 200 exactly once

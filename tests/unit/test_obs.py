@@ -846,3 +846,26 @@ def test_field_vocabulary_is_documented() -> None:
     doc = obs.__doc__ or ""
     for field in obs.FIELDS:
         assert re.search(rf"\b{field}\b", doc), f"{field} is missing from the module docstring"
+
+
+@pytest.mark.parametrize(("level", "kept"), [("INFO", [503]), ("DEBUG", [200, 503])])
+def test_httpx_request_lines_below_400_are_debug(level: str, kept: list[int]) -> None:
+    buf = configure_json(level)
+    httpx_log = logging.getLogger("httpx")
+    for status in (200, 503):  # httpx's own call: method, URL, HTTP version, status, reason
+        httpx_log.info('HTTP Request: %s %s "%s %d %s"', "POST", "https://x/", "HTTP/1.1",
+                       status, "OK")  # fmt: skip
+    lines = [line for line in json_lines(buf) if line["logger"] == "httpx"]
+    assert [int(line["event"].split()[-2]) for line in lines] == kept
+    assert [line["level"] for line in lines] == ["debug"] * (len(kept) - 1) + ["info"]
+
+
+def test_exchange_answer_fields_reach_the_line_and_other_extras_do_not() -> None:
+    buf = configure_json("DEBUG")
+    logging.getLogger("atra.exchange.http").debug(
+        "exchange_answer",
+        extra={"method": "GET", "endpoint": "/fapi/v1/klines", "status": 200, "color": "x"},
+    )
+    (line,) = [line for line in json_lines(buf) if line["event"] == "exchange_answer"]
+    assert (line["method"], line["endpoint"], line["status"]) == ("GET", "/fapi/v1/klines", 200)
+    assert "color" not in line

@@ -36,7 +36,7 @@ from atra.adapters.exchange.client import ExchangeClient
 from atra.core.decision import Decision
 from atra.core.features.context import ModelInputs, assemble_context, counterpart_market
 from atra.core.features.registry import FeatureContext
-from atra.core.signals.candles import candle_arrays
+from atra.core.signals.candles import candle_arrays, checked_arrays
 from atra.core.types import Market
 from atra.core.validation import DAY_MS
 from atra.errors import ConfigError, DataError
@@ -338,30 +338,36 @@ class CandleFeed:
             return streamed  # checked bar by bar as they were taken
         with span("live.fetch", symbol=sym, open_time=bar_ms, purpose=what):
             async with asyncio.timeout(self.settings.symbol_timeout_s):
-                frame = await self._klines(client, sym, start, bar_ms)
-        if self.stream is not None and len(frame) and self.stream.carries(sym, market):
-            last_t = int(frame["open_time"].iloc[-1])
-            self.stream.note(sym, last_t, market, bars=len(frame))
-        arrays = candle_arrays(frame, what)
-        t = arrays.open_time
-        if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):
-            raise DataError(f"candles {what}: bars outside {start}..{bar_ms}")
-        return Bars.checked(arrays, frame["volume"].to_numpy(np.float64))
+                bars = await self._klines(client, sym, start, bar_ms, what)
+        if self.stream is not None and len(bars) and self.stream.carries(sym, market):
+            self.stream.note(sym, int(bars.open_time[-1]), market, bars=len(bars))
+        return bars
 
     async def _klines(
-        self, client: ExchangeClient, sym: str, start: int, bar_ms: int
-    ) -> pd.DataFrame:
+        self, client: ExchangeClient, sym: str, start: int, bar_ms: int, what: str
+    ) -> Bars:
+        """Closed bars of ``sym`` in ``[start, bar_ms]``, checked (:func:`checked_arrays`:
+        DataError on a bad price or order, or a bar outside the range): one page as arrays, or
+        several (a first window fill) as a frame."""
         n = (bar_ms - start) // self.step_ms + 1
         if n > client.max_klines:
-            return await self.client_range(sym, start, bar_ms + self.step_ms, client)
-        return await client.fetch_klines(
-            sym,
-            self.settings.timeframe,
-            start_ms=start,
-            end_ms=bar_ms,
-            limit=max(1, min(int(n), client.max_klines)),
-            closed_only=True,  # a bar still forming is never decided
-        )
+            frame = await self.client_range(sym, start, bar_ms + self.step_ms, client)
+            t, volume = frame["open_time"].to_numpy(np.int64), frame["volume"].to_numpy(np.float64)
+            arrays = candle_arrays(frame, what)
+        else:
+            rows = await client.fetch_kline_rows(
+                sym,
+                self.settings.timeframe,
+                start_ms=start,
+                end_ms=bar_ms,
+                limit=max(1, int(n)),
+                closed_only=True,  # a bar still forming is never decided
+            )
+            t, v, volume = rows.open_time, rows.values, rows.values[:, 4]
+            arrays = checked_arrays(what, t, v[:, 0], v[:, 1], v[:, 2], v[:, 3])
+        if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):
+            raise DataError(f"candles {what}: bars outside {start}..{bar_ms}")
+        return Bars.checked(arrays, volume)
 
     def context(self, sym: str, candles: pd.DataFrame) -> FeatureContext | None:
         """The feature context of ``sym``'s decision on ``candles`` (its window up to the bar
@@ -409,15 +415,10 @@ class CandleFeed:
         else:
             with span("live.fetch", symbol=sym, open_time=bar_ms):
                 async with asyncio.timeout(s.symbol_timeout_s):
-                    frame = await self._klines(self.client, sym, start, bar_ms)
-            if self.stream is not None and len(frame):
-                n = len(frame) if last is not None else 0  # the first fill is not a backfill
-                self.stream.note(sym, int(frame["open_time"].iloc[-1]), bars=n)
-            arrays = candle_arrays(frame, sym)  # DataError on a bad price or order
-            t = arrays.open_time
-            if t.size and (int(t[0]) < start or int(t[-1]) > bar_ms):
-                raise DataError(f"candles {sym}: bars outside {start}..{bar_ms}")
-            bars = Bars.checked(arrays, frame["volume"].to_numpy(np.float64))
+                    bars = await self._klines(self.client, sym, start, bar_ms, sym)
+            if self.stream is not None and len(bars):
+                n = len(bars) if last is not None else 0  # the first fill is not a backfill
+                self.stream.note(sym, int(bars.open_time[-1]), bars=n)
         if s.funding and self.broker.open_count(sym):
             async with asyncio.timeout(s.symbol_timeout_s):
                 await self.fetch_funding(sym, bar_ms)

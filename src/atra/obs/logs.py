@@ -20,8 +20,10 @@ from atra.errors import ConfigError
 
 __all__ = [
     "FIELDS",
+    "STDLIB_FIELDS",
     "LogFormat",
     "Redactor",
+    "RequestLogDemoter",
     "add_trace_ids",
     "configure_logging",
     "configure_logging_from",
@@ -39,6 +41,10 @@ FIELDS: Final[frozenset[str]] = frozenset({
 })
 # fmt: on
 """The field vocabulary of ATRA log events (besides timestamp, level, logger, event)."""
+
+STDLIB_FIELDS: Final[tuple[str, ...]] = ("method", "endpoint", "status")
+"""Fields a standard-library record may carry as ``extra`` into the rendered line (the
+exchange transport's ``exchange_answer`` lines); other extras are left out."""
 
 MASK: Final[str] = "***"
 MIN_SECRET_LEN: Final[int] = 4
@@ -59,6 +65,34 @@ _INLINE = (
 )
 
 _HANDLER_FLAG: Final[str] = "_atra_obs_handler"
+_HTTPX_LOGGER: Final[str] = "httpx"
+
+
+class RequestLogDemoter(logging.Filter):
+    """A filter for the ``httpx`` logger (notifications, series sources): its per-request line
+    (``HTTP Request: METHOD URL "HTTP/1.1 STATUS REASON"``) is re-levelled from INFO to DEBUG
+    when the status is below 400, and dropped unless that logger has DEBUG enabled. Lines for
+    4xx/5xx answers and every other record pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if record.levelno != logging.INFO or not (
+            isinstance(msg, str) and msg.startswith("HTTP Request:")
+        ):
+            return True
+        args = record.args
+        status = args[3] if isinstance(args, tuple) and len(args) == 5 else None
+        if not isinstance(status, int) or status >= 400:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(_HTTPX_LOGGER).isEnabledFor(logging.DEBUG)
+
+
+def demote_request_logs() -> None:
+    """Install :class:`RequestLogDemoter` on the ``httpx`` logger (once per process)."""
+    logger = logging.getLogger(_HTTPX_LOGGER)
+    if not any(isinstance(f, RequestLogDemoter) for f in logger.filters):
+        logger.addFilter(RequestLogDemoter())
 
 
 class Redactor:
@@ -142,7 +176,7 @@ def _formatter(
     redactor: Redactor,
 ) -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(allow=STDLIB_FIELDS), *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redactor, renderer],
     )
 
@@ -194,6 +228,7 @@ def configure_logging(
         setattr(handler, _HANDLER_FLAG, True)
         root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    demote_request_logs()
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

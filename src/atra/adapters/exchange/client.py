@@ -1,10 +1,10 @@
 """Market-data clients: the :class:`ExchangeClient` protocol ATRA codes against, and
-:class:`BinanceClient`, Binance spot and USDT-M futures over httpx (wire JSON -> frames).
+:class:`BinanceClient`, Binance spot and USDT-M futures over aiohttp (wire JSON -> frames).
 
 :class:`ExchangeClient` is the small protocol the rest of ATRA codes against (a ccxt-backed
 client for other exchanges can implement it later). :class:`BinanceClient` is one market of
 Binance: ``async with BinanceClient(Market.SPOT) as client: ...`` opens one
-``httpx.AsyncClient`` and closes it on the way out, also on error or cancellation. Its requests
+``aiohttp.ClientSession`` and closes it on the way out, also on error or cancellation. Its requests
 (rate limiting, timeouts, retries, errors, metrics with ``metrics=``) go through
 :class:`~atra.adapters.exchange.transport.BinanceTransport`; the answers are parsed by
 :mod:`atra.adapters.exchange.wire`, which also holds the request weights.
@@ -24,12 +24,13 @@ import pandas as pd
 from atra.adapters.exchange.transport import BinanceTransport
 from atra.adapters.exchange.wire import (
     ExchangeInfo,
+    Klines,
     PremiumIndex,
     exchange_info_weight,
     klines_weight,
     parse_exchange_info,
     parse_funding,
-    parse_klines,
+    parse_kline_rows,
     parse_premium_index,
     shape_error,
 )
@@ -38,6 +39,8 @@ from atra.core.types import Market, Timeframe
 from atra.errors import ExchangeError, IPBanned
 
 if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver
+
     from atra.obs.metrics import Metrics
 
 SPOT_BASE_URL: Final[str] = "https://api.binance.com"
@@ -73,6 +76,17 @@ class ExchangeClient(Protocol):
         closed_only: bool = True,
     ) -> pd.DataFrame: ...
 
+    async def fetch_kline_rows(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
+        closed_only: bool = True,
+    ) -> Klines: ...
+
     async def fetch_funding(
         self,
         symbol: str,
@@ -98,7 +112,7 @@ def plan_pages(start_ms: int, end_ms: int, step_ms: int, limit: int) -> list[tup
 
 
 class BinanceClient(BinanceTransport):
-    """One Binance market (spot or USDT-M futures) over one ``httpx.AsyncClient``."""
+    """One Binance market (spot or USDT-M futures) over one ``aiohttp.ClientSession``."""
 
     exchange = "binance"
 
@@ -117,6 +131,7 @@ class BinanceClient(BinanceTransport):
         max_connections: int = 10,
         page_limit: int = 1000,
         metrics: Metrics | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         super().__init__(
             market,
@@ -130,6 +145,7 @@ class BinanceClient(BinanceTransport):
             max_backoff_s=max_backoff_s,
             max_connections=max_connections,
             metrics=metrics,
+            resolver=resolver,
         )
         self.max_klines = min(page_limit, MAX_KLINES[market])
 
@@ -166,6 +182,28 @@ class BinanceClient(BinanceTransport):
 
         With ``closed_only`` the bar still forming (close time not yet passed) is dropped.
         """
+        rows = await self.fetch_kline_rows(
+            symbol,
+            timeframe,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=limit,
+            closed_only=closed_only,
+        )
+        return rows.frame()
+
+    async def fetch_kline_rows(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
+        closed_only: bool = True,
+    ) -> Klines:
+        """:meth:`fetch_klines` as arrays (:class:`~atra.adapters.exchange.wire.Klines`), no
+        pandas frame: what the live feed fetches at each bar close."""
         n = self.max_klines if limit is None else limit
         if not 1 <= n <= MAX_KLINES[self.market]:
             raise ExchangeError(f"klines limit {n} outside 1..{MAX_KLINES[self.market]}")
@@ -177,18 +215,17 @@ class BinanceClient(BinanceTransport):
         path = self._path("klines")
         payload = await self._get(path, params, {WEIGHT: klines_weight(self.market, n)})
         where = self._where(path, params)
-        frame, close_time = parse_klines(payload, where=where)
-        if len(frame) > n:
-            raise shape_error(where, f"{len(frame)} klines for limit {n}")
-        t = frame["open_time"].to_numpy()
+        rows = parse_kline_rows(payload, where=where)
+        if len(rows) > n:
+            raise shape_error(where, f"{len(rows)} klines for limit {n}")
+        t = rows.open_time
         if t.size and (
             (start_ms is not None and t[0] < start_ms) or (end_ms is not None and t[-1] > end_ms)
         ):
             raise shape_error(where, "klines outside the requested time range")
         if closed_only:
-            now_ms = int(self.clock.time() * 1000)
-            frame = frame[close_time < now_ms].reset_index(drop=True)
-        return frame
+            rows = rows.closed_before(int(self.clock.time() * 1000))
+        return rows
 
     async def fetch_klines_range(
         self,

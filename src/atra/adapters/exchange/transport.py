@@ -1,10 +1,12 @@
-"""The HTTP transport of a Binance client: one ``httpx.AsyncClient``, the host's rate limiter,
-timeouts, retries with backoff, and the mapping of HTTP answers to ATRA errors.
+"""The HTTP transport of a Binance client: one ``aiohttp.ClientSession``, the host's rate
+limiter, timeouts, retries with backoff, and the mapping of HTTP answers to ATRA errors.
 
 :class:`BinanceTransport` is the base of :class:`~atra.adapters.exchange.client.BinanceClient`
 (and, through it, the connection :class:`~atra.adapters.trading.trader.BinanceTrader` signs
-its requests over). ``async with`` opens the ``httpx.AsyncClient`` and closes it on the way out,
-also on error or cancellation.
+its requests over). ``async with`` opens the session and closes it on the way out, also on
+error or cancellation. aiohttp (which ccxt's asyncio clients use too) rather than httpx: a
+kline request costs the client several times less CPU (``bench/bench_http_client.py``; the
+live loop's REST feed fetches every symbol at each bar close, ``docs/live-operations.md``).
 
 Every request goes through the process-wide :class:`~atra.adapters.ratelimit.RateLimiter` of
 its host (or the one passed in), has a timeout, and is retried with exponential backoff and
@@ -13,13 +15,13 @@ a body that is not JSON at all (a proxy page, a truncated transfer). Anything el
 error such as ``-1121 Invalid symbol.``, JSON of the wrong shape) fails at once with a
 one-line :class:`~atra.errors.ExchangeError`.
 
-A 429 stops what is not yet on the wire. The limiter learns of it (and of a 418) in an httpx
-response hook, as soon as the answer's headers are in and before its connection can carry
-another request; every request passes the limiter's wire gate (an httpcore ``trace`` callback
-at ``send_request_headers``) after it got its connection and before its first byte is written,
-so a request that passed the limiter before the 429 and then waited for a connection is held
-back, unsent, until the pause ends. A new order is also charged to the limiter's ORDERS
-buckets.
+A 429 stops what is not yet on the wire. The limiter learns of it (and of a 418) as soon as
+the answer's headers are in, before its body is read and so before its connection can carry
+another request; every request passes the limiter's wire gate (:class:`GatedConnector`) once
+it has its connection (a new one may take a while to open) and before its first byte is
+written, so a request that passed the limiter before the 429 and then waited for a connection
+is held back, unsent, until the pause ends. A new order is also charged to the limiter's
+ORDERS buckets.
 
 With ``metrics`` (:class:`~atra.obs.metrics.Metrics`; None emits nothing) the transport counts
 ``atra_exchange_requests_total{endpoint, status}`` (``status``: 2xx, 4xx, 418, 429, 5xx, or
@@ -27,9 +29,8 @@ With ``metrics`` (:class:`~atra.obs.metrics.Metrics`; None emits nothing) the tr
 counts ``atra_retries_total{endpoint}`` and has its limiter report ``atra_ratelimit_*``
 (``market`` label). ``endpoint`` is the path template (``/fapi/v1/klines``), never a query.
 
-httpx logs every answer at INFO (``HTTP Request: GET ... "HTTP/1.1 200 OK"``), thousands of
-lines in a replay. An open transport re-levels those lines to DEBUG for answers below 400;
-429s, bans (418), Binance error answers and 5xx stay at INFO.
+Each answer is logged as ``exchange_answer`` (method, endpoint, status): at DEBUG below 400
+(thousands of lines in a replay), at INFO for 429s, bans (418), Binance error answers and 5xx.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+from multidict import CIMultiDictProxy
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -54,6 +57,7 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
+from yarl import URL
 
 from atra.adapters.exchange.wire import one_line, order_count
 from atra.adapters.ratelimit import WEIGHT, Clock, RateLimiter, shared_limiter, stated_limit
@@ -62,54 +66,71 @@ from atra.errors import ConfigError, ExchangeError, RateLimited, TransientExchan
 from atra.obs import get_logger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from aiohttp.abc import AbstractResolver
+    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.connector import Connection
+    from aiohttp.tracing import Trace
 
     from atra.obs.metrics import Metrics
 
 DEFAULT_BAN_S: Final[float] = 120.0
 _BANNED_UNTIL_RE: Final = re.compile(r"banned until (\d{12,})")
-_HTTPX_LOGGER: Final[str] = "httpx"
-_WIRE_EVENT: Final[str] = "send_request_headers.started"
-"""httpcore's trace event right before a request's first byte is written on its connection."""
 
 log = get_logger("atra.adapters.exchange")
+_ANSWERS: Final = logging.getLogger("atra.exchange.http")
 
 
 class _HeldBack(Exception):
     """Raised by the wire gate: a 429 pause began while the request waited for its connection.
-    Nothing was written; httpcore closes that connection and the request is sent after the
-    pause."""
+    Nothing was written; the connection goes back to the pool and the request is sent after
+    the pause."""
 
 
-class RequestLogDemoter(logging.Filter):
-    """A filter for the ``httpx`` logger: its per-request line (``HTTP Request: METHOD URL
-    "HTTP/1.1 STATUS REASON"``) is re-levelled from INFO to DEBUG when the status is below 400,
-    and dropped unless that logger has DEBUG enabled. Lines for 4xx/5xx answers (429, 418,
-    Binance errors, server errors) and every other record pass unchanged."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An exchange's answer, read whole: status, headers (case-insensitive) and body."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.msg
-        if record.levelno != logging.INFO or not (
-            isinstance(msg, str) and msg.startswith("HTTP Request:")
-        ):
-            return True
-        args = record.args
-        status = args[3] if isinstance(args, tuple) and len(args) == 5 else None
-        if not isinstance(status, int) or status >= 400:
-            return True
-        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
-        return logging.getLogger(_HTTPX_LOGGER).isEnabledFor(logging.DEBUG)
+    status_code: int
+    headers: CIMultiDictProxy[str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
 
-def demote_request_logs() -> None:
-    """Install :class:`RequestLogDemoter` on the ``httpx`` logger (once per process)."""
-    logger = logging.getLogger(_HTTPX_LOGGER)
-    if not any(isinstance(f, RequestLogDemoter) for f in logger.filters):
-        logger.addFilter(RequestLogDemoter())
+class GatedConnector(aiohttp.TCPConnector):
+    """A TCP connector whose connections pass a wire gate before they carry a request.
+
+    ``gate()`` runs once the request has its connection (a reused one, or a new one that took
+    a connect to open) and nothing is written yet: aiohttp writes the request right after
+    :meth:`connect` returns, with no await in between. ``gate`` returns True to hold the
+    request back (the connection goes back to the pool unused, :class:`_HeldBack` is raised)
+    or raises (a ban; the connection goes back the same way)."""
+
+    def __init__(self, gate: Callable[[], bool], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._gate = gate
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        conn = await super().connect(req, traces, timeout)
+        try:
+            held = self._gate()
+        except BaseException:
+            conn.release()
+            raise
+        if held:
+            conn.release()
+            raise _HeldBack
+        return conn
 
 
 class BinanceTransport:
-    """Requests to one Binance host (spot or USDT-M futures) over one ``httpx.AsyncClient``."""
+    """Requests to one Binance host (spot or USDT-M futures) over one ``aiohttp.ClientSession``
+    of at most the limiter's ``max_connections`` connections (the limiter's connection slots
+    keep every request's connection free until its body is read, so none waits in the pool)."""
 
     def __init__(
         self,
@@ -125,6 +146,7 @@ class BinanceTransport:
         max_backoff_s: float = 30.0,
         max_connections: int = 10,
         metrics: Metrics | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         check_timeout(timeout_s, "timeout_s")
         if connect_timeout_s is not None:
@@ -148,17 +170,21 @@ class BinanceTransport:
         self.metrics = metrics
         if metrics is not None and self.limiter.reporting_to is not metrics:
             self.limiter.report_to(metrics, market.value)
-        self._http: httpx.AsyncClient | None = None
+        self.resolver = resolver
+        """Host name resolution for new connections (None: aiohttp's default resolver)."""
+        self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
-        demote_request_logs()
-        n = self.limiter.max_connections
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s),
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+        connector = GatedConnector(
+            self.limiter.must_hold, limit=self.limiter.max_connections, resolver=self.resolver
+        )
+        self._http = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=self.connect_timeout_s, sock_read=self.timeout_s
+            ),
             headers={"Accept": "application/json", "User-Agent": "atra"},
-            event_hooks={"response": [self._on_answer]},
+            raise_for_status=False,
         )
         return self
 
@@ -171,10 +197,10 @@ class BinanceTransport:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP client (idempotent; shielded so cancellation cannot skip it)."""
+        """Close the HTTP session (idempotent; shielded so cancellation cannot skip it)."""
         http, self._http = self._http, None
         if http is not None:
-            await asyncio.shield(http.aclose())
+            await asyncio.shield(http.close())
 
     @property
     def is_open(self) -> bool:
@@ -237,23 +263,24 @@ class BinanceTransport:
         params: Mapping[str, str | int] | None = None,
         query: str | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        """One request through the limiter: ``params`` are encoded by httpx, a ``query`` string
-        is sent exactly as given (a signed query must reach the server byte for byte).
-        Timeouts and dropped connections are :class:`TransientExchangeError` naming ``where``
-        (which must not hold secrets); the answer is returned unchecked (see
-        :meth:`check_status`).
+    ) -> Answer:
+        """One request through the limiter: ``params`` are encoded here, a ``query`` string is
+        sent exactly as given (a signed query must reach the server byte for byte). Timeouts
+        and dropped connections are :class:`TransientExchangeError` naming ``where`` (which
+        must not hold secrets); the answer is returned unchecked (see :meth:`check_status`).
 
         The whole request (connect, send, every read of the body) must end within
-        ``timeout_s``: httpx's timeouts are per phase and per read, so a server dripping a byte
-        a second would otherwise hold the request for ever. A request that passed the limiter
-        is held back (not sent) while a 429 pause, learnt meanwhile from another answer, runs:
-        before it takes a connection and again at the wire gate, once it has one.
+        ``timeout_s``: per-phase timeouts alone would let a server dripping a byte a second
+        hold the request for ever. A request that passed the limiter is held back (not sent)
+        while a 429 pause, learnt meanwhile from another answer, runs: before it takes a
+        connection and again at the wire gate, once it has one.
         """
         http = self._http
         if http is None:
             raise ExchangeError("BinanceClient is not open: use `async with BinanceClient(...)`")
-        url = f"{path}?{query}" if query else path
+        url: str | URL = self.base_url + path
+        if query:
+            url = URL(f"{url}?{query}", encoded=True)
         orders = order_count(method, path)
         if orders:
             charges = {**charges, **dict.fromkeys(self.limiter.order_buckets(), orders)}
@@ -262,67 +289,80 @@ class BinanceTransport:
                 await self.limiter.hold_while_paused()
                 started = time.perf_counter()
                 try:
-                    async with asyncio.timeout(self.timeout_s):
-                        resp = await http.request(
+                    async with (
+                        asyncio.timeout(self.timeout_s),
+                        http.request(
                             method,
                             url,
-                            params=dict(params) if params is not None else None,
-                            headers=dict(headers) if headers is not None else None,
-                            extensions={"trace": self._wire_gate},
-                        )
+                            params=_query_params(params),
+                            headers=headers,
+                            allow_redirects=False,
+                        ) as resp,
+                    ):
+                        status = resp.status
+                        if status in (418, 429):
+                            self._learn(resp.headers, status)  # before the body is read
+                        body = await resp.read()
                 except _HeldBack:
                     continue
+                except (aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError) as exc:
+                    self._count(path, "error", started)
+                    raise TransientExchangeError(
+                        f"{where}: no answer within {self.timeout_s:g} s ({type(exc).__name__})"
+                    ) from exc
                 except TimeoutError as exc:
                     self._count(path, "error", started)
                     raise TransientExchangeError(
                         f"{where}: no answer within {self.timeout_s:g} s "
                         "(whole-request deadline: connect, send and every read)"
                     ) from exc
-                except httpx.TimeoutException as exc:
-                    self._count(path, "error", started)
-                    raise TransientExchangeError(
-                        f"{where}: no answer within {self.timeout_s:g} s ({type(exc).__name__})"
-                    ) from exc
-                except httpx.TransportError as exc:
+                except aiohttp.ClientError as exc:
                     self._count(path, "error", started)
                     raise TransientExchangeError(
                         f"{where}: connection failed ({type(exc).__name__}: {one_line(str(exc))})"
                     ) from exc
-                self._count(path, status_class(resp.status_code), started)
-                used = resp.headers.get("x-mbx-used-weight-1m")
+                answer = Answer(status, resp.headers, body)
+                self._count(path, status_class(status), started)
+                self._log(method, path, status)
+                if status in (418, 429):
+                    self._learn_from_body(answer, path)
+                used = answer.headers.get("x-mbx-used-weight-1m")
                 if used is not None and used.strip().isdigit():
                     self.limiter.observe_used_weight(int(used), charges.get(WEIGHT, 0))
-                return resp
+                return answer
 
-    async def _wire_gate(self, event: str, info: dict[str, Any]) -> None:
-        """httpcore ``trace`` callback: the request has its connection and nothing is written
-        yet. During a 429 pause it is held back (:class:`_HeldBack`), during a ban it fails."""
-        if event.endswith(_WIRE_EVENT) and self.limiter.must_hold():
-            raise _HeldBack
-
-    async def _on_answer(self, resp: httpx.Response) -> None:
-        """httpx response hook: runs when an answer's headers are in, before its body is read,
-        so before its connection can carry another request. The limiter learns of a 429 pause
-        or a 418 ban here, ahead of any request still to be written, and takes a limit the 429
-        states when it is tighter than its own. (The used-weight header is read in
-        :meth:`send`, which knows the weight of the request it answers.)"""
-        status = resp.status_code
+    def _learn(self, headers: CIMultiDictProxy[str], status: int) -> None:
+        """A 429's pause, as soon as its headers are in: before its body is read, so before
+        its connection can carry another request (a 418 waits for its body: the ban's end may
+        be there, see :meth:`_learn_from_body`)."""
         if status == 429:
-            self.limiter.on_rate_limited(_retry_after(resp))  # first: the pause, then the body
-            await resp.aread()
-            stated = stated_limit(_error_message(resp))
+            self.limiter.on_rate_limited(_retry_after(headers))
+
+    def _learn_from_body(self, answer: Answer, endpoint: str) -> None:
+        """A 429 may state a limit tighter than the limiter's own: take it. A 418 bans every
+        request until the time its ``Retry-After`` or its body names."""
+        if answer.status_code == 429:
+            stated = stated_limit(_error_message(answer))
             if stated is not None and self.limiter.learn(stated):
                 log.warning(
                     "rate_limit_lowered",
-                    endpoint=resp.request.url.path,
+                    endpoint=endpoint,
                     kind=stated.kind,
                     limit=stated.limit,
                     interval_s=stated.interval_s,
                 )
-        elif status == 418:
-            if _retry_after(resp) is None:
-                await resp.aread()  # the ban's end is in the body
-            self.limiter.on_banned(self._ban_seconds(resp))
+        else:
+            self.limiter.on_banned(self._ban_seconds(answer))
+
+    @staticmethod
+    def _log(method: str, endpoint: str, status: int) -> None:
+        """The ``exchange_answer`` line, on the standard-library logger ``atra.exchange.http``
+        (as httpx logs its requests): INFO from 400 up, DEBUG below. Rendered by ATRA's
+        logging once :func:`~atra.obs.configure_logging` set it up; dropped before that."""
+        level = logging.INFO if status >= 400 else logging.DEBUG
+        if _ANSWERS.isEnabledFor(level):
+            fields = {"method": method, "endpoint": endpoint, "status": status}
+            _ANSWERS.log(level, "exchange_answer", extra=fields)
 
     def _count(self, endpoint: str, status: str, started: float) -> None:
         if self.metrics is not None:
@@ -331,7 +371,7 @@ class BinanceTransport:
             seconds = time.perf_counter() - started
             m.exchange_request_duration_seconds.labels(endpoint=endpoint).observe(seconds)
 
-    def check_status(self, resp: httpx.Response, where: str) -> None:
+    def check_status(self, resp: Answer, where: str) -> None:
         """Raise for 418 (ban), 429 (every request paused) and 5xx (transient); any other
         status is left to the caller. (The limiter has already learnt of the 429 or 418 from
         the response hook, before the body was read.)"""
@@ -339,12 +379,12 @@ class BinanceTransport:
         if status == 418:
             raise self.limiter.ban_error(self._ban_seconds(resp))
         if status == 429:
-            pause = self.limiter.pause_s(_retry_after(resp))
+            pause = self.limiter.pause_s(_retry_after(resp.headers))
             raise RateLimited(f"{where}: HTTP 429, every request paused {pause:g} s", pause)
         if status >= 500:
             raise TransientExchangeError(f"{where}: HTTP {status} {one_line(resp.text, 60)}")
 
-    def _handle(self, resp: httpx.Response, where: str) -> object:
+    def _handle(self, resp: Answer, where: str) -> object:
         self.check_status(resp, where)
         status = resp.status_code
         payload = self.json_body(resp, where)
@@ -358,7 +398,7 @@ class BinanceTransport:
             raise ExchangeError(f"{where}: HTTP {status} {one_line(resp.text, 60)}")
         return payload
 
-    def json_body(self, resp: httpx.Response, where: str) -> object:
+    def json_body(self, resp: Answer, where: str) -> object:
         """The JSON body; not JSON is transient on HTTP 200 (a proxy page, a cut transfer),
         an :class:`ExchangeError` otherwise."""
         try:
@@ -370,8 +410,8 @@ class BinanceTransport:
                 raise TransientExchangeError(msg) from exc
             raise ExchangeError(msg) from exc
 
-    def _ban_seconds(self, resp: httpx.Response) -> float:
-        retry_after = _retry_after(resp)
+    def _ban_seconds(self, resp: Answer) -> float:
+        retry_after = _retry_after(resp.headers)
         if retry_after is not None:
             return retry_after
         match = _BANNED_UNTIL_RE.search(resp.text)
@@ -393,7 +433,7 @@ def status_class(status: int) -> str:
     return str(status) if status in (418, 429) else f"{status // 100}xx"
 
 
-def _error_message(resp: httpx.Response) -> str:
+def _error_message(resp: Answer) -> str:
     """The ``msg`` of a Binance error body, or '' when the body is not one."""
     try:
         payload = json.loads(resp.content)
@@ -403,9 +443,16 @@ def _error_message(resp: httpx.Response) -> str:
     return msg if isinstance(msg, str) else ""
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    raw = resp.headers.get("retry-after")
+def _retry_after(headers: CIMultiDictProxy[str]) -> float | None:
+    raw = headers.get("retry-after")
     try:
         return max(0.0, float(raw)) if raw is not None else None
     except ValueError:
         return None
+
+
+def _query_params(params: Mapping[str, str | int] | None) -> dict[str, str] | None:
+    """``params`` as query pairs, in their order (str values, as the wire has them)."""
+    if params is None:
+        return None
+    return {k: str(v) for k, v in params.items()}

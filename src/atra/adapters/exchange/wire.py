@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from atra.adapters.ratelimit import RateLimit, parse_rate_limits
@@ -97,8 +98,43 @@ def shape_error(where: str, what: str) -> ExchangeError:
     return ExchangeError(f"{where}: unexpected response shape: {what}")
 
 
-def parse_klines(payload: object, *, where: str) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]:
-    """Binance klines rows -> (candle frame, close times). A wrong shape is ExchangeError."""
+@dataclass(frozen=True, slots=True)
+class Klines:
+    """A klines page as arrays: open and close times (int64 ms) and one row per bar of
+    ``values`` (open, high, low, close, volume as float64). What the live feed takes (no pandas
+    frame per request); :meth:`frame` is the candle frame."""
+
+    open_time: npt.NDArray[np.int64]
+    close_time: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.open_time.shape[0])
+
+    def closed_before(self, now_ms: int) -> Klines:
+        """The bars whose close time is before ``now_ms`` (the one still forming left out)."""
+        keep = self.close_time < now_ms
+        if bool(keep.all()):
+            return self
+        return Klines(self.open_time[keep], self.close_time[keep], self.values[keep])
+
+    def frame(self) -> pd.DataFrame:
+        """The candle frame (``open_time`` and the price and volume columns)."""
+        v = self.values
+        return pd.DataFrame(
+            {
+                "open_time": self.open_time,
+                "open": v[:, 0],
+                "high": v[:, 1],
+                "low": v[:, 2],
+                "close": v[:, 3],
+                "volume": v[:, 4],
+            }
+        )
+
+
+def parse_kline_rows(payload: object, *, where: str) -> Klines:
+    """Binance klines rows -> :class:`Klines`. A wrong shape is ExchangeError."""
     if not isinstance(payload, list):
         raise shape_error(where, f"expected a list of klines, got {type(payload).__name__}")
     # fast path: C-level comprehensions; the row-by-row check runs only to name a bad row
@@ -118,17 +154,13 @@ def parse_klines(payload: object, *, where: str) -> tuple[pd.DataFrame, np.ndarr
     open_time = times[0]
     if open_time.size > 1 and not bool((np.diff(open_time) > 0).all()):
         raise shape_error(where, "kline open times are not strictly increasing")
-    frame = pd.DataFrame(
-        {
-            "open_time": open_time,
-            "open": values[:, 0],
-            "high": values[:, 1],
-            "low": values[:, 2],
-            "close": values[:, 3],
-            "volume": values[:, 4],
-        }
-    )
-    return frame, times[1]
+    return Klines(open_time, times[1], values)
+
+
+def parse_klines(payload: object, *, where: str) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]:
+    """Binance klines rows -> (candle frame, close times). A wrong shape is ExchangeError."""
+    rows = parse_kline_rows(payload, where=where)
+    return rows.frame(), rows.close_time
 
 
 def _find_bad_kline(payload: list[Any], where: str) -> None:

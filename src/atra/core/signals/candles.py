@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from atra.core.signals.ewm_nb import alpha_com, ewm_mean, span_com
 from atra.errors import DataError
 
 F64 = npt.NDArray[np.float64]
@@ -26,9 +27,11 @@ CANDLE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
 
 
 def ema(close: npt.ArrayLike, n: int) -> F64:
-    """EMA with ``alpha = 2/(n+1)`` seeded with the first value (``ewm(span=n, adjust=False)``)."""
-    series = pd.Series(np.asarray(close, dtype=np.float64))
-    return series.ewm(span=n, adjust=False).mean().to_numpy(dtype=np.float64)
+    """EMA with ``alpha = 2/(n+1)`` seeded with the first value (``ewm(span=n, adjust=False)``,
+    bit for bit: :mod:`atra.core.signals.ewm_nb`)."""
+    if n < 1:
+        raise ValueError("span must satisfy: span >= 1")
+    return ewm_mean(close, span_com(n))
 
 
 def atr_wilder(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike, n: int) -> F64:
@@ -38,8 +41,9 @@ def atr_wilder(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike, n:
     c = np.asarray(close, dtype=np.float64)
     prev = np.concatenate(([np.nan], c[:-1])) if c.size else c
     tr = np.fmax(h - lo, np.fmax(np.abs(h - prev), np.abs(lo - prev)))
-    series = pd.Series(tr)
-    return series.ewm(alpha=1.0 / n, adjust=False).mean().to_numpy(dtype=np.float64)
+    if not 0 < 1.0 / n <= 1:
+        raise ValueError("alpha must satisfy: 0 < alpha <= 1")
+    return ewm_mean(tr, alpha_com(1.0 / n))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +76,15 @@ def candle_arrays(candles: pd.DataFrame, symbol: str) -> CandleArrays:
             f"candles {symbol}: open_time has dtype {open_time.dtype}, "
             "expected int64 epoch milliseconds"
         )
-    times = open_time.to_numpy(dtype=np.int64)
+    prices = (candles[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
+    return checked_arrays(symbol, open_time.to_numpy(dtype=np.int64), *prices)
+
+
+def checked_arrays(
+    symbol: str, times: I64, open_: F64, high: F64, low: F64, close: F64
+) -> CandleArrays:
+    """:func:`candle_arrays` on columns already typed (int64 ms, float64): ``times`` strictly
+    increasing, every price finite and > 0, else a one-line :class:`DataError`."""
     bad = np.flatnonzero(times[1:] <= times[:-1])
     if bad.size:
         row = int(bad[0]) + 1
@@ -81,8 +93,9 @@ def candle_arrays(candles: pd.DataFrame, symbol: str) -> CandleArrays:
             f"({times[row - 1]} then {times[row]})"
         )
     cols: dict[str, F64] = {}
-    for col in ("open", "high", "low", "close"):
-        values = candles[col].to_numpy(dtype=np.float64)
+    for col, values in zip(
+        ("open", "high", "low", "close"), (open_, high, low, close), strict=True
+    ):
         # two reductions instead of boolean temporaries: min() is NaN when any value is NaN
         if values.size and not (values.min() > 0.0 and values.max() < np.inf):
             row = int(np.flatnonzero(~(np.isfinite(values) & (values > 0.0)))[0])
