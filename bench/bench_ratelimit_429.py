@@ -1,15 +1,15 @@
 """429 hold-back check: a client configured with the wrong weight limit, 30 connections.
 
-The fake exchange enforces ``--true-limit`` weight per (scaled) minute (default 40: the first
-30 requests pass, and the limit is met while requests stream through the 30 connections; the
+The fake exchange enforces ``--true-limit`` weight per (scaled) minute (default 40: the first 30
+requests pass, and the limit is met while requests stream through the 30 connections; the
 requests on the wire by then are answered 429, the others wait out the pause); the client's
-limiter is configured with ``--configured-limit`` (Binance's USDT-M default 2,400, far too
-many) and 30 connections, and fetches ``--symbols`` x ``--pages`` one-weight kline pages at
-once. A minute lasts ``60 / --time-scale`` real seconds (one second by default). The client runs into 429s; the
-exchange bans the IP (418) when more than 20 requests come on connections that had already
-been answered 429 (the client did not back off). A run passes when it met the limit (a 429), no
-request got 418, no request was sent on a connection after its 429, and every page arrived with
-the data served.
+limiter is configured with ``--configured-limit`` (Binance's USDT-M default 2,400, far too many)
+and 30 connections, and fetches ``--symbols`` x ``--pages`` one-weight kline pages at once. A
+minute lasts ``60 / --time-scale`` real seconds (one second by default). The client runs into
+429s; the exchange bans the IP (418) when more than 20 requests come on connections that had
+already been answered 429 (the client did not back off). A run passes when it met the limit (a
+429), no request got 418, no request was sent on a connection after its 429, and every page
+arrived with the data served.
 
 Prints one line per run (429s, 418s, requests, requests sent after their connection's 429,
 requests held back at the wire, the limit the client ends with, wall time), then one JSON

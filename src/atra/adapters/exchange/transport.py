@@ -185,6 +185,7 @@ class BinanceTransport:
             ),
             headers={"Accept": "application/json", "User-Agent": "atra"},
             raise_for_status=False,
+            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY from the environment, as httpx did
         )
         return self
 
