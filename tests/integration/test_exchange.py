@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from atra.adapters.exchange.client import BinanceClient
+from atra.adapters.ratelimit import FUNDING as FUNDING_BUCKET
 from atra.adapters.ratelimit import ManualClock, RateLimiter, ScaledClock, forget_shared_limiters
 from atra.core.types import Market, Timeframe
 from atra.errors import ExchangeError, IPBanned, TransientExchangeError
@@ -614,3 +615,30 @@ async def test_faults_draw_every_kind() -> None:
     kinds = Counter(f.draw(rng) for _ in range(2000))
     assert set(kinds) == {"5xx", "timeout", "truncated", "garbage", "drop", None}
     assert 150 < kinds[None] < 250
+
+
+async def test_funding_info_states_the_symbols_whose_interval_changed() -> None:
+    """The fake answers ``fundingInfo`` as Binance does (the adjusted symbols only, 0 weight,
+    one unit of the fundingRate bucket); the client reads it back."""
+    change = T0 + 8 * 8 * HOUR
+    short = pd.DataFrame(
+        {
+            "funding_time": np.concatenate(
+                [T0 + 8 * HOUR * np.arange(9), change + 4 * HOUR * np.arange(1, 10)]
+            ).astype(np.int64),
+            "funding_rate": 1e-4,
+        }
+    )
+    now = {"ms": T0 + 10 * HOUR}
+    rates = {"BTCUSDT": funding(50), "SHORTUSDT": short}
+    fake = FakeExchange({}, rates, market_clock=lambda: now["ms"] / 1000)
+    async with fake as fx, client(fx, Market.PERP) as c:
+        assert await c.fetch_funding_info() == {}  # every symbol on 8 h: none listed
+        now["ms"] = change + HOUR
+        assert await c.fetch_funding_info() == {"SHORTUSDT": 4}
+        assert c.limiter.used(FUNDING_BUCKET) == 2
+        assert c.limiter.used() == 0  # weight 0
+        with pytest.raises(ExchangeError, match="USDT-M futures endpoint"):
+            await BinanceClient(Market.SPOT, base_url=fx.url).fetch_funding_info()
+    (first, second) = [r for r in fx.requests if r.path == "/fapi/v1/fundingInfo"]
+    assert first.weight == second.weight == 0

@@ -156,3 +156,55 @@ def test_position_funding_fetched_once_per_interval(tmp_path: Path) -> None:
             }
         )
         assert bars_open > 2 * requests[sym], sym
+
+
+# ---- a shortened interval: the venue's statement makes the first new row on time ----------
+
+SHORT = "CCCUSDT"
+CHANGE = T0 + 40 * STEP  # 8 h settlements until here, 4 h from here on
+
+
+def _shortened(seed: int) -> pd.DataFrame:
+    before = np.arange(T0 - 40 * 24 * STEP, CHANGE + 1, 8 * STEP, dtype=np.int64)
+    after = np.arange(CHANGE + 4 * STEP, T0 + (N_BARS + 24) * STEP, 4 * STEP, dtype=np.int64)
+    times = np.concatenate([before, after])
+    rates = np.random.default_rng(seed).normal(1e-4, 2e-4, times.size)
+    return pd.DataFrame({"funding_time": times, "funding_rate": rates})
+
+
+def test_a_shortened_interval_is_fetched_on_time_from_its_first_row(tmp_path: Path) -> None:
+    """Binance moves a symbol from 8 h to 4 h funding: the rows alone would expect the first
+    4 h row 8 h after the last one (4 bars late); ``fundingInfo`` states 4 h, so every
+    decision still sees every settled rate before its bar's close."""
+    rates = {SHORT: _shortened(7)}
+    fakes: list[FakeExchange] = []
+    decider = FundingDecider()
+    settings = LoopSettings(
+        (SHORT,), TF, window_bars=40, bar_close_delay_s=0.0, start_ms=T0,
+        stop_ms=T0 + N_BARS * STEP,
+    )  # fmt: skip
+    report = asyncio.run(
+        run_replay(
+            settings,
+            {SHORT: CANDLES["AAAUSDT"]},
+            tmp_path / "short.sqlite",
+            decider=decider,  # type: ignore[arg-type]
+            exit_spec=ExitSpec(),
+            guards=RiskGuards(GuardLimits(max_open_positions=2)),
+            setup=ReplaySetup(weight_limit=None),
+            on_start=lambda _loop, fake: fakes.append(fake),
+            funding=rates,
+        )
+    )
+    assert report.cycles == N_BARS
+    ft = rates[SHORT]["funding_time"].to_numpy()
+    for sym, t, times in decider.seen:
+        assert times[-1] == int(ft[ft < t + STEP][-1]), (sym, t)  # none late, none early
+    (fake,) = fakes
+    paths = Counter(r.path for r in fake.requests)
+    assert paths["/fapi/v1/fundingInfo"] >= 1  # asked when the rows would have skipped
+    assert paths["/fapi/v1/fundingInfo"] <= N_BARS  # at most once per bar close
+    new_rows = int(((ft > T0) & (ft < T0 + N_BARS * STEP)).sum())
+    # the first fill, one fetch per settlement, and one more at the change (at its instant
+    # the venue already states the new interval, the row is not settled yet)
+    assert paths["/fapi/v1/fundingRate"] <= 2 + new_rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -15,6 +17,7 @@ from atra.adapters.exchange.wire import (
     klines_weight,
     parse_exchange_info,
     parse_funding,
+    parse_funding_info,
     parse_klines,
     parse_premium_index,
 )
@@ -211,3 +214,36 @@ def test_plan_pages_cover_the_range_exactly_once(
         assert (hi - lo + 1) <= limit * step  # never more than `limit` bars in a slice
         cursor = hi + 1
     assert cursor == end or not pages
+
+
+# Binance's documented fundingInfo answer (USDⓈ-M "Get Funding Rate Info"; its `// ignore`
+# comment left out, as the real answer has none), and a real answer with several symbols
+FUNDING_INFO_DOC = """[{"symbol": "BLZUSDT", "adjustedFundingRateCap": "0.02500000",
+  "adjustedFundingRateFloor": "-0.02500000", "fundingIntervalHours": 8, "disclaimer": false}]"""
+FUNDING_INFO_MANY = """[{"symbol":"BLZUSDT","adjustedFundingRateCap":"0.03000000",
+"adjustedFundingRateFloor":"-0.03000000","fundingIntervalHours":4,"disclaimer":false},
+{"symbol":"GTCUSDT","adjustedFundingRateCap":"0.03000000","adjustedFundingRateFloor":"-0.03000000",
+"fundingIntervalHours":8,"disclaimer":false},{"symbol":"LPTUSDT","adjustedFundingRateCap":
+"0.02000000","adjustedFundingRateFloor":"-0.02000000","fundingIntervalHours":4,"disclaimer":false}]"""
+
+
+def test_parse_funding_info_reads_the_documented_answers() -> None:
+    assert parse_funding_info(json.loads(FUNDING_INFO_DOC), where=WHERE) == {"BLZUSDT": 8}
+    many = parse_funding_info(json.loads(FUNDING_INFO_MANY), where=WHERE)
+    assert many == {"BLZUSDT": 4, "GTCUSDT": 8, "LPTUSDT": 4}
+    assert parse_funding_info([], where=WHERE) == {}
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        ({"symbol": "X"}, "expected a list of fundingInfo rows, got dict"),
+        ([{"symbol": "X"}], "fundingInfo row 0 unusable"),
+        ([{"symbol": "X", "fundingIntervalHours": "4"}], "row 0 unusable"),
+        ([{"symbol": "X", "fundingIntervalHours": 0}], "row 0 unusable"),
+        ([{"symbol": "X", "fundingIntervalHours": 4}, "Y"], "row 1 unusable"),
+    ],
+)
+def test_parse_funding_info_rejects_wrong_shapes(payload: object, match: str) -> None:
+    with pytest.raises(ExchangeError, match=match):
+        parse_funding_info(payload, where=WHERE)

@@ -41,7 +41,7 @@ from atra.core.types import Market
 from atra.core.validation import DAY_MS
 from atra.errors import ConfigError, DataError
 from atra.live.deciders import DecisionFn, decide_one
-from atra.live.funding_due import FUNDING_PROBE_MS, funding_due, recent_funding_times
+from atra.live.funding_due import FUNDING_PROBE_MS, FundingIntervals, recent_funding_times
 from atra.live.ledger import FUNDING_PAGE, FundingBook
 from atra.live.paper import Broker
 from atra.live.series_feed import SeriesFeed
@@ -137,6 +137,7 @@ class CandleFeed:
         self.context_funding: dict[str, pd.DataFrame] = {}
         self._paid_funding: dict[str, npt.NDArray[np.int64] | None] = {}
         """The last funding times fetched for open positions (None: a page was full)."""
+        self.intervals = FundingIntervals(getattr(client, "fetch_funding_info", None))
         self._more_funding: set[str] = set()
         """Symbols whose last context funding fetch was a full page (fetched on at once)."""
         self._executor = executor
@@ -291,7 +292,7 @@ class CandleFeed:
         if start > end:
             return
         times = None if held is None else held["funding_time"].to_numpy(np.int64)
-        if sym not in self._more_funding and not funding_due(times, end):
+        if sym not in self._more_funding and await self.intervals.skip(sym, times, end, bar_ms):
             return  # no settled rate can have appeared since the last fetch
         with span("live.fetch_funding", symbol=sym, open_time=bar_ms, purpose="features"):
             async with asyncio.timeout(self.settings.symbol_timeout_s):
@@ -328,7 +329,7 @@ class CandleFeed:
         last = win.last_ms
         start = self._first_start(bar_ms, done_ms) if last is None else last + self.step_ms
         if start > bar_ms:
-            return self._empty()
+            return Bars.empty()
         market = client.market
         streamed = None
         if self.stream is not None and last is not None and self.stream.carries(sym, market):
@@ -405,7 +406,7 @@ class CandleFeed:
         last = win.last_ms
         start = self._first_start(bar_ms, done_ms) if last is None else last + self.step_ms
         if start > bar_ms:
-            return self._empty()
+            return Bars.empty()
         streamed = None
         if self.stream is not None and last is not None:  # the first fill comes over REST
             with span("live.stream_wait", symbol=sym, open_time=bar_ms):
@@ -431,7 +432,9 @@ class CandleFeed:
         known = self.funding.known_until(sym)
         if known is not None and known >= upto_ms:
             return
-        if known is not None and not funding_due(self._paid_funding.get(sym), upto_ms):
+        if known is not None and await self.intervals.skip(
+            sym, self._paid_funding.get(sym), upto_ms, upto_ms
+        ):
             return  # no settled rate can have appeared since the last fetch
         if known is None:
             first = min((p.signal_time_ms for p in self.broker.positions(sym)), default=upto_ms)
@@ -457,10 +460,6 @@ class CandleFeed:
             raise ConfigError(f"{type(client).__name__} cannot fetch candle ranges")
         frame: pd.DataFrame = await fetch_range(sym, self.settings.timeframe, start_ms, end_ms)
         return frame
-
-    @staticmethod
-    def _empty() -> Bars:
-        return Bars.empty()
 
     # ---- windows ---------------------------------------------------------------------------
 

@@ -1,18 +1,19 @@
 """A fake Binance: a real aiohttp server on 127.0.0.1 with fault injection (:class:`FakeExchange`).
 
 Spot ``/api/v3/klines`` and ``/api/v3/exchangeInfo`` and USDT-M ``/fapi/v1/klines``,
-``/fapi/v1/fundingRate``, ``/fapi/v1/premiumIndex`` and ``/fapi/v1/exchangeInfo`` are answered
-from candle and funding frames (in memory, or Parquet files named like ``../shared/data``) by
-:class:`~atra.sim.market_desk.FakeMarketDesk` (:attr:`FakeExchange.market_data`); the SIGNED
-USDT-M order endpoints (``POST/GET/DELETE /fapi/v1/order``, ``GET /fapi/v1/openOrders``, ``GET
-/fapi/v2/positionRisk``, and the Algo Order API ``POST/GET/DELETE /fapi/v1/algoOrder``, ``GET
-/fapi/v1/openAlgoOrders``) by :class:`~atra.sim.order_desk.FakeOrderDesk`
-(:attr:`FakeExchange.orders`) on a :class:`~atra.sim.venue.MatchingEngine`, whose market time
-comes from ``market_clock`` (seconds; a replay passes its simulated clock). The kline
-WebSocket streams (``/stream`` and ``/ws/{name}`` for USDT-M, ``/spot/stream`` and
-``/spot/ws/{name}`` for spot; :meth:`FakeExchange.stream_url`) send the same candles, each
-bar once the market clock passes its close, with their own faults
-(:class:`~atra.sim.stream.StreamFaults`, :attr:`FakeExchange.streams`).
+``/fapi/v1/fundingRate``, ``/fapi/v1/fundingInfo``, ``/fapi/v1/premiumIndex`` and
+``/fapi/v1/exchangeInfo`` are answered from candle and funding frames (in memory, or Parquet
+files named like ``../shared/data``) by :class:`~atra.sim.market_desk.FakeMarketDesk`
+(:attr:`FakeExchange.market_data`); the SIGNED USDT-M order endpoints (``POST/GET/DELETE
+/fapi/v1/order``, ``GET /fapi/v1/openOrders``, ``GET /fapi/v2/positionRisk``, and the Algo Order
+API ``POST/GET/DELETE /fapi/v1/algoOrder``, ``GET /fapi/v1/openAlgoOrders``) by
+:class:`~atra.sim.order_desk.FakeOrderDesk` (:attr:`FakeExchange.orders`) on a
+:class:`~atra.sim.venue.MatchingEngine`, whose market time comes from ``market_clock`` (seconds;
+a replay passes its simulated clock). The kline WebSocket streams (``/stream`` and
+``/ws/{name}`` for USDT-M, ``/spot/stream`` and ``/spot/ws/{name}`` for spot;
+:meth:`FakeExchange.stream_url`) send the same candles, each bar once the market clock passes
+its close, with their own faults (:class:`~atra.sim.stream.StreamFaults`,
+:attr:`FakeExchange.streams`).
 
 Every request is weighed and admitted by :class:`~atra.sim.limits.WeightLimits`
 (:attr:`FakeExchange.limits`): the ``X-MBX-USED-WEIGHT-1m`` header, 429 + ``Retry-After`` past
@@ -225,6 +226,7 @@ class FakeExchange(LocalServer):
             app.router.add_get(f"{prefix}/exchangeInfo", self._handler(market, "exchangeInfo"))
         app.router.add_get("/fapi/v1/fundingRate", self._handler(Market.PERP, "fundingRate"))
         app.router.add_get("/fapi/v1/premiumIndex", self._handler(Market.PERP, "premiumIndex"))
+        app.router.add_get("/fapi/v1/fundingInfo", self._handler(Market.PERP, "fundingInfo"))
         order = self._handler(Market.PERP, "order")
         app.router.add_post("/fapi/v1/order", order)
         app.router.add_get("/fapi/v1/order", order)
@@ -312,7 +314,8 @@ class FakeExchange(LocalServer):
         conn = request.transport.get_extra_info("peername") if request.transport else None
         posts = {"order": 1, "algoOrder": 1, "spotOrder": 1, "spotOco": 2}  # an OCO: 2 orders
         orders = posts.get(endpoint, 0) if request.method == "POST" else 0
-        verdict = self.limits.admit(now, weight, endpoint == "fundingRate", conn, orders=orders)
+        funding = endpoint in ("fundingRate", "fundingInfo")  # one shared bucket
+        verdict = self.limits.admit(now, weight, funding, conn, orders=orders)
         record = {"t_s": now, "path": request.path, "params": params, "weight": weight}
         headers = {"X-MBX-USED-WEIGHT-1m": str(self.limits.used)}
         if verdict.status != 200:
@@ -350,7 +353,8 @@ class FakeExchange(LocalServer):
             elif endpoint in _SPOT_NAMES:
                 text = self.spot_orders.answer(request, endpoint, params)
             else:
-                text = self.market_data.answer(market, endpoint, params)
+                now_ms = int(self.market_clock() * 1000)
+                text = self.market_data.answer(market, endpoint, params, now_ms=now_ms)
             status = 200
         except Reject as rej:
             text = json.dumps({"code": rej.code, "msg": rej.msg})

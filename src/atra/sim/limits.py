@@ -12,7 +12,8 @@ connection that was already answered 429 in this back-off (HTTP/1.1 sends the ne
 a connection only after reading the previous answer), or when the caller does not say which
 connection it came on. Requests already on the wire when the first 429 went out still get 429
 but are not held against the client; :attr:`WeightLimits.sent_after_429` counts those that
-are. ``fundingRate`` requests also count against ``funding_limit`` per ``funding_window_s``.
+are. ``fundingRate`` and ``fundingInfo`` requests also count against ``funding_limit`` per
+``funding_window_s``.
 
 New orders count against ``order_limits`` (per fixed window each, as Binance's ``ORDERS``
 limits: USDT-M 300 per 10 s and 1,200 per minute): one more gets 429 with ``-1015`` "Too many
@@ -48,6 +49,8 @@ def request_weight(market: Market, endpoint: str, limit: int) -> int:
         return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
     if endpoint == "exchangeInfo":
         return 20 if market is Market.SPOT else 1
+    if endpoint == "fundingInfo":
+        return 0
     return 1
 
 

@@ -1,10 +1,11 @@
 """The public market-data endpoints of the fake exchange (:mod:`atra.sim.exchange`).
 
 Spot ``/api/v3/klines`` and ``/api/v3/exchangeInfo``, USDT-M ``/fapi/v1/klines``,
-``/fapi/v1/fundingRate``, ``/fapi/v1/premiumIndex`` and ``/fapi/v1/exchangeInfo``, answered
-from candle and funding frames (:class:`FakeMarketDesk`), and the Parquet files a data folder
-serves (:func:`read_data_dir`, files named like ``../shared/data``: ``BTCUSDT_spot_1h.parquet``,
-``BTCUSDT_perp_1h.parquet``, ``BTCUSDT_perp_funding.parquet``).
+``/fapi/v1/fundingRate``, ``/fapi/v1/fundingInfo``, ``/fapi/v1/premiumIndex`` and
+``/fapi/v1/exchangeInfo``, answered from candle and funding frames (:class:`FakeMarketDesk`),
+and the Parquet files a data folder serves (:func:`read_data_dir`, files named like
+``../shared/data``: ``BTCUSDT_spot_1h.parquet``, ``BTCUSDT_perp_1h.parquet``,
+``BTCUSDT_perp_funding.parquet``).
 
 Paging is Binance's (``startTime`` / ``endTime`` / ``limit``, default 500, capped at 1000 spot
 / 1500 futures; fundingRate 100 / 1000), and so are ``-1121 Invalid symbol.`` and ``-1120
@@ -34,6 +35,8 @@ __all__ = ["FakeMarketDesk", "read_data_dir"]
 _MAX_KLINES: Final[dict[Market, int]] = {Market.SPOT: 1000, Market.PERP: 1500}
 _FILE_RE: Final = re.compile(r"^([A-Z0-9]+)_(spot|perp)_([0-9a-zA-Z]+)\.parquet$")
 _NO_TIMES: Final = np.zeros(0, dtype=np.int64)
+DEFAULT_HOURS: Final[int] = 8
+"""A USDT-M perpetual's funding interval; ``fundingInfo`` lists the symbols with another."""
 """Times of a series the exchange does not have (no rows)."""
 
 
@@ -81,11 +84,15 @@ class FakeMarketDesk:
         self._candles: dict[CandleKey, Series] = {}
         self._funding: dict[str, Series] = {}
 
-    def answer(self, market: Market, endpoint: str, params: Mapping[str, str]) -> str:
-        """The answer body of ``endpoint`` (raises :class:`~atra.sim.wire.Reject` for an
-        error)."""
+    def answer(
+        self, market: Market, endpoint: str, params: Mapping[str, str], now_ms: int = 0
+    ) -> str:
+        """The answer body of ``endpoint`` at market time ``now_ms`` (raises
+        :class:`~atra.sim.wire.Reject` for an error)."""
         if endpoint == "exchangeInfo":
             return self._exchange_info(market)
+        if endpoint == "fundingInfo":
+            return self._funding_info(now_ms)
         symbol = params.get("symbol", "")
         if not symbol:
             raise Reject(400, -1102, "Mandatory parameter 'symbol' was not sent.")
@@ -147,6 +154,28 @@ class FakeMarketDesk:
             series = Series(_NO_TIMES) if frame is None else funding_series(symbol, frame)
             self._funding[symbol] = series
         return series
+
+    def _funding_info(self, now_ms: int) -> str:
+        """``fundingInfo`` as Binance answers it: the symbols whose interval is not the default
+        8 h now (the spacing of their funding rows around ``now_ms``), with rate caps."""
+        rows = []
+        for sym in sorted(self._funding_frames):
+            times = self._funding_series(sym).times
+            k = int(np.searchsorted(times, now_ms, "right"))
+            if k == 0 or k >= times.size:
+                continue
+            hours, rest = divmod(int(times[k] - times[k - 1]), 3_600_000)
+            if hours != DEFAULT_HOURS and rest == 0 and hours > 0:
+                rows.append(
+                    {
+                        "symbol": sym,
+                        "adjustedFundingRateCap": "0.02000000",
+                        "adjustedFundingRateFloor": "-0.02000000",
+                        "fundingIntervalHours": hours,
+                        "disclaimer": False,
+                    }
+                )
+        return json.dumps(rows)
 
     def _exchange_info(self, market: Market) -> str:
         return json.dumps(

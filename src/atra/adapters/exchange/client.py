@@ -30,6 +30,7 @@ from atra.adapters.exchange.wire import (
     klines_weight,
     parse_exchange_info,
     parse_funding,
+    parse_funding_info,
     parse_kline_rows,
     parse_premium_index,
     shape_error,
@@ -47,12 +48,15 @@ SPOT_BASE_URL: Final[str] = "https://api.binance.com"
 FUTURES_BASE_URL: Final[str] = "https://fapi.binance.com"
 MAX_KLINES: Final[dict[Market, int]] = {Market.SPOT: 1000, Market.PERP: 1500}
 MAX_FUNDING: Final[int] = 1000
+DEFAULT_FUNDING_HOURS: Final[int] = 8
+"""A USDT-M perpetual's funding interval unless ``fundingInfo`` lists another."""
 _PATHS: Final[dict[Market, dict[str, str]]] = {
     Market.SPOT: {"klines": "/api/v3/klines", "exchangeInfo": "/api/v3/exchangeInfo"},
     Market.PERP: {
         "klines": "/fapi/v1/klines",
         "exchangeInfo": "/fapi/v1/exchangeInfo",
         "fundingRate": "/fapi/v1/fundingRate",
+        "fundingInfo": "/fapi/v1/fundingInfo",
         "premiumIndex": "/fapi/v1/premiumIndex",
     },
 }
@@ -286,6 +290,14 @@ class BinanceClient(BinanceTransport):
         if len(frame) > n:
             raise shape_error(self._where(path, params), f"{len(frame)} rows for limit {n}")
         return frame
+
+    async def fetch_funding_info(self) -> dict[str, int]:
+        """Funding interval hours of the symbols whose interval (or rate cap) Binance adjusted
+        (``GET /fapi/v1/fundingInfo``, weight 0, one unit of the fundingRate bucket); a
+        symbol not listed settles every :data:`DEFAULT_FUNDING_HOURS` hours."""
+        path = self._path("fundingInfo")
+        payload = await self._get(path, {}, {FUNDING: 1})
+        return parse_funding_info(payload, where=self._where(path, {}))
 
     async def fetch_funding_range(self, symbol: str, start_ms: int, end_ms: int) -> pd.DataFrame:
         """Every funding event with ``start_ms <= funding_time < end_ms`` (cursor pages)."""

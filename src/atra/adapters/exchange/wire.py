@@ -1,11 +1,11 @@
 """Binance market-data wire formats: request weights, and the JSON of klines, fundingRate,
 premiumIndex and exchangeInfo parsed into frames and the records they carry.
 
-Request weights (Binance docs, 2024): spot klines 2; futures klines 1 / 2 / 5 / 10 for
-``limit`` < 100 / < 500 / <= 1000 / > 1000; spot exchangeInfo 20, futures exchangeInfo 1;
-premiumIndex 1 (with a symbol); fundingRate is charged 1 weight and 1 unit of its own bucket
-(500 requests per 5 minutes per IP). A new order also counts against the account's ORDERS
-limits (:func:`order_count`: one per order, two for a spot OCO).
+Request weights (Binance docs, 2024): spot klines 2; futures klines 1 / 2 / 5 / 10 for ``limit``
+< 100 / < 500 / <= 1000 / > 1000; spot exchangeInfo 20, futures exchangeInfo 1; premiumIndex 1
+(with a symbol); fundingRate is charged 1 weight and 1 unit of its own bucket (500 requests per
+5 minutes per IP), fundingInfo 0 weight and 1 unit of that bucket. A new order also counts
+against the account's ORDERS limits (:func:`order_count`: one per order, two for a spot OCO).
 
 Every parser is strict: JSON of the wrong shape is a one-line :class:`~atra.errors.ExchangeError`
 naming ``where`` (the request) and what was expected.
@@ -191,6 +191,23 @@ def parse_funding(payload: object, *, where: str) -> pd.DataFrame:
     if t_arr.size > 1 and not bool((np.diff(t_arr) > 0).all()):
         raise shape_error(where, "funding times are not strictly increasing")
     return pd.DataFrame({"funding_time": t_arr, "funding_rate": np.array(rates, dtype=np.float64)})
+
+
+def parse_funding_info(payload: object, *, where: str) -> dict[str, int]:
+    """Binance ``fundingInfo`` (the symbols whose funding interval or rate cap was adjusted)
+    -> funding interval hours per symbol. A wrong shape is ExchangeError."""
+    if not isinstance(payload, list):
+        raise shape_error(
+            where, f"expected a list of fundingInfo rows, got {type(payload).__name__}"
+        )
+    hours: dict[str, int] = {}
+    for i, row in enumerate(payload):
+        sym = row.get("symbol") if isinstance(row, dict) else None
+        h = row.get("fundingIntervalHours") if isinstance(row, dict) else None
+        if not isinstance(sym, str) or not isinstance(h, int) or isinstance(h, bool) or h < 1:
+            raise shape_error(where, f"fundingInfo row {i} unusable: {row!r:.80}")
+        hours[sym] = h
+    return hours
 
 
 def parse_premium_index(payload: object, *, where: str) -> PremiumIndex:
