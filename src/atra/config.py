@@ -205,6 +205,28 @@ class ExchangeConfig(_Frozen):
     api_secret: SecretStr | None = None
 
 
+class ResearchConfig(_Frozen):
+    """``[research]``: where ``atra search``, ``atra walkforward`` and ``atra ablation`` run
+    their fold fits (``--backend``, ``--address``, ``--workers`` override these)."""
+
+    backend: Literal["local", "ray", "dask"] = "local"
+    address: str | None = Field(default=None, min_length=1)
+    """A running ray / dask cluster (as ``--address``); None: a local one is started."""
+    workers: int | None = Field(default=None, ge=1)
+    """Workers of the local ray / dask cluster (None: the command's ``--n-jobs``)."""
+
+    @model_validator(mode="after")
+    def _cluster_stated_once(self) -> ResearchConfig:
+        if self.address is not None and self.backend == "local":
+            raise ValueError("research.address needs research.backend = 'ray' or 'dask'")
+        if self.address is not None and self.workers is not None:
+            raise ValueError(
+                "research.workers sizes a local cluster; with research.address the running "
+                "cluster's workers are used (set one of them)"
+            )
+        return self
+
+
 class StatusApiConfig(_Frozen):
     """``[status_api]``: the read-only HTTP API; ``token`` only from ATRA__STATUS_API__TOKEN."""
 
@@ -296,6 +318,7 @@ class AtraConfig(_Frozen):
     meta: MetaConfig = Field(default_factory=MetaConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
+    research: ResearchConfig = Field(default_factory=ResearchConfig)
     status_api: StatusApiConfig = Field(default_factory=StatusApiConfig)
     obs: ObsConfig = Field(default_factory=ObsConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)

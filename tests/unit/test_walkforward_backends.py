@@ -22,6 +22,8 @@ from joblib import parallel_config, register_parallel_backend
 from joblib._parallel_backends import ThreadingBackend
 
 from atra.cli import main
+from atra.cli.backend_options import BackendOptions
+from atra.config import ResearchConfig, load_config
 from atra.core.meta import MetaParams, walk_forward_predict
 from atra.core.validation import DAY_MS, Fold, walk_forward_splits
 from atra.errors import ConfigError
@@ -173,3 +175,60 @@ def test_cli_engine_not_installed(
 def test_local_backend_runs_in_this_process() -> None:
     with open_backend(BackendSpec()) as executor:
         assert executor is None
+
+
+# ---- the config's [research] section -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "research", "want"),
+    [
+        ({}, {}, ("local", None, None)),
+        ({}, {"backend": "dask", "workers": 3}, ("dask", None, 3)),
+        ({}, {"backend": "ray", "address": "auto"}, ("ray", "auto", None)),
+        ({"backend": "local"}, {"backend": "dask", "address": "tcp://h:1"}, ("local", None, None)),
+        ({"workers": 2}, {"backend": "dask", "address": "tcp://h:1"}, ("dask", None, 2)),
+        ({"address": "tcp://x:2"}, {"backend": "dask", "workers": 3}, ("dask", "tcp://x:2", None)),
+        ({"backend": "ray"}, {"backend": "ray", "workers": 4}, ("ray", None, 4)),
+    ],
+)
+def test_options_over_the_research_section(
+    options: dict[str, Any], research: dict[str, Any], want: tuple[str, str | None, int | None]
+) -> None:
+    spec = BackendOptions(**options).spec(ResearchConfig(**research))
+    assert (spec.name, spec.address, spec.workers) == want
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('backend = "local"\naddress = "auto"', "research.address needs research.backend"),
+        ('backend = "dask"\naddress = "tcp://h:1"\nworkers = 2', "set one of them"),
+        ('backend = "spark"', "research.backend"),
+        ('backend = "dask"\nworkers = 0', "research.workers"),
+    ],
+)
+def test_a_bad_research_section_is_one_config_line(
+    section: str, message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "atra.toml"
+    path.write_text(f"[research]\n{section}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        load_config(path, env={})
+    assert "\n" not in str(e.value)
+
+
+def test_cli_takes_the_backend_from_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` raises
+    config = tmp_path / "atra.toml"
+    config.write_text('[research]\nbackend = "dask"\nworkers = 2\n')
+    err = _cli_error(["walkforward", "--config", str(config)], tmp_path, capsys)
+    assert err.startswith("ConfigError: --backend dask: distributed is not installed")
+    # an option given wins over the section: local needs no engine, so the run goes on to the
+    # data (and fails there, on the empty data folder)
+    err = _cli_error(
+        ["walkforward", "--config", str(config), "--backend", "local"], tmp_path, capsys
+    )
+    assert "distributed" not in err

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atra.cli import app
-from atra.cli.backend_options import Address, Backend, Workers, backend_spec
+from atra.cli.backend_options import Address, Backend, BackendOptions, Workers
 from atra.cli.console import print_wide, when
 from atra.cli.options import (
     EmbargoHours,
@@ -123,14 +123,14 @@ def ablation_cmd(
     json_only: Annotated[
         bool, typer.Option("--json-only", help="Print only the JSON line, no table.")
     ] = False,
-    backend: Backend = "local",
+    backend: Backend = None,
     address: Address = None,
     workers: Workers = None,
 ) -> None:
     """Walk-forward once per feature set (price, +volume, +fundamental, +alternative,
     +cross_asset, + each plug-in family): OOS AUC, primary vs filtered Sharpe, trades, after
     costs; a table and one JSON line."""
-    spec = backend_spec(backend, address, workers)
+    options = BackendOptions(backend, address, workers)
     from atra.research.ablation import run_ablation_loop
 
     console, result = run_walkforward_loop(
@@ -145,7 +145,7 @@ def ablation_cmd(
         n_trials=n_trials,
         seed=seed,
         n_jobs=n_jobs,
-        backend=spec,
+        backend=options,
     )
     if not json_only:
         print_ablation(console, result, runs_dir)

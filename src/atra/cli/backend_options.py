@@ -1,23 +1,28 @@
 """``--backend``, ``--address``, ``--workers``: where ``atra search``, ``atra walkforward`` and
-``atra ablation`` run their fold fits (:mod:`atra.research.backends`)."""
+``atra ablation`` run their fold fits (:mod:`atra.research.backends`); unset, the ``[research]``
+section of ``--config`` decides (``research.backend``, ``research.address``,
+``research.workers``), else ``local``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:  # the research stack (LightGBM, ...) loads when a command runs
+    from atra.config import ResearchConfig
     from atra.research.backends import BackendSpec
 
-__all__ = ["Address", "Backend", "Workers", "backend_spec"]
+__all__ = ["Address", "Backend", "BackendOptions", "Workers"]
 
 Backend = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--backend",
         help="local | ray | dask: where the fold fits run (ray and dask need the "
-        "'distributed' extra of atra). Results are identical on each.",
+        "'distributed' extra of atra). Results are identical on each. Default: research.backend "
+        "of --config, else local.",
     ),
 ]
 Address = Annotated[
@@ -37,8 +42,24 @@ Workers = Annotated[
 ]
 
 
-def backend_spec(backend: str, address: str | None, workers: int | None) -> BackendSpec:
-    """The checked options (a one-line ConfigError for a bad combination)."""
-    from atra.research.backends import BackendSpec
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """The three options as given (None: not given)."""
 
-    return BackendSpec(backend, address, workers)
+    backend: str | None = None
+    address: str | None = None
+    workers: int | None = None
+
+    def spec(self, research: ResearchConfig | None = None) -> BackendSpec:
+        """The checked backend (a one-line ConfigError for a bad combination): each option
+        given wins; the cluster (``address`` / ``workers``) comes from the options when either
+        is given, else from ``research`` when the backend is the configured one."""
+        from atra.research.backends import BackendSpec
+
+        name = self.backend
+        address, workers = self.address, self.workers
+        if research is not None:
+            name = name if name is not None else research.backend
+            if name == research.backend and address is None and workers is None:
+                address, workers = research.address, research.workers
+        return BackendSpec(name or "local", address, workers)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from atra.cli import app
-from atra.cli.backend_options import Address, Backend, Workers, backend_spec
+from atra.cli.backend_options import Address, Backend, BackendOptions, Workers
 from atra.cli.console import make_console, print_wide, stage_progress
 from atra.cli.options import (
     EmbargoHours,
@@ -61,7 +61,7 @@ def search_cmd(
     min_train_events: MinTrainEvents = 200,
     seed: Annotated[int, typer.Option("--seed", help="Sampler and LightGBM seed.")] = 7,
     n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel fold fits.")] = 2,
-    backend: Backend = "local",
+    backend: Backend = None,
     address: Address = None,
     workers: Workers = None,
     html_out: Annotated[
@@ -78,7 +78,7 @@ def search_cmd(
     if embargo_hours is not None and embargo_hours < 0:
         raise ConfigError(f"--embargo-hours must be >= 0, got {embargo_hours}")
     final_ms = None if final_from is None else parse_time(final_from, "--final-from")
-    spec = backend_spec(backend, address, workers)
+    options = BackendOptions(backend, address, workers)
     from atra.cli.plugins import load_run_config
     from atra.cli.series import configured_inputs
     from atra.research.search_run import SearchRequest, run_search
@@ -86,6 +86,7 @@ def search_cmd(
     from atra.research.search_trials import WalkForwardOverrides
 
     cfg = load_run_config(selection.config)
+    spec = options.spec(cfg.research)  # its errors come before any data is read
     search_space = load_search_space(space, cfg)
     sel = resolve(selection)
     request = SearchRequest(

@@ -31,7 +31,7 @@ from atra.errors import ConfigError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from atra.research.backends import BackendSpec
+    from atra.cli.backend_options import BackendOptions
 
 _T = TypeVar("_T")
 
@@ -208,11 +208,12 @@ def run_walkforward_loop(
     n_trials: int,
     seed: int,
     n_jobs: int,
-    backend: BackendSpec,
+    backend: BackendOptions,
 ) -> tuple[Console, _T]:
     """Check the walk-forward options, apply them to the settings of ``--config``, resolve the
     selection and run ``loop`` on it with a stage progress bar, its fold fits on ``backend``
-    (:func:`atra.research.backends.open_backend`); the console and its result.
+    (:func:`atra.research.backends.open_backend`; the options over ``[research]`` of
+    ``--config``); the console and its result.
 
     ``loop`` is :func:`atra.research.evaluation.loop.run_research_loop` or
     :func:`atra.research.ablation.run_ablation_loop` (the same keyword arguments)."""
@@ -240,7 +241,8 @@ def run_walkforward_loop(
             first_test_ms=first_test_ms,
         ),
     )
-    with open_backend(backend, n_jobs=n_jobs):  # its errors come before any data is read
+    spec = backend.spec(cfg.research)  # over the config's [research]
+    with open_backend(spec, n_jobs=n_jobs):  # its errors come before any data is read
         sel = resolve(selection)
         console = make_console()
         with stage_progress(console) as progress:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from atra.cli import app
-from atra.cli.backend_options import Address, Backend, Workers, backend_spec
+from atra.cli.backend_options import Address, Backend, BackendOptions, Workers
 from atra.cli.console import print_wide, when
 from atra.cli.options import (
     EmbargoHours,
@@ -89,13 +89,13 @@ def walkforward_cmd(
     seed: Annotated[int, typer.Option("--seed", help="LightGBM seed (recorded in the run).")] = 7,
     n_jobs: NJobs = 2,
     first_test: FirstTest = None,
-    backend: Backend = "local",
+    backend: Backend = None,
     address: Address = None,
     workers: Workers = None,
 ) -> None:
     """Walk-forward meta model, backtested out-of-sample: primary-only vs meta-filtered vs
     buy-and-hold, after costs; writes the run record and its HTML report."""
-    spec = backend_spec(backend, address, workers)
+    options = BackendOptions(backend, address, workers)
     from atra.research.evaluation.loop import run_research_loop
 
     console, ev = run_walkforward_loop(
@@ -110,6 +110,6 @@ def walkforward_cmd(
         n_trials=n_trials,
         seed=seed,
         n_jobs=n_jobs,
-        backend=spec,
+        backend=options,
     )
     print_evaluation(console, ev)
