@@ -181,22 +181,30 @@ def test_local_backend_runs_in_this_process() -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "research", "want"),
+    ("options", "research", "want", "configured"),
     [
-        ({}, {}, ("local", None, None)),
-        ({}, {"backend": "dask", "workers": 3}, ("dask", None, 3)),
-        ({}, {"backend": "ray", "address": "auto"}, ("ray", "auto", None)),
-        ({"backend": "local"}, {"backend": "dask", "address": "tcp://h:1"}, ("local", None, None)),
-        ({"workers": 2}, {"backend": "dask", "address": "tcp://h:1"}, ("dask", None, 2)),
-        ({"address": "tcp://x:2"}, {"backend": "dask", "workers": 3}, ("dask", "tcp://x:2", None)),
-        ({"backend": "ray"}, {"backend": "ray", "workers": 4}, ("ray", None, 4)),
+        ({}, {}, ("local", None, None), False),
+        ({}, {"backend": "dask", "workers": 3}, ("dask", None, 3), True),
+        ({}, {"backend": "ray", "address": "auto"}, ("ray", "auto", None), True),
+        ({"backend": "local"}, {"backend": "dask", "address": "tcp://h:1"}, ("local", None, None),
+         False),
+        ({"workers": 2}, {"backend": "dask", "address": "tcp://h:1"}, ("dask", None, 2), True),
+        ({"address": "tcp://x:2"}, {"backend": "dask", "workers": 3}, ("dask", "tcp://x:2", None),
+         True),
+        ({"backend": "ray"}, {"backend": "ray", "workers": 4}, ("ray", None, 4), True),
+        ({"backend": "ray", "workers": 1}, {"backend": "ray", "workers": 4}, ("ray", None, 1),
+         False),
     ],
-)
+)  # fmt: skip
 def test_options_over_the_research_section(
-    options: dict[str, Any], research: dict[str, Any], want: tuple[str, str | None, int | None]
+    options: dict[str, Any],
+    research: dict[str, Any],
+    want: tuple[str, str | None, int | None],
+    configured: bool,
 ) -> None:
-    spec = BackendOptions(**options).spec(ResearchConfig(**research))
+    spec = BackendOptions(**options).spec(ResearchConfig(**research), Path("atra.toml"))
     assert (spec.name, spec.address, spec.workers) == want
+    assert spec.origin == ("[research] of atra.toml" if configured else None)
 
 
 @pytest.mark.parametrize(
@@ -225,7 +233,10 @@ def test_cli_takes_the_backend_from_the_config(
     config = tmp_path / "atra.toml"
     config.write_text('[research]\nbackend = "dask"\nworkers = 2\n')
     err = _cli_error(["walkforward", "--config", str(config)], tmp_path, capsys)
-    assert err.startswith("ConfigError: --backend dask: distributed is not installed")
+    assert err == (
+        "ConfigError: --backend dask: distributed is not installed; run pip install "
+        "'atra[distributed]' (set in [research] of atra.toml)"
+    )
     # an option given wins over the section: local needs no engine, so the run goes on to the
     # data (and fails there, on the empty data folder)
     err = _cli_error(

@@ -6,6 +6,7 @@ section of ``--config`` decides (``research.backend``, ``research.address``,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -50,16 +51,24 @@ class BackendOptions:
     address: str | None = None
     workers: int | None = None
 
-    def spec(self, research: ResearchConfig | None = None) -> BackendSpec:
+    def spec(
+        self, research: ResearchConfig | None = None, config: Path | None = None
+    ) -> BackendSpec:
         """The checked backend (a one-line ConfigError for a bad combination): each option
         given wins; the cluster (``address`` / ``workers``) comes from the options when either
-        is given, else from ``research`` when the backend is the configured one."""
+        is given, else from ``research`` (the ``[research]`` of ``config``) when the backend is
+        the configured one. Errors opening a backend set there name it."""
         from atra.research.backends import BackendSpec
 
         name = self.backend
         address, workers = self.address, self.workers
+        configured = False
         if research is not None:
+            configured = name is None and research.backend != "local"
             name = name if name is not None else research.backend
             if name == research.backend and address is None and workers is None:
                 address, workers = research.address, research.workers
-        return BackendSpec(name or "local", address, workers)
+                configured = configured or address is not None or workers is not None
+        where = "the configuration" if config is None else config.name
+        origin = f"[research] of {where}" if configured else None
+        return BackendSpec(name or "local", address, workers, origin=origin)

@@ -86,7 +86,7 @@ def search_cmd(
     from atra.research.search_trials import WalkForwardOverrides
 
     cfg = load_run_config(selection.config)
-    spec = options.spec(cfg.research)  # its errors come before any data is read
+    spec = options.spec(cfg.research, selection.config)  # errors before any data is read
     search_space = load_search_space(space, cfg)
     sel = resolve(selection)
     request = SearchRequest(

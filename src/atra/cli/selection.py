@@ -241,7 +241,7 @@ def run_walkforward_loop(
             first_test_ms=first_test_ms,
         ),
     )
-    spec = backend.spec(cfg.research)  # over the config's [research]
+    spec = backend.spec(cfg.research, selection.config)  # over the config's [research]
     with open_backend(spec, n_jobs=n_jobs):  # its errors come before any data is read
         sel = resolve(selection)
         console = make_console()

@@ -64,6 +64,9 @@ class BackendSpec:
     address: str | None = None
     workers: int | None = None
     connect_timeout_s: float = 20.0
+    origin: str | None = None
+    """Where the values came from when not from the options (``[research] of atra.toml``):
+    added to the errors of opening the backend."""
 
     def __post_init__(self) -> None:
         if self.name not in BACKENDS:
@@ -250,7 +253,13 @@ def open_backend(spec: BackendSpec, *, n_jobs: int = 2) -> Iterator[FoldExecutor
         yield None
         return
     opener = _ray_executor if spec.name == "ray" else _dask_executor
-    with opener(spec, workers) as executor:
+    with contextlib.ExitStack() as stack:
+        try:
+            executor = stack.enter_context(opener(spec, workers))
+        except ConfigError as exc:
+            if spec.origin is None:
+                raise
+            raise ConfigError(f"{exc} (set in {spec.origin})") from None
         token = _ACTIVE.set(executor)
         try:
             yield executor
