@@ -63,22 +63,13 @@ _PATHS: Final[dict[Market, dict[str, str]]] = {
 
 
 class ExchangeClient(Protocol):
-    """What ATRA needs from an exchange market. Frames follow the shared frame contract."""
+    """What ATRA needs from an exchange market: candles as arrays (``Klines``: the live feed
+    and the stream backfill never build a frame per request), funding as frames following the
+    shared frame contract."""
 
     market: Market
     exchange: str
     max_klines: int
-
-    async def fetch_klines(
-        self,
-        symbol: str,
-        timeframe: Timeframe,
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        limit: int | None = None,
-        closed_only: bool = True,
-    ) -> pd.DataFrame: ...
 
     async def fetch_kline_rows(
         self,

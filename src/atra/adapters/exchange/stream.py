@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
-import numpy as np
 
 from atra.core.types import Market, Timeframe
 from atra.errors import AtraError, ExchangeError
@@ -262,14 +261,11 @@ class KlineStream:
                 continue
             start = last + step
             n = min((last_closed - start) // step + 1, self.backfill.max_klines)
-            frame = await self.backfill.fetch_klines(
+            rows = await self.backfill.fetch_kline_rows(
                 sym, self.timeframe, start_ms=start, end_ms=last_closed, limit=n
             )
-            t = frame["open_time"].to_numpy(np.int64)
-            o, h, lo, c, v = (
-                frame[col].to_numpy(np.float64)
-                for col in ("open", "high", "low", "close", "volume")
-            )
+            t = rows.open_time
+            o, h, lo, c, v = rows.values.T
             for i in range(t.size):
                 ot = int(t[i])
                 bar = ClosedKline(
