@@ -18,7 +18,7 @@ from atra.adapters.exchange.wire import (
     parse_exchange_info,
     parse_funding,
     parse_funding_info,
-    parse_klines,
+    parse_kline_rows,
     parse_premium_index,
 )
 from atra.adapters.ratelimit import RateLimit
@@ -57,7 +57,8 @@ def test_exchange_info_weight() -> None:
 
 
 def test_parse_klines_builds_the_candle_frame() -> None:
-    frame, close_time = parse_klines([kline(0), kline(HOUR, "1.75")], where=WHERE)
+    rows = parse_kline_rows([kline(0), kline(HOUR, "1.75")], where=WHERE)
+    frame, close_time = rows.frame(), rows.close_time
     assert list(frame.columns) == ["open_time", "open", "high", "low", "close", "volume"]
     assert frame["open_time"].dtype == np.int64
     assert all(frame[c].dtype == np.float64 for c in frame.columns[1:])
@@ -67,7 +68,8 @@ def test_parse_klines_builds_the_candle_frame() -> None:
 
 
 def test_parse_klines_accepts_an_empty_page() -> None:
-    frame, close_time = parse_klines([], where=WHERE)
+    rows = parse_kline_rows([], where=WHERE)
+    frame, close_time = rows.frame(), rows.close_time
     assert frame.empty
     assert list(frame.columns) == ["open_time", "open", "high", "low", "close", "volume"]
     assert close_time.size == 0
@@ -90,7 +92,7 @@ def test_parse_klines_accepts_an_empty_page() -> None:
 )
 def test_parse_klines_rejects_wrong_shapes(payload: object, match: str) -> None:
     with pytest.raises(ExchangeError, match=match) as info:
-        parse_klines(payload, where=WHERE)
+        parse_kline_rows(payload, where=WHERE)
     assert str(info.value).startswith(WHERE)
     assert "\n" not in str(info.value)
 

@@ -26,12 +26,12 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from atra.adapters.exchange.wire import DEFAULT_FUNDING_HOURS
 from atra.core.validation import DAY_MS
 from atra.errors import ExchangeError
 from atra.obs import get_logger
 
 __all__ = [
-    "DEFAULT_FUNDING_HOURS",
     "FUNDING_GAPS",
     "FUNDING_PROBE_MS",
     "FUNDING_SLACK_MS",
@@ -43,8 +43,6 @@ __all__ = [
 log = get_logger("atra.live.funding")
 
 HOUR_MS: Final[int] = 3_600_000
-DEFAULT_FUNDING_HOURS: Final[int] = 8
-"""A USDT-M perpetual's funding interval unless ``fundingInfo`` lists another."""
 FUNDING_GAPS: Final[int] = 3
 """Spacings of the last rows the interval is read from (their minimum)."""
 FUNDING_SLACK_MS: Final[int] = 1_000
@@ -88,9 +86,10 @@ def recent_funding_times(
 
 class FundingIntervals:
     """The funding interval the venue states per symbol (``fetch``: ``fundingInfo``, hours of
-    the symbols it lists; any other settles every :data:`DEFAULT_FUNDING_HOURS` hours), asked
-    at most once per bar close and shared by that cycle's symbols. ``fetch`` None: no venue
-    statement, the rows alone decide."""
+    the symbols it lists; any other settles every
+    :data:`~atra.adapters.exchange.wire.DEFAULT_FUNDING_HOURS` hours), asked at most once per
+    bar close and shared by that cycle's symbols. ``fetch`` None: no venue statement, the rows
+    alone decide."""
 
     def __init__(self, fetch: Callable[[], Awaitable[Mapping[str, int]]] | None) -> None:
         self._fetch = fetch

@@ -24,6 +24,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from atra.adapters.exchange.wire import DEFAULT_FUNDING_HOURS
 from atra.adapters.orders import SymbolRules
 from atra.core.types import Market, Timeframe
 from atra.errors import DataError
@@ -35,8 +36,6 @@ __all__ = ["FakeMarketDesk", "read_data_dir"]
 _MAX_KLINES: Final[dict[Market, int]] = {Market.SPOT: 1000, Market.PERP: 1500}
 _FILE_RE: Final = re.compile(r"^([A-Z0-9]+)_(spot|perp)_([0-9a-zA-Z]+)\.parquet$")
 _NO_TIMES: Final = np.zeros(0, dtype=np.int64)
-DEFAULT_HOURS: Final[int] = 8
-"""A USDT-M perpetual's funding interval; ``fundingInfo`` lists the symbols with another."""
 """Times of a series the exchange does not have (no rows)."""
 
 
@@ -165,7 +164,7 @@ class FakeMarketDesk:
             if k == 0 or k >= times.size:
                 continue
             hours, rest = divmod(int(times[k] - times[k - 1]), 3_600_000)
-            if hours != DEFAULT_HOURS and rest == 0 and hours > 0:
+            if hours != DEFAULT_FUNDING_HOURS and rest == 0 and hours > 0:
                 rows.append(
                     {
                         "symbol": sym,

@@ -48,8 +48,6 @@ SPOT_BASE_URL: Final[str] = "https://api.binance.com"
 FUTURES_BASE_URL: Final[str] = "https://fapi.binance.com"
 MAX_KLINES: Final[dict[Market, int]] = {Market.SPOT: 1000, Market.PERP: 1500}
 MAX_FUNDING: Final[int] = 1000
-DEFAULT_FUNDING_HOURS: Final[int] = 8
-"""A USDT-M perpetual's funding interval unless ``fundingInfo`` lists another."""
 _PATHS: Final[dict[Market, dict[str, str]]] = {
     Market.SPOT: {"klines": "/api/v3/klines", "exchangeInfo": "/api/v3/exchangeInfo"},
     Market.PERP: {
@@ -285,7 +283,8 @@ class BinanceClient(BinanceTransport):
     async def fetch_funding_info(self) -> dict[str, int]:
         """Funding interval hours of the symbols whose interval (or rate cap) Binance adjusted
         (``GET /fapi/v1/fundingInfo``, weight 0, one unit of the fundingRate bucket); a
-        symbol not listed settles every :data:`DEFAULT_FUNDING_HOURS` hours."""
+        symbol not listed settles every
+        :data:`~atra.adapters.exchange.wire.DEFAULT_FUNDING_HOURS` hours."""
         path = self._path("fundingInfo")
         payload = await self._get(path, {}, {FUNDING: 1})
         return parse_funding_info(payload, where=self._where(path, {}))

@@ -157,12 +157,6 @@ def parse_kline_rows(payload: object, *, where: str) -> Klines:
     return Klines(open_time, times[1], values)
 
 
-def parse_klines(payload: object, *, where: str) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]:
-    """Binance klines rows -> (candle frame, close times). A wrong shape is ExchangeError."""
-    rows = parse_kline_rows(payload, where=where)
-    return rows.frame(), rows.close_time
-
-
 def _find_bad_kline(payload: list[Any], where: str) -> None:
     for i, row in enumerate(payload):
         if not isinstance(row, list) or len(row) < 7:
@@ -191,6 +185,10 @@ def parse_funding(payload: object, *, where: str) -> pd.DataFrame:
     if t_arr.size > 1 and not bool((np.diff(t_arr) > 0).all()):
         raise shape_error(where, "funding times are not strictly increasing")
     return pd.DataFrame({"funding_time": t_arr, "funding_rate": np.array(rates, dtype=np.float64)})
+
+
+DEFAULT_FUNDING_HOURS: Final[int] = 8
+"""A USDT-M perpetual's funding interval unless ``fundingInfo`` lists another."""
 
 
 def parse_funding_info(payload: object, *, where: str) -> dict[str, int]:
